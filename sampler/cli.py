@@ -1,0 +1,162 @@
+"""The ``agent-sampler`` command: run, check-config, replay."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+
+from sampler.config.load import load_config
+from sampler.config.model import SamplerConfig
+from sampler.config.reader import ConfigError, parse_duration, parse_listen
+from sampler.otlp.json_codec import OtlpDecodeError
+
+EXIT_USAGE = 2
+
+
+def _listen(value: str) -> str:
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _downstream(value: str) -> str:
+    if not value.startswith(("grpc://", "http://", "https://", "file://")):
+        raise argparse.ArgumentTypeError(
+            "expected grpc://HOST:PORT, http://HOST:PORT or file://PATH"
+        )
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent-sampler",
+        description="Tail-based sampler for LLM-agent traces: buffers whole sessions, decides "
+        "with YAML rules, forwards the kept ones over OTLP.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="receive, decide and forward (until SIGTERM)")
+    run.add_argument("--config", help="config file (default: the embedded config/sampler.yaml)")
+    run.add_argument(
+        "--listen",
+        type=_listen,
+        metavar="HOST:PORT",
+        help="OTLP/gRPC listen address (receivers.grpc.listen)",
+    )
+    run.add_argument(
+        "--http-listen",
+        type=_listen,
+        metavar="HOST:PORT",
+        help="OTLP/HTTP listen address (receivers.http.listen)",
+    )
+    run.add_argument(
+        "--downstream",
+        type=_downstream,
+        metavar="URL",
+        help="grpc://HOST:PORT, http://HOST:PORT or file://PATH (exporter.url)",
+    )
+    run.add_argument(
+        "--decision-wait",
+        type=_duration,
+        metavar="DURATION",
+        help="idle time before a session is decided (sessions.decision_wait)",
+    )
+    run.add_argument(
+        "--metrics-listen",
+        type=_listen,
+        metavar="HOST:PORT",
+        help="/metrics, /healthz, /readyz address (metrics.listen)",
+    )
+
+    check = commands.add_parser("check-config", help="validate a config file (exit 2 if invalid)")
+    check.add_argument("path")
+
+    rep = commands.add_parser("replay", help="run recorded OTLP/JSON traffic through the rules")
+    rep.add_argument("--config", help="config file (default: the embedded one)")
+    rep.add_argument("--output", required=True, help="file for the kept spans (OTLP/JSON lines)")
+    rep.add_argument("--json", action="store_true", help="print the summary as JSON")
+    rep.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="OTLP/JSON lines files, e.g. written by the collector's file exporter",
+    )
+    return parser
+
+
+def apply_overrides(config: SamplerConfig, args: argparse.Namespace) -> SamplerConfig:
+    r, s, e, m = config.receivers, config.sessions, config.exporter, config.metrics
+    if args.listen is not None:
+        r = dataclasses.replace(r, grpc=dataclasses.replace(r.grpc, listen=args.listen))
+    if args.http_listen is not None:
+        r = dataclasses.replace(r, http=dataclasses.replace(r.http, listen=args.http_listen))
+    if args.downstream is not None:
+        e = dataclasses.replace(e, url=args.downstream)
+    if args.decision_wait is not None:
+        s = dataclasses.replace(s, decision_wait=args.decision_wait)
+    if args.metrics_listen is not None:
+        m = dataclasses.replace(m, listen=args.metrics_listen)
+    return dataclasses.replace(config, receivers=r, sessions=s, exporter=e, metrics=m)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            config = load_config(args.path)
+            print(f"{args.path}: OK ({len(config.rules)} rules)")
+            return 0
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "run":
+        return _run(apply_overrides(config, args))
+    return _replay(config, args)
+
+
+def _run(config: SamplerConfig) -> int:
+    from sampler.logs import configure_logging
+    from sampler.runtime import serve
+
+    configure_logging(config.logging.level, config.logging.format)
+    try:
+        asyncio.run(serve(config))
+    except ValueError as exc:  # e.g. a downstream URL the exporter cannot use
+        print(f"agent-sampler: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # e.g. a port already in use
+        logging.getLogger("sampler").error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+def _replay(config: SamplerConfig, args: argparse.Namespace) -> int:
+    from sampler.replay import format_summary, replay, summary_json
+
+    try:
+        result = replay(config, args.inputs, args.output)
+    except (OSError, OtlpDecodeError) as exc:
+        print(f"agent-sampler replay: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(summary_json(result.stats, result.requests))
+    else:
+        print(format_summary(result.stats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

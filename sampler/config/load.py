@@ -1,0 +1,45 @@
+"""Loading a config file (or the embedded default) into a validated SamplerConfig."""
+
+from __future__ import annotations
+
+import dataclasses
+from importlib import resources
+from pathlib import Path
+
+from sampler.config.binder import bind
+from sampler.config.model import SamplerConfig
+from sampler.config.reader import ConfigError, ConfigProblem, Problems, parse_yaml
+
+DEFAULT_CONFIG_NAME = "sampler.yaml"
+
+
+def default_config_path() -> Path:
+    """The embedded default, packaged in sampler.config (config/sampler.yaml in the repo)."""
+    return Path(str(resources.files("sampler.config").joinpath(DEFAULT_CONFIG_NAME)))
+
+
+def load_config_text(text: str, path: str) -> SamplerConfig:
+    problems = Problems(path)
+    config = bind(SamplerConfig, parse_yaml(text, path), problems)
+    if not config.rules and not problems.found:
+        problems.add(
+            None,
+            "rules",
+            "no rules: every session would be dropped; add at least one "
+            "rule (see config/sampler.yaml)",
+        )
+    problems.raise_if_any()
+    return dataclasses.replace(config, source=path)
+
+
+def load_config(path: str | Path | None = None) -> SamplerConfig:
+    target = Path(path) if path is not None else default_config_path()
+    try:
+        text = target.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigProblem(str(target), 0, "", f"cannot read: {exc.strerror}")]
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(str(target), 0, "", "not UTF-8 text")]) from exc
+    return load_config_text(text, str(target))

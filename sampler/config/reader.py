@@ -1,0 +1,183 @@
+"""Reading YAML into typed values while remembering where each value came from.
+
+Every problem found is collected (not raised at the first one) so that `check-config` can report
+all of them at once as ``PATH:LINE: key.path: what was expected``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import yaml
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    path: str
+    line: int
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.key}: " if self.key else ""
+        return f"{self.path}:{self.line}: {where}{self.message}"
+
+
+class ConfigError(Exception):
+    """One or more problems in a config file; ``str()`` lists them one per line."""
+
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(slots=True)
+class Problems:
+    path: str
+    found: list[ConfigProblem] = field(default_factory=list)
+
+    def add(self, node: Node | None, key: str, message: str) -> None:
+        line = node.line if node is not None else 1
+        self.found.append(ConfigProblem(self.path, line, key, message))
+
+    def raise_if_any(self) -> None:
+        if self.found:
+            raise ConfigError(sorted(self.found, key=lambda p: p.line))
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A YAML value with its 1-based line. Mappings keep their key nodes for line reporting."""
+
+    value: object  # str | int | float | bool | None | list[Node] | dict[str, Node]
+    line: int
+    key_lines: dict[str, int] = field(default_factory=dict)
+    tag: str = ""
+
+    @property
+    def is_mapping(self) -> bool:
+        return isinstance(self.value, dict)
+
+    @property
+    def is_sequence(self) -> bool:
+        return isinstance(self.value, list)
+
+    def items(self) -> Iterator[tuple[str, Node]]:
+        assert isinstance(self.value, dict)
+        yield from self.value.items()
+
+    def describe(self) -> str:
+        """A short description of the value for error messages."""
+        if isinstance(self.value, dict):
+            return "a mapping"
+        if isinstance(self.value, list):
+            return "a list"
+        if self.value is None:
+            return "nothing (null)"
+        if isinstance(self.value, bool):
+            return f"boolean {self.value!r}"
+        return f"{type(self.value).__name__} {self.value!r}"
+
+
+def parse_yaml(text: str, path: str) -> Node:
+    """Parse YAML text into a Node tree; a syntax error becomes a ConfigError with its line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise ConfigError(
+            [ConfigProblem(path, line, "", f"invalid YAML: {exc.problem or exc}")]
+        ) from exc
+    if root is None:
+        return Node({}, 1)
+    problems = Problems(path)
+    node = _convert(root, problems)
+    problems.raise_if_any()
+    return node
+
+
+def _convert(node: yaml.Node, problems: Problems) -> Node:
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        values: dict[str, Node] = {}
+        key_lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.add(Node(None, key_line), "", "mapping keys must be plain strings")
+                continue
+            key = str(key_node.value)
+            if key in values:
+                problems.add(Node(None, key_line), key, "duplicate key")
+                continue
+            values[key] = _convert(value_node, problems)
+            key_lines[key] = key_line
+        return Node(values, line, key_lines)
+    if isinstance(node, yaml.SequenceNode):
+        return Node([_convert(item, problems) for item in node.value], line)
+    assert isinstance(node, yaml.ScalarNode)
+    constructor = yaml.SafeLoader(" ")
+    try:
+        value = constructor.construct_object(node, deep=True)
+    finally:
+        constructor.dispose()
+    return Node(value, line, tag=node.tag)
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h)\s*$")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """``"250ms"``, ``"30s"``, ``"5m"``, ``"1h"`` -> seconds. Bare numbers are rejected: units
+    prevent the classic seconds-versus-milliseconds mistake."""
+    if isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if match:
+            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    raise ValueError("expected a duration such as 250ms, 30s, 5m or 1h")
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KiB": 1 << 10,
+    "MiB": 1 << 20,
+    "GiB": 1 << 30,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+}
+
+
+def parse_size(value: object) -> int:
+    """``"16MiB"``, ``"512KiB"``, ``4096`` -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match:
+            return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    raise ValueError("expected a size such as 4096, 512KiB, 16MiB or 1GiB")
+
+
+def parse_listen(value: object) -> str:
+    """``HOST:PORT`` (IPv6 as ``[::1]:4317``); an empty string disables the listener."""
+    if value == "":
+        return ""
+    if isinstance(value, str):
+        host, sep, port = value.rpartition(":")
+        if sep and host and port.isdigit() and int(port) < 65536:
+            if ":" not in host or (host.startswith("[") and host.endswith("]")):
+                return value
+    raise ValueError("expected HOST:PORT such as 0.0.0.0:4317 or [::1]:4317")

@@ -1,0 +1,120 @@
+"""OTLP/gRPC transport: one unary ``TraceService/Export`` call per outgoing batch."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from sampler.export.base import ExporterSettings, QueuedExporter, RetryClock, SendResult
+
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+# Transient per the OTLP specification ("Failures", OTLP/gRPC).
+_RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+def _identity(body: bytes) -> bytes:
+    return body
+
+
+class GrpcExporter(QueuedExporter):
+    """Sends batches to an OTLP/gRPC endpoint ``HOST:PORT`` (``[::1]:4317`` for IPv6) over an
+    insecure channel, opened in start() and closed in stop()."""
+
+    def __init__(
+        self,
+        target: str,
+        settings: ExporterSettings,
+        *,
+        clock: RetryClock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(f"grpc://{target}", settings, clock=clock, rng=rng)
+        self.target = target
+        # gRPC metadata keys must be lowercase ASCII.
+        self._metadata = tuple((k.lower(), v) for k, v in settings.headers.items())
+        self._channel: grpc.aio.Channel | None = None
+        self._export: Any = None  # grpc.aio.UnaryUnaryMultiCallable[bytes, response]
+
+    async def _open(self) -> None:
+        compression = grpc.Compression.Gzip if self.settings.compression == "gzip" else None
+        self._channel = grpc.aio.insecure_channel(self.target, compression=compression)
+        self._export = self._channel.unary_unary(
+            EXPORT_METHOD,
+            request_serializer=_identity,  # the pipeline hands over serialized requests
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
+
+    async def _close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(grace=None)
+            self._channel = None
+            self._export = None
+
+    async def _send(self, body: bytes) -> SendResult:
+        if self._export is None:
+            return SendResult.permanent("exporter not started")
+        try:
+            response = await self._export(
+                body, timeout=self.settings.timeout_s, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as err:
+            return classify_rpc_error(err.code(), err.details(), err.trailing_metadata())
+        partial = response.partial_success
+        return SendResult.ok(
+            rejected_spans=int(partial.rejected_spans), reason=str(partial.error_message)
+        )
+
+
+def classify_rpc_error(
+    code: grpc.StatusCode, details: str | None, trailing_metadata: Any
+) -> SendResult:
+    """Map a failed Export call to retryable / permanent.
+
+    RESOURCE_EXHAUSTED is retried only when the server attaches ``google.rpc.RetryInfo``, as
+    the OTLP spec says: without it the exhaustion may be permanent (a request over the
+    server's message size limit, an exhausted quota), and retrying would only repeat it.
+    A RetryInfo delay on any retryable code replaces our own backoff for that retry.
+    """
+    reason = f"{code.name}: {details or 'no details'}"
+    delay = _retry_info_delay_s(trailing_metadata)
+    throttled = code is grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None
+    if code in _RETRYABLE_CODES or throttled:
+        return SendResult.retryable(reason, server_delay_s=delay)
+    return SendResult.permanent(reason)
+
+
+def _retry_info_delay_s(trailing_metadata: Any) -> float | None:
+    """The RetryInfo delay carried in the ``grpc-status-details-bin`` trailer, if any."""
+    if not trailing_metadata:
+        return None
+    for key, value in trailing_metadata:
+        if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(value)
+        except DecodeError:  # a malformed trailer only costs us the server's hint
+            return None
+        for detail in status.details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                delay = info.retry_delay
+                return max(0.0, float(delay.seconds) + float(delay.nanos) / 1e9)
+    return None

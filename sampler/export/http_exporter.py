@@ -1,0 +1,135 @@
+"""OTLP/HTTP transport: one protobuf ``POST {base}/v1/traces`` per outgoing batch."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import random
+
+import aiohttp
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from sampler.export.base import ExporterSettings, QueuedExporter, RetryClock, SendResult
+
+TRACES_PATH = "/v1/traces"
+# Transient per the OTLP/HTTP specification; every other non-2xx status is permanent.
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def traces_url(base_url: str) -> str:
+    """``{base_url}/v1/traces``, unless base_url already names the traces path."""
+    trimmed = base_url.rstrip("/")
+    return trimmed if trimmed.endswith(TRACES_PATH) else trimmed + TRACES_PATH
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After given in seconds; anything else (absent, HTTP-date, junk) gives None, and
+    our own backoff applies."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+class HttpExporter(QueuedExporter):
+    """Sends batches to an OTLP/HTTP endpoint. The aiohttp session lives from start() to
+    stop(); ``https`` URLs use aiohttp's default SSL context."""
+
+    def __init__(
+        self,
+        base_url: str,
+        settings: ExporterSettings,
+        *,
+        clock: RetryClock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        url = traces_url(base_url)
+        super().__init__(url, settings, clock=clock, rng=rng)
+        self.url = url
+        self._headers = {
+            **settings.headers,
+            "Content-Type": "application/x-protobuf",
+        }
+        if settings.compression == "gzip":
+            self._headers["Content-Encoding"] = "gzip"
+        self._session: aiohttp.ClientSession | None = None
+        # Retries resend the same body: compress it once per batch, not once per attempt.
+        self._last_plain: bytes | None = None
+        self._last_wire = b""
+
+    async def _open(self) -> None:
+        self._session = aiohttp.ClientSession(headers=self._headers)
+
+    async def _close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _wire_body(self, body: bytes) -> bytes:
+        if self.settings.compression != "gzip":
+            return body
+        if body is not self._last_plain:
+            self._last_plain = body
+            self._last_wire = gzip.compress(body, compresslevel=6)
+        return self._last_wire
+
+    async def _send(self, body: bytes) -> SendResult:
+        if self._session is None:
+            return SendResult.permanent("exporter not started")
+        try:
+            async with self._session.post(
+                self.url,
+                data=self._wire_body(body),
+                timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
+                allow_redirects=False,
+            ) as response:
+                payload = await response.read()
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+                is_protobuf = response.content_type == "application/x-protobuf"
+        except TimeoutError:
+            return SendResult.retryable(f"no response within {self.settings.timeout_s:g}s")
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as err:
+            return SendResult.retryable(f"{type(err).__name__}: {err}")
+        except aiohttp.ClientError as err:
+            return SendResult.permanent(f"{type(err).__name__}: {err}")
+
+        if 200 <= status < 300:
+            return _partial_success(payload) if is_protobuf else SendResult.ok()
+        reason = f"HTTP {status}: {_error_message(payload, is_protobuf)}"
+        if status in RETRYABLE_STATUSES:
+            return SendResult.retryable(reason, server_delay_s=parse_retry_after(retry_after))
+        return SendResult.permanent(reason)
+
+
+def _partial_success(payload: bytes) -> SendResult:
+    if not payload:
+        return SendResult.ok()
+    response = ExportTraceServiceResponse()
+    try:
+        response.ParseFromString(payload)
+    except DecodeError:  # accepted; a body we cannot read is no reason to resend
+        return SendResult.ok()
+    partial = response.partial_success
+    return SendResult.ok(
+        rejected_spans=int(partial.rejected_spans), reason=str(partial.error_message)
+    )
+
+
+def _error_message(payload: bytes, is_protobuf: bool) -> str:
+    """OTLP/HTTP servers should answer errors with a google.rpc.Status; fall back to text."""
+    if is_protobuf:
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(payload)
+        except DecodeError:
+            status.Clear()
+        if status.message:
+            return str(status.message)
+    text = payload[:200].decode("utf-8", errors="replace").strip()
+    return text or "no body"

@@ -1,0 +1,202 @@
+"""Self-metrics, declared once in METRICS and read from the components' plain counters at scrape
+time, so no decision or intake code touches Prometheus. docs/operations.md lists the same table
+(a test keeps them in step)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from sampler.export.base import Exporter
+from sampler.pipeline import Pipeline
+from sampler.receive.consumer import ReceiverStats
+
+Sample = tuple[tuple[str, ...], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    pipeline: Pipeline
+    exporter: Exporter
+    receivers: dict[str, ReceiverStats]  # by transport
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str
+    kind: str  # "counter" | "gauge"
+    help: str
+    labels: tuple[str, ...]
+    read: Callable[[Sources], Iterable[Sample]]
+
+
+def _one(value: Callable[[Sources], float]) -> Callable[[Sources], Iterable[Sample]]:
+    return lambda s: [((), float(value(s)))]
+
+
+def _requests(s: Sources) -> Iterator[Sample]:
+    for transport, st in s.receivers.items():
+        yield (transport, "ok"), st.requests_ok
+        yield (transport, "invalid"), st.requests_invalid
+        yield (transport, "refused"), st.requests_refused
+        yield (transport, "too_large"), st.requests_too_large
+
+
+def _decided(field: str) -> Callable[[Sources], Iterator[Sample]]:
+    def read(s: Sources) -> Iterator[Sample]:
+        for rule, tally in s.pipeline.stats.by_rule.items():
+            seen = getattr(tally, f"{field}_seen")
+            kept = getattr(tally, f"{field}_kept")
+            yield (rule, "keep"), kept
+            yield (rule, "drop"), seen - kept
+
+    return read
+
+
+def _refused(s: Sources) -> Iterator[Sample]:
+    for reason, count in s.pipeline.stats.requests_refused.items():
+        yield (reason,), count
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "agent_sampler_receiver_requests",
+        "counter",
+        "Export requests received, by transport and outcome.",
+        ("transport", "outcome"),
+        _requests,
+    ),
+    MetricSpec(
+        "agent_sampler_spans_received",
+        "counter",
+        "Spans accepted into the pipeline.",
+        (),
+        _one(lambda s: s.pipeline.stats.spans_received),
+    ),
+    MetricSpec(
+        "agent_sampler_spans_refused",
+        "counter",
+        "Spans refused with RESOURCE_EXHAUSTED / 429 (the sender retries them).",
+        (),
+        _one(lambda s: s.pipeline.stats.spans_refused),
+    ),
+    MetricSpec(
+        "agent_sampler_requests_refused",
+        "counter",
+        "Requests refused, by reason.",
+        ("reason",),
+        _refused,
+    ),
+    MetricSpec(
+        "agent_sampler_spans_invalid",
+        "counter",
+        "Spans rejected for invalid trace or span ids (OTLP partial success).",
+        (),
+        _one(lambda s: s.pipeline.stats.spans_invalid),
+    ),
+    MetricSpec(
+        "agent_sampler_sessions_decided",
+        "counter",
+        "Sessions decided, by rule and verdict.",
+        ("rule", "verdict"),
+        _decided("sessions"),
+    ),
+    MetricSpec(
+        "agent_sampler_spans_decided",
+        "counter",
+        "Spans of decided sessions, by rule and verdict.",
+        ("rule", "verdict"),
+        _decided("spans"),
+    ),
+    MetricSpec(
+        "agent_sampler_late_spans",
+        "counter",
+        "Spans that arrived after their session was decided, by the verdict they followed.",
+        ("verdict",),
+        lambda s: [
+            (("keep",), s.pipeline.stats.late_spans_kept),
+            (("drop",), s.pipeline.stats.late_spans_dropped),
+        ],
+    ),
+    MetricSpec(
+        "agent_sampler_buffer_sessions",
+        "gauge",
+        "Sessions waiting for a decision.",
+        (),
+        _one(lambda s: s.pipeline.buffer.session_count),
+    ),
+    MetricSpec(
+        "agent_sampler_buffer_spans",
+        "gauge",
+        "Spans held in the session buffer.",
+        (),
+        _one(lambda s: s.pipeline.buffer.span_count),
+    ),
+    MetricSpec(
+        "agent_sampler_buffer_bytes",
+        "gauge",
+        "Serialized size of the spans held in the session buffer.",
+        (),
+        _one(lambda s: s.pipeline.buffer.span_bytes),
+    ),
+    MetricSpec(
+        "agent_sampler_decision_cache_entries",
+        "gauge",
+        "Decided sessions and traces remembered for late spans.",
+        (),
+        _one(lambda s: len(s.pipeline.buffer.cache)),
+    ),
+    MetricSpec(
+        "agent_sampler_exporter_queue_spans",
+        "gauge",
+        "Kept spans waiting for the downstream (exporter queue plus pipeline backlog).",
+        (),
+        _one(lambda s: s.exporter.queued_spans() + s.pipeline.pending_spans),
+    ),
+    MetricSpec(
+        "agent_sampler_exporter_spans_sent",
+        "counter",
+        "Kept spans the downstream accepted.",
+        (),
+        _one(lambda s: s.exporter.stats.spans_sent),
+    ),
+    MetricSpec(
+        "agent_sampler_exporter_retries",
+        "counter",
+        "Export attempts retried after a transient failure.",
+        (),
+        _one(lambda s: s.exporter.stats.retries),
+    ),
+    MetricSpec(
+        "agent_sampler_exporter_failed_spans",
+        "counter",
+        "Kept spans given up on (permanent downstream error or retries exhausted).",
+        (),
+        _one(lambda s: s.exporter.stats.failed_spans),
+    ),
+)
+
+
+class SamplerCollector(Collector):
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        for spec in METRICS:
+            family: CounterMetricFamily | GaugeMetricFamily
+            if spec.kind == "counter":
+                family = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
+            else:
+                family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+            for labels, value in spec.read(self.sources):
+                family.add_metric(list(labels), value)
+            yield family
+
+
+def build_registry(sources: Sources) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SamplerCollector(sources))
+    return registry

@@ -1,0 +1,294 @@
+"""The sampler's data flow in one synchronous object: receive -> sessions -> rules -> output.
+
+The live server (``runtime.py``) and the offline ``replay`` command drive the same Pipeline: the
+first with a monotonic clock and an asynchronous exporter as the sink, the second with a clock
+taken from span timestamps and a file. Everything here runs on one thread (the event loop's),
+so nothing is locked.
+
+No kept span is lost here: if the sink cannot take a kept request, the request waits in
+``_pending`` and intake is refused (RESOURCE_EXHAUSTED / 429) until the sink has room again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from sampler.clock import Clock
+from sampler.config.model import SamplerConfig
+from sampler.otlp.wire import (
+    ResourceBlock,
+    ScopeBlock,
+    encode_request,
+    span_attribute_double,
+    span_attribute_string,
+    span_attribute_string_array,
+)
+from sampler.receive.consumer import ACCEPTED, Admission
+from sampler.rules.engine import RuleEngine
+from sampler.rules.facts import DecisionFacts
+from sampler.rules.randomness import randomness_of_key, randomness_of_trace_id
+from sampler.rules.verdict import Verdict
+from sampler.sessions.buffer import BlockKey, Session, SessionBuffer
+from sampler.sessions.decision_cache import DecisionCache
+from sampler.sessions.spans import SpanExtractor
+
+log = logging.getLogger(__name__)
+
+RULE_ATTRIBUTE = "agent_sampler.rule"
+ADJUSTED_COUNT_ATTRIBUTE = "agent_sampler.adjusted_count"
+SIGNALS_ATTRIBUTE = "agent_sampler.signals"
+
+TRACE_ID_BYTES = 16
+SPAN_ID_BYTES = 8
+REFUSAL_RETRY_AFTER_S = 1.0
+
+
+class KeptSink(Protocol):
+    """Where kept spans go, as ready serialized ExportTraceServiceRequests."""
+
+    def try_submit(self, request: bytes, span_count: int) -> bool: ...
+
+
+@dataclass(slots=True)
+class RuleTally:
+    sessions_seen: int = 0
+    sessions_kept: int = 0
+    spans_seen: int = 0
+    spans_kept: int = 0
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Plain counters; ``metrics.py`` exposes them at scrape time."""
+
+    requests: int = 0
+    spans_received: int = 0
+    spans_invalid: int = 0
+    requests_refused: dict[str, int] = field(default_factory=dict)  # by reason
+    spans_refused: int = 0
+    late_spans_kept: int = 0
+    late_spans_dropped: int = 0
+    spans_submitted: int = 0
+    by_rule: dict[str, RuleTally] = field(default_factory=dict)
+
+
+class Pipeline:
+    def __init__(self, config: SamplerConfig, sink: KeptSink, clock: Clock) -> None:
+        self.config = config
+        self.sink = sink
+        self.clock = clock
+        self.engine = RuleEngine.build(config.rules)
+        self.extractor = SpanExtractor(config.sessions.key_attributes, self.engine.span_tests)
+        self.buffer = SessionBuffer(
+            config.sessions, DecisionCache(config.decision_cache.max_sessions)
+        )
+        self.stats = PipelineStats()
+        self._pending: deque[tuple[bytes, int]] = deque()
+        self._suffixes: dict[Verdict, bytes] = {}
+        self._max_request_spans = config.exporter.batch_max_spans
+        self._max_request_bytes = config.exporter.batch_max_size
+
+    # -- intake --------------------------------------------------------------------------------
+
+    def consume(self, request: ExportTraceServiceRequest, *, transport: str = "grpc") -> Admission:
+        stats = self.stats
+        stats.requests += 1
+        span_total = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        refusal = self._refusal(span_total)
+        if refusal is not None:
+            stats.requests_refused[refusal.reason] = (
+                stats.requests_refused.get(refusal.reason, 0) + 1
+            )
+            stats.spans_refused += span_total
+            return refusal
+        stats.spans_received += span_total
+        now = self.clock.now()
+        extractor, buffer = self.extractor, self.buffer
+        late: dict[Verdict, dict[BlockKey, list[bytes]]] = {}
+        invalid = 0
+        for resource_spans in request.resource_spans:
+            resource = resource_spans.resource
+            resource_bytes = (
+                resource.SerializeToString() if resource_spans.HasField("resource") else b""
+            )
+            resource_attrs = extractor.resource_attributes(resource.attributes)
+            for scope_spans in resource_spans.scope_spans:
+                scope_bytes = (
+                    scope_spans.scope.SerializeToString() if scope_spans.HasField("scope") else b""
+                )
+                block = (
+                    resource_bytes,
+                    resource_spans.schema_url,
+                    scope_bytes,
+                    scope_spans.schema_url,
+                )
+                for span in scope_spans.spans:
+                    if len(span.trace_id) != TRACE_ID_BYTES or len(span.span_id) != SPAN_ID_BYTES:
+                        invalid += 1
+                        continue
+                    facts = extractor.extract(span, resource_attrs)
+                    data = span.SerializeToString()
+                    verdict = buffer.add(facts, block, data, now)
+                    if verdict is not None:
+                        late.setdefault(verdict, {}).setdefault(block, []).append(data)
+        for verdict, blocks in late.items():
+            count = sum(len(spans) for spans in blocks.values())
+            if verdict.keep:
+                stats.late_spans_kept += count
+                self._emit(blocks, verdict)
+            else:
+                stats.late_spans_dropped += count
+        self._drain_followed()
+        self._decide(buffer.pop_due(now), now)
+        if invalid:
+            stats.spans_invalid += invalid
+            return Admission(
+                True,
+                reason=f"{invalid} span(s) with an invalid trace or span id "
+                "(trace ids are 16 bytes, span ids 8)",
+                rejected_spans=invalid,
+            )
+        return ACCEPTED
+
+    def _refusal(self, span_total: int) -> Admission | None:
+        if self._pending and not self._flush_pending():
+            return Admission(False, "exporter queue full", REFUSAL_RETRY_AFTER_S)
+        limit = self.config.sessions.max_buffered_spans
+        if span_total and self.buffer.span_count + span_total > limit:
+            return Admission(False, "session buffer full", REFUSAL_RETRY_AFTER_S)
+        return None
+
+    # -- deciding ------------------------------------------------------------------------------
+
+    def decide_due(self) -> int:
+        """Decide every session whose deadline passed; called by the ticker."""
+        self._flush_pending()
+        now = self.clock.now()
+        return self._decide(self.buffer.pop_due(now), now)
+
+    def decide_all(self) -> int:
+        """Decide every buffered session now (shutdown, end of replay)."""
+        now = self.clock.now()
+        self._drain_followed()
+        return self._decide(self.buffer.pop_all(), now)
+
+    def facts_of(self, session: Session) -> DecisionFacts:
+        features = session.features
+        tests = self.engine.span_tests
+        bits = features.test_bits
+        matched = frozenset(t for i, t in enumerate(tests) if bits >> i & 1)
+        randomness = (
+            randomness_of_key(session.key)
+            if session.keyed
+            else randomness_of_trace_id(session.trace_ids[0])
+        )
+        return DecisionFacts(
+            session_key=session.key,
+            randomness=randomness,
+            span_count=features.span_count,
+            trace_count=len(session.trace_ids),
+            error_spans=features.error_spans,
+            duration_s=features.duration_s,
+            matched_tests=matched,
+        )
+
+    def _decide(self, sessions: Iterable[Session], now: float) -> int:
+        decided = 0
+        for session in sessions:
+            verdict = self.engine.decide(self.facts_of(session), now)
+            self.buffer.record(session, verdict)
+            self._tally(verdict, session.span_count)
+            if verdict.keep:
+                self._emit(session.blocks, verdict)
+            session.blocks = {}  # the spans are in a request now, or dropped
+            decided += 1
+        return decided
+
+    def _drain_followed(self) -> None:
+        followed, self.buffer.followed = self.buffer.followed, []
+        for session, verdict in followed:
+            if verdict.keep:
+                self.stats.late_spans_kept += session.span_count
+                self._emit(session.blocks, verdict)
+            else:
+                self.stats.late_spans_dropped += session.span_count
+            session.blocks = {}
+
+    def _tally(self, verdict: Verdict, span_count: int) -> None:
+        tally = self.stats.by_rule.get(verdict.rule)
+        if tally is None:
+            tally = self.stats.by_rule[verdict.rule] = RuleTally()
+        tally.sessions_seen += 1
+        tally.spans_seen += span_count
+        if verdict.keep:
+            tally.sessions_kept += 1
+            tally.spans_kept += span_count
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _emit(self, blocks: Mapping[BlockKey, list[bytes]], verdict: Verdict) -> None:
+        """Annotate every span and hand them to the sink, in requests within the size limits."""
+        suffix = self._suffix(verdict)
+        max_spans, max_bytes = self._max_request_spans, self._max_request_bytes
+        request: dict[tuple[bytes, str], dict[tuple[bytes, str], list[bytes]]] = {}
+        count = size = 0
+        for (resource, resource_url, scope, scope_url), spans in blocks.items():
+            for span in spans:
+                if count and (count >= max_spans or size + len(span) > max_bytes):
+                    self._submit(request, count)
+                    request, count, size = {}, 0, 0
+                scopes = request.setdefault((resource, resource_url), {})
+                scopes.setdefault((scope, scope_url), []).append(span + suffix)
+                count += 1
+                size += len(span) + len(suffix)
+        if count:
+            self._submit(request, count)
+
+    def _submit(
+        self, request: dict[tuple[bytes, str], dict[tuple[bytes, str], list[bytes]]], count: int
+    ) -> None:
+        body = encode_request(
+            ResourceBlock(
+                resource,
+                resource_url,
+                [
+                    ScopeBlock(scope, scope_url, spans)
+                    for (scope, scope_url), spans in scopes.items()
+                ],
+            )
+            for (resource, resource_url), scopes in request.items()
+        )
+        self.stats.spans_submitted += count
+        if self._pending or not self.sink.try_submit(body, count):
+            self._pending.append((body, count))
+
+    def _flush_pending(self) -> bool:
+        """Offer waiting kept requests to the sink again; True when none is left waiting."""
+        while self._pending:
+            body, count = self._pending[0]
+            if not self.sink.try_submit(body, count):
+                return False
+            self._pending.popleft()
+        return True
+
+    @property
+    def pending_spans(self) -> int:
+        return sum(count for _, count in self._pending)
+
+    def _suffix(self, verdict: Verdict) -> bytes:
+        suffix = self._suffixes.get(verdict)
+        if suffix is None:
+            if len(self._suffixes) > 1024:
+                self._suffixes.clear()
+            suffix = self._suffixes[verdict] = (
+                span_attribute_string(RULE_ATTRIBUTE, verdict.rule)
+                + span_attribute_double(ADJUSTED_COUNT_ATTRIBUTE, verdict.adjusted_count)
+                + span_attribute_string_array(SIGNALS_ATTRIBUTE, verdict.signals)
+            )
+        return suffix

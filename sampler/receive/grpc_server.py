@@ -1,0 +1,120 @@
+"""OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+
+The method is registered with an identity request deserializer so that this module parses the
+bytes itself: a malformed body becomes INVALID_ARGUMENT with the protobuf error text instead of
+grpc's generic "failed to deserialize" INTERNAL error. gzip-compressed requests are decompressed
+by grpc itself. The gRPC health service (`grpc.health.v1`) is not served here because it needs an
+extra package; health is served over HTTP on the metrics port.
+
+Status codes a sender sees:
+- OK with an optional `partial_success` when the consumer kept the request (or part of it);
+- INVALID_ARGUMENT when the body is not an `ExportTraceServiceRequest`;
+- RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` in `grpc-status-details-bin` when the consumer
+  refused the request (retryable: the OTLP exporters honour the delay);
+- RESOURCE_EXHAUSTED without RetryInfo when the message exceeds `max_message_bytes`. grpc core
+  refuses it before our handler runs ("Received message larger than max (N vs. M)"), so such
+  requests are not counted in `stats`. Without RetryInfo the collector's exporter does not retry
+  it, which is right: the same message would be refused again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import grpc
+import grpc.aio
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from sampler.receive.address import parse_listen
+from sampler.receive.consumer import REFUSED_DEFAULT_REASON, ReceiverStats, TraceConsumer, admit
+from sampler.receive.status import throttle_status
+
+SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
+EXPORT_METHOD = f"/{SERVICE_NAME}/Export"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+_log = logging.getLogger(__name__)
+
+
+class GrpcReceiver:
+    """Serves OTLP/gRPC trace exports and hands decoded requests to a `TraceConsumer`."""
+
+    def __init__(self, consumer: TraceConsumer, listen: str, *, max_message_bytes: int) -> None:
+        if max_message_bytes <= 0:
+            raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
+        self._consumer = consumer
+        self._address = parse_listen(listen)
+        self._max_message_bytes = max_message_bytes
+        self._server: grpc.aio.Server | None = None
+        self.stats = ReceiverStats()
+
+    async def start(self) -> int:
+        """Bind and start serving; return the bound port (useful when the port is 0)."""
+        if self._server is not None:
+            raise RuntimeError("GrpcReceiver already started")
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", self._max_message_bytes),
+                # One receiver per port: fail loudly instead of sharing a port with a stale one.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        export = grpc.unary_unary_rpc_method_handler(
+            self._export,
+            request_deserializer=None,  # raw bytes; parsed in _export
+            response_serializer=ExportTraceServiceResponse.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, {"Export": export}),)
+        )
+        try:
+            port = server.add_insecure_port(str(self._address))
+        except RuntimeError as exc:  # grpc reports bind failures as RuntimeError
+            raise OSError(f"cannot listen for OTLP/gRPC on {self._address}: {exc}") from exc
+        if port == 0:  # older grpc versions signal a bind failure with port 0
+            raise OSError(f"cannot listen for OTLP/gRPC on {self._address}")
+        await server.start()
+        self._server = server
+        _log.info("OTLP/gRPC receiver listening on %s", replace(self._address, port=port))
+        return port
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new RPCs at once; cancel those still running after `grace` seconds."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(grace)
+
+    async def _export(
+        self,
+        body: bytes,
+        context: grpc.aio.ServicerContext[bytes, ExportTraceServiceResponse],
+    ) -> ExportTraceServiceResponse:
+        try:
+            request = ExportTraceServiceRequest.FromString(body)
+        except DecodeError as exc:
+            self.stats.requests_invalid += 1
+            _log.debug("invalid OTLP/gRPC request from %s: %s", context.peer(), exc)
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"cannot decode ExportTraceServiceRequest: {exc}",
+            )
+        admission = admit(self._consumer, request, "grpc", self.stats)
+        if not admission.accepted:
+            reason = admission.reason or REFUSED_DEFAULT_REASON
+            status = throttle_status(reason, admission.retry_after_s)
+            # abort() raises; the trailing metadata travels with the status to the client.
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                reason,
+                ((STATUS_DETAILS_KEY, status.SerializeToString()),),
+            )
+        response = ExportTraceServiceResponse()
+        if admission.rejected_spans:
+            response.partial_success.rejected_spans = admission.rejected_spans
+            response.partial_success.error_message = admission.reason
+        return response

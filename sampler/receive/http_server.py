@@ -1,0 +1,236 @@
+"""OTLP/HTTP receiver: `POST /v1/traces` in binary protobuf or OTLP/JSON.
+
+Answers follow the OTLP/HTTP spec and are encoded like the request (protobuf or JSON):
+- 200 with an `ExportTraceServiceResponse` (optionally a `partialSuccess`);
+- 400 with a `google.rpc.Status` (INVALID_ARGUMENT) for a body that does not decode, a broken
+  gzip stream or an unsupported `Content-Encoding`;
+- 413 with a Status (RESOURCE_EXHAUSTED) for a body over `max_message_bytes`, compressed or not;
+- 415 (plain text) for a content type other than protobuf or JSON;
+- 429 with `Retry-After` and a Status (RESOURCE_EXHAUSTED + RetryInfo) when the consumer refuses.
+Wrong methods (405) and paths (404) are answered by aiohttp's router.
+
+aiohttp's own body decompression is switched off: the body is read and gunzipped here chunk by
+chunk, so both the wire size and the decompressed size are bounded (a gzip bomb stops at the
+limit). When a 413 is sent before the whole body was read, aiohttp drains the rest ("lingering
+close", up to 10 s) before closing, so the client reads a clean 413 rather than a reset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from aiohttp import hdrs, web
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from sampler.otlp.json_codec import OtlpDecodeError, request_from_json
+from sampler.receive.address import parse_listen
+from sampler.receive.consumer import (
+    REFUSED_DEFAULT_REASON,
+    ReceiverStats,
+    TraceConsumer,
+    admit,
+)
+from sampler.receive.status import (
+    INVALID_ARGUMENT,
+    RESOURCE_EXHAUSTED,
+    error_status,
+    throttle_status,
+)
+
+TRACES_PATH = "/v1/traces"
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer, not raw zlib
+_log = logging.getLogger(__name__)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _BadBody(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Codec:
+    content_type: str
+
+    @property
+    def is_json(self) -> bool:
+        return self.content_type == JSON
+
+    def decode(self, body: bytes) -> ExportTraceServiceRequest:
+        if self.is_json:
+            return request_from_json(body)
+        return ExportTraceServiceRequest.FromString(body)
+
+    def response(
+        self, status: int, message: Message, headers: Mapping[str, str] | None = None
+    ) -> web.Response:
+        if self.is_json:
+            # Responses hold no trace/span ids, so the standard proto3 JSON mapping is OTLP/JSON.
+            payload = json.dumps(json_format.MessageToDict(message), separators=(",", ":"))
+            body = payload.encode()
+        else:
+            body = message.SerializeToString()
+        return web.Response(
+            status=status, body=body, content_type=self.content_type, headers=headers
+        )
+
+
+_CODECS = {PROTOBUF: _Codec(PROTOBUF), JSON: _Codec(JSON)}
+
+
+class _GunzipLimited:
+    """Incremental gzip decoder that never holds more than `limit + 1` decompressed bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._decoder = zlib.decompressobj(wbits=_GZIP_WBITS)
+        self._out = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        while data:
+            if self._decoder.eof:  # RFC 1952: a gzip file may hold several members in a row
+                self._decoder = zlib.decompressobj(wbits=_GZIP_WBITS)
+            # max_length is >= 1 here (0 would mean "unbounded").
+            self._out += self._decoder.decompress(data, self._limit + 1 - len(self._out))
+            if len(self._out) > self._limit:
+                raise _BodyTooLarge
+            data = self._decoder.unconsumed_tail or self._decoder.unused_data
+
+    def finish(self) -> bytes:
+        if not self._decoder.eof:
+            raise _BadBody("truncated gzip body")
+        return bytes(self._out)
+
+
+class HttpReceiver:
+    """Serves OTLP/HTTP trace exports and hands decoded requests to a `TraceConsumer`."""
+
+    def __init__(
+        self,
+        consumer: TraceConsumer,
+        listen: str,
+        *,
+        max_message_bytes: int,
+        shutdown_grace: float = 5.0,
+    ) -> None:
+        if max_message_bytes <= 0:
+            raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
+        self._consumer = consumer
+        self._address = parse_listen(listen)
+        self._max_message_bytes = max_message_bytes
+        self._shutdown_grace = shutdown_grace
+        self._runner: web.AppRunner | None = None
+        self.stats = ReceiverStats()
+
+    async def start(self) -> int:
+        """Bind and start serving; return the bound port (useful when the port is 0)."""
+        if self._runner is not None:
+            raise RuntimeError("HttpReceiver already started")
+        app = web.Application(client_max_size=self._max_message_bytes)
+        app.router.add_post(TRACES_PATH, self._export)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            auto_decompress=False,  # bounded gunzip in _read_body instead
+            shutdown_timeout=self._shutdown_grace,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, self._address.host, self._address.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise OSError(
+                exc.errno, f"cannot listen for OTLP/HTTP on {self._address}: {exc.strerror}"
+            ) from exc
+        self._runner = runner
+        _log.info("OTLP/HTTP receiver listening on %s", replace(self._address, port=site.port))
+        return site.port
+
+    async def stop(self) -> None:
+        """Stop accepting connections; let running requests finish within `shutdown_grace`."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _export(self, request: web.Request) -> web.Response:
+        codec = _CODECS.get(request.content_type)
+        if codec is None:
+            self.stats.requests_invalid += 1
+            return web.Response(
+                status=415,
+                text=f"unsupported content type {request.content_type!r}; "
+                f"send {PROTOBUF} or {JSON}",
+            )
+        encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+        if encoding not in ("", "identity", "gzip", "x-gzip"):
+            return self._invalid(codec, f"unsupported content encoding {encoding!r}; use gzip")
+        try:
+            body = await self._read_body(request, gzip=encoding in ("gzip", "x-gzip"))
+        except _BodyTooLarge:
+            self.stats.requests_too_large += 1
+            status = error_status(
+                RESOURCE_EXHAUSTED,
+                f"request body exceeds the limit of {self._max_message_bytes} bytes",
+            )
+            response = codec.response(413, status)
+            response.force_close()  # the rest of the body is drained, then the connection closed
+            return response
+        except _BadBody as exc:
+            return self._invalid(codec, str(exc))
+        try:
+            export = codec.decode(body)
+        except (DecodeError, OtlpDecodeError) as exc:
+            return self._invalid(codec, f"cannot decode ExportTraceServiceRequest: {exc}")
+
+        admission = admit(self._consumer, export, "http", self.stats)
+        if not admission.accepted:
+            reason = admission.reason or REFUSED_DEFAULT_REASON
+            retry_after = max(1, math.ceil(admission.retry_after_s))
+            status = throttle_status(reason, admission.retry_after_s)
+            return codec.response(429, status, {hdrs.RETRY_AFTER: str(retry_after)})
+        result = ExportTraceServiceResponse()
+        if admission.rejected_spans:
+            result.partial_success.rejected_spans = admission.rejected_spans
+            result.partial_success.error_message = admission.reason
+        return codec.response(200, result)
+
+    def _invalid(self, codec: _Codec, reason: str) -> web.Response:
+        self.stats.requests_invalid += 1
+        _log.debug("invalid OTLP/HTTP request: %s", reason)
+        return codec.response(400, error_status(INVALID_ARGUMENT, reason))
+
+    async def _read_body(self, request: web.Request, *, gzip: bool) -> bytes:
+        limit = self._max_message_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise _BodyTooLarge
+        gunzip = _GunzipLimited(limit) if gzip else None
+        raw = bytearray()
+        received = 0
+        async for chunk in request.content.iter_any():
+            received += len(chunk)
+            if received > limit:
+                raise _BodyTooLarge
+            if gunzip is None:
+                raw += chunk
+                continue
+            try:
+                gunzip.feed(chunk)
+            except zlib.error as exc:
+                raise _BadBody(f"invalid gzip body: {exc}") from exc
+        return bytes(raw) if gunzip is None else gunzip.finish()

@@ -1,0 +1,186 @@
+"""``attribute``: some span (or its resource) has an attribute that exists / equals / is in a
+set / matches a regex / lies in a numeric range.
+
+    attribute: {key: gen_ai.agent.name, equals: billing}
+    attribute: {key: gen_ai.usage.output_tokens, min: 4000}
+    attribute: {key: deployment.environment, in: [prod, staging], scope: resource}
+
+"Some span" semantics: use ``not: {attribute: ...}`` for "no span has it".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from sampler.config.reader import Node
+from sampler.rules.conditions.registry import ParseContext, condition_kind
+from sampler.rules.facts import AttrValue, DecisionFacts, SpanTest
+from sampler.rules.spec import Condition
+
+Scalar = str | int | float | bool
+
+_OPERATORS = ("exists", "equals", "in", "regex", "min", "max")
+_SCOPES = ("span", "resource", "any")
+
+
+def scalar_equal(value: AttrValue, expected: Scalar) -> bool:
+    """YAML scalar against an attribute value: numbers compare by value (1 == 1.0), booleans
+    only with booleans, strings only with strings; an array matches if any element does."""
+    if isinstance(value, tuple):
+        return any(scalar_equal(item, expected) for item in value)  # type: ignore[arg-type]
+    if isinstance(value, bool) or isinstance(expected, bool):
+        return isinstance(value, bool) and isinstance(expected, bool) and value == expected
+    if isinstance(value, int | float) and isinstance(expected, int | float):
+        return value == expected
+    return type(value) is type(expected) and value == expected
+
+
+def _in_range(value: AttrValue, low: float | None, high: float | None) -> bool:
+    if isinstance(value, tuple):
+        return any(_in_range(item, low, high) for item in value)  # type: ignore[arg-type]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, str):  # numbers sent as strings are common in the wild
+            try:
+                value = float(value)
+            except ValueError:
+                return False
+        else:
+            return False
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def _regex_search(value: AttrValue, pattern: re.Pattern[str]) -> bool:
+    if isinstance(value, tuple):
+        return any(_regex_search(item, pattern) for item in value)  # type: ignore[arg-type]
+    return isinstance(value, str) and pattern.search(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeTest:
+    key: str
+    scope: str
+    exists: bool = False
+    equals: tuple[Scalar, ...] = ()  # `equals: v` is `in: [v]`
+    pattern: re.Pattern[str] | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.key,)
+
+    def _value_matches(self, value: AttrValue) -> bool:
+        if self.exists:
+            return True
+        if self.equals:
+            return any(scalar_equal(value, expected) for expected in self.equals)
+        if self.pattern is not None:
+            return _regex_search(value, self.pattern)
+        return _in_range(value, self.low, self.high)
+
+    def evaluate(
+        self, name: str, attrs: Mapping[str, AttrValue], resource: Mapping[str, AttrValue]
+    ) -> bool:
+        if self.scope != "resource" and self.key in attrs:
+            if self._value_matches(attrs[self.key]):
+                return True
+        if self.scope != "span" and self.key in resource:
+            return self._value_matches(resource[self.key])
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class AnySpanMatches:
+    """True when the test matched at least one span of the session."""
+
+    test: SpanTest
+
+    def span_tests(self) -> Iterable[SpanTest]:
+        return (self.test,)
+
+    def matches(self, facts: DecisionFacts) -> bool:
+        return self.test in facts.matched_tests
+
+
+def scalar_list(node: Node, ctx: ParseContext) -> tuple[Scalar, ...] | None:
+    items = node.value if isinstance(node.value, list) else None
+    if not items:
+        ctx.problem(node, f"expected a non-empty list of values, got {node.describe()}")
+        return None
+    values: list[Scalar] = []
+    for item in items:
+        if not isinstance(item.value, str | int | float | bool):
+            ctx.problem(item, f"expected a string, number or boolean, got {item.describe()}")
+            return None
+        values.append(item.value)
+    return tuple(values)
+
+
+def compile_regex(node: Node, ctx: ParseContext) -> re.Pattern[str] | None:
+    source = ctx.string(node)
+    if source is None:
+        return None
+    try:
+        return re.compile(source)
+    except re.error as exc:
+        ctx.problem(node, f"invalid regular expression: {exc}")
+        return None
+
+
+@condition_kind("attribute")
+def parse_attribute(node: Node, ctx: ParseContext) -> Condition | None:
+    fields = ctx.mapping(node, ("key", "scope", *_OPERATORS), required=("key",))
+    if fields is None:
+        return None
+    key = ctx.at("key").string(fields["key"])
+    scope = "any"
+    if "scope" in fields:
+        scope_node = fields["scope"]
+        if scope_node.value not in _SCOPES:
+            ctx.at("scope").problem(
+                scope_node, f"expected one of {', '.join(_SCOPES)}, got {scope_node.describe()}"
+            )
+            return None
+        scope = str(scope_node.value)
+    ops = [op for op in _OPERATORS if op in fields]
+    if not ops or (len(ops) > 1 and set(ops) != {"min", "max"}):
+        ctx.problem(node, "expected exactly one of exists, equals, in, regex, or min/max")
+        return None
+    if key is None:
+        return None
+    op = ops[0]
+    test: AttributeTest | None = None
+    if op == "exists":
+        if fields["exists"].value is not True:
+            ctx.at("exists").problem(
+                fields["exists"],
+                "only `exists: true` is meaningful "
+                '("some span has it"); write `not: {attribute: {key: ..., '
+                'exists: true}}` for "no span has it"',
+            )
+            return None
+        test = AttributeTest(key, scope, exists=True)
+    elif op == "equals":
+        value = fields["equals"].value
+        if not isinstance(value, str | int | float | bool):
+            ctx.at("equals").problem(
+                fields["equals"],
+                f"expected a string, number or boolean, got {fields['equals'].describe()}",
+            )
+            return None
+        test = AttributeTest(key, scope, equals=(value,))
+    elif op == "in":
+        values = scalar_list(fields["in"], ctx.at("in"))
+        test = AttributeTest(key, scope, equals=values) if values else None
+    elif op == "regex":
+        pattern = compile_regex(fields["regex"], ctx.at("regex"))
+        test = AttributeTest(key, scope, pattern=pattern) if pattern else None
+    else:
+        low = ctx.at("min").number(fields["min"]) if "min" in fields else None
+        high = ctx.at("max").number(fields["max"]) if "max" in fields else None
+        if ("min" in fields and low is None) or ("max" in fields and high is None):
+            return None
+        test = AttributeTest(key, scope, low=low, high=high)
+    return AnySpanMatches(test) if test is not None else None

@@ -1,0 +1,74 @@
+"""all / any / not: conditions made of conditions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sampler.config.reader import Node
+from sampler.rules.conditions.registry import ParseContext, condition_kind
+from sampler.rules.facts import DecisionFacts, SpanTest
+from sampler.rules.spec import Condition
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    parts: tuple[Condition, ...]
+
+    def span_tests(self) -> Iterable[SpanTest]:
+        for part in self.parts:
+            yield from part.span_tests()
+
+    def matches(self, facts: DecisionFacts) -> bool:
+        return all(part.matches(facts) for part in self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    parts: tuple[Condition, ...]
+
+    def span_tests(self) -> Iterable[SpanTest]:
+        for part in self.parts:
+            yield from part.span_tests()
+
+    def matches(self, facts: DecisionFacts) -> bool:
+        return any(part.matches(facts) for part in self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    part: Condition
+
+    def span_tests(self) -> Iterable[SpanTest]:
+        return self.part.span_tests()
+
+    def matches(self, facts: DecisionFacts) -> bool:
+        return not self.part.matches(facts)
+
+
+def _parts(node: Node, ctx: ParseContext) -> tuple[Condition, ...] | None:
+    items = ctx.sequence(node)
+    if items is None:
+        return None
+    parts = [ctx.at(f"[{i}]").condition(item) for i, item in enumerate(items)]
+    if any(part is None for part in parts):
+        return None
+    return tuple(part for part in parts if part is not None)
+
+
+@condition_kind("all")
+def parse_all(node: Node, ctx: ParseContext) -> Condition | None:
+    parts = _parts(node, ctx)
+    return AllOf(parts) if parts is not None else None
+
+
+@condition_kind("any")
+def parse_any(node: Node, ctx: ParseContext) -> Condition | None:
+    parts = _parts(node, ctx)
+    return AnyOf(parts) if parts is not None else None
+
+
+@condition_kind("not")
+def parse_not(node: Node, ctx: ParseContext) -> Condition | None:
+    part = ctx.condition(node)
+    return Not(part) if part is not None else None

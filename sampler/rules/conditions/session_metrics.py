@@ -1,0 +1,75 @@
+"""Session-level numeric conditions: ``duration`` and ``span_count``, each with min and/or max.
+
+duration: {min: 2m}            # first span start to last span end, from span timestamps
+span_count: {min: 500}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sampler.config.reader import Node
+from sampler.rules.conditions.registry import ParseContext, condition_kind
+from sampler.rules.facts import DecisionFacts, SpanTest
+from sampler.rules.spec import Condition
+
+
+@dataclass(frozen=True, slots=True)
+class DurationBetween:
+    low_s: float | None
+    high_s: float | None
+
+    def span_tests(self) -> Iterable[SpanTest]:
+        return ()
+
+    def matches(self, facts: DecisionFacts) -> bool:
+        value = facts.duration_s
+        return (self.low_s is None or value >= self.low_s) and (
+            self.high_s is None or value <= self.high_s
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SpanCountBetween:
+    low: float | None
+    high: float | None
+
+    def span_tests(self) -> Iterable[SpanTest]:
+        return ()
+
+    def matches(self, facts: DecisionFacts) -> bool:
+        value = facts.span_count
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+
+def _bounds(node: Node, ctx: ParseContext, *, durations: bool) -> tuple[float | None, ...] | None:
+    fields = ctx.mapping(node, ("min", "max"))
+    if fields is None:
+        return None
+    if not fields:
+        ctx.problem(node, "expected min and/or max")
+        return None
+    out: list[float | None] = []
+    for bound in ("min", "max"):
+        if bound not in fields:
+            out.append(None)
+            continue
+        sub = ctx.at(bound)
+        value = sub.duration(fields[bound]) if durations else sub.number(fields[bound], minimum=0)
+        if value is None:
+            return None
+        out.append(value)
+    return tuple(out)
+
+
+@condition_kind("duration")
+def parse_duration_condition(node: Node, ctx: ParseContext) -> Condition | None:
+    bounds = _bounds(node, ctx, durations=True)
+    return DurationBetween(*bounds) if bounds is not None else None
+
+
+@condition_kind("span_count")
+def parse_span_count(node: Node, ctx: ParseContext) -> Condition | None:
+    bounds = _bounds(node, ctx, durations=False)
+    return SpanCountBetween(*bounds) if bounds is not None else None

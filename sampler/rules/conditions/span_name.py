@@ -1,0 +1,65 @@
+"""``span_name``: some span's name equals / is in / matches.
+
+span_name: checkout            # shorthand for equals
+span_name: {regex: "^tool\\."}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sampler.config.reader import Node
+from sampler.rules.conditions.attribute import AnySpanMatches, compile_regex
+from sampler.rules.conditions.registry import ParseContext, condition_kind
+from sampler.rules.facts import AttrValue
+from sampler.rules.spec import Condition
+
+
+@dataclass(frozen=True, slots=True)
+class SpanNameTest:
+    names: frozenset[str] = frozenset()
+    pattern: re.Pattern[str] | None = None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return ()
+
+    def evaluate(
+        self, name: str, attrs: Mapping[str, AttrValue], resource: Mapping[str, AttrValue]
+    ) -> bool:
+        if self.pattern is not None:
+            return self.pattern.search(name) is not None
+        return name in self.names
+
+
+@condition_kind("span_name")
+def parse_span_name(node: Node, ctx: ParseContext) -> Condition | None:
+    if isinstance(node.value, str):
+        return AnySpanMatches(SpanNameTest(names=frozenset([node.value])))
+    fields = ctx.mapping(node, ("equals", "in", "regex"))
+    if fields is None:
+        return None
+    if len(fields) != 1:
+        ctx.problem(node, "expected exactly one of equals, in, regex")
+        return None
+    ((op, value),) = fields.items()
+    if op == "regex":
+        pattern = compile_regex(value, ctx.at(op))
+        return AnySpanMatches(SpanNameTest(pattern=pattern)) if pattern else None
+    items = value.value if op == "in" else [value]
+    if (
+        not isinstance(items, list)
+        or not items
+        or not all(
+            isinstance(item.value if isinstance(item, Node) else item, str) for item in items
+        )
+    ):
+        ctx.at(op).problem(
+            value,
+            f"expected {'a list of names' if op == 'in' else 'a name'}, got {value.describe()}",
+        )
+        return None
+    names = frozenset(str(item.value) for item in items)
+    return AnySpanMatches(SpanNameTest(names=names))

@@ -1,0 +1,76 @@
+"""The rule engine: first matching rule decides. Pure: no I/O, time passed in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sampler.rules.facts import DecisionFacts, SpanTest
+from sampler.rules.randomness import keeps
+from sampler.rules.spec import Drop, KeepAlways, KeepProbability, RateLimit, RuleSpec
+from sampler.rules.verdict import NO_RULE, Verdict
+
+
+@dataclass(slots=True)
+class _TokenBucket:
+    """Rate limit state for one rule, with a one-second burst. Also estimates the fraction of
+    matching sessions it keeps, so kept sessions carry a usable adjusted count."""
+
+    rate: float
+    tokens: float
+    last: float = 0.0
+    offered: float = 0.0  # exponentially decayed counts (time constant ~10 s)
+    kept: float = 0.0
+
+    def take(self, cost: float, now: float) -> tuple[bool, float]:
+        elapsed = max(0.0, now - self.last)
+        self.last = now
+        self.tokens = min(self.rate, self.tokens + elapsed * self.rate)
+        decay = 0.5 ** (elapsed / 10.0)
+        self.offered = self.offered * decay + 1
+        self.kept *= decay
+        if self.tokens < cost:
+            return False, 0.0
+        self.tokens -= cost
+        self.kept += 1
+        return True, self.offered / self.kept
+
+
+@dataclass(slots=True)
+class RuleEngine:
+    rules: tuple[RuleSpec, ...]
+    span_tests: tuple[SpanTest, ...] = ()
+    _buckets: dict[str, _TokenBucket] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, rules: Sequence[RuleSpec]) -> RuleEngine:
+        tests: dict[SpanTest, None] = {}
+        for rule in rules:
+            if rule.condition is not None:
+                tests.update(dict.fromkeys(rule.condition.span_tests()))
+        engine = cls(tuple(rules), tuple(tests))
+        for rule in rules:
+            if isinstance(rule.action, RateLimit):
+                engine._buckets[rule.name] = _TokenBucket(
+                    rule.action.per_second, rule.action.per_second
+                )
+        return engine
+
+    def decide(self, facts: DecisionFacts, now: float) -> Verdict:
+        signals = facts.signals
+        for rule in self.rules:
+            if rule.condition is not None and not rule.condition.matches(facts):
+                continue
+            action = rule.action
+            if isinstance(action, KeepAlways):
+                return Verdict(True, rule.name, signals, 1.0)
+            if isinstance(action, Drop):
+                return Verdict(False, rule.name, signals)
+            if isinstance(action, KeepProbability):
+                kept = keeps(facts.randomness, action.probability)
+                return Verdict(kept, rule.name, signals, 1.0 / action.probability)
+            bucket = self._buckets[rule.name]
+            cost = 1.0 if action.unit == "sessions" else float(facts.span_count)
+            kept, adjusted = bucket.take(cost, now)
+            return Verdict(kept, rule.name, signals, adjusted if kept else 1.0)
+        return Verdict(False, NO_RULE, signals)

@@ -1,0 +1,47 @@
+"""What conditions see: per-span tests evaluated at ingest, and the facts of one session at
+decision time. Both are plain data; nothing here does I/O or reads a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+AttrValue = str | bool | int | float | bytes | tuple[object, ...] | None
+
+
+class SpanTest(Protocol):
+    """A predicate over one span, evaluated once per span as it arrives.
+
+    A session remembers which tests matched *any* of its spans, so that a condition such as
+    "some span has gen_ai.agent.name == billing" costs one bit test at decision time instead
+    of a scan of the buffered spans. Implementations are frozen dataclasses: equal tests from
+    different rules are evaluated once.
+    """
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Attribute keys this test reads (the ingest path extracts only these)."""
+        ...
+
+    def evaluate(
+        self, name: str, attrs: Mapping[str, AttrValue], resource: Mapping[str, AttrValue]
+    ) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionFacts:
+    """One session, summarised for the rules. Built from incrementally kept features."""
+
+    session_key: str
+    randomness: int  # 56-bit, deterministic per session (see sampler.rules.randomness)
+    span_count: int
+    trace_count: int
+    error_spans: int
+    duration_s: float  # from span timestamps: last end - first start
+    matched_tests: frozenset[SpanTest]
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        """Names of the signals that fired, written to agent_sampler.signals on kept spans."""
+        return ("error",) if self.error_spans else ()

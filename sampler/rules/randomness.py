@@ -1,0 +1,27 @@
+"""A deterministic 56-bit random value per session.
+
+Every replica, and `replay`, must reach the same probabilistic decision for the same session,
+so the randomness comes from the session itself. Sessions keyed by trace id use the trace id's
+low 56 bits, the randomness OpenTelemetry's consistent probability sampling uses, so a session
+kept here is consistent with head samplers upstream; sessions keyed by an attribute hash the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+RANDOMNESS_BITS = 56
+RANDOMNESS_SPAN = 1 << RANDOMNESS_BITS
+
+
+def randomness_of_trace_id(trace_id: bytes) -> int:
+    return int.from_bytes(trace_id[-7:], "big")
+
+
+def randomness_of_key(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=7).digest(), "big")
+
+
+def keeps(randomness: int, probability: float) -> bool:
+    """True for a fraction ``probability`` of uniformly distributed randomness values."""
+    return randomness < probability * RANDOMNESS_SPAN

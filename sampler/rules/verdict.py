@@ -1,0 +1,16 @@
+"""A decision about one session. Apart from lifecycle on purpose: a session's lifecycle
+(buffering, decided, flushed) lives in the buffer, its verdict here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NO_RULE = "(no rule matched)"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    keep: bool
+    rule: str
+    signals: tuple[str, ...] = ()
+    adjusted_count: float = 1.0  # 1/p: how many sessions this kept one stands for

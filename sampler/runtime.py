@@ -1,0 +1,198 @@
+"""The live sampler: one asyncio event loop running the receivers, the decision ticker, the
+exporter and the metrics endpoint, all around one Pipeline.
+
+Threading model: everything runs on the loop's thread. The gRPC (grpc.aio) and HTTP (aiohttp)
+servers decode a request and call ``Pipeline.consume`` synchronously; the ticker calls
+``Pipeline.decide_due`` every ``sessions.tick``; the exporter's sender task does network I/O.
+So the pipeline's state needs no lock, and one process uses about one core.
+
+Shutdown (SIGTERM/SIGINT): stop intake, decide every buffered session, flush the exporter,
+exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sampler.clock import Clock, MonotonicClock
+from sampler.config.model import SamplerConfig
+from sampler.export.base import Exporter, ExporterSettings, RetryPolicy
+from sampler.export.factory import exporter_from_url
+from sampler.metrics import Sources, build_registry
+from sampler.pipeline import Pipeline
+from sampler.receive.address import parse_listen
+from sampler.receive.consumer import ReceiverStats
+from sampler.receive.grpc_server import GrpcReceiver
+from sampler.receive.http_server import HttpReceiver
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_FLUSH_TIMEOUT_S = 25.0  # below Kubernetes' default 30 s termination grace period
+RECEIVER_STOP_GRACE_S = 5.0
+
+
+def exporter_settings(config: SamplerConfig) -> ExporterSettings:
+    e = config.exporter
+    return ExporterSettings(
+        timeout_s=e.timeout,
+        queue_max_spans=e.queue_max_spans,
+        batch_max_spans=e.batch_max_spans,
+        batch_max_bytes=e.batch_max_size,
+        batch_timeout_s=e.batch_timeout,
+        retry=RetryPolicy(
+            initial_interval_s=e.retry.initial_interval,
+            max_interval_s=e.retry.max_interval,
+            max_elapsed_s=e.retry.max_elapsed_time,
+        ),
+        headers=dict(e.headers),
+        compression=e.compression,
+    )
+
+
+@dataclass(slots=True)
+class BoundPorts:
+    grpc: int | None = None
+    http: int | None = None
+    metrics: int | None = None
+
+
+@dataclass(slots=True)
+class SamplerApp:
+    config: SamplerConfig
+    clock: Clock = field(default_factory=MonotonicClock)
+    exporter: Exporter = field(init=False)
+    pipeline: Pipeline = field(init=False)
+    ports: BoundPorts = field(default_factory=BoundPorts)
+    _grpc: GrpcReceiver | None = None
+    _http: HttpReceiver | None = None
+    _metrics_runner: web.AppRunner | None = None
+    _ticker: asyncio.Task[None] | None = None
+    _ready: bool = False
+
+    def __post_init__(self) -> None:
+        self.exporter = exporter_from_url(self.config.exporter.url, exporter_settings(self.config))
+        self.pipeline = Pipeline(self.config, self.exporter, self.clock)
+
+    async def start(self) -> None:
+        cfg = self.config
+        await self.exporter.start()
+        receivers: dict[str, ReceiverStats] = {}
+        limit = cfg.receivers.max_message_size
+        if cfg.receivers.grpc.listen:
+            self._grpc = GrpcReceiver(
+                self.pipeline, cfg.receivers.grpc.listen, max_message_bytes=limit
+            )
+            self.ports.grpc = await self._grpc.start()
+            receivers["grpc"] = self._grpc.stats
+        if cfg.receivers.http.listen:
+            self._http = HttpReceiver(
+                self.pipeline, cfg.receivers.http.listen, max_message_bytes=limit
+            )
+            self.ports.http = await self._http.start()
+            receivers["http"] = self._http.stats
+        if cfg.metrics.listen:
+            self.ports.metrics = await self._start_metrics(
+                Sources(self.pipeline, self.exporter, receivers)
+            )
+        self._ticker = asyncio.create_task(self._tick_forever(), name="decision-ticker")
+        self._ready = True
+        log.info(
+            "agent-sampler started: grpc=%s http=%s metrics=%s downstream=%s config=%s",
+            _shown(cfg.receivers.grpc.listen, self.ports.grpc),
+            _shown(cfg.receivers.http.listen, self.ports.http),
+            _shown(cfg.metrics.listen, self.ports.metrics),
+            self.exporter.name,
+            cfg.source,
+        )
+
+    async def shutdown(self) -> None:
+        """Stop intake, decide everything buffered, deliver it, close."""
+        self._ready = False
+        started = time.monotonic()
+        if self._grpc is not None:
+            await self._grpc.stop(RECEIVER_STOP_GRACE_S)
+        if self._http is not None:
+            await self._http.stop()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        buffered = self.pipeline.buffer.span_count
+        decided = self.pipeline.decide_all()
+        log.info("shutdown: decided %d buffered session(s) (%d spans)", decided, buffered)
+        deadline = started + SHUTDOWN_FLUSH_TIMEOUT_S
+        while self.pipeline.pending_spans and time.monotonic() < deadline:
+            await self.exporter.flush(min(1.0, deadline - time.monotonic()))
+            self.pipeline.decide_due()  # offers the backlog to the exporter again
+        await self.exporter.stop(max(0.1, deadline - time.monotonic()))
+        lost = self.pipeline.pending_spans + self.exporter.queued_spans()
+        if lost:
+            log.error("shutdown: %d kept span(s) could not be delivered before the timeout", lost)
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+        log.info("agent-sampler stopped")
+
+    async def _tick_forever(self) -> None:
+        period = self.config.sessions.tick
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self.pipeline.decide_due()
+            except Exception:  # a bug must not stop all future decisions; it is logged loudly
+                log.exception("deciding due sessions failed")
+
+    async def _start_metrics(self, sources: Sources) -> int:
+        registry = build_registry(sources)
+
+        async def metrics(_: web.Request) -> web.Response:
+            body = generate_latest(registry)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def healthz(_: web.Request) -> web.Response:
+            return web.Response(text="ok\n")
+
+        async def readyz(_: web.Request) -> web.Response:
+            if self._ready:
+                return web.Response(text="ready\n")
+            return web.Response(status=503, text="not ready\n")
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        self._metrics_runner = web.AppRunner(app, access_log=None)
+        await self._metrics_runner.setup()
+        address = parse_listen(self.config.metrics.listen)
+        site = web.TCPSite(self._metrics_runner, address.host, address.port)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only through the server
+        assert server is not None and isinstance(server, asyncio.base_events.Server)
+        return int(server.sockets[0].getsockname()[1])
+
+
+def _shown(listen: str, port: int | None) -> str:
+    if not listen or port is None:
+        return "off"
+    host = listen.rpartition(":")[0]
+    return f"{host}:{port}"
+
+
+async def serve(config: SamplerConfig) -> None:
+    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    app = SamplerApp(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await app.start()
+    await stop.wait()
+    log.info("signal received: stopping intake and flushing")
+    await app.shutdown()

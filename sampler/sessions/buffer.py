@@ -1,0 +1,246 @@
+"""The session buffer: spans wait here, grouped into sessions, until their session is complete.
+
+Grouping rules (why they are this way):
+- Spans are held by trace id first. In real instrumentation the session key is often only on
+  the agent's root span, and the root ends (so arrives) last; a trace without a known key waits
+  in a *provisional* session of its own, and joins its keyed session as soon as any of its spans
+  reveals the key.
+- A trace's session never changes once keyed: a conflicting key on a later span is ignored.
+- A session holding several traces (a multi-turn conversation) is decided once, as a whole;
+  traces that arrive after that follow the recorded decision (DecisionCache).
+
+Completion: a session is due when idle for ``decision_wait``, ``root_end_grace`` after the root
+spans of all its traces arrived, at ``max_session_duration`` after it began, or at once when it
+holds ``max_session_spans``. Deadlines live in a TimerWheel, so finding due sessions never scans
+the buffer.
+
+Invariants: every buffered session is reachable from ``_traces`` through each of its trace ids,
+and keyed ones from ``_keyed`` too; ``span_count``/``span_bytes`` are the sums over buffered
+sessions; a session leaves the buffer exactly once (``state`` becomes DECIDED or MERGED).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+from sampler.config.model import SessionsConfig
+from sampler.rules.verdict import Verdict
+from sampler.sessions.decision_cache import DecisionCache
+from sampler.sessions.features import SessionFeatures
+from sampler.sessions.spans import SpanFacts
+from sampler.sessions.timers import TimerWheel
+
+# Serialized Resource, its schema_url, serialized InstrumentationScope, its schema_url.
+BlockKey = tuple[bytes, str, bytes, str]
+
+
+class SessionState(enum.Enum):
+    BUFFERING = "buffering"
+    DECIDED = "decided"  # left the buffer to be (or having been) decided
+    MERGED = "merged"  # a provisional session absorbed into a keyed one
+
+
+class Session:
+    __slots__ = (
+        "key",
+        "keyed",
+        "trace_ids",
+        "rootless",
+        "blocks",
+        "features",
+        "span_bytes",
+        "created",
+        "last_seen",
+        "roots_done_at",
+        "timer_tick",
+        "state",
+    )
+
+    def __init__(self, key: str, keyed: bool, now: float) -> None:
+        self.key = key  # the session key, or the trace id in hex for a provisional session
+        self.keyed = keyed
+        self.trace_ids: list[bytes] = []
+        self.rootless: set[bytes] = set()  # traces whose root span has not arrived
+        self.blocks: dict[BlockKey, list[bytes]] = {}  # serialized spans by resource and scope
+        self.features = SessionFeatures()
+        self.span_bytes = 0
+        self.created = now
+        self.last_seen = now
+        self.roots_done_at = math.inf  # when the last missing root arrived
+        self.timer_tick = math.inf
+        self.state = SessionState.BUFFERING
+
+    def add_trace(self, trace_id: bytes) -> None:
+        self.trace_ids.append(trace_id)
+        self.rootless.add(trace_id)
+        self.roots_done_at = math.inf
+
+    def add_span(self, block: BlockKey, span: bytes, facts: SpanFacts, now: float) -> None:
+        spans = self.blocks.get(block)
+        if spans is None:
+            spans = self.blocks[block] = []
+        spans.append(span)
+        self.span_bytes += len(span)
+        self.features.observe(facts)
+        self.last_seen = now
+        if facts.is_root and facts.trace_id in self.rootless:
+            self.rootless.discard(facts.trace_id)
+            if not self.rootless:
+                self.roots_done_at = now
+
+    def absorb(self, other: Session) -> None:
+        for block, spans in other.blocks.items():
+            self.blocks.setdefault(block, []).extend(spans)
+        self.span_bytes += other.span_bytes
+        self.features.merge(other.features)
+        self.trace_ids.extend(other.trace_ids)
+        self.rootless |= other.rootless
+        self.created = min(self.created, other.created)
+        self.last_seen = max(self.last_seen, other.last_seen)
+        self.roots_done_at = (
+            math.inf if self.rootless else max(self.roots_done_at, other.roots_done_at)
+        )
+
+    @property
+    def span_count(self) -> int:
+        return self.features.span_count
+
+
+class SessionBuffer:
+    def __init__(self, settings: SessionsConfig, cache: DecisionCache) -> None:
+        self.settings = settings
+        self.cache = cache
+        self._wheel: TimerWheel[Session] = TimerWheel(settings.tick)
+        self._traces: dict[bytes, Session] = {}
+        self._keyed: dict[str, Session] = {}
+        self._due_now: list[Session] = []
+        # Provisional sessions that joined an already decided session: they follow its verdict.
+        self.followed: list[tuple[Session, Verdict]] = []
+        self.span_count = 0
+        self.span_bytes = 0
+        self.session_count = 0
+
+    def add(self, facts: SpanFacts, block: BlockKey, span: bytes, now: float) -> Verdict | None:
+        """Buffer one span. Returns the verdict it must follow if its session was already decided
+        (the caller forwards or drops the span), else None."""
+        trace_id = facts.trace_id
+        session = self._traces.get(trace_id)
+        if session is None:
+            verdict = self.cache.for_trace(trace_id)
+            if verdict is not None:
+                return verdict
+            session = self._open(trace_id, facts.session_key, now)
+            if session is None:  # the key names a session already decided
+                return self.cache.for_trace(trace_id)
+        elif facts.session_key is not None and not session.keyed:
+            session = self._join(session, facts.session_key, now)
+            if session is None:
+                return self.cache.for_trace(trace_id)
+        session.add_span(block, span, facts, now)
+        self.span_count += 1
+        self.span_bytes += len(span)
+        self._reschedule(session)
+        return None
+
+    def pop_due(self, now: float) -> list[Session]:
+        """Remove and return every session whose completion deadline has passed."""
+        due = [s for s in self._due_now if s.state is SessionState.BUFFERING]
+        self._due_now = []
+        for tick, session in self._wheel.pop_due(now):
+            if session.state is not SessionState.BUFFERING or session.timer_tick != tick:
+                continue  # stale entry: decided, merged, or rescheduled earlier
+            deadline = self.deadline(session)
+            if deadline > now:
+                session.timer_tick = self._wheel.schedule(session, deadline)
+                continue
+            due.append(session)
+        for session in due:
+            self._remove(session)
+        return due
+
+    def pop_all(self) -> list[Session]:
+        """Remove and return every buffered session (shutdown, end of replay)."""
+        sessions = {id(s): s for s in self._traces.values()}
+        sessions.update((id(s), s) for s in self._keyed.values())
+        out = sorted(sessions.values(), key=lambda s: s.created)
+        for session in out:
+            self._remove(session)
+        self._due_now.clear()
+        return out
+
+    def record(self, session: Session, verdict: Verdict) -> None:
+        """Remember a decided session's verdict for its late spans."""
+        self.cache.remember(session.key if session.keyed else None, session.trace_ids, verdict)
+
+    def deadline(self, session: Session) -> float:
+        s = self.settings
+        deadline = min(
+            session.last_seen + s.decision_wait, session.created + s.max_session_duration
+        )
+        if s.root_end_grace > 0:
+            deadline = min(deadline, session.roots_done_at + s.root_end_grace)
+        return deadline
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _open(self, trace_id: bytes, key: str | None, now: float) -> Session | None:
+        if key is None:
+            session = Session(trace_id.hex(), False, now)
+            self.session_count += 1
+        else:
+            found = self._keyed.get(key)
+            if found is None:
+                verdict = self.cache.for_key(key)
+                if verdict is not None:
+                    self.cache.remember(None, (trace_id,), verdict)
+                    return None
+                found = self._keyed[key] = Session(key, True, now)
+                self.session_count += 1
+            session = found
+        session.add_trace(trace_id)
+        self._traces[trace_id] = session
+        return session
+
+    def _join(self, provisional: Session, key: str, now: float) -> Session | None:
+        target = self._keyed.get(key)
+        if target is None:
+            verdict = self.cache.for_key(key)
+            if verdict is not None:
+                self._remove(provisional)
+                self.cache.remember(None, provisional.trace_ids, verdict)
+                self.followed.append((provisional, verdict))
+                return None
+            provisional.key, provisional.keyed = key, True  # promote in place: no copy
+            self._keyed[key] = provisional
+            return provisional
+        target.absorb(provisional)
+        for trace_id in provisional.trace_ids:
+            self._traces[trace_id] = target
+        provisional.state = SessionState.MERGED
+        provisional.blocks = {}
+        self.session_count -= 1
+        return target
+
+    def _reschedule(self, session: Session) -> None:
+        if session.span_count >= self.settings.max_session_spans:
+            if session.timer_tick != -1:
+                session.timer_tick = -1  # no wheel entry matches -1: only _due_now holds it
+                self._due_now.append(session)
+            return
+        deadline = self.deadline(session)
+        if self._wheel.tick_of(deadline) < session.timer_tick:
+            session.timer_tick = self._wheel.schedule(session, deadline)
+
+    def _remove(self, session: Session) -> None:
+        if session.state is not SessionState.BUFFERING:
+            return
+        session.state = SessionState.DECIDED
+        for trace_id in session.trace_ids:
+            if self._traces.get(trace_id) is session:
+                del self._traces[trace_id]
+        if session.keyed and self._keyed.get(session.key) is session:
+            del self._keyed[session.key]
+        self.span_count -= session.span_count
+        self.span_bytes -= session.span_bytes
+        self.session_count -= 1

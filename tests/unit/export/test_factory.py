@@ -1,0 +1,113 @@
+"""exporter_from_url: which downstream URLs are accepted, and what each one builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sampler.export.base import ExporterSettings
+from sampler.export.factory import exporter_from_url
+from sampler.export.file_exporter import FileExporter
+from sampler.export.grpc_exporter import GrpcExporter
+from sampler.export.http_exporter import HttpExporter
+
+SETTINGS = ExporterSettings()
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "name"),
+    [
+        ("grpc://127.0.0.1:4317", GrpcExporter, "grpc://127.0.0.1:4317"),
+        ("grpc://collector:4317/", GrpcExporter, "grpc://collector:4317"),
+        ("grpc://[::1]:4317", GrpcExporter, "grpc://[::1]:4317"),
+        ("GRPC://localhost:4317", GrpcExporter, "grpc://localhost:4317"),
+        ("http://127.0.0.1:4318", HttpExporter, "http://127.0.0.1:4318/v1/traces"),
+        ("http://h:4318/otlp", HttpExporter, "http://h:4318/otlp/v1/traces"),
+        ("http://h:4318/v1/traces", HttpExporter, "http://h:4318/v1/traces"),
+        ("http://[::1]:4318", HttpExporter, "http://[::1]:4318/v1/traces"),
+        ("https://api.example.com", HttpExporter, "https://api.example.com/v1/traces"),
+        (
+            "https://api.example.com:8443/x",
+            HttpExporter,
+            "https://api.example.com:8443/x/v1/traces",
+        ),
+        ("file://./kept.jsonl", FileExporter, "file://./kept.jsonl"),
+        ("file://kept.jsonl", FileExporter, "file://kept.jsonl"),
+        ("file:///var/lib/sampler/kept.jsonl", FileExporter, "file:///var/lib/sampler/kept.jsonl"),
+    ],
+    ids=[
+        "grpc-ipv4",
+        "grpc-trailing-slash",
+        "grpc-ipv6",
+        "grpc-uppercase-scheme",
+        "http",
+        "http-prefix",
+        "http-full-path",
+        "http-ipv6",
+        "https-default-port",
+        "https-port-and-path",
+        "file-dot-relative",
+        "file-relative",
+        "file-absolute",
+    ],
+)
+def test_accepted_urls(url: str, kind: type, name: str) -> None:
+    exporter = exporter_from_url(url, SETTINGS)
+    assert isinstance(exporter, kind)
+    assert exporter.name == name
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("file://./kept.jsonl", Path("kept.jsonl")),
+        ("file://kept.jsonl", Path("kept.jsonl")),
+        ("file://out/kept.jsonl", Path("out/kept.jsonl")),
+        ("file:///tmp/kept.jsonl", Path("/tmp/kept.jsonl")),
+    ],
+    ids=["dot-relative", "relative", "relative-dir", "absolute"],
+)
+def test_file_paths(url: str, path: Path) -> None:
+    exporter = exporter_from_url(url, SETTINGS)
+    assert isinstance(exporter, FileExporter)
+    assert exporter.path == path
+    assert exporter.path.is_absolute() == path.is_absolute()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("127.0.0.1:4317", "no scheme"),
+        ("ftp://h:21", "unknown scheme 'ftp'"),
+        ("grpc://collector", "missing port"),
+        ("http://collector", "missing port"),
+        ("grpc://collector:otlp", "invalid port"),
+        ("grpc://collector:70000", "invalid port"),
+        ("grpc://:4317", "missing host"),
+        ("grpc://collector:4317/v1/traces", "takes no path"),
+        ("http://h:4318/v1/traces?x=1", "query strings"),
+        ("http://user:pw@h:4318", "credentials"),
+        ("file://", "empty path"),
+    ],
+    ids=[
+        "no-scheme",
+        "unknown-scheme",
+        "grpc-no-port",
+        "http-no-port",
+        "port-not-a-number",
+        "port-out-of-range",
+        "no-host",
+        "grpc-with-path",
+        "query",
+        "userinfo",
+        "file-empty",
+    ],
+)
+def test_rejected_urls_name_the_url_and_the_accepted_forms(url: str, problem: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        exporter_from_url(url, SETTINGS)
+    message = str(caught.value)
+    assert repr(url) in message
+    assert problem in message
+    assert "grpc://HOST:PORT" in message and "file://PATH" in message
