@@ -41,10 +41,8 @@ class DecisionCache:
         return self._interned.setdefault(verdict, verdict)
 
 
-def _put(
-    store: dict[bytes, Verdict] | dict[str, Verdict], key: object, verdict: Verdict, limit: int
-) -> None:
-    store.pop(key, None)  # type: ignore[call-overload]
-    store[key] = verdict  # type: ignore[index]
+def _put(store: dict[Any, Verdict], key: str | bytes, verdict: Verdict, limit: int) -> None:
+    store.pop(key, None)  # re-inserting moves the key to the young end
+    store[key] = verdict
     if len(store) > limit:
         del store[next(iter(store))]

@@ -1,11 +1,18 @@
-"""``attribute``: some span (or its resource) has an attribute that exists / equals / is in a
-set / matches a regex / lies in a numeric range.
+"""Some span (or its resource) has an attribute that exists, equals a value, is in a set,
+matches a regular expression (`re.search`: anchor with `^...$`), or lies in a numeric range.
 
-    attribute: {key: gen_ai.agent.name, equals: billing}
-    attribute: {key: gen_ai.usage.output_tokens, min: 4000}
-    attribute: {key: deployment.environment, in: [prod, staging], scope: resource}
+```yaml
+attribute: {key: gen_ai.agent.name, equals: billing}
+attribute: {key: gen_ai.usage.output_tokens, min: 4000}            # min and/or max, inclusive
+attribute: {key: deployment.environment, in: [prod, staging], scope: resource}
+attribute: {key: gen_ai.request.model, regex: "^gpt-4"}
+attribute: {key: user.id, exists: true}
+```
 
-"Some span" semantics: use ``not: {attribute: ...}`` for "no span has it".
+`scope` is `span`, `resource` or `any` (the default: the span, then its resource). Numbers
+compare by value (`1` equals `1.0`), booleans only with booleans; numeric strings count for
+`min`/`max`; an array attribute matches when any element does. Write
+`not: {attribute: {key: K, exists: true}}` for "no span has K".
 """
 
 from __future__ import annotations

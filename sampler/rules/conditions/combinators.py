@@ -1,4 +1,14 @@
-"""all / any / not: conditions made of conditions."""
+"""Combine conditions: `all` (every one matches), `any` (at least one), `not` (negation).
+
+```yaml
+when:
+  any:
+    - error: true
+    - all:
+        - attribute: {key: gen_ai.agent.name, equals: billing}
+        - not: {span_count: {max: 10}}
+```
+"""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""``error``: some span of the session is in error.
+"""Some span of the session is in error: its status is ERROR, or it carries an `exception`
+event (even with the status unset, as many instrumentations leave it), or `error.type` is set.
 
-A span is in error when its status is ERROR, when it carries an ``exception`` event (even with
-the status unset, as many instrumentations leave it), or when ``error.type`` is set.
-
-    error: true     # sessions with an error
-    error: false    # sessions without
+```yaml
+error: true     # sessions with an error
+error: false    # sessions without
+```
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ condition is the kind's name, e.g. ``{error: true}`` or ``{attribute: {key: k, e
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from types import ModuleType
 
 from sampler.config.reader import Node, Problems, did_you_mean, parse_duration
 from sampler.rules.spec import Condition
@@ -29,6 +31,11 @@ def condition_kind(name: str) -> Callable[[ConditionParser], ConditionParser]:
 
 def kinds() -> tuple[str, ...]:
     return tuple(sorted(_KINDS))
+
+
+def condition_modules() -> list[tuple[str, ModuleType]]:
+    """Each kind with the module that defines it (its docstring documents the kind)."""
+    return [(name, sys.modules[_KINDS[name].__module__]) for name in kinds()]
 
 
 @dataclass(slots=True)

@@ -1,7 +1,10 @@
-"""Session-level numeric conditions: ``duration`` and ``span_count``, each with min and/or max.
+"""Session-level numbers, each with `min` and/or `max` (inclusive): `duration`, from the first
+span's start to the last span's end (span timestamps), and `span_count`.
 
-duration: {min: 2m}            # first span start to last span end, from span timestamps
+```yaml
+duration: {min: 2m}
 span_count: {min: 500}
+```
 """
 
 from __future__ import annotations

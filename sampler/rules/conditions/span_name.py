@@ -1,7 +1,10 @@
-"""``span_name``: some span's name equals / is in / matches.
+"""Some span's name equals a name, is in a list, or matches a regular expression (`re.search`).
 
-span_name: checkout            # shorthand for equals
-span_name: {regex: "^tool\\."}
+```yaml
+span_name: checkout                 # shorthand for {equals: checkout}
+span_name: {in: [checkout, refund]}
+span_name: {regex: "^execute_tool "}
+```
 """
 
 from __future__ import annotations

@@ -1,0 +1,26 @@
+# agent-tail-sampler: a slim image running `agent-sampler run` on the embedded default config.
+# tests/e2e/test_dockerfile_command.py runs this file's ENTRYPOINT + CMD outside a container.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY sampler ./sampler
+COPY config ./config
+RUN pip install --disable-pip-version-check . && rm -rf /src
+
+RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/agent-sampler sampler
+USER sampler
+# The default exporter writes file://agent-sampler-kept.jsonl here; mount a volume or point
+# --downstream at your backend.
+WORKDIR /var/lib/agent-sampler
+
+# 4317 OTLP/gRPC, 4318 OTLP/HTTP, 9464 /metrics /healthz /readyz
+EXPOSE 4317 4318 9464
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=2)"]
+
+# SIGTERM stops intake, decides everything buffered and flushes: give it ~30 s to stop.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["agent-sampler"]
+CMD ["run", "--metrics-listen", "0.0.0.0:9464"]
