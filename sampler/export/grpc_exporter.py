@@ -16,7 +16,8 @@ from sampler.export.base import ExporterSettings, QueuedExporter, RetryClock, Se
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
-# Transient per the OTLP specification ("Failures", OTLP/gRPC).
+# Transient per the OTLP specification ("Failures", OTLP/gRPC), plus RESOURCE_EXHAUSTED
+# (see classify_rpc_error).
 _RETRYABLE_CODES = frozenset(
     {
         grpc.StatusCode.CANCELLED,
@@ -25,6 +26,7 @@ _RETRYABLE_CODES = frozenset(
         grpc.StatusCode.OUT_OF_RANGE,
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
 
@@ -87,15 +89,17 @@ def classify_rpc_error(
 ) -> SendResult:
     """Map a failed Export call to retryable / permanent.
 
-    RESOURCE_EXHAUSTED is retried only when the server attaches ``google.rpc.RetryInfo``, as
-    the OTLP spec says: without it the exhaustion may be permanent (a request over the
-    server's message size limit, an exhausted quota), and retrying would only repeat it.
+    RESOURCE_EXHAUSTED is retried (a throttling backend, or another sampler whose buffer is
+    full), with the server's RetryInfo delay when it sends one. The OTLP spec retries it only
+    with RetryInfo; we retry it always, bounded by ``max_elapsed_s``, because a kept session
+    must not be lost to a backend that throttles without saying for how long. The exception
+    is gRPC's own "message larger than max" refusal: the same bytes would be refused forever.
     A RetryInfo delay on any retryable code replaces our own backoff for that retry.
     """
     reason = f"{code.name}: {details or 'no details'}"
     delay = _retry_info_delay_s(trailing_metadata)
-    throttled = code is grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None
-    if code in _RETRYABLE_CODES or throttled:
+    too_large = code is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (details or "")
+    if code in _RETRYABLE_CODES and not too_large:
         return SendResult.retryable(reason, server_delay_s=delay)
     return SendResult.permanent(reason)
 

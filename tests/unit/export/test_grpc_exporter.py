@@ -84,8 +84,8 @@ def test_resource_exhausted_with_retry_info_waits_as_told() -> None:
 
 @pytest.mark.parametrize(
     "code",
-    [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED],
-    ids=["invalid-argument", "resource-exhausted-without-retry-info"],
+    [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED],
+    ids=["invalid-argument", "unimplemented"],
 )
 def test_permanent_errors_give_up_at_once(code: grpc.StatusCode) -> None:
     clock = FakeClock()
@@ -151,7 +151,7 @@ def test_unreachable_endpoint_retries_until_max_elapsed() -> None:
         (grpc.StatusCode.DATA_LOSS, None, Outcome.RETRYABLE),
         (grpc.StatusCode.UNAVAILABLE, 0.25, Outcome.RETRYABLE),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, 3.0, Outcome.RETRYABLE),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, None, Outcome.PERMANENT),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, None, Outcome.RETRYABLE),
         (grpc.StatusCode.INVALID_ARGUMENT, None, Outcome.PERMANENT),
         (grpc.StatusCode.UNAUTHENTICATED, None, Outcome.PERMANENT),
         (grpc.StatusCode.UNIMPLEMENTED, None, Outcome.PERMANENT),
@@ -175,3 +175,10 @@ def test_a_malformed_status_trailer_is_ignored() -> None:
     )
     assert result.outcome is Outcome.RETRYABLE
     assert result.server_delay_s is None
+
+
+def test_a_message_over_the_servers_size_limit_is_not_retried() -> None:
+    result = classify_rpc_error(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max (5000 vs. 1000)", ()
+    )
+    assert result.outcome is Outcome.PERMANENT
