@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from sampler.clock import Clock
 from sampler.config.model import SamplerConfig
@@ -33,16 +34,25 @@ from sampler.receive.consumer import ACCEPTED, Admission
 from sampler.rules.engine import RuleEngine
 from sampler.rules.facts import DecisionFacts
 from sampler.rules.randomness import randomness_of_key, randomness_of_trace_id
-from sampler.rules.verdict import Verdict
+from sampler.rules.verdict import (
+    ADJUSTED_COUNT_ATTRIBUTE,
+    ANNOTATION_KEYS,
+    RULE_ATTRIBUTE,
+    SIGNALS_ATTRIBUTE,
+    Verdict,
+)
 from sampler.sessions.buffer import BlockKey, Session, SessionBuffer
 from sampler.sessions.decision_cache import DecisionCache
 from sampler.sessions.spans import SpanExtractor
 
 log = logging.getLogger(__name__)
 
-RULE_ATTRIBUTE = "agent_sampler.rule"
-ADJUSTED_COUNT_ATTRIBUTE = "agent_sampler.adjusted_count"
-SIGNALS_ATTRIBUTE = "agent_sampler.signals"
+
+# Bytes a length-delimited field adds around its payload at most: a tag and a 5-byte length.
+_FIELD_FRAMING = 6
+# A (resource, scope) block adds six framed fields: ResourceSpans, resource, its schema_url,
+# ScopeSpans, scope, its schema_url.
+_BLOCK_FRAMING = 6 * _FIELD_FRAMING
 
 TRACE_ID_BYTES = 16
 SPAN_ID_BYTES = 8
@@ -133,6 +143,8 @@ class Pipeline:
                         invalid += 1
                         continue
                     facts = extractor.extract(span, resource_attrs)
+                    if facts.annotated:  # decided upstream or replayed output: ours replaces it
+                        _strip_annotations(span)
                     data = span.SerializeToString()
                     verdict = buffer.add(facts, block, data, now)
                     if verdict is not None:
@@ -160,7 +172,10 @@ class Pipeline:
         if self._pending and not self._flush_pending():
             return Admission(False, "exporter queue full", REFUSAL_RETRY_AFTER_S)
         limit = self.config.sessions.max_buffered_spans
-        if span_total and self.buffer.span_count + span_total > limit:
+        # A request larger than the whole buffer is taken when the buffer is empty: refusing
+        # it would make the sender retry it forever.
+        buffered = self.buffer.span_count
+        if span_total and buffered and buffered + span_total > limit:
             return Admission(False, "session buffer full", REFUSAL_RETRY_AFTER_S)
         return None
 
@@ -235,18 +250,26 @@ class Pipeline:
     def _emit(self, blocks: Mapping[BlockKey, list[bytes]], verdict: Verdict) -> None:
         """Annotate every span and hand them to the sink, in requests within the size limits."""
         suffix = self._suffix(verdict)
+        span_extra = len(suffix) + _FIELD_FRAMING
         max_spans, max_bytes = self._max_request_spans, self._max_request_bytes
         request: dict[tuple[bytes, str], dict[tuple[bytes, str], list[bytes]]] = {}
-        count = size = 0
+        count = size = 0  # size: an upper bound of the encoded request
         for (resource, resource_url, scope, scope_url), spans in blocks.items():
+            block_cost = len(resource) + len(resource_url) + len(scope) + len(scope_url)
+            block_cost += _BLOCK_FRAMING
+            in_request = False
             for span in spans:
-                if count and (count >= max_spans or size + len(span) > max_bytes):
+                cost = len(span) + span_extra + (0 if in_request else block_cost)
+                if count and (count >= max_spans or size + cost > max_bytes):
                     self._submit(request, count)
                     request, count, size = {}, 0, 0
+                    in_request = False
+                    cost = len(span) + span_extra + block_cost
                 scopes = request.setdefault((resource, resource_url), {})
                 scopes.setdefault((scope, scope_url), []).append(span + suffix)
+                in_request = True
                 count += 1
-                size += len(span) + len(suffix)
+                size += cost
         if count:
             self._submit(request, count)
 
@@ -292,3 +315,9 @@ class Pipeline:
                 + span_attribute_string_array(SIGNALS_ATTRIBUTE, verdict.signals)
             )
         return suffix
+
+
+def _strip_annotations(span: Span) -> None:
+    for index in range(len(span.attributes) - 1, -1, -1):
+        if span.attributes[index].key in ANNOTATION_KEYS:
+            del span.attributes[index]

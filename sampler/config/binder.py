@@ -12,10 +12,9 @@ from typing import Any, TypeVar
 
 from sampler.config.reader import Node, Problems, did_you_mean, parse_duration, parse_listen
 from sampler.config.reader import parse_size as parse_size_value
+from sampler.export.url import ACCEPTED_FORMS, parse_downstream
 
 T = TypeVar("T")
-
-_URL_SCHEMES = ("grpc://", "http://", "https://", "file://")
 
 
 def public_fields(cls: type) -> list[dataclasses.Field[Any]]:
@@ -68,7 +67,10 @@ def _bind_value(
         return parse_rules(node, problems, path)
     try:
         if kind == "duration":
-            return parse_duration(value)
+            seconds = parse_duration(value)
+            if seconds == 0 and not spec.metadata.get("zero_allowed"):
+                return fail("expected a duration above 0s")
+            return seconds
         if kind == "size":
             return parse_size_value(value)
         if kind == "listen":
@@ -76,8 +78,13 @@ def _bind_value(
     except ValueError as exc:
         return fail(str(exc))
     if kind == "url":
-        if not isinstance(value, str) or not value.startswith(_URL_SCHEMES):
-            return fail("expected a URL: grpc://HOST:PORT, http://HOST:PORT or file://PATH")
+        if not isinstance(value, str):
+            return fail(f"expected a URL: {ACCEPTED_FORMS}")
+        try:
+            parse_downstream(value)
+        except ValueError as exc:
+            problems.add(node, path, str(exc))
+            return _INVALID
         return value
     if kind == "choice":
         choices = spec.metadata["choices"]

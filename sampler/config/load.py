@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sampler.config.binder import bind
 from sampler.config.model import SamplerConfig
-from sampler.config.reader import ConfigError, ConfigProblem, Problems, parse_yaml
+from sampler.config.reader import ConfigError, ConfigProblem, Node, Problems, parse_yaml
 
 DEFAULT_CONFIG_NAME = "sampler.yaml"
 
@@ -20,10 +20,11 @@ def default_config_path() -> Path:
 
 def load_config_text(text: str, path: str) -> SamplerConfig:
     problems = Problems(path)
-    config = bind(SamplerConfig, parse_yaml(text, path), problems)
+    root = parse_yaml(text, path)
+    config = bind(SamplerConfig, root, problems)
     if not config.rules and not problems.found:
         problems.add(
-            None,
+            Node(None, root.key_lines.get("rules", 1)),
             "rules",
             "no rules: every session would be dropped; add at least one "
             "rule (see config/sampler.yaml)",

@@ -61,6 +61,7 @@ class SessionsConfig:
         "Decide this long after the root span of every trace of the session has arrived "
         "(0s turns the shortcut off and only decision_wait applies).",
         "duration",
+        zero_allowed=True,
     )
     max_session_duration: float = opt(
         300.0, "Decide a session at the latest this long after its first span arrived.", "duration"
@@ -80,8 +81,9 @@ class SessionsConfig:
 class DecisionCacheConfig:
     max_sessions: int = opt(
         200_000,
-        "Decided sessions remembered so that late spans follow their decision (oldest forgotten "
-        "first). Late spans of a forgotten session start a new session.",
+        "Decided sessions remembered so that late spans follow their decision, and as many "
+        "decided trace ids (oldest forgotten first). Late spans of a forgotten session start a "
+        "new session.",
     )
 
 

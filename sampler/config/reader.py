@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from sampler.receive.address import parse_listen as parse_address
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
@@ -100,7 +102,7 @@ def parse_yaml(text: str, path: str) -> Node:
     return node
 
 
-def _convert(node: yaml.Node, problems: Problems) -> Node:
+def _convert(node: yaml.Node, problems: Problems, path: str = "") -> Node:
     line = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         values: dict[str, Node] = {}
@@ -111,14 +113,16 @@ def _convert(node: yaml.Node, problems: Problems) -> Node:
                 problems.add(Node(None, key_line), "", "mapping keys must be plain strings")
                 continue
             key = str(key_node.value)
+            key_path = f"{path}.{key}" if path else key
             if key in values:
-                problems.add(Node(None, key_line), key, "duplicate key")
+                problems.add(Node(None, key_line), key_path, "duplicate key")
                 continue
-            values[key] = _convert(value_node, problems)
+            values[key] = _convert(value_node, problems, key_path)
             key_lines[key] = key_line
         return Node(values, line, key_lines)
     if isinstance(node, yaml.SequenceNode):
-        return Node([_convert(item, problems) for item in node.value], line)
+        items = [_convert(item, problems, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        return Node(items, line)
     assert isinstance(node, yaml.ScalarNode)
     constructor = yaml.SafeLoader(" ")
     try:
@@ -172,12 +176,15 @@ def parse_size(value: object) -> int:
 
 
 def parse_listen(value: object) -> str:
-    """``HOST:PORT`` (IPv6 as ``[::1]:4317``); an empty string disables the listener."""
+    """``HOST:PORT`` (IPv6 as ``[::1]:4317``); an empty string disables the listener. The same
+    parser the receivers bind with, so what check-config accepts, `run` can bind."""
     if value == "":
         return ""
     if isinstance(value, str):
-        host, sep, port = value.rpartition(":")
-        if sep and host and port.isdigit() and int(port) < 65536:
-            if ":" not in host or (host.startswith("[") and host.endswith("]")):
-                return value
+        try:
+            parse_address(value)
+        except ValueError:
+            pass
+        else:
+            return value
     raise ValueError("expected HOST:PORT such as 0.0.0.0:4317 or [::1]:4317")

@@ -29,7 +29,9 @@ class _TokenBucket:
         decay = 0.5 ** (elapsed / 10.0)
         self.offered = self.offered * decay + 1
         self.kept *= decay
-        if self.tokens < cost:
+        # A session costing more than one second's budget is let through when the bucket is
+        # full, leaving a debt that later sessions pay: the long-run rate still holds.
+        if self.tokens < min(cost, self.rate):
             return False, 0.0
         self.tokens -= cost
         self.kept += 1
@@ -67,8 +69,9 @@ class RuleEngine:
             if isinstance(action, Drop):
                 return Verdict(False, rule.name, signals)
             if isinstance(action, KeepProbability):
-                kept = keeps(facts.randomness, action.probability)
-                return Verdict(kept, rule.name, signals, 1.0 / action.probability)
+                if keeps(facts.randomness, action.probability):
+                    return Verdict(True, rule.name, signals, 1.0 / action.probability)
+                return Verdict(False, rule.name, signals)
             bucket = self._buckets[rule.name]
             cost = 1.0 if action.unit == "sessions" else float(facts.span_count)
             kept, adjusted = bucket.take(cost, now)

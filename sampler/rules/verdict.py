@@ -7,6 +7,12 @@ from dataclasses import dataclass
 
 NO_RULE = "(no rule matched)"
 
+# Attributes written to every kept span (DESIGN.md contract).
+RULE_ATTRIBUTE = "agent_sampler.rule"
+ADJUSTED_COUNT_ATTRIBUTE = "agent_sampler.adjusted_count"
+SIGNALS_ATTRIBUTE = "agent_sampler.signals"
+ANNOTATION_KEYS = frozenset({RULE_ATTRIBUTE, ADJUSTED_COUNT_ATTRIBUTE, SIGNALS_ATTRIBUTE})
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:

@@ -147,11 +147,12 @@ class SessionBuffer:
         """Remove and return every session whose completion deadline has passed."""
         due = [s for s in self._due_now if s.state is SessionState.BUFFERING]
         self._due_now = []
+        current = self._wheel.current_tick(now)
         for tick, session in self._wheel.pop_due(now):
             if session.state is not SessionState.BUFFERING or session.timer_tick != tick:
                 continue  # stale entry: decided, merged, or rescheduled earlier
             deadline = self.deadline(session)
-            if deadline > now:
+            if self._wheel.tick_of(deadline) > current:  # activity moved it later: re-file
                 session.timer_tick = self._wheel.schedule(session, deadline)
                 continue
             due.append(session)

@@ -14,6 +14,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from sampler.rules.facts import AttrValue, SpanTest
+from sampler.rules.verdict import ANNOTATION_KEYS
 
 STATUS_ERROR = Status.STATUS_CODE_ERROR
 ERROR_TYPE = "error.type"
@@ -48,7 +49,7 @@ def session_key_of(
     for source in (attrs, resource):
         for key in keys:
             value = source.get(key)
-            if value is not None and value != "" and not isinstance(value, tuple | bytes):
+            if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
                 return str(value)
     return None
 
@@ -62,13 +63,14 @@ class SpanFacts:
     start_ns: int
     end_ns: int
     test_bits: int  # bit i set when span test i matched
+    annotated: bool = False  # carries agent_sampler.* attributes already
 
 
 class SpanExtractor:
     def __init__(self, session_keys: Sequence[str], tests: Sequence[SpanTest]) -> None:
         self.session_keys = tuple(session_keys)
         self.tests = tuple(tests)
-        wanted = set(self.session_keys) | {ERROR_TYPE}
+        wanted = set(self.session_keys) | {ERROR_TYPE} | ANNOTATION_KEYS
         for test in self.tests:
             wanted.update(test.keys)
         self.wanted = frozenset(wanted)
@@ -80,7 +82,7 @@ class SpanExtractor:
         attrs = pick_attributes(span.attributes, self.wanted)
         is_error = (
             span.status.code == STATUS_ERROR
-            or ERROR_TYPE in attrs
+            or bool(attrs.get(ERROR_TYPE))
             or any(event.name == EXCEPTION_EVENT for event in span.events)
         )
         bits = 0
@@ -96,4 +98,5 @@ class SpanExtractor:
             start_ns=span.start_time_unix_nano,
             end_ns=span.end_time_unix_nano,
             test_bits=bits,
+            annotated=not ANNOTATION_KEYS.isdisjoint(attrs),
         )

@@ -32,16 +32,32 @@ _OPERATORS = ("exists", "equals", "in", "regex", "min", "max")
 _SCOPES = ("span", "resource", "any")
 
 
-def scalar_equal(value: AttrValue, expected: Scalar) -> bool:
-    """YAML scalar against an attribute value: numbers compare by value (1 == 1.0), booleans
-    only with booleans, strings only with strings; an array matches if any element does."""
+# An expected value tagged with its kind. Python has True == 1 == 1.0 with equal hashes, so
+# untagged values would make `equals: true` and `equals: 1` one and the same (deduplicated) test.
+Typed = tuple[str, Scalar]
+
+
+def typed(value: Scalar) -> Typed:
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int | float):
+        return ("number", float(value))
+    return ("str", value)
+
+
+def typed_of_attribute(value: AttrValue) -> Typed | None:
+    if isinstance(value, bool | int | float | str):
+        return typed(value)
+    return None  # bytes, kvlists: never equal to a YAML scalar
+
+
+def scalar_equal(value: AttrValue, expected: Typed) -> bool:
+    """An attribute value against a typed YAML scalar: numbers compare by value (1 == 1.0),
+    booleans only with booleans, strings only with strings; an array matches if any element
+    does."""
     if isinstance(value, tuple):
         return any(scalar_equal(item, expected) for item in value)  # type: ignore[arg-type]
-    if isinstance(value, bool) or isinstance(expected, bool):
-        return isinstance(value, bool) and isinstance(expected, bool) and value == expected
-    if isinstance(value, int | float) and isinstance(expected, int | float):
-        return value == expected
-    return type(value) is type(expected) and value == expected
+    return typed_of_attribute(value) == expected
 
 
 def _in_range(value: AttrValue, low: float | None, high: float | None) -> bool:
@@ -69,7 +85,7 @@ class AttributeTest:
     key: str
     scope: str
     exists: bool = False
-    equals: tuple[Scalar, ...] = ()  # `equals: v` is `in: [v]`
+    equals: tuple[Typed, ...] = ()  # `equals: v` is `in: [v]`
     pattern: re.Pattern[str] | None = None
     low: float | None = None
     high: float | None = None
@@ -177,10 +193,10 @@ def parse_attribute(node: Node, ctx: ParseContext) -> Condition | None:
                 f"expected a string, number or boolean, got {fields['equals'].describe()}",
             )
             return None
-        test = AttributeTest(key, scope, equals=(value,))
+        test = AttributeTest(key, scope, equals=(typed(value),))
     elif op == "in":
         values = scalar_list(fields["in"], ctx.at("in"))
-        test = AttributeTest(key, scope, equals=values) if values else None
+        test = AttributeTest(key, scope, equals=tuple(map(typed, values))) if values else None
     elif op == "regex":
         pattern = compile_regex(fields["regex"], ctx.at("regex"))
         test = AttributeTest(key, scope, pattern=pattern) if pattern else None
@@ -188,6 +204,9 @@ def parse_attribute(node: Node, ctx: ParseContext) -> Condition | None:
         low = ctx.at("min").number(fields["min"]) if "min" in fields else None
         high = ctx.at("max").number(fields["max"]) if "max" in fields else None
         if ("min" in fields and low is None) or ("max" in fields and high is None):
+            return None
+        if low is not None and high is not None and low > high:
+            ctx.problem(node, f"min ({low:g}) is greater than max ({high:g})")
             return None
         test = AttributeTest(key, scope, low=low, high=high)
     return AnySpanMatches(test) if test is not None else None

@@ -46,7 +46,10 @@ class ParseContext:
     key: str  # dotted path of the node being parsed, e.g. rules[2].when.any[0]
 
     def at(self, key: str) -> ParseContext:
-        return ParseContext(self.problems, f"{self.key}.{key}" if self.key else key)
+        """The context of a child: ``at("when")`` or ``at("[2]")`` (no dot before an index)."""
+        if not self.key:
+            return ParseContext(self.problems, key)
+        return ParseContext(self.problems, f"{self.key}{'' if key.startswith('[') else '.'}{key}")
 
     def problem(self, node: Node, message: str) -> None:
         self.problems.add(node, self.key, message)
@@ -84,23 +87,26 @@ class ParseContext:
     def mapping(
         self, node: Node, allowed: Collection[str], required: Collection[str] = ()
     ) -> dict[str, Node] | None:
+        """The known keys of a mapping. Unknown keys are reported but do not stop parsing, so
+        the problems of the known ones are found in the same run."""
         if not node.is_mapping:
             self.problem(
                 node,
                 f"expected a mapping with keys {', '.join(sorted(allowed))}, got {node.describe()}",
             )
             return None
-        values: dict[str, Node] = dict(node.items())
+        values: dict[str, Node] = {}
         ok = True
-        for key in values:
-            if key not in allowed:
+        for key, value in node.items():
+            if key in allowed:
+                values[key] = value
+            else:
                 line_node = Node(None, node.key_lines.get(key, node.line))
                 self.at(key).problem(
                     line_node,
                     f"unknown key{did_you_mean(key, sorted(allowed))}"
                     f"; expected one of {', '.join(sorted(allowed))}",
                 )
-                ok = False
         for key in required:
             if key not in values:
                 self.problem(node, f"missing required key {key!r}")

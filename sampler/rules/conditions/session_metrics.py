@@ -63,6 +63,10 @@ def _bounds(node: Node, ctx: ParseContext, *, durations: bool) -> tuple[float | 
         if value is None:
             return None
         out.append(value)
+    low, high = out
+    if low is not None and high is not None and low > high:
+        ctx.problem(node, f"min ({low:g}) is greater than max ({high:g})")
+        return None
     return tuple(out)
 
 

@@ -39,30 +39,27 @@ class SpanNameTest:
 
 @condition_kind("span_name")
 def parse_span_name(node: Node, ctx: ParseContext) -> Condition | None:
-    if isinstance(node.value, str):
-        return AnySpanMatches(SpanNameTest(names=frozenset([node.value])))
-    fields = ctx.mapping(node, ("equals", "in", "regex"))
-    if fields is None:
-        return None
-    if len(fields) != 1:
-        ctx.problem(node, "expected exactly one of equals, in, regex")
-        return None
-    ((op, value),) = fields.items()
+    if isinstance(node.value, str):  # the shorthand for {equals: NAME}
+        op, value, op_ctx = "equals", node, ctx
+    else:
+        fields = ctx.mapping(node, ("equals", "in", "regex"))
+        if fields is None:
+            return None
+        if len(fields) != 1:
+            ctx.problem(node, "expected exactly one of equals, in, regex")
+            return None
+        ((op, value),) = fields.items()
+        op_ctx = ctx.at(op)
     if op == "regex":
-        pattern = compile_regex(value, ctx.at(op))
+        pattern = compile_regex(value, op_ctx)
         return AnySpanMatches(SpanNameTest(pattern=pattern)) if pattern else None
     items = value.value if op == "in" else [value]
     if (
         not isinstance(items, list)
         or not items
-        or not all(
-            isinstance(item.value if isinstance(item, Node) else item, str) for item in items
-        )
+        or not all(isinstance(item.value, str) and item.value for item in items)
     ):
-        ctx.at(op).problem(
-            value,
-            f"expected {'a list of names' if op == 'in' else 'a name'}, got {value.describe()}",
-        )
+        wanted = "a list of non-empty names" if op == "in" else "a non-empty name"
+        op_ctx.problem(value, f"expected {wanted}, got {value.describe()}")
         return None
-    names = frozenset(str(item.value) for item in items)
-    return AnySpanMatches(SpanNameTest(names=names))
+    return AnySpanMatches(SpanNameTest(names=frozenset(str(item.value) for item in items)))

@@ -1,0 +1,408 @@
+"""SessionBuffer scenarios, each a row: spans arrive at given times, the timer is popped by hand.
+
+A scenario is a list of steps; running it yields a log that the row compares as a whole:
+  ("due", now, [sessions])        what pop_due(now) / pop_all() returned (sorted)
+  ("follows", trace, keep)        add() returned a verdict: the span follows a decided session
+  ("followed", session, keep)     a provisional session joined a decided one (buffer.followed)
+A session is written (key, trace names, span count); a provisional one's key is "~" + trace name.
+Every popped session is decided at once with the step's verdict and recorded in the cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from sampler.config.model import SessionsConfig
+from sampler.rules.verdict import Verdict
+from sampler.sessions.buffer import Session, SessionBuffer
+from sampler.sessions.decision_cache import DecisionCache
+from sampler.sessions.timers import TimerWheel
+from tests.unit.sessions.builders import BLOCK, facts, trace_name
+
+PAYLOAD = b"s" * 10  # every buffered span is 10 bytes
+
+
+@dataclass(frozen=True)
+class Add:
+    at: float
+    trace: str
+    key: str | None = None
+    root: bool = False
+
+
+@dataclass(frozen=True)
+class Pop:
+    at: float
+    keep: bool = True
+
+
+@dataclass(frozen=True)
+class PopAll:
+    at: float
+    keep: bool = True
+
+
+Step = Add | Pop | PopAll
+Summary = tuple[str, tuple[str, ...], int]
+
+
+class RescheduleLoop(RuntimeError):
+    """pop_due kept putting a session back into a tick it was already draining."""
+
+
+class Harness:
+    def __init__(self, settings: dict[str, Any], cache_sessions: int = 100) -> None:
+        self.buffer = SessionBuffer(
+            dataclasses.replace(SessionsConfig(), **settings), DecisionCache(cache_sessions)
+        )
+        self._guard_wheel(self.buffer._wheel)
+
+    @staticmethod
+    def _guard_wheel(wheel: TimerWheel[Session]) -> None:
+        """Turn an endless reschedule loop inside one pop_due into an exception, not a hang."""
+        schedule = wheel.schedule
+        calls = 0
+
+        def guarded(item: Session, deadline: float) -> int:
+            nonlocal calls
+            calls += 1
+            if calls > 10_000:
+                raise RescheduleLoop(f"rescheduled {calls} times (deadline {deadline!r})")
+            return schedule(item, deadline)
+
+        wheel.schedule = guarded  # type: ignore[method-assign]
+
+    def run(self, steps: Sequence[Step]) -> list[tuple[Any, ...]]:
+        log: list[tuple[Any, ...]] = []
+        for step in steps:
+            if isinstance(step, Add):
+                verdict = self.buffer.add(
+                    facts(step.trace, key=step.key, root=step.root), BLOCK, PAYLOAD, step.at
+                )
+                if verdict is not None:
+                    log.append(("follows", step.trace, verdict.keep))
+                for session, followed in self.buffer.followed:
+                    log.append(("followed", summary(session), followed.keep))
+                self.buffer.followed.clear()
+                continue
+            if isinstance(step, Pop):
+                sessions = self.buffer.pop_due(step.at)
+            else:
+                sessions = self.buffer.pop_all()
+            for session in sessions:
+                self.buffer.record(session, Verdict(step.keep, "kept" if step.keep else "dropped"))
+            log.append(("due", step.at, sorted(summary(s) for s in sessions)))
+        return log
+
+
+def summary(session: Session) -> Summary:
+    names = tuple(trace_name(t) for t in session.trace_ids)
+    key = session.key if session.keyed else f"~{names[0]}"
+    return (key, names, session.span_count)
+
+
+SCENARIOS = [
+    pytest.param(
+        {},
+        [
+            Add(0, "t1"),
+            Add(0, "t2", key="c2", root=True),
+            Add(0.5, "t1"),
+            Add(1, "t1", key="c1", root=True),
+            Pop(2.0),
+            Pop(2.95),
+            Pop(3.05),
+        ],
+        [
+            ("due", 2.0, [("c2", ("t2",), 1)]),
+            ("due", 2.95, []),
+            ("due", 3.05, [("c1", ("t1",), 3)]),
+        ],
+        id="children-before-root-join-the-roots-keyed-session",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t2", key="c1"),
+            Add(0.5, "t1"),
+            Add(1, "t1", key="c1", root=True),
+            Add(1.5, "t2", root=True),
+            Pop(3.55),
+        ],
+        [("due", 3.55, [("c1", ("t2", "t1"), 4)])],
+        id="provisional-trace-merges-into-buffering-keyed-session",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t1", key="c1", root=True),
+            Add(1, "t2"),
+            Add(1.5, "t2", key="c1", root=True),
+            Pop(3.45),
+            Pop(3.55),
+            Pop(1000),
+        ],
+        [
+            ("due", 3.45, []),
+            ("due", 3.55, [("c1", ("t1", "t2"), 3)]),
+            ("due", 1000, []),
+        ],
+        id="two-traces-of-one-conversation-decided-once",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t1"),
+            Add(0.2, "t1", root=True),
+            Add(0.2, "t2", key="c1", root=True),
+            Pop(2.25),
+            Pop(1000),
+        ],
+        [("due", 2.25, [("c1", ("t2",), 1), ("~t1", ("t1",), 2)]), ("due", 1000, [])],
+        id="trace-without-key-decided-alone-by-trace-id",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t1", key="c1"),
+            Add(1, "t1", key="c2"),
+            Add(2, "t1", key="c2", root=True),
+            Add(2, "t9", key="c2", root=True),
+            Pop(4.05),
+        ],
+        [("due", 4.05, [("c1", ("t1",), 3), ("c2", ("t9",), 1)])],
+        id="conflicting-key-on-a-later-span-ignored",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t1", key="c1", root=True),
+            Pop(2.05),
+            Add(3, "t2"),
+            Add(3.5, "t2"),
+            Add(4, "t2", key="c1", root=True),
+            Add(5, "t2"),
+            Pop(1000),
+        ],
+        [
+            ("due", 2.05, [("c1", ("t1",), 1)]),
+            ("follows", "t2", True),
+            ("followed", ("~t2", ("t2",), 2), True),
+            ("follows", "t2", True),
+            ("due", 1000, []),
+        ],
+        id="root-revealing-a-decided-key-follows-its-verdict",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t1", key="c1", root=True),
+            Pop(2.05, keep=False),
+            Add(3, "t3", key="c1"),
+            Add(3, "t3"),
+            Pop(1000),
+        ],
+        [
+            ("due", 2.05, [("c1", ("t1",), 1)]),
+            ("follows", "t3", False),
+            ("follows", "t3", False),
+            ("due", 1000, []),
+        ],
+        id="new-trace-of-a-decided-key-follows-its-verdict",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t1", root=True),
+            Add(0, "t2", key="c2", root=True),
+            Pop(2.05, keep=False),
+            Add(10, "t1"),
+            Add(10, "t2"),
+        ],
+        [
+            ("due", 2.05, [("c2", ("t2",), 1), ("~t1", ("t1",), 1)]),
+            ("follows", "t1", False),
+            ("follows", "t2", False),
+        ],
+        id="late-span-of-a-decided-trace-follows-via-cache",
+    ),
+    pytest.param(
+        {},
+        [Add(0, "t1"), Add(10, "t1"), Pop(30.0), Pop(39.95), Pop(40.0)],
+        [("due", 30.0, []), ("due", 39.95, []), ("due", 40.0, [("~t1", ("t1",), 2)])],
+        id="idle-for-decision-wait",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t1", key="c1", root=True),
+            Add(1, "t2", key="c1"),
+            Pop(3.0),
+            Add(5, "t2", root=True),
+            Pop(6.95),
+            Pop(7.05),
+        ],
+        [("due", 3.0, []), ("due", 6.95, []), ("due", 7.05, [("c1", ("t1", "t2"), 3)])],
+        id="root-end-grace-only-once-every-trace-has-its-root",
+    ),
+    pytest.param(
+        {"root_end_grace": 0.0},
+        [Add(0, "t1", key="c1", root=True), Pop(2.05), Pop(29.95), Pop(30.0)],
+        [("due", 2.05, []), ("due", 29.95, []), ("due", 30.0, [("c1", ("t1",), 1)])],
+        id="root-end-grace-zero-disables-it",
+    ),
+    pytest.param(
+        {"decision_wait": 3.0, "max_session_duration": 10.0},
+        [Add(0, "t1"), Add(2, "t1"), Add(4, "t1"), Add(6, "t1"), Add(8, "t1"), Pop(9.95), Pop(10)],
+        [("due", 9.95, []), ("due", 10, [("~t1", ("t1",), 5)])],
+        id="max-session-duration-caps-a-chatty-session",
+    ),
+    pytest.param(
+        {"max_session_spans": 3},
+        [Add(0, "t1"), Add(0, "t1"), Add(0, "t1"), Pop(0), Add(0, "t1")],
+        [("due", 0, [("~t1", ("t1",), 3)]), ("follows", "t1", True)],
+        id="max-session-spans-decides-at-once",
+    ),
+    pytest.param(
+        {"max_session_spans": 3},
+        [Add(0, "t1", key="c1"), Add(0, "t2"), Add(0, "t2", key="c1"), Pop(0)],
+        [("due", 0, [("c1", ("t1", "t2"), 3)])],
+        id="max-session-spans-reached-by-a-merge",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t1"),
+            Add(0, "t2", key="c1"),
+            Add(1, "t3", key="c1", root=True),
+            PopAll(2),
+            PopAll(3),
+            Pop(1000),
+        ],
+        [
+            ("due", 2, [("c1", ("t2", "t3"), 2), ("~t1", ("t1",), 1)]),
+            ("due", 3, []),
+            ("due", 1000, []),
+        ],
+        id="pop-all-returns-everything-once",
+    ),
+]
+
+
+@pytest.mark.parametrize(("settings", "steps", "expected"), SCENARIOS)
+def test_scenario(
+    settings: dict[str, Any], steps: list[Step], expected: list[tuple[Any, ...]]
+) -> None:
+    assert Harness(settings).run(steps) == expected
+
+
+@pytest.mark.parametrize(("settings", "steps", "expected"), SCENARIOS)
+def test_counters_return_to_zero_once_everything_is_decided(
+    settings: dict[str, Any], steps: list[Step], expected: list[tuple[Any, ...]]
+) -> None:
+    harness = Harness(settings)
+    harness.run([*steps, PopAll(10_000)])
+
+    buffer = harness.buffer
+    assert (buffer.session_count, buffer.span_count, buffer.span_bytes) == (0, 0, 0)
+    assert (buffer._traces, buffer._keyed) == ({}, {})
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected_counts"),
+    [
+        pytest.param([Add(0, "t1"), Add(0, "t1")], (1, 2), id="one-provisional"),
+        pytest.param([Add(0, "t1"), Add(0, "t2")], (2, 2), id="two-provisional"),
+        pytest.param(
+            [Add(0, "t1", key="c1"), Add(0, "t2", key="c1")], (1, 2), id="two-traces-one-key"
+        ),
+        pytest.param(
+            [Add(0, "t1", key="c1"), Add(0, "t2"), Add(0, "t2", key="c1")],
+            (1, 3),
+            id="merge-removes-a-session",
+        ),
+        pytest.param(
+            [Add(0, "t1", key="c1", root=True), Pop(2.05), Add(3, "t2"), Add(3, "t2", key="c1")],
+            (0, 0),
+            id="followed-provisional-leaves",
+        ),
+        pytest.param(
+            [Add(0, "t1", root=True), Add(0, "t2"), Pop(2.05)], (1, 1), id="decided-leaves"
+        ),
+    ],
+)
+def test_counters_track_buffered_sessions_and_spans(
+    steps: list[Step], expected_counts: tuple[int, int]
+) -> None:
+    harness = Harness({})
+    harness.run(steps)
+
+    buffer = harness.buffer
+    sessions, spans = expected_counts
+    assert (buffer.session_count, buffer.span_count) == (sessions, spans)
+    assert buffer.span_bytes == spans * len(PAYLOAD)
+
+
+def test_pop_due_one_ulp_before_a_deadline_returns() -> None:
+    harness = Harness({"decision_wait": 1.6})
+
+    log = harness.run([Add(0.1, "t1"), Pop(1.7), Pop(1.8)])
+
+    assert [s for *_, sessions in log for s in sessions] == [("~t1", ("t1",), 1)]
+
+
+@pytest.mark.parametrize(
+    ("cache_sessions", "late_traces", "expected"),
+    [
+        pytest.param(
+            1,
+            ["t2", "t1"],
+            [("follows", "t2", True), ("due", 99, [("~t1", ("t1",), 1)])],
+            id="size-1-forgets-the-oldest",
+        ),
+        pytest.param(
+            2,
+            ["t2", "t1"],
+            [("follows", "t2", True), ("follows", "t1", True), ("due", 99, [])],
+            id="size-2-remembers-both",
+        ),
+    ],
+)
+def test_decision_cache_eviction_forgets_the_oldest(
+    cache_sessions: int, late_traces: list[str], expected: list[tuple[Any, ...]]
+) -> None:
+    harness = Harness({}, cache_sessions=cache_sessions)
+    harness.run([Add(0, "t1", root=True), Pop(2.05), Add(3, "t2", root=True), Pop(5.05)])
+
+    late: list[Step] = [Add(6, trace) for trace in late_traces]
+    assert harness.run([*late, PopAll(99)]) == expected
+
+
+def _deadline_rows() -> list[Any]:
+    base = {"decision_wait": 30.0, "root_end_grace": 2.0, "max_session_duration": 300.0}
+    rows: list[tuple[str, dict[str, float], Callable[[Session], None], float]] = [
+        ("idle", {}, lambda s: None, 30.0 + 5),
+        ("roots-done", {}, lambda s: setattr(s, "roots_done_at", 10.0), 12.0),
+        ("grace-off", {"root_end_grace": 0.0}, lambda s: setattr(s, "roots_done_at", 10.0), 35.0),
+        ("duration-cap", {"max_session_duration": 20.0}, lambda s: None, 20.0),
+    ]
+    return [
+        pytest.param({**base, **over}, setup, want, id=name) for name, over, setup, want in rows
+    ]
+
+
+@pytest.mark.parametrize(("settings", "setup", "expected"), _deadline_rows())
+def test_deadline_is_the_earliest_completion_rule(
+    settings: dict[str, float], setup: Callable[[Session], None], expected: float
+) -> None:
+    buffer = Harness(settings).buffer
+    session = Session("k", True, 0.0)
+    session.last_seen = 5.0
+    setup(session)
+
+    assert buffer.deadline(session) == expected

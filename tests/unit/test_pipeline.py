@@ -1,0 +1,522 @@
+"""Pipeline: requests in, sessions buffered and decided, kept sessions out to a recording sink.
+
+Time is a ManualClock moved by hand; the sink is a RecordingSink whose submissions are parsed
+back with protobuf, so every assertion is about what a downstream backend would receive.
+Default session settings apply: decision_wait 30s, root_end_grace 2s, tick 0.1s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from sampler.clock import ManualClock
+from sampler.pipeline import (
+    ADJUSTED_COUNT_ATTRIBUTE,
+    RULE_ATTRIBUTE,
+    SIGNALS_ATTRIBUTE,
+    Pipeline,
+)
+from sampler.receive.consumer import ACCEPTED, Admission
+from sampler.rules.randomness import keeps, randomness_of_key
+from tests.unit.sessions.builders import (
+    RecordingSink,
+    request,
+    resource_spans,
+    sampler_config,
+    scope_spans,
+    simple_request,
+    span,
+)
+
+CONV = "gen_ai.conversation.id"
+ANNOTATIONS = (RULE_ATTRIBUTE, ADJUSTED_COUNT_ATTRIBUTE, SIGNALS_ATTRIBUTE)
+
+RULES = """\
+  - {name: errors, when: {error: true}, action: keep}
+  - {name: sampled, when: {attribute: {key: team, equals: blue}}, action: {probability: 0.5}}
+  - {name: rest, action: drop}
+"""
+KEEP_ALL = "  - {name: everything, action: keep}\n"
+DROP_ALL = "  - {name: nothing, action: drop}\n"
+
+_CANDIDATES = [f"conv-{i}" for i in range(64)]
+KEPT_AT_HALF = next(k for k in _CANDIDATES if keeps(randomness_of_key(k), 0.5))
+DROPPED_AT_HALF = next(k for k in _CANDIDATES if not keeps(randomness_of_key(k), 0.5))
+
+
+def make_pipeline(rules: str = RULES, **config: Any) -> tuple[Pipeline, RecordingSink, ManualClock]:
+    sink, clock = RecordingSink(), ManualClock()
+    return Pipeline(sampler_config(rules, **config), sink, clock), sink, clock
+
+
+def conversation(
+    trace: str,
+    key: str,
+    children: int = 2,
+    *,
+    root: dict[str, Any] | None = None,
+    child: dict[str, Any] | None = None,
+) -> list[Span]:
+    """Children first, then the root span carrying the session key (as agents emit them)."""
+    spans = [span(trace, n, parent=1, **(child or {})) for n in range(2, children + 2)]
+    root_fields = dict(root or {})
+    root_attrs = {CONV: key, **root_fields.pop("attrs", {})}
+    return [*spans, span(trace, 1, attrs=root_attrs, **root_fields)]
+
+
+def decoded(value: AnyValue) -> tuple[str, Any]:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return kind, tuple(decoded(v) for v in value.array_value.values)
+    return str(kind), getattr(value, str(kind))
+
+
+def annotations(s: Span) -> dict[str, tuple[str, Any]]:
+    return {kv.key: decoded(kv.value) for kv in s.attributes if kv.key in ANNOTATIONS}
+
+
+def without_annotations(s: Span) -> Span:
+    copy = Span()
+    copy.CopyFrom(s)
+    del copy.attributes[:]
+    copy.attributes.extend(kv for kv in s.attributes if kv.key not in ANNOTATIONS)
+    return copy
+
+
+def settle(pipeline: Pipeline, clock: ManualClock, seconds: float = 3.05) -> int:
+    """Move past root_end_grace and decide what is due."""
+    clock.advance(seconds)
+    return pipeline.decide_due()
+
+
+# -- annotations and keep/drop --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spans", "expected"),
+    [
+        pytest.param(
+            conversation("t1", "c-err", child={"error": True}),
+            ("errors", 1.0, ("error",)),
+            id="error-kept-always",
+        ),
+        pytest.param(
+            conversation("t1", KEPT_AT_HALF, root={"attrs": {"team": "blue"}}),
+            ("sampled", 2.0, ()),
+            id="probability-kept-with-adjusted-count",
+        ),
+        pytest.param(
+            conversation("t1", DROPPED_AT_HALF, root={"attrs": {"team": "blue"}}),
+            None,
+            id="probability-dropped",
+        ),
+        pytest.param(conversation("t1", "c-plain"), None, id="dropped-by-rule"),
+    ],
+)
+def test_kept_session_arrives_whole_and_annotated(
+    spans: list[Span], expected: tuple[str, float, tuple[str, ...]] | None
+) -> None:
+    pipeline, sink, clock = make_pipeline()
+
+    assert pipeline.consume(simple_request(*spans)) == ACCEPTED
+    assert settle(pipeline, clock) == 1
+
+    if expected is None:
+        assert sink.submitted == []
+        return
+    rule, adjusted, signals = expected
+    received = sink.spans()
+    assert sorted(s.span_id for s in received) == sorted(s.span_id for s in spans)
+    for got in received:
+        assert annotations(got) == {
+            RULE_ATTRIBUTE: ("string_value", rule),
+            ADJUSTED_COUNT_ATTRIBUTE: ("double_value", adjusted),
+            SIGNALS_ATTRIBUTE: ("array_value", tuple(("string_value", s) for s in signals)),
+        }
+    originals = {s.span_id: s for s in spans}
+    assert all(without_annotations(got) == originals[got.span_id] for got in received)
+    assert [count for _, count in sink.submitted] == [len(spans)]
+
+
+def test_only_kept_sessions_arrive_from_a_mixed_request() -> None:
+    pipeline, sink, clock = make_pipeline()
+    spans = [
+        *conversation("t1", "c-err", child={"error": True}),
+        *conversation("t2", "c-plain"),
+        *conversation("t3", KEPT_AT_HALF, root={"attrs": {"team": "blue"}}),
+        *conversation("t4", DROPPED_AT_HALF, root={"attrs": {"team": "blue"}}),
+    ]
+
+    pipeline.consume(simple_request(*spans))
+    assert settle(pipeline, clock) == 4
+
+    assert sorted({s.trace_id.lstrip(b"\0") for s in sink.spans()}) == [b"t1", b"t3"]
+    tallies = {
+        rule: (t.sessions_seen, t.sessions_kept) for rule, t in pipeline.stats.by_rule.items()
+    }
+    assert tallies == {"errors": (1, 1), "sampled": (2, 1), "rest": (1, 0)}
+
+
+# -- resource and scope grouping ------------------------------------------------------------------
+
+
+def structure(requests: Sequence[ExportTraceServiceRequest]) -> list[Any]:
+    """Resources, scopes (with schema urls) and span names, annotations left out."""
+    return [
+        (
+            rs.resource if rs.HasField("resource") else None,
+            rs.schema_url,
+            [
+                (
+                    ss.scope if ss.HasField("scope") else None,
+                    ss.schema_url,
+                    [without_annotations(s) for s in ss.spans],
+                )
+                for ss in rs.scope_spans
+            ],
+        )
+        for req in requests
+        for rs in req.resource_spans
+    ]
+
+
+def _two_resources_two_scopes() -> ExportTraceServiceRequest:
+    res_a = {"service.name": "planner", CONV: "c1"}
+    res_b = {"service.name": "tools", CONV: "c1"}
+    return request(
+        resource_spans(
+            [
+                scope_spans(
+                    [span("t1", 2, parent=1), span("t1", 3, parent=1)],
+                    scope="llm",
+                    schema_url="https://opentelemetry.io/schemas/1.26.0",
+                ),
+                scope_spans([span("t1", 1)], scope="agent"),
+            ],
+            resource=res_a,
+            schema_url="https://opentelemetry.io/schemas/1.27.0",
+        ),
+        resource_spans(
+            [
+                scope_spans([span("t2", 2, parent=1)], scope="llm"),
+                scope_spans([span("t2", 1)], scope="tool", schema_url="https://scope/tool"),
+            ],
+            resource=res_b,
+        ),
+    )
+
+
+def _bare() -> ExportTraceServiceRequest:
+    return request(resource_spans([scope_spans([span("t1", 1, attrs={CONV: "c1"})])]))
+
+
+@pytest.mark.parametrize(
+    "make_request",
+    [
+        pytest.param(_two_resources_two_scopes, id="two-resources-two-scopes-schema-urls"),
+        pytest.param(_bare, id="no-resource-no-scope"),
+    ],
+)
+def test_resource_and_scope_grouping_is_preserved(make_request: Any) -> None:
+    pipeline, sink, clock = make_pipeline(KEEP_ALL)
+
+    pipeline.consume(make_request())
+    assert settle(pipeline, clock) == 1
+
+    assert structure(sink.requests()) == structure([make_request()])
+
+
+# -- sessions spanning requests, late spans -------------------------------------------------------
+
+
+def test_multi_trace_session_is_decided_once() -> None:
+    pipeline, sink, clock = make_pipeline(KEEP_ALL)
+
+    pipeline.consume(simple_request(*conversation("t1", "c1")))
+    clock.advance(1.0)
+    pipeline.consume(simple_request(*conversation("t2", "c1")))
+    assert settle(pipeline, clock) == 1
+
+    tally = pipeline.stats.by_rule["everything"]
+    assert (tally.sessions_seen, tally.spans_seen) == (1, 6)
+    assert len(sink.submitted) == 1
+    assert sorted(s.trace_id.lstrip(b"\0") for s in sink.spans()) == [b"t1"] * 3 + [b"t2"] * 3
+    assert pipeline.decide_all() == 0
+
+
+@pytest.mark.parametrize(
+    ("first", "late_requests", "expected_late", "late_stats"),
+    [
+        pytest.param(
+            conversation("t1", "c1", child={"error": True}),
+            [[span("t1", 9, parent=1)]],
+            ["t1/9"],
+            (1, 0),
+            id="kept-session-late-child",
+        ),
+        pytest.param(
+            conversation("t1", "c1", child={"error": True}),
+            [[span("t2", 2, parent=1)], [span("t2", 1, attrs={CONV: "c1"})]],
+            ["t2/1", "t2/2"],
+            (2, 0),
+            id="kept-session-new-trace-whose-root-reveals-the-key",
+        ),
+        pytest.param(
+            conversation("t1", "c1", child={"error": True}),
+            [[span("t3", 1, attrs={CONV: "c1"})]],
+            ["t3/1"],
+            (1, 0),
+            id="kept-session-new-trace-with-the-key",
+        ),
+        pytest.param(
+            conversation("t1", "c1"),
+            [
+                [span("t1", 9, parent=1)],
+                [span("t2", 2, parent=1)],
+                [span("t2", 1, attrs={CONV: "c1"})],
+            ],
+            [],
+            (0, 3),
+            id="dropped-session-late-spans",
+        ),
+    ],
+)
+def test_late_spans_follow_the_decision(
+    first: list[Span],
+    late_requests: list[list[Span]],
+    expected_late: list[str],
+    late_stats: tuple[int, int],
+) -> None:
+    pipeline, sink, clock = make_pipeline()
+    pipeline.consume(simple_request(*first))
+    settle(pipeline, clock)
+    decided = list(sink.submitted)
+    first_annotations = {repr(annotations(s)) for s in sink.spans()}
+
+    for late in late_requests:
+        clock.advance(1.0)
+        assert pipeline.consume(simple_request(*late)) == ACCEPTED
+    pipeline.decide_all()
+
+    late_spans = [s for body, _ in sink.submitted[len(decided) :] for s in _spans_of(body)]
+    assert sorted(s.name for s in late_spans) == expected_late
+    assert {repr(annotations(s)) for s in late_spans} <= first_annotations
+    stats = pipeline.stats
+    assert (stats.late_spans_kept, stats.late_spans_dropped) == late_stats
+    assert pipeline.buffer.span_count == 0
+
+
+def _spans_of(body: bytes) -> list[Span]:
+    req = ExportTraceServiceRequest.FromString(body)
+    return [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+
+# -- backpressure ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("buffered", "incoming", "admitted"),
+    [
+        pytest.param(3, 1, True, id="up-to-the-limit"),
+        pytest.param(3, 2, False, id="over-the-limit"),
+        pytest.param(0, 4, True, id="one-request-at-the-limit"),
+        pytest.param(0, 5, True, id="one-request-over-the-limit-is-taken-into-an-empty-buffer"),
+        pytest.param(1, 5, False, id="one-request-over-the-limit-waits-for-an-empty-buffer"),
+    ],
+)
+def test_buffer_full_refuses_the_whole_request(
+    buffered: int, incoming: int, admitted: bool
+) -> None:
+    pipeline, _, _ = make_pipeline(KEEP_ALL, sessions={"max_buffered_spans": 4})
+    if buffered:
+        assert pipeline.consume(simple_request(*conversation("t1", "c1", buffered - 1))) == ACCEPTED
+
+    admission = pipeline.consume(simple_request(*conversation("t2", "c2", incoming - 1)))
+
+    if admitted:
+        assert admission == ACCEPTED
+        assert pipeline.buffer.span_count == buffered + incoming
+    else:
+        assert admission == Admission(False, "session buffer full", 1.0)
+        assert pipeline.buffer.span_count == buffered
+        assert pipeline.stats.spans_refused == incoming
+
+
+def test_buffer_full_loses_nothing_and_accepts_again_after_deciding() -> None:
+    pipeline, sink, clock = make_pipeline(KEEP_ALL, sessions={"max_buffered_spans": 4})
+    first = simple_request(*conversation("t1", "c1"))
+    second = simple_request(*conversation("t2", "c2", 1))
+
+    assert pipeline.consume(first) == ACCEPTED
+    assert pipeline.consume(second).reason == "session buffer full"
+    settle(pipeline, clock)
+    assert pipeline.consume(second) == ACCEPTED  # the sender's retry
+    pipeline.decide_all()
+
+    assert sorted(sink.span_names()) == ["t1/1", "t1/2", "t1/3", "t2/1", "t2/2"]
+
+
+def test_sink_refusal_holds_requests_and_refuses_intake_until_it_drains() -> None:
+    pipeline, sink, clock = make_pipeline(KEEP_ALL)
+    sink.accepting = False
+    pipeline.consume(simple_request(*conversation("ta", "a", 1)))
+    clock.advance(1.0)
+    pipeline.consume(simple_request(*conversation("tb", "b", 1)))
+
+    clock.advance_to(2.05)
+    assert pipeline.decide_due() == 1  # a decided, its request waits
+    assert pipeline.pending_spans == 2
+    clock.advance_to(3.05)
+    assert pipeline.decide_due() == 1  # b decided, queued behind a
+    assert pipeline.pending_spans == 4
+
+    third = simple_request(*conversation("tc", "c", 1))
+    assert pipeline.consume(third) == Admission(False, "exporter queue full", 1.0)
+    assert pipeline.buffer.span_count == 0
+    assert sink.submitted == []
+
+    sink.accepting = True
+    assert pipeline.decide_due() == 0
+    assert pipeline.pending_spans == 0
+    assert pipeline.consume(third) == ACCEPTED
+    pipeline.decide_all()
+
+    assert sink.span_names() == ["ta/2", "ta/1", "tb/2", "tb/1", "tc/2", "tc/1"]
+    assert sink.refusals > 0
+
+
+# -- output batching ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exporter", "expected_counts"),
+    [
+        pytest.param({"batch_max_spans": 1}, [1, 1, 1, 1, 1], id="spans-1"),
+        pytest.param({"batch_max_spans": 2}, [2, 2, 1], id="spans-2"),
+        pytest.param({"batch_max_spans": 5}, [5], id="spans-exact"),
+        pytest.param({"batch_max_spans": 100}, [5], id="spans-roomy"),
+        pytest.param({"batch_max_size": 100_000}, [5], id="size-roomy"),
+        pytest.param(
+            {"batch_max_size": 400},
+            None,
+            id="size-400-bytes",
+        ),
+    ],
+)
+def test_output_is_split_within_the_batch_limits(
+    exporter: dict[str, int], expected_counts: list[int] | None
+) -> None:
+    pipeline, sink, clock = make_pipeline(KEEP_ALL, exporter=exporter)
+    names = [f"{'n' * 60}{i}" for i in range(5)]
+    spans = [span("t1", i + 1, name=name, attrs={CONV: "c1"}) for i, name in enumerate(names)]
+
+    pipeline.consume(simple_request(*spans, resource={"service.name": "x" * 40}))
+    pipeline.decide_all()
+
+    assert sink.span_names() == names
+    assert [len(_spans_of(body)) for body, _ in sink.submitted] == [
+        count for _, count in sink.submitted
+    ]
+    max_size = exporter.get("batch_max_size", 4 << 20)
+    assert all(len(body) <= max_size for body, _ in sink.submitted)
+    if expected_counts is not None:
+        assert [count for _, count in sink.submitted] == expected_counts
+
+
+# -- invalid ids ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("trace_id", "span_id"),
+    [
+        pytest.param(b"\x01" * 15, b"\x02" * 8, id="short-trace-id"),
+        pytest.param(b"\x01" * 17, b"\x02" * 8, id="long-trace-id"),
+        pytest.param(b"", b"\x02" * 8, id="no-trace-id"),
+        pytest.param(b"\x01" * 16, b"\x02" * 7, id="short-span-id"),
+        pytest.param(b"\x01" * 16, b"", id="no-span-id"),
+    ],
+)
+def test_invalid_ids_are_a_partial_rejection(trace_id: bytes, span_id: bytes) -> None:
+    pipeline, sink, _ = make_pipeline(KEEP_ALL)
+    bad = Span(trace_id=trace_id, span_id=span_id, name="bad")
+    good = conversation("t1", "c1", 1)
+
+    admission = pipeline.consume(simple_request(good[0], bad, good[1]))
+    pipeline.decide_all()
+
+    assert (admission.accepted, admission.rejected_spans) == (True, 1)
+    assert "invalid trace or span id" in admission.reason
+    assert sorted(sink.span_names()) == ["t1/1", "t1/2"]
+    assert pipeline.stats.spans_invalid == 1
+
+
+# -- shutdown and determinism ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected_names"),
+    [
+        pytest.param(KEEP_ALL, ["k1/1", "k1/2", "p1/2", "t9/1"], id="keep-all"),
+        pytest.param(DROP_ALL, [], id="drop-all"),
+    ],
+)
+def test_decide_all_decides_everything_buffered(rules: str, expected_names: list[str]) -> None:
+    pipeline, sink, clock = make_pipeline(rules)
+    pipeline.consume(simple_request(span("k1", 2, parent=1), span("k1", 1, attrs={CONV: "c1"})))
+    pipeline.consume(simple_request(span("p1", 2, parent=1)))  # no root, no key yet
+    pipeline.consume(simple_request(span("t9", 1)))  # keyless root
+    clock.advance(1.0)
+
+    assert pipeline.decide_due() == 0
+    assert pipeline.decide_all() == 3
+
+    assert sorted(sink.span_names()) == expected_names
+    assert (pipeline.buffer.session_count, pipeline.buffer.span_count) == (0, 0)
+    assert pipeline.decide_all() == 0
+
+
+def _run_script() -> list[bytes]:
+    pipeline, sink, clock = make_pipeline(exporter={"batch_max_spans": 3})
+    script = [
+        conversation("t1", "c-err", 4, child={"error": True}),
+        conversation("t2", KEPT_AT_HALF, root={"attrs": {"team": "blue"}}),
+        conversation("t3", "c-plain"),
+        [span("t4", 1, events=["exception"])],
+        conversation("t5", "c-err", 2),
+    ]
+    for spans in script:
+        pipeline.consume(simple_request(*spans))
+        clock.advance(0.7)
+    settle(pipeline, clock)
+    pipeline.consume(simple_request(span("t1", 50, parent=1)))
+    pipeline.decide_all()
+    return [body for body, _ in sink.submitted]
+
+
+def test_same_input_gives_identical_output_bytes() -> None:
+    first, second = _run_script(), _run_script()
+
+    assert len(first) > 3
+    assert first == second
+
+
+# -- annotation of spans that already carry one ---------------------------------------------------
+
+
+def test_reannotated_span_has_each_annotation_once() -> None:
+    pipeline, sink, clock = make_pipeline(KEEP_ALL)
+    already = span("t1", 1, attrs={CONV: "c1", RULE_ATTRIBUTE: "upstream"})
+
+    pipeline.consume(simple_request(already))
+    pipeline.decide_all()
+
+    (got,) = sink.spans()
+    keys = [kv.key for kv in got.attributes]
+    assert keys.count(RULE_ATTRIBUTE) == 1
+    assert annotations(got)[RULE_ATTRIBUTE] == ("string_value", "everything")
