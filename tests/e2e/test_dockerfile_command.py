@@ -34,6 +34,8 @@ def instruction(name: str) -> list[str]:
 
 def port_free(port: int) -> bool:
     with socket.socket() as sock:
+        # as the servers do: a connection of a previous run in TIME_WAIT must not count
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("0.0.0.0", port))
         except OSError:
