@@ -173,9 +173,7 @@ class SamplerApp:
         address = parse_listen(self.config.metrics.listen)
         site = web.TCPSite(self._metrics_runner, address.host, address.port)
         await site.start()
-        server = site._server  # aiohttp exposes the bound port only through the server
-        assert server is not None and isinstance(server, asyncio.base_events.Server)
-        return int(server.sockets[0].getsockname()[1])
+        return site.port  # the bound port, also when 0 was asked for
 
 
 def _shown(listen: str, port: int | None) -> str:

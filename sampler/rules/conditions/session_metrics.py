@@ -19,22 +19,10 @@ from sampler.rules.spec import Condition
 
 
 @dataclass(frozen=True, slots=True)
-class DurationBetween:
-    low_s: float | None
-    high_s: float | None
+class SessionNumberBetween:
+    """A number of the session's facts (``DecisionFacts.<fact>``) within inclusive bounds."""
 
-    def span_tests(self) -> Iterable[SpanTest]:
-        return ()
-
-    def matches(self, facts: DecisionFacts) -> bool:
-        value = facts.duration_s
-        return (self.low_s is None or value >= self.low_s) and (
-            self.high_s is None or value <= self.high_s
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class SpanCountBetween:
+    fact: str
     low: float | None
     high: float | None
 
@@ -42,7 +30,7 @@ class SpanCountBetween:
         return ()
 
     def matches(self, facts: DecisionFacts) -> bool:
-        value = facts.span_count
+        value: float = getattr(facts, self.fact)
         return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
 
 
@@ -73,10 +61,10 @@ def _bounds(node: Node, ctx: ParseContext, *, durations: bool) -> tuple[float | 
 @condition_kind("duration")
 def parse_duration_condition(node: Node, ctx: ParseContext) -> Condition | None:
     bounds = _bounds(node, ctx, durations=True)
-    return DurationBetween(*bounds) if bounds is not None else None
+    return SessionNumberBetween("duration_s", *bounds) if bounds is not None else None
 
 
 @condition_kind("span_count")
 def parse_span_count(node: Node, ctx: ParseContext) -> Condition | None:
     bounds = _bounds(node, ctx, durations=False)
-    return SpanCountBetween(*bounds) if bounds is not None else None
+    return SessionNumberBetween("span_count", *bounds) if bounds is not None else None

@@ -27,7 +27,7 @@ from sampler.config.reader import ConfigError, ConfigProblem
 from sampler.export.base import ExporterSettings
 from sampler.export.factory import exporter_from_url
 from sampler.rules.conditions.error import HasError
-from sampler.rules.conditions.session_metrics import DurationBetween, SpanCountBetween
+from sampler.rules.conditions.session_metrics import SessionNumberBetween
 from sampler.rules.spec import KeepAlways, KeepProbability, RateLimit, RuleSpec
 
 REPO = Path(__file__).resolve().parents[3]
@@ -57,10 +57,15 @@ def test_embedded_default_loads_with_its_rules() -> None:
     assert config.source == str(default_config_path())
     assert config.rules == (
         RuleSpec("errors", HasError(True), KeepAlways(), config.rules[0].line),
-        RuleSpec("slow-sessions", DurationBetween(120.0, None), KeepAlways(), config.rules[1].line),
+        RuleSpec(
+            "slow-sessions",
+            SessionNumberBetween("duration_s", 120.0, None),
+            KeepAlways(),
+            config.rules[1].line,
+        ),
         RuleSpec(
             "huge-sessions",
-            SpanCountBetween(2000.0, None),
+            SessionNumberBetween("span_count", 2000.0, None),
             RateLimit(1.0, "sessions"),
             config.rules[2].line,
         ),
