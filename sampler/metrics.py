@@ -70,11 +70,18 @@ METRICS: tuple[MetricSpec, ...] = (
         _requests,
     ),
     MetricSpec(
-        "agent_sampler_spans_received",
+        "agent_sampler_receiver_spans",
+        "counter",
+        "Spans in decoded export requests, by transport (accepted or not).",
+        ("transport",),
+        lambda s: [((t,), st.spans_received) for t, st in s.receivers.items()],
+    ),
+    MetricSpec(
+        "agent_sampler_spans_accepted",
         "counter",
         "Spans accepted into the pipeline.",
         (),
-        _one(lambda s: s.pipeline.stats.spans_received),
+        _one(lambda s: s.pipeline.stats.spans_accepted),
     ),
     MetricSpec(
         "agent_sampler_spans_refused",

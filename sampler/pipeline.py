@@ -78,7 +78,7 @@ class PipelineStats:
     """Plain counters; ``metrics.py`` exposes them at scrape time."""
 
     requests: int = 0
-    spans_received: int = 0
+    spans_accepted: int = 0  # into the buffer (or straight to a late verdict)
     spans_invalid: int = 0
     requests_refused: dict[str, int] = field(default_factory=dict)  # by reason
     spans_refused: int = 0
@@ -117,7 +117,6 @@ class Pipeline:
             )
             stats.spans_refused += span_total
             return refusal
-        stats.spans_received += span_total
         now = self.clock.now()
         extractor, buffer = self.extractor, self.buffer
         late: dict[Verdict, dict[BlockKey, list[bytes]]] = {}
@@ -158,6 +157,7 @@ class Pipeline:
                 stats.late_spans_dropped += count
         self._drain_followed()
         self._decide(buffer.pop_due(now), now)
+        stats.spans_accepted += span_total - invalid
         if invalid:
             stats.spans_invalid += invalid
             return Admission(
