@@ -44,6 +44,7 @@ from sampler.rules.verdict import (
 from sampler.sessions.buffer import BlockKey, Session, SessionBuffer
 from sampler.sessions.decision_cache import DecisionCache
 from sampler.sessions.spans import SpanExtractor
+from sampler.signals.scorer import SessionScorer
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class Pipeline:
         self.clock = clock
         self.engine = RuleEngine.build(config.rules)
         self.extractor = SpanExtractor(config.sessions.key_attributes, self.engine.span_tests)
+        self.scorer = SessionScorer(config.signals)
         self.buffer = SessionBuffer(
             config.sessions, DecisionCache(config.decision_cache.max_sessions)
         )
@@ -193,8 +195,10 @@ class Pipeline:
         self._drain_followed()
         return self._decide(self.buffer.pop_all(), now)
 
-    def facts_of(self, session: Session) -> DecisionFacts:
+    def facts_of(self, session: Session, now: float) -> DecisionFacts:
+        """Summarise and score a session being decided (this also teaches the rarity model)."""
         features = session.features
+        scored = self.scorer.score(features, now)
         tests = self.engine.span_tests
         bits = features.test_bits
         matched = frozenset(t for i, t in enumerate(tests) if bits >> i & 1)
@@ -211,12 +215,20 @@ class Pipeline:
             error_spans=features.error_spans,
             duration_s=features.duration_s,
             matched_tests=matched,
+            error_kinds=features.error_kinds,
+            tokens=features.tokens,
+            tool_calls=features.tool_call_count,
+            agent=features.root_agent,
+            shape=scored.shape,
+            signals=scored.signals,
+            cycle_kinds=scored.cycle_kinds,
+            rarity=scored.rarity,
         )
 
     def _decide(self, sessions: Iterable[Session], now: float) -> int:
         decided = 0
         for session in sessions:
-            verdict = self.engine.decide(self.facts_of(session), now)
+            verdict = self.engine.decide(self.facts_of(session, now), now)
             self.buffer.record(session, verdict)
             self._tally(verdict, session.span_count)
             if verdict.keep:

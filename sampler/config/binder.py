@@ -86,6 +86,10 @@ def _bind_value(
             problems.add(node, path, str(exc))
             return _INVALID
         return value
+    if kind == "fraction":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            return fail("expected a number from 0 to 1")
+        return float(value)
     if kind == "choice":
         choices = spec.metadata["choices"]
         if value not in choices:

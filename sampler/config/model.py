@@ -78,6 +78,62 @@ class SessionsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCyclesConfig:
+    same_call_repeats: int = opt(
+        3, "A tool called with the same arguments this many times in a session is a loop."
+    )
+    same_tool_repeats: int = opt(
+        6,
+        "A tool called this many times in a row (arguments ignored: often not recorded) is a loop.",
+    )
+    pattern_max_period: int = opt(
+        4, "Longest repeating pattern looked for in the tool sequence (A-B-A-B is period 2)."
+    )
+    pattern_min_repeats: int = opt(3, "A pattern repeated this many times in a row is a loop.")
+    max_agent_depth: int = opt(4, "Agents nested deeper than this are a recursion.")
+
+
+@dataclass(frozen=True, slots=True)
+class RarityConfig:
+    window: float = opt(300.0, "Length of one window of recent traffic.", "duration")
+    windows: int = opt(6, "Windows remembered; older traffic ages out a whole window at a time.")
+    decay: float = opt(
+        0.5, "Weight of each older window relative to the next newer one.", "fraction"
+    )
+    warmup_sessions: int = opt(
+        200, "Below this many sessions seen in the live windows nothing is rare yet (cold start)."
+    )
+    rare_shape_share: float = opt(
+        0.002, "A shape seen in at most this share of recent sessions scores as rare.", "fraction"
+    )
+    tail_quantile: float = opt(
+        0.99, "Values above this quantile of the agent's recent values score as tail.", "fraction"
+    )
+    threshold: float = opt(
+        0.5,
+        "Score (0 to 1) from which a rarity signal fires (rare_shape, tail_latency, ...).",
+        "fraction",
+    )
+    max_groups: int = opt(256, "Agents tracked with their own quantile sketches at most.")
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeConfig:
+    include_agent: bool = opt(True, "The session's agent is part of its shape.")
+    collapse_repeats: bool = opt(
+        True, "Consecutive calls of the same tool count once in the shape's tool path."
+    )
+    max_tools: int = opt(12, "Tools of the path kept in the shape (the first ones).")
+
+
+@dataclass(frozen=True, slots=True)
+class SignalsConfig:
+    tool_cycles: ToolCyclesConfig = opt(ToolCyclesConfig(), "Tool-loop detection thresholds.")
+    rarity: RarityConfig = opt(RarityConfig(), "Rarity of shapes and numbers in recent traffic.")
+    shape: ShapeConfig = opt(ShapeConfig(), "What a session's shape is made of.")
+
+
+@dataclass(frozen=True, slots=True)
 class DecisionCacheConfig:
     max_sessions: int = opt(
         200_000,
@@ -141,6 +197,7 @@ class LoggingConfig:
 class SamplerConfig:
     receivers: ReceiversConfig = opt(ReceiversConfig(), "Where spans come in.")
     sessions: SessionsConfig = opt(SessionsConfig(), "How spans are grouped and when decided.")
+    signals: SignalsConfig = opt(SignalsConfig(), "Signal detectors (errors need no settings).")
     decision_cache: DecisionCacheConfig = opt(
         DecisionCacheConfig(), "Memory of past decisions for late spans."
     )

@@ -4,7 +4,7 @@ decision time. Both are plain data; nothing here does I/O or reads a clock."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 AttrValue = str | bool | int | float | bytes | tuple[object, ...] | None
@@ -31,7 +31,8 @@ class SpanTest(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DecisionFacts:
-    """One session, summarised for the rules. Built from incrementally kept features."""
+    """One session, summarised for the rules. Built from incrementally kept features and the
+    signals scored from them (sampler.signals.scorer)."""
 
     session_key: str
     randomness: int  # 56-bit, deterministic per session (see sampler.rules.randomness)
@@ -40,8 +41,11 @@ class DecisionFacts:
     error_spans: int
     duration_s: float  # from span timestamps: last end - first start
     matched_tests: frozenset[SpanTest]
-
-    @property
-    def signals(self) -> tuple[str, ...]:
-        """Names of the signals that fired, written to agent_sampler.signals on kept spans."""
-        return ("error",) if self.error_spans else ()
+    error_kinds: int = 0  # sampler.signals.errors.ErrorKind bits
+    tokens: int = 0
+    tool_calls: int = 0
+    agent: str = ""
+    shape: str = ""
+    signals: tuple[str, ...] = ()  # names that fired, written to agent_sampler.signals
+    cycle_kinds: frozenset[str] = frozenset()  # tool-cycle findings' kinds
+    rarity: Mapping[str, float] = field(default_factory=dict)  # dimension -> score in [0, 1]

@@ -22,6 +22,13 @@ def randomness_of_key(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=7).digest(), "big")
 
 
+def threshold(probability: float) -> int:
+    """OpenTelemetry's rejection threshold T for a keep probability: keep when R >= T."""
+    return round((1.0 - probability) * RANDOMNESS_SPAN)
+
+
 def keeps(randomness: int, probability: float) -> bool:
-    """True for a fraction ``probability`` of uniformly distributed randomness values."""
-    return randomness < probability * RANDOMNESS_SPAN
+    """True for a fraction ``probability`` of uniformly distributed randomness values, by the
+    same rule as OpenTelemetry's consistent probability sampling (R >= T), so a session keyed by
+    trace id is kept here exactly when an upstream sampler with the same probability keeps it."""
+    return randomness >= threshold(probability)

@@ -1,12 +1,17 @@
-"""The normalised view of one incoming span: only what grouping, completion and the rules need.
+"""The normalised view of one incoming span: only what grouping, completion, signals and rules
+need, read the same way whichever convention the instrumentation follows (OpenTelemetry GenAI
+or OpenInference).
 
 Extraction reads the protobuf message once and decodes only the attributes somebody asked for
-(session keys, keys named by rules, error.type), so the cost per span does not grow with the
-number of attributes a span carries.
+(session keys, keys named by rules, the conventions' keys below), so the cost per span does not
+grow with the number of attributes a span carries. OpenInference's `input.value` (large on LLM
+spans: the whole prompt) is decoded only on TOOL spans, where it holds the call's arguments.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -15,10 +20,44 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from sampler.rules.facts import AttrValue, SpanTest
 from sampler.rules.verdict import ANNOTATION_KEYS
+from sampler.signals.errors import ErrorKind
 
 STATUS_ERROR = Status.STATUS_CODE_ERROR
-ERROR_TYPE = "error.type"
 EXCEPTION_EVENT = "exception"
+
+# OpenTelemetry GenAI semantic conventions
+GEN_AI_OPERATION = "gen_ai.operation.name"
+GEN_AI_AGENT_NAME = "gen_ai.agent.name"
+GEN_AI_TOOL_NAME = "gen_ai.tool.name"
+GEN_AI_TOOL_ARGS = "gen_ai.tool.call.arguments"  # opt-in: often absent
+GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+# OpenInference
+OI_SPAN_KIND = "openinference.span.kind"
+OI_TOOL_NAME = "tool.name"
+OI_INPUT_VALUE = "input.value"  # the call's arguments on TOOL spans (tool.parameters is a schema)
+OI_PROMPT_TOKENS = "llm.token_count.prompt"
+OI_COMPLETION_TOKENS = "llm.token_count.completion"
+# General
+ERROR_TYPE = "error.type"
+HTTP_STATUS_KEYS = ("http.response.status_code", "http.status_code")
+
+CONVENTION_KEYS = frozenset({
+    GEN_AI_OPERATION, GEN_AI_AGENT_NAME, GEN_AI_TOOL_NAME, GEN_AI_TOOL_ARGS,
+    GEN_AI_FINISH_REASONS, GEN_AI_INPUT_TOKENS, GEN_AI_OUTPUT_TOKENS,
+    OI_SPAN_KIND, OI_TOOL_NAME, OI_PROMPT_TOKENS, OI_COMPLETION_TOKENS,
+    ERROR_TYPE, *HTTP_STATUS_KEYS,
+})  # fmt: skip
+
+KIND_AGENT, KIND_TOOL, KIND_LLM, KIND_OTHER = "agent", "tool", "llm", "other"
+_GEN_AI_KINDS = {
+    "invoke_agent": KIND_AGENT, "create_agent": KIND_AGENT, "invoke_workflow": KIND_AGENT,
+    "execute_tool": KIND_TOOL,
+    "chat": KIND_LLM, "text_completion": KIND_LLM, "generate_content": KIND_LLM,
+    "embeddings": KIND_LLM,
+}  # fmt: skip
+_OI_KINDS = {"AGENT": KIND_AGENT, "TOOL": KIND_TOOL, "LLM": KIND_LLM, "EMBEDDING": KIND_LLM}
 
 
 def any_value(value: AnyValue) -> AttrValue:
@@ -54,23 +93,58 @@ def session_key_of(
     return None
 
 
+def args_digest(arguments: AttrValue) -> str:
+    """A short digest of a tool call's arguments; JSON is normalised (key order, spacing) so the
+    same call made twice digests alike. "" when no arguments were recorded."""
+    if arguments is None or arguments == "":
+        return ""
+    text = arguments if isinstance(arguments, str) else repr(arguments)
+    try:
+        text = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+    except (ValueError, TypeError):
+        pass
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _number(value: AttrValue) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return 0
+
+
 @dataclass(frozen=True, slots=True)
 class SpanFacts:
     trace_id: bytes
     session_key: str | None
     is_root: bool
-    is_error: bool
     start_ns: int
     end_ns: int
     test_bits: int  # bit i set when span test i matched
+    error_kinds: int = 0  # ErrorKind bits
     annotated: bool = False  # carries agent_sampler.* attributes already
+    span_id: bytes = b""
+    parent_span_id: bytes = b""
+    kind: str = KIND_OTHER  # agent | tool | llm | other
+    agent_name: str = ""
+    tool_name: str = ""
+    tool_args: str = ""  # args_digest of the call's arguments, "" if none recorded
+    tokens: int = 0
+    links: tuple[bytes, ...] = ()  # span ids this span links to
+
+    @property
+    def is_error(self) -> bool:
+        return bool(self.error_kinds)
 
 
 class SpanExtractor:
     def __init__(self, session_keys: Sequence[str], tests: Sequence[SpanTest]) -> None:
         self.session_keys = tuple(session_keys)
         self.tests = tuple(tests)
-        wanted = set(self.session_keys) | {ERROR_TYPE} | ANNOTATION_KEYS
+        wanted = set(self.session_keys) | CONVENTION_KEYS | ANNOTATION_KEYS
         for test in self.tests:
             wanted.update(test.keys)
         self.wanted = frozenset(wanted)
@@ -80,23 +154,73 @@ class SpanExtractor:
 
     def extract(self, span: Span, resource: Mapping[str, AttrValue]) -> SpanFacts:
         attrs = pick_attributes(span.attributes, self.wanted)
-        is_error = (
-            span.status.code == STATUS_ERROR
-            or bool(attrs.get(ERROR_TYPE))
-            or any(event.name == EXCEPTION_EVENT for event in span.events)
-        )
-        bits = 0
         name = span.name
+        bits = 0
         for index, test in enumerate(self.tests):
             if test.evaluate(name, attrs, resource):
                 bits |= 1 << index
+
+        kind = _GEN_AI_KINDS.get(str(attrs.get(GEN_AI_OPERATION, "")), "")
+        if not kind:
+            kind = _OI_KINDS.get(str(attrs.get(OI_SPAN_KIND, "")), KIND_OTHER)
+        agent_name = tool_name = tool_args = ""
+        if kind == KIND_AGENT:
+            agent = attrs.get(GEN_AI_AGENT_NAME)
+            agent_name = agent if isinstance(agent, str) and agent else name
+        elif kind == KIND_TOOL:
+            tool = attrs.get(GEN_AI_TOOL_NAME) or attrs.get(OI_TOOL_NAME)
+            tool_name = tool if isinstance(tool, str) and tool else name
+            arguments = attrs.get(GEN_AI_TOOL_ARGS)
+            if arguments is None and OI_SPAN_KIND in attrs:
+                arguments = next((any_value(kv.value) for kv in span.attributes
+                                  if kv.key == OI_INPUT_VALUE), None)  # fmt: skip
+            tool_args = args_digest(arguments)
+
+        errors = 0
+        if span.status.code == STATUS_ERROR:
+            errors |= ErrorKind.STATUS
+        if attrs.get(ERROR_TYPE):
+            errors |= ErrorKind.ERROR_TYPE
+        if span.events and any(event.name == EXCEPTION_EVENT for event in span.events):
+            errors |= ErrorKind.EXCEPTION
+        if errors and kind == KIND_TOOL:
+            errors |= ErrorKind.TOOL
+        reasons = attrs.get(GEN_AI_FINISH_REASONS)
+        if reasons:
+            reasons = reasons if isinstance(reasons, tuple) else (reasons,)
+            if "content_filter" in reasons:
+                errors |= ErrorKind.LLM_REFUSAL
+            if "length" in reasons:
+                errors |= ErrorKind.LLM_TRUNCATED
+        for key in HTTP_STATUS_KEYS:
+            if _number(attrs.get(key)) >= 500:
+                errors |= ErrorKind.HTTP_5XX
+
+        tokens = 0
+        if kind == KIND_LLM:
+            tokens = _number(attrs.get(GEN_AI_INPUT_TOKENS)) + _number(
+                attrs.get(GEN_AI_OUTPUT_TOKENS)
+            )
+            if not tokens:
+                tokens = _number(attrs.get(OI_PROMPT_TOKENS)) + _number(
+                    attrs.get(OI_COMPLETION_TOKENS)
+                )
+
         return SpanFacts(
             trace_id=span.trace_id,
             session_key=session_key_of(self.session_keys, attrs, resource),
             is_root=not span.parent_span_id,
-            is_error=is_error,
             start_ns=span.start_time_unix_nano,
             end_ns=span.end_time_unix_nano,
             test_bits=bits,
+            error_kinds=errors,
             annotated=not ANNOTATION_KEYS.isdisjoint(attrs),
+            span_id=span.span_id,
+            parent_span_id=span.parent_span_id,
+            kind=kind,
+            agent_name=agent_name,
+            tool_name=tool_name,
+            tool_args=tool_args,
+            tokens=tokens,
+            links=tuple(link.span_id for link in span.links) if span.links else (),
         )

@@ -1,9 +1,17 @@
-"""Some span of the session is in error: its status is ERROR, or it carries an `exception`
-event (even with the status unset, as many instrumentations leave it), or `error.type` is set.
+"""Some span of the session is in error. Kinds, each also a signal name written to
+`agent_sampler.signals`:
+
+- `error`: a span with status ERROR, or an `exception` event (even with the status unset, as many
+  instrumentations leave it), or `error.type` set;
+- `tool_error`: that, on a tool span (`execute_tool`, OpenInference `TOOL`): a failed tool call;
+- `llm_refusal`: `gen_ai.response.finish_reasons` contains `content_filter`;
+- `llm_truncated`: it contains `length` (the model ran out of output tokens);
+- `http_5xx`: an HTTP status of 500 or more on any span.
 
 ```yaml
-error: true     # sessions with an error
-error: false    # sessions without
+error: true                           # any kind
+error: false                          # none
+error: {kinds: [tool_error, llm_refusal]}
 ```
 """
 
@@ -12,24 +20,45 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sampler.config.reader import Node
+from sampler.config.reader import Node, did_you_mean
 from sampler.rules.conditions.registry import ParseContext, condition_kind
 from sampler.rules.facts import DecisionFacts, SpanTest
 from sampler.rules.spec import Condition
+from sampler.signals.errors import SIGNAL_NAMES
 
 
 @dataclass(frozen=True, slots=True)
 class HasError:
-    expected: bool
+    kinds: int  # ErrorKind bits that count
+    expected: bool = True
 
     def span_tests(self) -> Iterable[SpanTest]:
         return ()
 
     def matches(self, facts: DecisionFacts) -> bool:
-        return (facts.error_spans > 0) == self.expected
+        return bool(facts.error_kinds & self.kinds) == self.expected
+
+
+ANY_ERROR = sum(SIGNAL_NAMES.values())
 
 
 @condition_kind("error")
 def parse_error(node: Node, ctx: ParseContext) -> Condition | None:
-    expected = ctx.boolean(node)
-    return HasError(expected) if expected is not None else None
+    if isinstance(node.value, bool):
+        return HasError(ANY_ERROR, node.value)
+    fields = ctx.mapping(node, ("kinds",), required=("kinds",))
+    if fields is None:
+        return None
+    items = ctx.at("kinds").sequence(fields["kinds"])
+    if items is None:
+        return None
+    bits = 0
+    for index, item in enumerate(items):
+        if item.value not in SIGNAL_NAMES:
+            hint = did_you_mean(str(item.value), list(SIGNAL_NAMES))
+            ctx.at("kinds").at(f"[{index}]").problem(
+                item, f"unknown error kind{hint}; kinds: {', '.join(SIGNAL_NAMES)}"
+            )
+            return None
+        bits |= SIGNAL_NAMES[str(item.value)]
+    return HasError(bits)

@@ -1,9 +1,13 @@
 """Session-level numbers, each with `min` and/or `max` (inclusive): `duration`, from the first
-span's start to the last span's end (span timestamps), and `span_count`.
+span's start to the last span's end (span timestamps); `span_count`; `tokens`, input plus output
+tokens of the session's LLM calls (GenAI `gen_ai.usage.*` or OpenInference `llm.token_count.*`);
+`tool_calls`, the number of tool spans.
 
 ```yaml
 duration: {min: 2m}
 span_count: {min: 500}
+tokens: {min: 200000}
+tool_calls: {max: 0}
 ```
 """
 
@@ -68,3 +72,15 @@ def parse_duration_condition(node: Node, ctx: ParseContext) -> Condition | None:
 def parse_span_count(node: Node, ctx: ParseContext) -> Condition | None:
     bounds = _bounds(node, ctx, durations=False)
     return SessionNumberBetween("span_count", *bounds) if bounds is not None else None
+
+
+@condition_kind("tokens")
+def parse_tokens(node: Node, ctx: ParseContext) -> Condition | None:
+    bounds = _bounds(node, ctx, durations=False)
+    return SessionNumberBetween("tokens", *bounds) if bounds is not None else None
+
+
+@condition_kind("tool_calls")
+def parse_tool_calls(node: Node, ctx: ParseContext) -> Condition | None:
+    bounds = _bounds(node, ctx, durations=False)
+    return SessionNumberBetween("tool_calls", *bounds) if bounds is not None else None

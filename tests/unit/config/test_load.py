@@ -26,9 +26,10 @@ from sampler.config.model import (
 from sampler.config.reader import ConfigError, ConfigProblem
 from sampler.export.base import ExporterSettings
 from sampler.export.factory import exporter_from_url
-from sampler.rules.conditions.error import HasError
-from sampler.rules.conditions.session_metrics import SessionNumberBetween
-from sampler.rules.spec import KeepAlways, KeepProbability, RateLimit, RuleSpec
+from sampler.rules.conditions.error import ANY_ERROR, HasError
+from sampler.rules.conditions.rare import DIMENSIONS, IsRare
+from sampler.rules.conditions.tool_cycle import CYCLE_KINDS, HasToolCycle
+from sampler.rules.spec import KeepAlways, KeepProbability
 
 REPO = Path(__file__).resolve().parents[3]
 TESTDATA = REPO / "tests" / "testdata" / "config"
@@ -55,22 +56,16 @@ def problems_of(path: Path) -> list[ConfigProblem]:
 def test_embedded_default_loads_with_its_rules() -> None:
     config = load_config()
     assert config.source == str(default_config_path())
-    assert config.rules == (
-        RuleSpec("errors", HasError(True), KeepAlways(), config.rules[0].line),
-        RuleSpec(
-            "slow-sessions",
-            SessionNumberBetween("duration_s", 120.0, None),
-            KeepAlways(),
-            config.rules[1].line,
-        ),
-        RuleSpec(
-            "huge-sessions",
-            SessionNumberBetween("span_count", 2000.0, None),
-            RateLimit(1.0, "sessions"),
-            config.rules[2].line,
-        ),
-        RuleSpec("baseline", None, KeepProbability(0.05), config.rules[3].line),
-    )
+    assert [(rule.name, rule.action) for rule in config.rules] == [
+        ("errors", KeepAlways()),
+        ("tool-loops", KeepAlways()),
+        ("rare", KeepAlways()),
+        ("baseline", KeepProbability(0.05)),
+    ]
+    assert config.rules[0].condition == HasError(ANY_ERROR, True)
+    assert config.rules[1].condition == HasToolCycle(frozenset(CYCLE_KINDS), True)
+    assert config.rules[2].condition == IsRare(DIMENSIONS, None)
+    assert config.rules[3].condition is None
     assert [rule.line for rule in config.rules] == sorted(rule.line for rule in config.rules)
 
 

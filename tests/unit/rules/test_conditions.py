@@ -7,6 +7,7 @@ Per-span kinds (attribute, span_name) are tested twice: their SpanTest directly 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from sampler.rules.engine import RuleEngine
 from sampler.rules.facts import AttrValue, DecisionFacts, SpanTest
 from sampler.rules.parse import parse_rules
 from sampler.rules.spec import Condition
+from sampler.signals.errors import ErrorKind
 
 Attrs = Mapping[str, AttrValue]
 Span = tuple[str, Attrs, Attrs]  # name, span attributes, resource attributes
@@ -50,6 +52,8 @@ def make_facts(
         trace_count=1,
         error_spans=error_spans,
         duration_s=duration_s,
+        error_kinds=int(ErrorKind.STATUS) if error_spans else 0,
+        signals=("error",) if error_spans else (),
         matched_tests=matched,
     )
 
@@ -316,7 +320,70 @@ SAMPLES = {
     "not": "{not: {error: true}}",
     "span_count": "{span_count: {min: 1}}",
     "span_name": "{span_name: x}",
+    "rare": "{rare: {dimensions: [shape], min_score: 0.9}}",
+    "tokens": "{tokens: {min: 1000}}",
+    "tool_calls": "{tool_calls: {max: 0}}",
+    "tool_cycle": "{tool_cycle: {kinds: [repeated_call]}}",
 }
+
+
+def signal_facts(**fields: object) -> DecisionFacts:
+    return dataclasses.replace(make_facts(), **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("when", "fields", "expected"),
+    [
+        ("{error: {kinds: [tool_error]}}", {"error_kinds": int(ErrorKind.TOOL)}, True),
+        ("{error: {kinds: [tool_error]}}", {"error_kinds": int(ErrorKind.STATUS)}, False),
+        ("{error: true}", {"error_kinds": int(ErrorKind.LLM_REFUSAL)}, True),
+        (
+            "{error: {kinds: [llm_refusal, http_5xx]}}",
+            {"error_kinds": int(ErrorKind.HTTP_5XX)},
+            True,
+        ),
+        ("{tool_cycle: true}", {"cycle_kinds": frozenset({"tool_pattern"})}, True),
+        ("{tool_cycle: true}", {}, False),
+        ("{tool_cycle: false}", {}, True),
+        (
+            "{tool_cycle: {kinds: [agent_recursion]}}",
+            {"cycle_kinds": frozenset({"repeated_call"})},
+            False,
+        ),
+        ("{rare: true}", {"signals": ("rare_shape",)}, True),
+        ("{rare: true}", {"rarity": {"shape": 0.9}}, False),
+        ("{rare: {dimensions: [duration]}}", {"signals": ("tail_latency",)}, True),
+        ("{rare: {dimensions: [tokens]}}", {"signals": ("tail_latency",)}, False),
+        ("{rare: {dimensions: [shape], min_score: 0.8}}", {"rarity": {"shape": 0.85}}, True),
+        ("{rare: {dimensions: [shape], min_score: 0.9}}", {"rarity": {"shape": 0.85}}, False),
+        ("{tokens: {min: 1000}}", {"tokens": 1000}, True),
+        ("{tokens: {min: 1000}}", {"tokens": 999}, False),
+        ("{tool_calls: {max: 0}}", {"tool_calls": 0}, True),
+        ("{tool_calls: {min: 5}}", {"tool_calls": 4}, False),
+    ],
+    ids=[
+        "tool-error-kind",
+        "status-is-not-tool-error",
+        "any-kind-is-an-error",
+        "one-of-kinds",
+        "any-cycle",
+        "no-cycle",
+        "cycle-false",
+        "other-cycle-kind",
+        "rare-signal",
+        "score-without-signal-is-not-rare",
+        "tail-latency",
+        "other-dimension",
+        "min-score-met",
+        "min-score-missed",
+        "tokens-at-min",
+        "tokens-below",
+        "no-tool-calls",
+        "too-few-calls",
+    ],
+)
+def test_signal_conditions(when: str, fields: dict[str, object], expected: bool) -> None:
+    assert parse_condition(when).matches(signal_facts(**fields)) is expected
 
 
 @pytest.mark.parametrize("kind", kinds(), ids=kinds())

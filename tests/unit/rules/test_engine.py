@@ -17,8 +17,10 @@ from sampler.rules.randomness import (
     keeps,
     randomness_of_key,
     randomness_of_trace_id,
+    threshold,
 )
 from sampler.rules.verdict import NO_RULE, Verdict
+from sampler.signals.errors import ErrorKind
 
 
 def engine_of(rules_yaml: str) -> RuleEngine:
@@ -42,6 +44,8 @@ def facts(
         trace_count=1,
         error_spans=error_spans,
         duration_s=duration_s,
+        error_kinds=int(ErrorKind.STATUS) if error_spans else 0,
+        signals=("error",) if error_spans else (),
         matched_tests=frozenset(),
     )
 
@@ -151,13 +155,24 @@ def test_probability_is_deterministic_per_session() -> None:
 @pytest.mark.parametrize(
     ("randomness", "probability", "kept"),
     [
-        (0, 1e-9, True),
-        (RANDOMNESS_SPAN - 1, 1.0, True),
-        (RANDOMNESS_SPAN // 10 - 1, 0.1, True),
-        (RANDOMNESS_SPAN // 2, 0.5, False),
-        (RANDOMNESS_SPAN // 2 - 1, 0.5, True),
+        # OpenTelemetry's consistent sampling: keep when R >= T = (1 - p) * 2^56
+        (RANDOMNESS_SPAN - 1, 1e-9, True),
+        (0, 1e-9, False),
+        (0, 1.0, True),
+        (threshold(0.1), 0.1, True),
+        (threshold(0.1) - 1, 0.1, False),
+        (RANDOMNESS_SPAN // 2, 0.5, True),
+        (RANDOMNESS_SPAN // 2 - 1, 0.5, False),
     ],
-    ids=["lowest-tiny-p", "highest-p1", "just-below-0.1", "at-0.5", "just-below-0.5"],
+    ids=[
+        "highest-tiny-p",
+        "lowest-tiny-p",
+        "lowest-p1",
+        "at-0.1-threshold",
+        "just-below-0.1",
+        "at-0.5",
+        "just-below-0.5",
+    ],
 )
 def test_keeps_is_a_threshold_on_randomness(
     randomness: int, probability: float, kept: bool

@@ -16,6 +16,7 @@ from sampler.config.load import load_config_text
 from sampler.config.model import SamplerConfig
 from sampler.sessions.buffer import BlockKey
 from sampler.sessions.spans import SpanFacts
+from sampler.signals.errors import ErrorKind
 
 Scalar = str | int | float | bool
 
@@ -129,7 +130,15 @@ def facts(
     start_ns: int = 0,
     end_ns: int = 0,
 ) -> SpanFacts:
-    return SpanFacts(trace_id(trace), key, root, error, start_ns, end_ns, 0)
+    return SpanFacts(
+        trace_id=trace_id(trace),
+        session_key=key,
+        is_root=root,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        test_bits=0,
+        error_kinds=int(ErrorKind.STATUS) if error else 0,
+    )
 
 
 def sampler_config(

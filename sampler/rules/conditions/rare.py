@@ -1,0 +1,78 @@
+"""The session is unusual compared with recent traffic: its *shape* (agent and tool path) is
+rarely seen, or one of its numbers is in the far tail of its agent's recent values. Scores are
+in [0, 1] per dimension: `shape`, `duration`, `tokens`, `span_count`, `tool_calls`. Settings in
+`signals.rarity`; for the first `warmup_sessions` nothing is rare. Signals written to kept
+spans: `rare_shape`, `tail_latency`, `tail_tokens`, `tail_span_count`, `tail_tool_calls`.
+
+```yaml
+rare: true                                   # any dimension at or above signals.rarity.threshold
+rare: {dimensions: [shape], min_score: 0.9}
+rare: {dimensions: [duration, tokens]}
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sampler.config.reader import Node, did_you_mean
+from sampler.rules.conditions.registry import ParseContext, condition_kind
+from sampler.rules.facts import DecisionFacts, SpanTest
+from sampler.rules.spec import Condition
+
+DIMENSIONS: tuple[str, ...] = ("shape", "duration", "tokens", "span_count", "tool_calls")
+
+
+@dataclass(frozen=True, slots=True)
+class IsRare:
+    dimensions: tuple[str, ...]
+    min_score: float | None  # None: the configured signals.rarity.threshold (via facts.signals)
+
+    def span_tests(self) -> Iterable[SpanTest]:
+        return ()
+
+    def matches(self, facts: DecisionFacts) -> bool:
+        if self.min_score is None:
+            return any(_SIGNAL_OF[d] in facts.signals for d in self.dimensions)
+        return any(facts.rarity.get(d, 0.0) >= self.min_score for d in self.dimensions)
+
+
+_SIGNAL_OF = {
+    "shape": "rare_shape",
+    "duration": "tail_latency",
+    "tokens": "tail_tokens",
+    "span_count": "tail_span_count",
+    "tool_calls": "tail_tool_calls",
+}
+
+
+@condition_kind("rare")
+def parse_rare(node: Node, ctx: ParseContext) -> Condition | None:
+    if node.value is True:
+        return IsRare(DIMENSIONS, None)
+    fields = ctx.mapping(node, ("dimensions", "min_score"))
+    if fields is None:
+        return None
+    dimensions = DIMENSIONS
+    if "dimensions" in fields:
+        items = ctx.at("dimensions").sequence(fields["dimensions"])
+        if items is None:
+            return None
+        for index, item in enumerate(items):
+            if item.value not in DIMENSIONS:
+                hint = did_you_mean(str(item.value), DIMENSIONS)
+                ctx.at("dimensions").at(f"[{index}]").problem(
+                    item, f"unknown dimension{hint}; dimensions: {', '.join(DIMENSIONS)}"
+                )
+                return None
+        dimensions = tuple(str(item.value) for item in items)
+    min_score = None
+    if "min_score" in fields:
+        min_score = ctx.at("min_score").number(fields["min_score"], minimum=0)
+        if min_score is None:
+            return None
+        if min_score > 1:
+            ctx.at("min_score").problem(fields["min_score"], "expected a score from 0 to 1")
+            return None
+    return IsRare(dimensions, min_score)

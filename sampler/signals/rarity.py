@@ -1,0 +1,297 @@
+"""How unusual a session is compared with recent traffic: a windowed, decayed rarity model.
+
+Recent traffic is a ring of `windows` windows of `window_s` seconds each (by default the last
+30 minutes, in 5-minute windows). Each window holds one `FrequentStrings` sketch of session
+shapes and, per group (agent), one `TailQuantiles` sketch per numeric dimension. A window ages
+out whole once it is `windows` windows old; a jump in time of any size simply leaves no live
+window behind. Time is the injected `now` (seconds, monotonic or replay time), never a clock
+read; a `now` earlier than one already seen counts as the latest one seen.
+
+Older windows weigh less: a window `age` windows old has weight `decay ** age` (the current
+window has age 0). Both scores are computed against the decay-weighted mixture of the live
+windows, so a shape or value that was common two windows ago counts a quarter as much as one
+common now (with decay 0.5), and a burst makes a shape common within its own window.
+
+Shape score. The shape's weighted share is
+`sum(w * lower_bound_in_window) / sum(w * sessions_in_window)`. It scores 1.0 at or below
+`rare_shape_share / 10`, 0.0 at or above `rare_shape_share`, and log-linearly in between:
+`log10(rare_shape_share / share)`, i.e. one point per decade of rarity, since rarity is a
+matter of orders of magnitude (0.1% scores 0.30 against the default 0.2%, 0.05% scores 0.60).
+The lower bound is what the sketch is certain of; a shape it does not track has lower bound 0
+and scores 1. The sketch's error is the same for every shape: the reported share is never
+above the true one and at most `shape_resolution(now)` below it (at most 3.5 / 2**lg_max_k,
+0.34% with lg_max_k 10, usually far less: 0.13% for a stream of 100k distinct shapes). A shape
+commoner than that is always tracked, so a common shape is never called rare; shapes rarer than
+the resolution cannot be told apart from unseen ones, which for rarity is the right answer.
+
+Numeric scores, per dimension (`duration`, `tokens`, `span_count`, `tool_calls`) and per group.
+The value's rank r in the group's recent values is the decay-weighted mixture of its rank in
+each live window, `sum(w * n * rank) / sum(w * n)`: exactly the rank in the weighted union, so
+decay applies to quantiles as it does to shapes. The score is `(r - tail_quantile) /
+(1 - tail_quantile)` clipped to [0, 1]: 0 up to the tail quantile, 1 above every value seen.
+t-digest, not KLL: KLL's rank error (1.3% at k=200) is larger than the whole 1% tail, and KLL
+is randomised per process while these scores must be reproducible; the t-digest is
+deterministic and its error shrinks towards the tails (see `sketches.TailQuantiles`).
+At most `max_groups` groups are kept; the least recently observed is evicted with its sketches.
+
+Cold start. Until the live windows hold `warmup_sessions` sessions (200 by default: the first
+minutes of traffic, or again after a gap longer than the ring), every score is 0, so a rule on
+rarity keeps nothing yet; error and tool-cycle signals do not depend on this model and work
+from the first session. A group with fewer than `min_group_values` values of a dimension in the
+live windows scores 0 on that dimension.
+
+Determinism. Scores depend only on the sequence of `observe`/`score` calls and their `now`s:
+replicas differ only in the traffic they saw. `score` reads and never changes the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final, TypeVar
+
+from sampler.signals.sketches import MAX_LG_MAX_K, MIN_LG_MAX_K, FrequentStrings, TailQuantiles
+
+DIMENSIONS: Final = ("duration", "tokens", "span_count", "tool_calls")
+RARE_SHAPE: Final = "rare_shape"
+TAIL_SIGNALS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "duration": "tail_latency",
+        "tokens": "tail_tokens",
+        "span_count": "tail_span_count",
+        "tool_calls": "tail_tool_calls",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RaritySettings:
+    window_s: float = 300.0  # one window of traffic
+    windows: int = 6  # ring of windows: the last 30 min; older windows age out whole
+    decay: float = 0.5  # weight of each older window relative to the next newer one
+    warmup_sessions: int = 200  # fewer sessions than this in the live windows: all scores 0
+    shape_lg_max_k: int = 10  # frequent-items sketch size (2^k counters, 0.75 * 2^k tracked)
+    quantile_k: int = 100  # t-digest size per (group, dimension, window)
+    max_groups: int = 256  # groups with quantile sketches; least recently observed evicted
+    min_group_values: int = 50  # fewer values than this for a group: its numeric scores are 0
+    rare_shape_share: float = 0.002  # a shape seen in at least this share of sessions scores 0
+    tail_quantile: float = 0.99  # values above this quantile of their group score above 0
+
+    def __post_init__(self) -> None:
+        problems = [
+            message
+            for ok, message in (
+                (self.window_s > 0 and math.isfinite(self.window_s), "window_s must be > 0"),
+                (self.windows >= 1, "windows must be >= 1"),
+                (0.0 < self.decay <= 1.0, "decay must be in (0, 1]"),
+                (self.warmup_sessions >= 0, "warmup_sessions must be >= 0"),
+                (
+                    MIN_LG_MAX_K <= self.shape_lg_max_k <= MAX_LG_MAX_K,
+                    f"shape_lg_max_k must be in [{MIN_LG_MAX_K}, {MAX_LG_MAX_K}]",
+                ),
+                (10 <= self.quantile_k <= 65535, "quantile_k must be in [10, 65535]"),
+                (self.max_groups >= 1, "max_groups must be >= 1"),
+                (self.min_group_values >= 1, "min_group_values must be >= 1"),
+                (0.0 < self.rare_shape_share < 1.0, "rare_shape_share must be in (0, 1)"),
+                (0.0 < self.tail_quantile < 1.0, "tail_quantile must be in (0, 1)"),
+            )
+            if not ok
+        ]
+        if problems:
+            raise ValueError("invalid rarity settings: " + "; ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class RarityScores:
+    shape: float  # in [0, 1]; 1 = never seen, or ten times rarer than rare_shape_share
+    numeric: Mapping[str, float] = field(
+        default_factory=lambda: MappingProxyType(dict.fromkeys(DIMENSIONS, 0.0))
+    )  # every dimension of DIMENSIONS, in [0, 1]
+
+    def fired(self, threshold: float) -> tuple[str, ...]:
+        """Signal names of the scores at or above `threshold` (a score of 0 never fires)."""
+        names = [RARE_SHAPE] if _fires(self.shape, threshold) else []
+        for dimension in DIMENSIONS:
+            if _fires(self.numeric.get(dimension, 0.0), threshold):
+                names.append(TAIL_SIGNALS[dimension])
+        return tuple(names)
+
+
+COLD: Final = RarityScores(0.0)
+
+
+class _Window:
+    __slots__ = ("index", "shapes", "sessions")
+
+    def __init__(self, index: int, lg_max_k: int) -> None:
+        self.index = index
+        self.shapes = FrequentStrings(lg_max_k)
+        self.sessions = 0
+
+
+class _GroupWindow:
+    __slots__ = ("index", "values")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.values: dict[str, TailQuantiles] = {}
+
+
+_W = TypeVar("_W", _Window, _GroupWindow)
+
+
+class RarityModel:
+    """Recent traffic, in bounded memory: at most `windows` shape sketches and
+    `max_groups * windows * len(DIMENSIONS)` quantile sketches, whatever the cardinality."""
+
+    def __init__(self, settings: RaritySettings) -> None:
+        self.settings = settings
+        self._weights = tuple(settings.decay**age for age in range(settings.windows))
+        self._windows: deque[_Window] = deque()  # oldest first; only windows that saw traffic
+        self._groups: OrderedDict[str, deque[_GroupWindow]] = OrderedDict()  # LRU first
+        self._latest = -math.inf
+
+    def score(
+        self, shape: str, group: str, numbers: Mapping[str, float], now: float
+    ) -> RarityScores:
+        """Scores a session against the traffic observed so far; changes nothing."""
+        _check_numbers(numbers)
+        index = self._index_at(now)
+        live = list(self._live(self._windows, index))
+        if sum(window.sessions for _, window in live) < max(1, self.settings.warmup_sessions):
+            return COLD
+        known = sum(w * window.shapes.lower_bound(shape) for w, window in live)
+        total = sum(w * window.sessions for w, window in live)
+        shape_score = _shape_score(known / total, self.settings.rare_shape_share)
+        group_windows = self._groups.get(group)
+        numeric = dict.fromkeys(DIMENSIONS, 0.0)
+        if group_windows is not None:
+            group_live = list(self._live(group_windows, index))
+            for dimension, value in numbers.items():
+                if math.isfinite(value):
+                    numeric[dimension] = self._tail_score(group_live, dimension, value)
+        return RarityScores(shape_score, MappingProxyType(numeric))
+
+    def observe(self, shape: str, group: str, numbers: Mapping[str, float], now: float) -> None:
+        """Adds a session (after scoring it) to the current window."""
+        _check_numbers(numbers)
+        index = self._advance(now)
+        window = self._windows[-1]
+        window.shapes.update(shape)
+        window.sessions += 1
+        group_windows = self._groups.get(group)
+        if group_windows is None:
+            group_windows = self._groups[group] = deque()
+            if len(self._groups) > self.settings.max_groups:
+                self._groups.popitem(last=False)
+        else:
+            self._groups.move_to_end(group)
+        if not group_windows or group_windows[-1].index != index:
+            group_windows.append(_GroupWindow(index))
+            self._expire(group_windows, index)
+        values = group_windows[-1].values
+        for dimension, value in numbers.items():
+            sketch = values.get(dimension)
+            if sketch is None:
+                sketch = values[dimension] = TailQuantiles(self.settings.quantile_k)
+            sketch.update(value)
+
+    def sessions_seen(self, now: float) -> int:
+        """Sessions observed in the windows still live at `now` (unweighted)."""
+        return sum(window.sessions for _, window in self._live(self._windows, self._index_at(now)))
+
+    def shape_resolution(self, now: float) -> float:
+        """The weighted share below which shapes cannot be told apart (the shape sketches' error
+        over their traffic); a shape commoner than this is always tracked."""
+        live = list(self._live(self._windows, self._index_at(now)))
+        total = sum(w * window.sessions for w, window in live)
+        if not total:
+            return 0.0
+        return sum(w * window.shapes.max_error for w, window in live) / total
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """Groups with quantile sketches, least recently observed first."""
+        return tuple(self._groups)
+
+    def approx_bytes(self) -> int:
+        """Serialized size of every sketch held (the memory held is a small multiple of it)."""
+        shapes = sum(window.shapes.approx_bytes() for window in self._windows)
+        values = sum(
+            sketch.approx_bytes()
+            for group_windows in self._groups.values()
+            for group_window in group_windows
+            for sketch in group_window.values.values()
+        )
+        return shapes + values
+
+    def _tail_score(
+        self, live: list[tuple[float, _GroupWindow]], dimension: str, value: float
+    ) -> float:
+        count = 0
+        weighted_rank = 0.0
+        weighted_count = 0.0
+        for weight, group_window in live:
+            sketch = group_window.values.get(dimension)
+            if sketch is None or sketch.is_empty:
+                continue
+            n = sketch.count
+            count += n
+            weighted_count += weight * n
+            weighted_rank += weight * n * sketch.rank(value)
+        if count < self.settings.min_group_values:
+            return 0.0
+        q = self.settings.tail_quantile
+        return min(1.0, max(0.0, (weighted_rank / weighted_count - q) / (1.0 - q)))
+
+    def _index_at(self, now: float) -> int:
+        if not math.isfinite(now):
+            raise ValueError(f"now must be a finite number of seconds: {now}")
+        return math.floor(max(now, self._latest) / self.settings.window_s)
+
+    def _live(self, windows: deque[_W], index: int) -> Iterator[tuple[float, _W]]:
+        for window in windows:
+            age = index - window.index
+            if age < self.settings.windows:
+                yield self._weights[age], window
+
+    def _advance(self, now: float) -> int:
+        index = self._index_at(now)
+        self._latest = max(now, self._latest)
+        if self._windows and self._windows[-1].index == index:
+            return index
+        self._windows.append(_Window(index, self.settings.shape_lg_max_k))
+        self._expire(self._windows, index)
+        for group in list(self._groups):
+            group_windows = self._groups[group]
+            self._expire(group_windows, index)
+            if not group_windows:
+                del self._groups[group]
+        return index
+
+    def _expire(self, windows: deque[_Window] | deque[_GroupWindow], index: int) -> None:
+        while windows and index - windows[0].index >= self.settings.windows:
+            windows.popleft()
+
+
+def _fires(score: float, threshold: float) -> bool:
+    return score > 0.0 and score >= threshold
+
+
+def _shape_score(share: float, rare_share: float) -> float:
+    if share <= rare_share / 10:
+        return 1.0
+    if share >= rare_share:
+        return 0.0
+    return math.log10(rare_share / share)
+
+
+def _check_numbers(numbers: Mapping[str, float]) -> None:
+    for dimension in numbers:
+        if dimension not in TAIL_SIGNALS:
+            raise ValueError(
+                f"unknown dimension {dimension!r}; dimensions: {', '.join(DIMENSIONS)}"
+            )

@@ -1,0 +1,357 @@
+"""The rarity model: what is rare is relative to recent traffic, per window, with decay."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sampler.signals.rarity import DIMENSIONS, RarityModel, RarityScores, RaritySettings
+
+COMMON = tuple(f"support:search>tool{i}" for i in range(5))
+NO_NUMBERS: Mapping[str, float] = {}
+
+
+def common(n: int) -> list[str]:
+    return [COMMON[i % len(COMMON)] for i in range(n)]
+
+
+def observe_all(
+    model: RarityModel,
+    shapes: Iterable[str],
+    now: float,
+    group: str = "support",
+    numbers: Mapping[str, float] = NO_NUMBERS,
+) -> None:
+    for shape in shapes:
+        model.observe(shape, group, numbers, now)
+
+
+def shape_score(model: RarityModel, shape: str, now: float) -> float:
+    return model.score(shape, "support", NO_NUMBERS, now).shape
+
+
+# --- shapes -------------------------------------------------------------------------------
+
+
+def test_cold_start_scores_nothing_until_warmup() -> None:
+    model = RarityModel(RaritySettings())
+    observe_all(model, common(199), now=0.0)
+
+    cold = model.score("never-seen", "support", {"duration": 1e9}, now=0.0)
+    assert cold == RarityScores(0.0)
+    assert dict(cold.numeric) == dict.fromkeys(DIMENSIONS, 0.0)
+    assert cold.fired(0.0) == ()
+    assert model.sessions_seen(0.0) == 199
+
+    observe_all(model, common(1), now=0.0)  # the 200th session ends the warmup
+    assert shape_score(model, "never-seen", now=0.0) == 1.0
+
+
+def test_after_common_traffic_a_new_shape_is_rare_and_a_common_one_is_not() -> None:
+    model = RarityModel(RaritySettings())
+    observe_all(model, common(1000), now=10.0)
+
+    new = model.score("support:search>refund>escalate", "support", NO_NUMBERS, now=10.0)
+    assert new.shape == 1.0
+    assert new.fired(0.5) == ("rare_shape",)
+    assert shape_score(model, COMMON[0], now=10.0) == 0.0
+
+
+# 5000 sessions: a few shapes at known shares, the rest spread over the common ones.
+SHARES = {"once": 1, "twice": 2, "five-times": 5, "ten-times": 10, "five-hundred-times": 500}
+
+
+@pytest.fixture(scope="module")
+def known_shares() -> dict[float, RarityModel]:
+    models = {}
+    for rare_share in (0.002, 0.01):
+        model = RarityModel(RaritySettings(rare_shape_share=rare_share))
+        for shape, count in SHARES.items():
+            observe_all(model, [shape] * count, now=0.0)
+        observe_all(model, common(5000 - sum(SHARES.values())), now=0.0)
+        models[rare_share] = model
+    return models
+
+
+@pytest.mark.parametrize(
+    ("rare_share", "shape", "expected"),
+    [
+        pytest.param(0.002, "never", 1.0, id="unseen"),
+        pytest.param(0.002, "once", 1.0, id="0.02pct-is-a-tenth-of-the-threshold"),
+        pytest.param(0.002, "twice", math.log10(5), id="0.04pct-log-linear"),
+        pytest.param(0.002, "five-times", math.log10(2), id="0.1pct-log-linear"),
+        pytest.param(0.002, "ten-times", 0.0, id="0.2pct-at-the-threshold"),
+        pytest.param(0.002, "five-hundred-times", 0.0, id="10pct"),
+        pytest.param(0.01, "five-times", 1.0, id="0.1pct-against-1pct"),
+        pytest.param(0.01, "ten-times", math.log10(5), id="0.2pct-against-1pct"),
+        pytest.param(0.01, "five-hundred-times", 0.0, id="10pct-against-1pct"),
+    ],
+)
+def test_shape_score_is_log_linear_in_share(
+    known_shares: dict[float, RarityModel], rare_share: float, shape: str, expected: float
+) -> None:
+    assert shape_score(known_shares[rare_share], shape, now=0.0) == pytest.approx(expected)
+
+
+def test_a_shape_common_hours_ago_is_rare_again() -> None:
+    model = RarityModel(RaritySettings())
+    observe_all(model, ["old-favourite"] * 500 + common(500), now=0.0)
+    assert shape_score(model, "old-favourite", now=0.0) == 0.0
+
+    observe_all(model, common(300), now=7200.0)
+
+    assert model.sessions_seen(7200.0) == 300
+    assert shape_score(model, "old-favourite", now=7200.0) == 1.0
+
+
+def test_a_burst_of_a_rare_shape_makes_it_common() -> None:
+    model = RarityModel(RaritySettings())
+    observe_all(model, common(1000), now=0.0)
+    assert shape_score(model, "burst", now=1.0) == 1.0
+
+    observe_all(model, ["burst"] * 100, now=1.0)  # 100 of 1100 sessions: 9%
+
+    assert shape_score(model, "burst", now=1.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("decay", "windows_later", "expected"),
+    [
+        # 500 "fading" of 1000 sessions five windows ago, then 1000 other sessions now:
+        # share = 0.5**5 * 500 / (0.5**5 * 1000 + 1000) = 1.5%; log10(5% / 1.5%) = 0.52.
+        pytest.param(0.5, 5, math.log10(0.05 * 1031.25 / 15.625), id="decay-0.5-age-5"),
+        pytest.param(1.0, 5, 0.0, id="no-decay-age-5-share-25pct"),
+        pytest.param(0.5, 6, 1.0, id="aged-out-after-six-windows"),
+        pytest.param(1.0, 6, 1.0, id="aged-out-without-decay-too"),
+    ],
+)
+def test_older_windows_weigh_less_and_age_out_whole(
+    decay: float, windows_later: int, expected: float
+) -> None:
+    model = RarityModel(RaritySettings(decay=decay, rare_shape_share=0.05))
+    observe_all(model, ["fading"] * 500 + common(500), now=0.0)
+    later = 300.0 * windows_later
+    observe_all(model, common(1000), now=later)
+
+    assert shape_score(model, "fading", now=later) == pytest.approx(expected)
+
+
+def test_a_common_shape_is_never_called_rare_however_many_rare_ones_go_by() -> None:
+    # 20k distinct shapes overflow the 768 counters many times over; 5 shapes at 4% each
+    # stay tracked and score 0, and each one-off shape is told rare.
+    model = RarityModel(RaritySettings())
+    for i in range(4000):
+        observe_all(model, [f"one-off-{5 * i + j}" for j in range(4)] + [COMMON[i % 5]], now=0.0)
+
+    assert 0.0 < model.shape_resolution(0.0) <= 3.5 / 2**10
+    assert all(shape_score(model, shape, now=0.0) == 0.0 for shape in COMMON)
+    assert shape_score(model, "one-off-7", now=0.0) == 1.0
+
+
+# --- numbers ------------------------------------------------------------------------------
+
+
+def durations(seed: int, centre: float, n: int) -> list[float]:
+    return [float(v) for v in np.random.default_rng(seed).uniform(0.9 * centre, 1.1 * centre, n)]
+
+
+@pytest.fixture(scope="module")
+def two_agents() -> RarityModel:
+    model = RarityModel(RaritySettings())
+    for a, b in zip(durations(1, 10.0, 1000), durations(2, 100.0, 1000), strict=True):
+        model.observe(COMMON[0], "agent-a", {"duration": a, "tool_calls": 2.0}, now=0.0)
+        model.observe(COMMON[1], "agent-b", {"duration": b, "tool_calls": 2.0}, now=0.0)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("group", "numbers", "expected"),
+    [
+        pytest.param("agent-a", {"duration": 100.0}, 1.0, id="100s-is-far-tail-for-a"),
+        pytest.param("agent-b", {"duration": 100.0}, 0.0, id="100s-is-median-for-b"),
+        pytest.param("agent-a", {"duration": 10.0}, 0.0, id="10s-is-median-for-a"),
+        pytest.param("agent-a", {"duration": 10.99}, 0.5, id="99.5th-percentile-scores-half"),
+        pytest.param("agent-b", {"duration": 1e6}, 1.0, id="above-everything-seen"),
+        pytest.param("agent-a", {"tool_calls": 2.0}, 0.0, id="the-usual-constant-value"),
+        pytest.param("agent-a", {"tool_calls": 3.0}, 1.0, id="above-a-constant"),
+        pytest.param("agent-c", {"duration": 1e6}, 0.0, id="unknown-group-is-cold"),
+    ],
+)
+def test_numeric_tails_are_per_group(
+    two_agents: RarityModel, group: str, numbers: dict[str, float], expected: float
+) -> None:
+    scores = two_agents.score(COMMON[0], group, numbers, now=0.0)
+
+    ((dimension, value),) = numbers.items()
+    assert scores.numeric[dimension] == pytest.approx(expected, abs=0.05)
+    others = set(DIMENSIONS) - {dimension}
+    assert all(scores.numeric[other] == 0.0 for other in others)
+
+
+def test_numeric_signal_names() -> None:
+    scores = RarityScores(
+        0.7, {"duration": 1.0, "tokens": 0.6, "span_count": 0.2, "tool_calls": 0.5}
+    )
+
+    assert scores.fired(0.5) == ("rare_shape", "tail_latency", "tail_tokens", "tail_tool_calls")
+    assert scores.fired(0.9) == ("tail_latency",)
+    assert RarityScores(0.0).fired(0.0) == ()
+
+
+def test_a_group_with_few_values_scores_zero() -> None:
+    model = RarityModel(RaritySettings(warmup_sessions=0, min_group_values=50))
+    observe_all(model, common(49), now=0.0, group="quiet", numbers={"tokens": 100.0})
+    assert model.score("s", "quiet", {"tokens": 1e9}, now=0.0).numeric["tokens"] == 0.0
+
+    observe_all(model, common(1), now=0.0, group="quiet", numbers={"tokens": 100.0})
+    assert model.score("s", "quiet", {"tokens": 1e9}, now=0.0).numeric["tokens"] == 1.0
+
+
+def test_unknown_dimensions_are_refused() -> None:
+    model = RarityModel(RaritySettings())
+    with pytest.raises(ValueError, match="latency"):
+        model.observe("s", "g", {"latency": 1.0}, now=0.0)
+    with pytest.raises(ValueError, match="latency"):
+        model.score("s", "g", {"latency": 1.0}, now=0.0)
+
+
+def test_groups_are_bounded_least_recently_observed_evicted() -> None:
+    model = RarityModel(RaritySettings(warmup_sessions=0, min_group_values=1, max_groups=3))
+    for group in ("a", "b", "c", "a"):
+        model.observe("s", group, {"duration": 1.0}, now=0.0)
+    model.score("s", "b", {"duration": 5.0}, now=0.0)  # scoring is not a use
+    model.observe("s", "d", {"duration": 1.0}, now=0.0)
+
+    assert model.groups == ("c", "a", "d")
+    assert model.score("s", "b", {"duration": 5.0}, now=0.0).numeric["duration"] == 0.0
+    assert model.score("s", "a", {"duration": 5.0}, now=0.0).numeric["duration"] == 1.0
+
+
+# --- time ---------------------------------------------------------------------------------
+
+
+def test_a_big_jump_in_time_leaves_nothing_behind() -> None:
+    model = RarityModel(RaritySettings())
+    observe_all(model, common(1000), now=0.0, numbers={"duration": 1.0})
+    before = model.approx_bytes()
+
+    model.observe("after-the-gap", "support", {"duration": 1.0}, now=1e7)
+
+    assert model.sessions_seen(1e7) == 1
+    assert model.approx_bytes() < before / 2
+    assert model.score("new", "support", {"duration": 9.0}, now=1e7) == RarityScores(0.0)
+
+
+def test_time_never_goes_backwards() -> None:
+    model = RarityModel(RaritySettings())
+    observe_all(model, common(300), now=1000.0)
+    observe_all(model, ["late"] * 300, now=10.0)  # counts as now=1000
+
+    assert model.sessions_seen(10.0) == model.sessions_seen(1000.0) == 600
+    assert shape_score(model, "late", now=10.0) == 0.0
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="finite"):
+            model.observe("s", "g", NO_NUMBERS, now=bad)
+
+
+def test_scoring_is_a_pure_read() -> None:
+    model = RarityModel(RaritySettings())
+    observe_all(model, common(500), now=0.0, numbers={"duration": 1.0})
+    first = model.score("x", "support", {"duration": 2.0}, now=0.0)
+    far_later = model.score("x", "support", {"duration": 2.0}, now=1e6)  # nothing live then
+
+    assert far_later == RarityScores(0.0)
+    assert model.score("x", "support", {"duration": 2.0}, now=0.0) == first
+    assert model.sessions_seen(0.0) == 500
+
+
+# --- bounds and determinism ---------------------------------------------------------------
+
+
+def test_memory_is_bounded_under_high_cardinality() -> None:
+    limits = RaritySettings(window_s=100.0, max_groups=256)
+    model = RarityModel(limits)
+    sizes = []
+    for i in range(50_000):
+        model.observe(f"agent-{i % 1000}:tool-{i:05d}", f"agent-{i % 1000}", {"tokens": i}, i / 60)
+        if i % 5_000 == 4_999:
+            sizes.append(model.approx_bytes())
+
+    shapes_bound = 64 + int(0.75 * 2**limits.shape_lg_max_k) * (len("agent-999:tool-00000") + 16)
+    values_bound = 16 * limits.quantile_k  # per t-digest
+    bound = limits.windows * shapes_bound + limits.max_groups * limits.windows * values_bound
+    assert len(model.groups) == limits.max_groups
+    assert max(sizes) <= bound
+    full_ring = sizes[-3:]  # from 40k sessions on (667 s), six windows of 100 s are live
+    assert max(full_ring) <= 1.2 * min(full_ring)  # it stops growing
+
+
+def replay(seed: int) -> list[RarityScores]:
+    rng = np.random.default_rng(seed)
+    model = RarityModel(RaritySettings(warmup_sessions=100))
+    scores = []
+    for i in range(3000):
+        shape = f"s{int(rng.zipf(1.5)) % 500}"
+        group = f"g{i % 3}"
+        numbers = {"duration": float(rng.lognormal(1, 1)), "tokens": float(rng.integers(9, 9999))}
+        now = i * 0.5
+        scores.append(model.score(shape, group, numbers, now))
+        model.observe(shape, group, numbers, now)
+    return scores
+
+
+def test_the_same_traffic_gives_the_same_scores() -> None:
+    first, second = replay(seed=3), replay(seed=3)
+
+    assert first == second
+    assert any(s.shape > 0 for s in first)
+    assert any(s.numeric["duration"] > 0 for s in first)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d"]),
+            st.sampled_from(["g1", "g2"]),
+            st.floats(-1e6, 1e6),
+            st.floats(0, 5000),
+        ),
+        max_size=60,
+    )
+)
+def test_scores_stay_in_range(sessions: list[tuple[str, str, float, float]]) -> None:
+    model = RarityModel(RaritySettings(warmup_sessions=5, min_group_values=3, window_s=60.0))
+    for shape, group, value, now in sessions:
+        scores = model.score(shape, group, {"duration": value}, now)
+        assert 0.0 <= scores.shape <= 1.0
+        assert set(scores.numeric) == set(DIMENSIONS)
+        assert all(0.0 <= score <= 1.0 for score in scores.numeric.values())
+        model.observe(shape, group, {"duration": value}, now)
+
+
+@pytest.mark.parametrize(
+    ("changes", "problems"),
+    [
+        pytest.param({"window_s": 0.0}, ["window_s"], id="window"),
+        pytest.param({"decay": 0.0}, ["decay"], id="decay-zero"),
+        pytest.param({"decay": 1.5}, ["decay"], id="decay-above-one"),
+        pytest.param({"shape_lg_max_k": 2}, ["shape_lg_max_k"], id="sketch-too-small"),
+        pytest.param({"tail_quantile": 1.0}, ["tail_quantile"], id="tail-quantile-one"),
+        pytest.param(
+            {"windows": 0, "max_groups": 0, "rare_shape_share": 0.0},
+            ["windows", "max_groups", "rare_shape_share"],
+            id="every-problem-at-once",
+        ),
+    ],
+)
+def test_invalid_settings_are_refused(changes: dict[str, float], problems: list[str]) -> None:
+    with pytest.raises(ValueError) as raised:
+        RaritySettings(**changes)  # type: ignore[arg-type]
+    for problem in problems:
+        assert problem in str(raised.value)

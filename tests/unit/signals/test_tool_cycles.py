@@ -1,0 +1,454 @@
+"""Tool-cycle detectors, row by row.
+
+A tool sequence is written as a string of calls, one per word: ``search:q1`` is the tool
+``search`` called with arguments whose digest is ``q1``; a bare ``search`` recorded no
+arguments. Calls start 1 µs apart in the order written. A finding is compared as
+``(kind, "tool,tool", period, repeats)``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping, Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sampler.signals.tool_cycles import (
+    AgentSpan,
+    CycleFinding,
+    CycleThresholds,
+    ToolCall,
+    agent_depth,
+    detect_cycles,
+    find_agent_recursion,
+    find_link_cycle,
+    find_tool_cycles,
+)
+
+DEFAULT = CycleThresholds()
+
+Summary = tuple[str, str, int, int]
+
+
+def calls(text: str) -> list[ToolCall]:
+    out = []
+    for i, word in enumerate(text.split()):
+        name, _, digest = word.partition(":")
+        out.append(ToolCall(start_ns=i * 1_000, name=name, args_digest=digest))
+    return out
+
+
+def summary(findings: Sequence[CycleFinding]) -> list[Summary]:
+    return [(f.kind, ",".join(f.tools), f.period, f.repeats) for f in findings]
+
+
+# --- tool calls: positives ----------------------------------------------------------------------
+
+POSITIVES: list[tuple[str, str, list[Summary]]] = [
+    # with arguments
+    (
+        "args/same-call-scattered",
+        "search:q1 fetch:u1 search:q1 read:r1 search:q1",
+        [("repeated_call", "search", 1, 3)],
+    ),
+    (
+        "args/ping-pong-same-args",
+        "search:q fetch:u search:q fetch:u search:q fetch:u",
+        [
+            ("repeated_call", "search", 1, 3),
+            ("repeated_call", "fetch", 1, 3),
+            ("tool_pattern", "search,fetch", 2, 3),
+        ],
+    ),
+    (
+        "args/same-tool-alternating-args",
+        "read:a read:b read:a read:b read:a read:b",
+        [
+            ("repeated_call", "read", 1, 3),
+            ("repeated_call", "read", 1, 3),
+            ("repeated_tool", "read", 1, 6),
+            ("tool_pattern", "read,read", 2, 3),
+        ],
+    ),
+    (
+        "args/period-3",
+        "plan:p act:a check:c plan:p act:a check:c plan:p act:a check:c",
+        [
+            ("repeated_call", "plan", 1, 3),
+            ("repeated_call", "act", 1, 3),
+            ("repeated_call", "check", 1, 3),
+            ("tool_pattern", "plan,act,check", 3, 3),
+        ],
+    ),
+    (
+        "args/recorded-for-one-tool-only",
+        "search:q fetch search:q fetch search:q fetch",
+        [("repeated_call", "search", 1, 3), ("tool_pattern", "search,fetch", 2, 3)],
+    ),
+    (
+        "args/same-tool-six-in-a-row-different-args",
+        "search:1 search:2 search:3 search:4 search:5 search:6",
+        [("repeated_tool", "search", 1, 6)],
+    ),
+    # names only
+    ("names/same-tool-six-in-a-row", "search " * 6, [("repeated_tool", "search", 1, 6)]),
+    (
+        "names/longest-run-reported-once",
+        "search " * 6 + "fetch " + "search " * 8,
+        [("repeated_tool", "search", 1, 8)],
+    ),
+    ("names/ping-pong", "search fetch " * 3, [("tool_pattern", "search,fetch", 2, 3)]),
+    (
+        "names/ping-pong-maximal-repeats",
+        "search fetch " * 5 + "search",
+        [("tool_pattern", "search,fetch", 2, 5)],
+    ),
+    ("names/period-3", "a b c " * 3, [("tool_pattern", "a,b,c", 3, 3)]),
+    ("names/period-4", "a b c d " * 3, [("tool_pattern", "a,b,c,d", 4, 3)]),
+    ("names/period-4-with-inner-repeat", "a a b c " * 3, [("tool_pattern", "a,a,b,c", 4, 3)]),
+    ("names/smallest-period-wins", "a b " * 6, [("tool_pattern", "a,b", 2, 6)]),
+    (
+        "names/same-pattern-entered-elsewhere-once",
+        "a b a b a b x b a b a b a b a",
+        [("tool_pattern", "a,b", 2, 4)],
+    ),
+    (
+        "names/two-patterns",
+        "a b a b a b c d c d c d",
+        [("tool_pattern", "a,b", 2, 3), ("tool_pattern", "c,d", 2, 3)],
+    ),
+    (
+        "names/pattern-after-a-run",
+        "a a a a a a b a b a b",
+        [("repeated_tool", "a", 1, 6), ("tool_pattern", "a,b", 2, 3)],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("sequence", "expected"),
+    [(seq, exp) for _, seq, exp in POSITIVES],
+    ids=[row[0] for row in POSITIVES],
+)
+def test_tool_cycles_found(sequence: str, expected: list[Summary]) -> None:
+    assert summary(find_tool_cycles(calls(sequence), DEFAULT)) == expected
+
+
+# --- tool calls: negatives (legitimate traffic) --------------------------------------------------
+
+NEGATIVES: list[tuple[str, str]] = [
+    ("empty", ""),
+    ("args/same-tool-different-args", "search:q1 search:q2 search:q3"),
+    ("args/same-call-twice", "search:q1 fetch:u search:q1"),
+    (
+        "args/ping-pong-different-args",
+        "search:q1 fetch:u1 search:q2 fetch:u2 search:q3 fetch:u3",
+    ),
+    ("args/ping-pong-args-only-on-search", "search:q1 fetch search:q2 fetch search:q3 fetch"),
+    ("names/five-in-a-row", "search " * 5),
+    ("names/scattered-same-tool", "search x search y search z search"),
+    ("names/abc-abd", "a b c a b d"),
+    ("names/pattern-twice-only", "a b a b a"),
+    ("names/pattern-not-consecutive", "a b x a b y a b"),
+    ("names/period-above-max", "a b c d e " * 3),
+    ("names/all-distinct", "a b c d e f g h"),
+]
+
+
+@pytest.mark.parametrize(
+    "sequence", [seq for _, seq in NEGATIVES], ids=[row[0] for row in NEGATIVES]
+)
+def test_legitimate_traffic_is_not_a_cycle(sequence: str) -> None:
+    assert find_tool_cycles(calls(sequence), DEFAULT) == []
+
+
+THRESHOLDS: list[tuple[str, CycleThresholds, str, list[Summary]]] = [
+    (
+        "same-call-twice",
+        CycleThresholds(same_call_repeats=2),
+        "search:q x search:q",
+        [("repeated_call", "search", 1, 2)],
+    ),
+    (
+        "three-in-a-row",
+        CycleThresholds(same_tool_repeats=3),
+        "a a a",
+        [("repeated_tool", "a", 1, 3)],
+    ),
+    (
+        "pattern-twice",
+        CycleThresholds(pattern_min_repeats=2),
+        "a b a b",
+        [("tool_pattern", "a,b", 2, 2)],
+    ),
+    ("period-capped", CycleThresholds(pattern_max_period=2), "a b c " * 3, []),
+    ("patterns-disabled", CycleThresholds(pattern_max_period=1), "a b " * 3, []),
+    ("calls-capped", CycleThresholds(max_calls_examined=5), "a " * 6, []),
+]
+
+
+@pytest.mark.parametrize(
+    ("t", "sequence", "expected"),
+    [row[1:] for row in THRESHOLDS],
+    ids=[row[0] for row in THRESHOLDS],
+)
+def test_thresholds(t: CycleThresholds, sequence: str, expected: list[Summary]) -> None:
+    assert summary(find_tool_cycles(calls(sequence), t)) == expected
+
+
+def test_calls_are_taken_in_start_order() -> None:
+    reversed_calls = list(reversed(calls("search fetch " * 3)))
+    assert summary(find_tool_cycles(reversed_calls, DEFAULT)) == [
+        ("tool_pattern", "search,fetch", 2, 3)
+    ]
+
+
+def test_equal_start_times_keep_input_order() -> None:
+    same_time = [ToolCall(0, c.name, c.args_digest) for c in calls("a b " * 3)]
+    assert summary(find_tool_cycles(same_time, DEFAULT)) == [("tool_pattern", "a,b", 2, 3)]
+
+
+def test_only_the_first_calls_by_start_time_are_examined() -> None:
+    late_loop = [ToolCall(10**12 + i, "search", "q") for i in range(6)]
+    early = [ToolCall(i, f"tool{i}", "") for i in range(DEFAULT.max_calls_examined)]
+    assert find_tool_cycles(late_loop + early, DEFAULT) == []
+
+
+@pytest.mark.parametrize(
+    "field", ["same_call_repeats", "same_tool_repeats", "pattern_min_repeats", "max_agent_depth"]
+)
+def test_nonsense_thresholds_are_refused(field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        CycleThresholds(**{field: 0})
+
+
+DESCRIPTIONS: list[tuple[str, CycleFinding, str]] = [
+    (
+        "repeated_call",
+        CycleFinding("repeated_call", ("search",), 1, 4),
+        "search x4 (same arguments)",
+    ),
+    ("repeated_tool", CycleFinding("repeated_tool", ("search",), 1, 7), "search x7 in a row"),
+    (
+        "tool_pattern",
+        CycleFinding("tool_pattern", ("search", "fetch"), 2, 4),
+        "search,fetch x4 (period 2)",
+    ),
+    (
+        "agent_recursion",
+        CycleFinding("agent_recursion", ("planner", "", "planner"), 1, 3),
+        "agent depth 3: planner>?>planner",
+    ),
+    (
+        "agent_recursion_long",
+        CycleFinding("agent_recursion", tuple("abcdefghij"), 1, 10),
+        "agent depth 10: a>b>c>d>e>f>g>h>...",
+    ),
+    ("link_cycle", CycleFinding("link_cycle", ("0a", "0b"), 2, 1), "span link cycle: 0a->0b->0a"),
+]
+
+
+@pytest.mark.parametrize(
+    ("finding", "text"),
+    [row[1:] for row in DESCRIPTIONS],
+    ids=[row[0] for row in DESCRIPTIONS],
+)
+def test_describe(finding: CycleFinding, text: str) -> None:
+    assert finding.describe() == text
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+_call = st.tuples(st.sampled_from("abc"), st.sampled_from(["", "x", "y"]))
+
+
+@settings(max_examples=60)
+@given(st.lists(_call, max_size=40), st.randoms(use_true_random=False))
+def test_input_order_does_not_matter_when_start_times_are_distinct(
+    raw: list[tuple[str, str]], rnd: random.Random
+) -> None:
+    ordered = [ToolCall(i * 10, name, digest) for i, (name, digest) in enumerate(raw)]
+    shuffled = ordered[:]
+    rnd.shuffle(shuffled)
+    assert find_tool_cycles(shuffled, DEFAULT) == find_tool_cycles(ordered, DEFAULT)
+
+
+@settings(max_examples=60)
+@given(
+    st.lists(st.text(min_size=1, max_size=6), unique=True, max_size=60),
+    st.lists(st.sampled_from(["", "x"]), min_size=60, max_size=60),
+)
+def test_all_distinct_tool_names_yield_no_findings(names: list[str], digests: list[str]) -> None:
+    seq = [
+        ToolCall(i, name, digest)
+        for i, (name, digest) in enumerate(zip(names, digests, strict=False))
+    ]
+    assert detect_cycles(seq, [], {}, {}, DEFAULT) == []
+
+
+def test_512_calls_are_processed_quickly() -> None:
+    # Best of a few runs, so a busy machine does not fail it; typical is well under 1 ms.
+    rnd = random.Random(7)
+    seq = [ToolCall(i, rnd.choice("ab"), rnd.choice(["", "x"])) for i in range(512)]
+    assert min(_elapsed(seq) for _ in range(5)) < 0.010
+    beyond_cap = seq + [ToolCall(10_000 + i, "late", "") for i in range(50_000)]
+    assert min(_elapsed(beyond_cap) for _ in range(3)) < 0.050
+
+
+def _elapsed(seq: Sequence[ToolCall]) -> float:
+    began = time.perf_counter()
+    find_tool_cycles(seq, DEFAULT)
+    return time.perf_counter() - began
+
+
+# --- agent nesting ------------------------------------------------------------------------------
+
+
+def spans(tree: Mapping[str, str], agent_names: str) -> tuple[list[AgentSpan], dict[bytes, bytes]]:
+    """``tree`` maps span -> parent ("" for a root); the named spans are agents, named as such."""
+    parents = {child.encode(): parent.encode() for child, parent in tree.items()}
+    agents = [AgentSpan(a.encode(), parents[a.encode()], a) for a in agent_names.split()]
+    return agents, parents
+
+
+DEPTHS: list[tuple[str, dict[str, str], str, tuple[int, tuple[str, ...]]]] = [
+    ("no-agents", {"x": ""}, "", (0, ())),
+    ("single-root-agent", {"a": ""}, "a", (1, ("a",))),
+    (
+        "through-llm-and-tool-spans",
+        {"a": "", "tool": "a", "b": "tool", "llm": "b", "llm2": "llm", "c": "llm2"},
+        "a b c",
+        (3, ("a", "b", "c")),
+    ),
+    ("siblings-do-not-nest", {"a": "", "b": "a", "c": "a", "d": "a"}, "a b c d", (2, ("a", "b"))),
+    (
+        "deepest-branch-wins",
+        {"a": "", "b": "a", "c": "a", "d": "c", "e": "d"},
+        "a b c d e",
+        (4, ("a", "c", "d", "e")),
+    ),
+    ("under-non-agent-root", {"http": "", "a": "http", "b": "a"}, "a b", (2, ("a", "b"))),
+    ("parent-outside-session", {"a": "gone", "b": "a"}, "a b", (2, ("a", "b"))),
+    ("corrupt/own-parent", {"a": "a"}, "a", (1, ("a",))),
+    ("corrupt/agents-parent-each-other", {"a": "b", "b": "a"}, "a b", (2, ("b", "a"))),
+    ("corrupt/loop-among-other-spans", {"x": "y", "y": "x", "a": "x"}, "a", (1, ("a",))),
+    ("corrupt/loop-back-through-span", {"x": "a", "a": "x"}, "a", (1, ("a",))),
+]
+
+
+@pytest.mark.parametrize(
+    ("tree", "agent_names", "expected"),
+    [row[1:] for row in DEPTHS],
+    ids=[row[0] for row in DEPTHS],
+)
+def test_agent_depth(
+    tree: dict[str, str], agent_names: str, expected: tuple[int, tuple[str, ...]]
+) -> None:
+    assert agent_depth(*spans(tree, agent_names)) == expected
+
+
+def test_deep_nesting_needs_no_recursion() -> None:
+    depth = 5_000
+    tree = {"n0": ""} | {f"n{i}": f"n{i - 1}" for i in range(1, depth)}
+    agents, parents = spans(tree, " ".join(f"n{i}" for i in range(0, depth, 2)))
+    found, chain = agent_depth(agents, parents)
+    assert found == depth // 2
+    assert chain[0] == "n0" and chain[-1] == f"n{depth - 2}"
+
+
+RECURSION: list[tuple[str, int, int, Summary | None]] = [
+    ("at-the-bound", 4, 4, None),
+    ("one-deeper", 5, 4, ("agent_recursion", "a0,a1,a2,a3,a4", 1, 5)),
+    ("custom-bound", 3, 2, ("agent_recursion", "a0,a1,a2", 1, 3)),
+]
+
+
+@pytest.mark.parametrize(
+    ("nesting", "bound", "expected"),
+    [row[1:] for row in RECURSION],
+    ids=[row[0] for row in RECURSION],
+)
+def test_agent_recursion(nesting: int, bound: int, expected: Summary | None) -> None:
+    tree = {"a0": ""} | {f"a{i}": f"a{i - 1}" for i in range(1, nesting)}
+    agents, parents = spans(tree, " ".join(tree))
+    finding = find_agent_recursion(agents, parents, CycleThresholds(max_agent_depth=bound))
+    assert (summary([finding])[0] if finding else None) == expected
+
+
+# --- span links ---------------------------------------------------------------------------------
+
+
+def link_graph(text: str) -> dict[bytes, list[bytes]]:
+    """``"a>b a>c"``: span a links to b and c. Span ids are the letters' bytes (b"a" = 61)."""
+    graph: dict[bytes, list[bytes]] = {}
+    for edge in text.split():
+        source, target = edge.split(">")
+        graph.setdefault(source.encode(), []).append(target.encode())
+    return graph
+
+
+LINKS: list[tuple[str, str, tuple[str, ...] | None]] = [
+    ("no-links", "", None),
+    ("chain", "a>b b>c", None),
+    ("diamond", "a>b a>c b>d c>d", None),
+    ("cross-edge-to-finished-span", "a>b c>b c>a", None),
+    ("link-outside-session", "a>z", None),
+    ("self-link", "a>a", ("61",)),
+    ("two-cycle", "b>a a>b", ("61", "62")),
+    ("cycle-behind-a-tail", "a>b b>c c>d d>b", ("62", "63", "64")),
+]
+
+
+@pytest.mark.parametrize(
+    ("edges", "cycle"), [row[1:] for row in LINKS], ids=[row[0] for row in LINKS]
+)
+def test_link_cycle(edges: str, cycle: tuple[str, ...] | None) -> None:
+    finding = find_link_cycle(link_graph(edges))
+    if cycle is None:
+        assert finding is None
+    else:
+        assert finding == CycleFinding("link_cycle", cycle, len(cycle), 1)
+
+
+def test_long_link_chain_needs_no_recursion() -> None:
+    n = 20_000
+    ids = [i.to_bytes(4, "big") for i in range(n)]
+    graph = {ids[i]: [ids[i + 1]] for i in range(n - 1)} | {ids[-1]: [ids[n // 2]]}
+    finding = find_link_cycle(graph)
+    assert finding is not None and finding.period == n - n // 2
+
+
+def test_link_search_gives_up_after_max_edges() -> None:
+    assert find_link_cycle(link_graph("a>b b>c c>a"), max_edges=2) is None
+    assert find_link_cycle(link_graph("a>b b>c c>a"), max_edges=3) is not None
+
+
+# --- everything at once -------------------------------------------------------------------------
+
+
+def test_detect_cycles_reports_every_kind() -> None:
+    tree = {"a0": ""} | {f"a{i}": f"a{i - 1}" for i in range(1, 6)}
+    agents, parents = spans(tree, " ".join(tree))
+    found = detect_cycles(
+        calls("search:q fetch:u " * 3 + "read " * 6),
+        agents,
+        parents,
+        link_graph("a>b b>a"),
+        DEFAULT,
+    )
+    assert [f.kind for f in found] == [
+        "repeated_call",
+        "repeated_call",
+        "repeated_tool",
+        "tool_pattern",
+        "agent_recursion",
+        "link_cycle",
+    ]
+
+
+def test_detect_cycles_on_a_quiet_session() -> None:
+    agents, parents = spans({"a": "", "t": "a", "b": "t"}, "a b")
+    assert detect_cycles(calls("search:q1 fetch:u1 search:q2"), agents, parents, {}, DEFAULT) == []
