@@ -145,7 +145,7 @@ def test_kept_sessions_arrive_whole_and_the_rest_are_dropped(
         assert len({s.span_id for s in spans}) == 3 * SPANS_PER_TURN  # whole, no duplicates
         errors = [s for s in spans if s.attributes["agent_sampler.rule"] == "errors"]
         assert len(errors) == 2 * SPANS_PER_TURN
-        assert_annotated(errors, "errors", ["error"])
+        assert_annotated(errors, "errors", ["error", "tool_error"])
         assert_annotated([s for s in spans if s not in errors], "vip", [])
         # children arrived before their root, yet joined the root's session:
         assert sampler.metric("agent_sampler_sessions_decided", rule="errors", verdict="keep") == 2
@@ -165,7 +165,7 @@ def test_a_multi_trace_session_is_decided_once_as_a_whole(tmp_path: Path, sink: 
         time.sleep(0.5)
         assert decided(sampler) == 1
         assert {s.trace_id for s in sink.spans()} == {first, second}
-        assert_annotated(sink.spans(), "errors", ["error"])
+        assert_annotated(sink.spans(), "errors", ["error", "tool_error"])
         assert sampler.terminate() == 0
 
 
@@ -204,7 +204,7 @@ def test_late_spans_follow_the_decision(tmp_path: Path, sink: GrpcSink) -> None:
         wait_until(lambda: len(sink.spans()) == SPANS_PER_TURN + 1, 10, "late span downstream")
         late = [s for s in sink.spans() if s.name.startswith("late")]
         assert [s.name for s in late] == ["late-kept"]
-        assert_annotated(late, "errors", ["error"])
+        assert_annotated(late, "errors", ["error", "tool_error"])
         assert sampler.metric("agent_sampler_late_spans", verdict="drop") == 1
         assert sampler.terminate() == 0
 
