@@ -22,6 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from sampler.clock import Clock
 from sampler.config.model import SamplerConfig
+from sampler.otlp.tracestate import with_probability
 from sampler.otlp.wire import (
     ResourceBlock,
     ScopeBlock,
@@ -29,8 +30,10 @@ from sampler.otlp.wire import (
     span_attribute_double,
     span_attribute_string,
     span_attribute_string_array,
+    span_trace_state,
 )
 from sampler.receive.consumer import ACCEPTED, Admission
+from sampler.rules.budget import BudgetSettings
 from sampler.rules.engine import RuleEngine
 from sampler.rules.facts import DecisionFacts
 from sampler.rules.randomness import randomness_of_key, randomness_of_trace_id
@@ -54,6 +57,12 @@ _FIELD_FRAMING = 6
 # A (resource, scope) block adds six framed fields: ResourceSpans, resource, its schema_url,
 # ScopeSpans, scope, its schema_url.
 _BLOCK_FRAMING = 6 * _FIELD_FRAMING
+
+# Serialized spans start with their trace id (field 1, 16 bytes): protobuf writes fields in
+# number order, so the first bytes are the tag 0x0a and the length 0x10.
+_TRACE_ID_PREFIX = b"\x0a\x10"
+# Room for a tracestate rewritten with `ot=th:...` when checking request sizes.
+_TRACE_STATE_ALLOWANCE = 512
 
 TRACE_ID_BYTES = 16
 SPAN_ID_BYTES = 8
@@ -94,7 +103,16 @@ class Pipeline:
         self.config = config
         self.sink = sink
         self.clock = clock
-        self.engine = RuleEngine.build(config.rules)
+        b = config.budget
+        budget = BudgetSettings(
+            unit=b.unit,
+            ratio=b.ratio,
+            per_second=b.per_second,
+            floor=b.floor,
+            window_s=b.window,
+            max_strata=b.max_strata,
+        )
+        self.engine = RuleEngine.build(config.rules, budget, b.strata)
         self.extractor = SpanExtractor(config.sessions.key_attributes, self.engine.span_tests)
         self.scorer = SessionScorer(config.signals)
         self.buffer = SessionBuffer(
@@ -122,6 +140,7 @@ class Pipeline:
         now = self.clock.now()
         extractor, buffer = self.extractor, self.buffer
         late: dict[Verdict, dict[BlockKey, list[bytes]]] = {}
+        late_states: dict[bytes, str] = {}
         invalid = 0
         for resource_spans in request.resource_spans:
             resource = resource_spans.resource
@@ -150,11 +169,13 @@ class Pipeline:
                     verdict = buffer.add(facts, block, data, now)
                     if verdict is not None:
                         late.setdefault(verdict, {}).setdefault(block, []).append(data)
+                        if facts.trace_state:
+                            late_states.setdefault(facts.trace_id, facts.trace_state)
         for verdict, blocks in late.items():
             count = sum(len(spans) for spans in blocks.values())
             if verdict.keep:
                 stats.late_spans_kept += count
-                self._emit(blocks, verdict)
+                self._emit(blocks, verdict, late_states, same_randomness=False)
             else:
                 stats.late_spans_dropped += count
         self._drain_followed()
@@ -232,7 +253,7 @@ class Pipeline:
             self.buffer.record(session, verdict)
             self._tally(verdict, session.span_count)
             if verdict.keep:
-                self._emit(session.blocks, verdict)
+                self._emit(session.blocks, verdict, session.trace_states, not session.keyed)
             session.blocks = {}  # the spans are in a request now, or dropped
             decided += 1
         return decided
@@ -242,7 +263,7 @@ class Pipeline:
         for session, verdict in followed:
             if verdict.keep:
                 self.stats.late_spans_kept += session.span_count
-                self._emit(session.blocks, verdict)
+                self._emit(session.blocks, verdict, session.trace_states, same_randomness=False)
             else:
                 self.stats.late_spans_dropped += session.span_count
             session.blocks = {}
@@ -259,10 +280,24 @@ class Pipeline:
 
     # -- output --------------------------------------------------------------------------------
 
-    def _emit(self, blocks: Mapping[BlockKey, list[bytes]], verdict: Verdict) -> None:
-        """Annotate every span and hand them to the sink, in requests within the size limits."""
+    def _emit(
+        self,
+        blocks: Mapping[BlockKey, list[bytes]],
+        verdict: Verdict,
+        trace_states: Mapping[bytes, str],
+        same_randomness: bool,
+    ) -> None:
+        """Annotate every span and hand them to the sink, in requests within the size limits.
+
+        Kept with probability p < 1, a span also gets the OpenTelemetry threshold (`ot=th:` in
+        its tracestate) combined with any set upstream; kept with p = 1 its tracestate already
+        says the right thing and the span bytes are only extended by the three attributes."""
         suffix = self._suffix(verdict)
-        span_extra = len(suffix) + _FIELD_FRAMING
+        probability = 1.0 / verdict.adjusted_count
+        per_trace: dict[bytes, bytes] = {}
+        span_extra = (
+            len(suffix) + _FIELD_FRAMING + (_TRACE_STATE_ALLOWANCE if probability < 1 else 0)
+        )
         max_spans, max_bytes = self._max_request_spans, self._max_request_bytes
         request: dict[tuple[bytes, str], dict[tuple[bytes, str], list[bytes]]] = {}
         count = size = 0  # size: an upper bound of the encoded request
@@ -278,7 +313,17 @@ class Pipeline:
                     in_request = False
                     cost = len(span) + span_extra + block_cost
                 scopes = request.setdefault((resource, resource_url), {})
-                scopes.setdefault((scope, scope_url), []).append(span + suffix)
+                if probability < 1.0:
+                    trace_id = span[2:18] if span.startswith(_TRACE_ID_PREFIX) else b""
+                    span_suffix = per_trace.get(trace_id)
+                    if span_suffix is None:
+                        state = with_probability(
+                            trace_states.get(trace_id, ""), probability, same_randomness
+                        )
+                        span_suffix = per_trace[trace_id] = suffix + span_trace_state(state)
+                    scopes.setdefault((scope, scope_url), []).append(span + span_suffix)
+                else:
+                    scopes.setdefault((scope, scope_url), []).append(span + suffix)
                 in_request = True
                 count += 1
                 size += cost

@@ -90,6 +90,13 @@ def _bind_value(
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
             return fail("expected a number from 0 to 1")
         return float(value)
+    if kind == "strata":
+        from sampler.config.model import STRATA
+
+        items = value if isinstance(value, list) else None
+        if not items or not all(item.value in STRATA for item in items):
+            return fail(f"expected a non-empty list of: {', '.join(STRATA)}")
+        return tuple(str(item.value) for item in items)
     if kind == "choice":
         choices = spec.metadata["choices"]
         if value not in choices:

@@ -54,14 +54,23 @@ class SessionsConfig:
         "before resource attributes. A trace with none of them is a session of its own.",
     )
     decision_wait: float = opt(
-        30.0, "Decide a session once it has received no span for this long.", "duration"
+        30.0,
+        "Decide a session with a key (a conversation, which may get another turn) once every "
+        "trace's root span has arrived and no span came for this long.",
+        "duration",
     )
     root_end_grace: float = opt(
         2.0,
-        "Decide this long after the root span of every trace of the session has arrived "
-        "(0s turns the shortcut off and only decision_wait applies).",
+        "Decide a session without a key (a lone trace) this long after its root span arrived "
+        "(0s: wait decision_wait instead).",
         "duration",
         zero_allowed=True,
+    )
+    open_trace_wait: float = opt(
+        90.0,
+        "While a trace of the session has not delivered its root span (the agent is still "
+        "running), decide only after this long without spans.",
+        "duration",
     )
     max_session_duration: float = opt(
         300.0, "Decide a session at the latest this long after its first span arrived.", "duration"
@@ -133,6 +142,37 @@ class SignalsConfig:
     shape: ShapeConfig = opt(ShapeConfig(), "What a session's shape is made of.")
 
 
+STRATA = ("agent", "outcome", "shape")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetConfig:
+    unit: str = opt("sessions", "What the budget counts.", "choice", choices=("sessions", "spans"))
+    ratio: float = opt(
+        0.05,
+        "Share of all decided traffic to keep (when per_second is 0). Keeps by other rules "
+        "(errors, loops, rare sessions) count against it first; `action: budget` shares the rest.",
+        "fraction",
+    )
+    per_second: float = opt(
+        0.0, "Absolute target in unit per second instead of a ratio (0: use ratio)."
+    )
+    strata: tuple[str, ...] = opt(
+        ("agent",),
+        "What divides traffic into strata for the budget: agent, outcome (error or ok), shape.",
+        "strata",
+    )
+    floor: float = opt(
+        0.5,
+        "Share of the budget split evenly across active strata (each stratum's floor).",
+        "fraction",
+    )
+    window: float = opt(
+        60.0, "Horizon of the traffic rates the budget is computed from.", "duration"
+    )
+    max_strata: int = opt(1000, "Strata tracked at most; further ones share one stratum.")
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionCacheConfig:
     max_sessions: int = opt(
@@ -197,6 +237,7 @@ class LoggingConfig:
 class SamplerConfig:
     receivers: ReceiversConfig = opt(ReceiversConfig(), "Where spans come in.")
     sessions: SessionsConfig = opt(SessionsConfig(), "How spans are grouped and when decided.")
+    budget: BudgetConfig = opt(BudgetConfig(), "The volume budget of `action: budget`.")
     signals: SignalsConfig = opt(SignalsConfig(), "Signal detectors (errors need no settings).")
     decision_cache: DecisionCacheConfig = opt(
         DecisionCacheConfig(), "Memory of past decisions for late spans."

@@ -43,6 +43,7 @@ session) and an `action`:
 |---|---|---|
 | `keep` | keep the session | 1 |
 | `drop` | drop it | - |
+| `budget` | keep within the volume budget (`budget` section): other rules' keeps count first, the rest is shared across strata, each with a floor | 1/p of its stratum at that time |
 | `{probability: P}` | keep with probability P in (0, 1], decided from the session key (trace id for sessions without one), so every replica and `replay` choose the same | 1/P |
 | `{rate_limit: {sessions_per_second: N}}` | keep at most N matching sessions per second (burst of one second) | estimated from the recent share of matching sessions kept |
 | `{rate_limit: {spans_per_second: N}}` | the same, counted in spans | as above |

@@ -5,9 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sampler.rules.budget import BudgetController, BudgetSettings
 from sampler.rules.facts import DecisionFacts, SpanTest
 from sampler.rules.randomness import keeps
-from sampler.rules.spec import Drop, KeepAlways, KeepProbability, RateLimit, RuleSpec
+from sampler.rules.spec import (
+    Drop,
+    KeepAlways,
+    KeepProbability,
+    KeepWithinBudget,
+    RateLimit,
+    RuleSpec,
+)
 from sampler.rules.verdict import NO_RULE, Verdict
 
 
@@ -42,15 +50,24 @@ class _TokenBucket:
 class RuleEngine:
     rules: tuple[RuleSpec, ...]
     span_tests: tuple[SpanTest, ...] = ()
+    budget: BudgetController = field(default_factory=lambda: BudgetController(BudgetSettings()))
+    strata: tuple[str, ...] = ("agent",)
     _buckets: dict[str, _TokenBucket] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, rules: Sequence[RuleSpec]) -> RuleEngine:
+    def build(
+        cls,
+        rules: Sequence[RuleSpec],
+        budget: BudgetSettings | None = None,
+        strata: Sequence[str] = ("agent",),
+    ) -> RuleEngine:
         tests: dict[SpanTest, None] = {}
         for rule in rules:
             if rule.condition is not None:
                 tests.update(dict.fromkeys(rule.condition.span_tests()))
-        engine = cls(tuple(rules), tuple(tests))
+        engine = cls(
+            tuple(rules), tuple(tests), BudgetController(budget or BudgetSettings()), tuple(strata)
+        )
         for rule in rules:
             if isinstance(rule.action, RateLimit):
                 engine._buckets[rule.name] = _TokenBucket(
@@ -59,21 +76,41 @@ class RuleEngine:
         return engine
 
     def decide(self, facts: DecisionFacts, now: float) -> Verdict:
-        signals = facts.signals
+        """The first matching rule's verdict. Every decision also feeds the budget's view of
+        traffic, and keeps by rules other than `budget` are counted against it."""
+        self.budget.observe_decided(facts.span_count, now)
         for rule in self.rules:
-            if rule.condition is not None and not rule.condition.matches(facts):
-                continue
-            action = rule.action
-            if isinstance(action, KeepAlways):
-                return Verdict(True, rule.name, signals, 1.0)
-            if isinstance(action, Drop):
-                return Verdict(False, rule.name, signals)
-            if isinstance(action, KeepProbability):
-                if keeps(facts.randomness, action.probability):
-                    return Verdict(True, rule.name, signals, 1.0 / action.probability)
-                return Verdict(False, rule.name, signals)
-            bucket = self._buckets[rule.name]
-            cost = 1.0 if action.unit == "sessions" else float(facts.span_count)
-            kept, adjusted = bucket.take(cost, now)
-            return Verdict(kept, rule.name, signals, adjusted if kept else 1.0)
-        return Verdict(False, NO_RULE, signals)
+            if rule.condition is None or rule.condition.matches(facts):
+                verdict = self._apply(rule, facts, now)
+                if verdict.keep and not isinstance(rule.action, KeepWithinBudget):
+                    self.budget.observe_must_keep(facts.span_count, now)
+                return verdict
+        return Verdict(False, NO_RULE, facts.signals)
+
+    def stratum_of(self, facts: DecisionFacts) -> str:
+        parts = {
+            "agent": facts.agent,
+            "outcome": "error" if facts.error_kinds else "ok",
+            "shape": facts.shape,
+        }
+        return "|".join(parts[name] for name in self.strata)
+
+    def _apply(self, rule: RuleSpec, facts: DecisionFacts, now: float) -> Verdict:
+        action, signals = rule.action, facts.signals
+        if isinstance(action, KeepAlways):
+            return Verdict(True, rule.name, signals, 1.0)
+        if isinstance(action, Drop):
+            return Verdict(False, rule.name, signals)
+        if isinstance(action, KeepProbability | KeepWithinBudget):
+            p = (
+                action.probability
+                if isinstance(action, KeepProbability)
+                else self.budget.probability(self.stratum_of(facts), facts.span_count, now)
+            )
+            if keeps(facts.randomness, p):
+                return Verdict(True, rule.name, signals, 1.0 / p)
+            return Verdict(False, rule.name, signals)
+        bucket = self._buckets[rule.name]
+        cost = 1.0 if action.unit == "sessions" else float(facts.span_count)
+        kept, adjusted = bucket.take(cost, now)
+        return Verdict(kept, rule.name, signals, adjusted if kept else 1.0)

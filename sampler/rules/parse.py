@@ -12,10 +12,18 @@ from __future__ import annotations
 
 from sampler.config.reader import Node, Problems
 from sampler.rules.conditions import ParseContext
-from sampler.rules.spec import Action, Drop, KeepAlways, KeepProbability, RateLimit, RuleSpec
+from sampler.rules.spec import (
+    Action,
+    Drop,
+    KeepAlways,
+    KeepProbability,
+    KeepWithinBudget,
+    RateLimit,
+    RuleSpec,
+)
 
 _ACTION_HELP = (
-    "expected keep, drop, {probability: P} or "
+    "expected keep, drop, budget, {probability: P} or "
     "{rate_limit: {sessions_per_second: N}} / {rate_limit: {spans_per_second: N}}"
 )
 
@@ -54,6 +62,8 @@ def parse_action(node: Node, ctx: ParseContext) -> Action | None:
         return KeepAlways()
     if node.value == "drop":
         return Drop()
+    if node.value == "budget":
+        return KeepWithinBudget()
     if not node.is_mapping or len(node.value) != 1:  # type: ignore[arg-type]
         ctx.problem(node, f"{_ACTION_HELP}, got {node.describe()}")
         return None

@@ -40,7 +40,12 @@ class RateLimit:
     unit: str  # "sessions" | "spans"
 
 
-Action = KeepAlways | Drop | KeepProbability | RateLimit
+@dataclass(frozen=True, slots=True)
+class KeepWithinBudget:
+    """Keep under the shared, stratified volume budget (sampler.rules.budget)."""
+
+
+Action = KeepAlways | Drop | KeepProbability | RateLimit | KeepWithinBudget
 
 
 @dataclass(frozen=True, slots=True)

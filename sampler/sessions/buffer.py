@@ -6,13 +6,20 @@ Grouping rules (why they are this way):
   in a *provisional* session of its own, and joins its keyed session as soon as any of its spans
   reveals the key.
 - A trace's session never changes once keyed: a conflicting key on a later span is ignored.
-- A session holding several traces (a multi-turn conversation) is decided once, as a whole;
-  traces that arrive after that follow the recorded decision (DecisionCache).
+- A session holding several traces (a multi-turn conversation) is decided once, as a whole.
+  Late spans of a decided trace follow its decision (DecisionCache). A *new* trace of a decided
+  conversation follows it if it was kept (its new turns arrive with it, annotated alike); if
+  it was dropped, the new traces form a continuation session, decided on its own, so an error
+  in turn five is kept even though turns one to four were dropped.
 
-Completion: a session is due when idle for ``decision_wait``, ``root_end_grace`` after the root
-spans of all its traces arrived, at ``max_session_duration`` after it began, or at once when it
-holds ``max_session_spans``. Deadlines live in a TimerWheel, so finding due sessions never scans
-the buffer.
+Completion: a session is due
+- while one of its traces has not delivered its root span (the agent is still running: long
+  tool and model calls emit nothing until they end), after ``open_trace_wait`` without spans;
+- once every trace's root arrived: a session without a key (a lone trace) ``root_end_grace``
+  later; a keyed session (a conversation, which may get more turns) after ``decision_wait``
+  without spans;
+- at the latest ``max_session_duration`` after it began, and at once at ``max_session_spans``.
+Deadlines live in a TimerWheel, so finding due sessions never scans the buffer.
 
 Invariants: every buffered session is reachable from ``_traces`` through each of its trace ids,
 and keyed ones from ``_keyed`` too; ``span_count``/``span_bytes`` are the sums over buffered
@@ -55,6 +62,7 @@ class Session:
         "roots_done_at",
         "timer_tick",
         "state",
+        "trace_states",
     )
 
     def __init__(self, key: str, keyed: bool, now: float) -> None:
@@ -70,6 +78,7 @@ class Session:
         self.roots_done_at = math.inf  # when the last missing root arrived
         self.timer_tick = math.inf
         self.state = SessionState.BUFFERING
+        self.trace_states: dict[bytes, str] = {}  # non-empty upstream tracestates by trace
 
     def add_trace(self, trace_id: bytes) -> None:
         self.trace_ids.append(trace_id)
@@ -84,6 +93,8 @@ class Session:
         self.span_bytes += len(span)
         self.features.observe(facts)
         self.last_seen = now
+        if facts.trace_state and facts.trace_id not in self.trace_states:
+            self.trace_states[facts.trace_id] = facts.trace_state
         if facts.is_root and facts.trace_id in self.rootless:
             self.rootless.discard(facts.trace_id)
             if not self.rootless:
@@ -95,6 +106,8 @@ class Session:
         self.span_bytes += other.span_bytes
         self.features.merge(other.features)
         self.trace_ids.extend(other.trace_ids)
+        for trace_id, state in other.trace_states.items():
+            self.trace_states.setdefault(trace_id, state)
         self.rootless |= other.rootless
         self.created = min(self.created, other.created)
         self.last_seen = max(self.last_seen, other.last_seen)
@@ -176,12 +189,13 @@ class SessionBuffer:
 
     def deadline(self, session: Session) -> float:
         s = self.settings
-        deadline = min(
-            session.last_seen + s.decision_wait, session.created + s.max_session_duration
-        )
-        if s.root_end_grace > 0:
-            deadline = min(deadline, session.roots_done_at + s.root_end_grace)
-        return deadline
+        if session.rootless:  # a trace is still running: its root ends (and arrives) last
+            idle = session.last_seen + s.open_trace_wait
+        elif not session.keyed and s.root_end_grace > 0:  # a lone trace, complete
+            idle = session.roots_done_at + s.root_end_grace
+        else:  # a conversation may get another turn
+            idle = session.last_seen + s.decision_wait
+        return min(idle, session.created + s.max_session_duration)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -193,7 +207,7 @@ class SessionBuffer:
             found = self._keyed.get(key)
             if found is None:
                 verdict = self.cache.for_key(key)
-                if verdict is not None:
+                if verdict is not None and verdict.keep:
                     self.cache.remember(None, (trace_id,), verdict)
                     return None
                 found = self._keyed[key] = Session(key, True, now)
@@ -207,7 +221,7 @@ class SessionBuffer:
         target = self._keyed.get(key)
         if target is None:
             verdict = self.cache.for_key(key)
-            if verdict is not None:
+            if verdict is not None and verdict.keep:
                 self._remove(provisional)
                 self.cache.remember(None, provisional.trace_ids, verdict)
                 self.followed.append((provisional, verdict))

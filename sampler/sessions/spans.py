@@ -134,6 +134,7 @@ class SpanFacts:
     tool_args: str = ""  # args_digest of the call's arguments, "" if none recorded
     tokens: int = 0
     links: tuple[bytes, ...] = ()  # span ids this span links to
+    trace_state: str = ""  # W3C tracestate as received (may carry an upstream `ot=th:`)
 
     @property
     def is_error(self) -> bool:
@@ -223,4 +224,5 @@ class SpanExtractor:
             tool_args=tool_args,
             tokens=tokens,
             links=tuple(link.span_id for link in span.links) if span.links else (),
+            trace_state=span.trace_state,
         )

@@ -154,7 +154,7 @@ def test_kept_sessions_arrive_whole_and_the_rest_are_dropped(
 
 
 def test_a_multi_trace_session_is_decided_once_as_a_whole(tmp_path: Path, sink: GrpcSink) -> None:
-    # root_end_grace off: the conversation stays open for decision_wait after its last span
+    # a keyed conversation stays open for decision_wait after its last turn
     with running_sampler(config(wait="1500ms", grace="0s"), tmp_path, sink.url) as sampler:
         client = grpc_client(sampler)
         first = client.turn("conversation-7")

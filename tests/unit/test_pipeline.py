@@ -2,7 +2,10 @@
 
 Time is a ManualClock moved by hand; the sink is a RecordingSink whose submissions are parsed
 back with protobuf, so every assertion is about what a downstream backend would receive.
-Default session settings apply: decision_wait 30s, root_end_grace 2s, tick 0.1s.
+Default session settings apply: a conversation (a keyed session) whose traces all delivered
+their root is decided after decision_wait 30s without spans, a lone trace without a key
+root_end_grace 2s after its root, a session with a trace still running after open_trace_wait
+90s without spans; tick 0.1s.
 """
 
 from __future__ import annotations
@@ -86,11 +89,13 @@ def without_annotations(s: Span) -> Span:
     copy.CopyFrom(s)
     del copy.attributes[:]
     copy.attributes.extend(kv for kv in s.attributes if kv.key not in ANNOTATIONS)
+    if copy.trace_state.startswith("ot=th:"):  # the threshold of a keep with p < 1 (the
+        copy.ClearField("trace_state")  # originals here carry no tracestate)
     return copy
 
 
-def settle(pipeline: Pipeline, clock: ManualClock, seconds: float = 3.05) -> int:
-    """Move past root_end_grace and decide what is due."""
+def settle(pipeline: Pipeline, clock: ManualClock, seconds: float = 30.05) -> int:
+    """Move past decision_wait (conversations whose roots arrived) and decide what is due."""
     clock.advance(seconds)
     return pipeline.decide_due()
 
@@ -239,9 +244,12 @@ def test_multi_trace_session_is_decided_once() -> None:
     pipeline, sink, clock = make_pipeline(KEEP_ALL)
 
     pipeline.consume(simple_request(*conversation("t1", "c1")))
-    clock.advance(1.0)
+    clock.advance(10.0)  # past root_end_grace: the conversation still waits for another turn
+    assert pipeline.decide_due() == 0
     pipeline.consume(simple_request(*conversation("t2", "c1")))
-    assert settle(pipeline, clock) == 1
+    clock.advance(29.95)
+    assert pipeline.decide_due() == 0  # decision_wait counts from the second turn
+    assert settle(pipeline, clock, 0.1) == 1
 
     tally = pipeline.stats.by_rule["everything"]
     assert (tally.sessions_seen, tally.spans_seen) == (1, 6)
@@ -276,14 +284,10 @@ def test_multi_trace_session_is_decided_once() -> None:
         ),
         pytest.param(
             conversation("t1", "c1"),
-            [
-                [span("t1", 9, parent=1)],
-                [span("t2", 2, parent=1)],
-                [span("t2", 1, attrs={CONV: "c1"})],
-            ],
+            [[span("t1", 9, parent=1)], [span("t1", 10, parent=1, attrs={CONV: "c1"})]],
             [],
-            (0, 3),
-            id="dropped-session-late-spans",
+            (0, 2),
+            id="dropped-session-late-spans-of-its-trace",
         ),
     ],
 )
@@ -309,6 +313,42 @@ def test_late_spans_follow_the_decision(
     assert {repr(annotations(s)) for s in late_spans} <= first_annotations
     stats = pipeline.stats
     assert (stats.late_spans_kept, stats.late_spans_dropped) == late_stats
+    assert pipeline.buffer.span_count == 0
+
+
+@pytest.mark.parametrize(
+    ("turn_two_error", "expected_names", "sessions_by_rule"),
+    [
+        pytest.param(
+            True,
+            ["t2/1", "t2/2"],
+            {"rest": 1, "errors": 1},
+            id="continuation-with-an-error-is-kept",
+        ),
+        pytest.param(False, [], {"rest": 2}, id="continuation-without-one-is-dropped-again"),
+    ],
+)
+def test_new_trace_of_a_dropped_conversation_is_decided_on_its_own(
+    turn_two_error: bool, expected_names: list[str], sessions_by_rule: dict[str, int]
+) -> None:
+    pipeline, sink, clock = make_pipeline()
+    pipeline.consume(simple_request(*conversation("t1", "c1")))
+    assert settle(pipeline, clock) == 1  # turn one: dropped by `rest`
+
+    clock.advance(1.0)
+    pipeline.consume(simple_request(span("t2", 2, parent=1, error=turn_two_error)))
+    pipeline.consume(simple_request(span("t2", 1, attrs={CONV: "c1"})))
+    pipeline.consume(simple_request(span("t1", 9, parent=1)))  # turn one's own late span
+    assert pipeline.buffer.span_count == 2  # turn two buffered, not dropped on arrival
+    assert (pipeline.stats.late_spans_kept, pipeline.stats.late_spans_dropped) == (0, 1)
+    clock.advance(29.95)
+    assert pipeline.decide_due() == 0
+    assert settle(pipeline, clock, 0.1) == 1
+
+    assert sorted(sink.span_names()) == expected_names
+    tallies = {rule: t.sessions_seen for rule, t in pipeline.stats.by_rule.items()}
+    assert tallies == sessions_by_rule
+    assert all(annotations(s)[RULE_ATTRIBUTE] == ("string_value", "errors") for s in sink.spans())
     assert pipeline.buffer.span_count == 0
 
 
@@ -369,10 +409,10 @@ def test_sink_refusal_holds_requests_and_refuses_intake_until_it_drains() -> Non
     clock.advance(1.0)
     pipeline.consume(simple_request(*conversation("tb", "b", 1)))
 
-    clock.advance_to(2.05)
+    clock.advance_to(30.05)
     assert pipeline.decide_due() == 1  # a decided, its request waits
     assert pipeline.pending_spans == 2
-    clock.advance_to(3.05)
+    clock.advance_to(31.05)
     assert pipeline.decide_due() == 1  # b decided, queued behind a
     assert pipeline.pending_spans == 4
 

@@ -29,7 +29,7 @@ from sampler.export.factory import exporter_from_url
 from sampler.rules.conditions.error import ANY_ERROR, HasError
 from sampler.rules.conditions.rare import DIMENSIONS, IsRare
 from sampler.rules.conditions.tool_cycle import CYCLE_KINDS, HasToolCycle
-from sampler.rules.spec import KeepAlways, KeepProbability
+from sampler.rules.spec import KeepAlways, KeepWithinBudget
 
 REPO = Path(__file__).resolve().parents[3]
 TESTDATA = REPO / "tests" / "testdata" / "config"
@@ -60,7 +60,7 @@ def test_embedded_default_loads_with_its_rules() -> None:
         ("errors", KeepAlways()),
         ("tool-loops", KeepAlways()),
         ("rare", KeepAlways()),
-        ("baseline", KeepProbability(0.05)),
+        ("baseline", KeepWithinBudget()),
     ]
     assert config.rules[0].condition == HasError(ANY_ERROR, True)
     assert config.rules[1].condition == HasToolCycle(frozenset(CYCLE_KINDS), True)

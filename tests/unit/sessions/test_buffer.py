@@ -11,7 +11,8 @@ Every popped session is decided at once with the step's verdict and recorded in 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,7 +107,10 @@ def summary(session: Session) -> Summary:
     return (key, names, session.span_count)
 
 
+# Default settings: open_trace_wait 90s, decision_wait 30s, root_end_grace 2s,
+# max_session_duration 300s, tick 0.1s.
 SCENARIOS = [
+    # -- grouping --------------------------------------------------------------------------------
     pytest.param(
         {},
         [
@@ -114,14 +118,16 @@ SCENARIOS = [
             Add(0, "t2", key="c2", root=True),
             Add(0.5, "t1"),
             Add(1, "t1", key="c1", root=True),
-            Pop(2.0),
-            Pop(2.95),
-            Pop(3.05),
+            Pop(29.95),
+            Pop(30.0),
+            Pop(30.95),
+            Pop(31.05),
         ],
         [
-            ("due", 2.0, [("c2", ("t2",), 1)]),
-            ("due", 2.95, []),
-            ("due", 3.05, [("c1", ("t1",), 3)]),
+            ("due", 29.95, []),
+            ("due", 30.0, [("c2", ("t2",), 1)]),
+            ("due", 30.95, []),
+            ("due", 31.05, [("c1", ("t1",), 3)]),
         ],
         id="children-before-root-join-the-roots-keyed-session",
     ),
@@ -132,24 +138,27 @@ SCENARIOS = [
             Add(0.5, "t1"),
             Add(1, "t1", key="c1", root=True),
             Add(1.5, "t2", root=True),
-            Pop(3.55),
+            Pop(31.45),
+            Pop(31.55),
         ],
-        [("due", 3.55, [("c1", ("t2", "t1"), 4)])],
+        [("due", 31.45, []), ("due", 31.55, [("c1", ("t2", "t1"), 4)])],
         id="provisional-trace-merges-into-buffering-keyed-session",
     ),
     pytest.param(
         {},
         [
             Add(0, "t1", key="c1", root=True),
-            Add(1, "t2"),
-            Add(1.5, "t2", key="c1", root=True),
-            Pop(3.45),
-            Pop(3.55),
+            Pop(5),  # past root_end_grace: a conversation still waits for another turn
+            Add(10, "t2"),
+            Add(10.5, "t2", key="c1", root=True),
+            Pop(40.45),
+            Pop(40.55),
             Pop(1000),
         ],
         [
-            ("due", 3.45, []),
-            ("due", 3.55, [("c1", ("t1", "t2"), 3)]),
+            ("due", 5, []),
+            ("due", 40.45, []),
+            ("due", 40.55, [("c1", ("t1", "t2"), 3)]),
             ("due", 1000, []),
         ],
         id="two-traces-of-one-conversation-decided-once",
@@ -161,9 +170,14 @@ SCENARIOS = [
             Add(0.2, "t1", root=True),
             Add(0.2, "t2", key="c1", root=True),
             Pop(2.25),
+            Pop(30.25),
             Pop(1000),
         ],
-        [("due", 2.25, [("c1", ("t2",), 1), ("~t1", ("t1",), 2)]), ("due", 1000, [])],
+        [
+            ("due", 2.25, [("~t1", ("t1",), 2)]),
+            ("due", 30.25, [("c1", ("t2",), 1)]),
+            ("due", 1000, []),
+        ],
         id="trace-without-key-decided-alone-by-trace-id",
     ),
     pytest.param(
@@ -173,91 +187,176 @@ SCENARIOS = [
             Add(1, "t1", key="c2"),
             Add(2, "t1", key="c2", root=True),
             Add(2, "t9", key="c2", root=True),
-            Pop(4.05),
+            Pop(32.05),
         ],
-        [("due", 4.05, [("c1", ("t1",), 3), ("c2", ("t9",), 1)])],
+        [("due", 32.05, [("c1", ("t1",), 3), ("c2", ("t9",), 1)])],
         id="conflicting-key-on-a-later-span-ignored",
     ),
+    # -- decided sessions, late spans and continuations ------------------------------------------
     pytest.param(
         {},
         [
             Add(0, "t1", key="c1", root=True),
-            Pop(2.05),
-            Add(3, "t2"),
-            Add(3.5, "t2"),
-            Add(4, "t2", key="c1", root=True),
-            Add(5, "t2"),
+            Pop(30.05),
+            Add(31, "t2"),
+            Add(31.5, "t2"),
+            Add(32, "t2", key="c1", root=True),
+            Add(33, "t2"),
             Pop(1000),
         ],
         [
-            ("due", 2.05, [("c1", ("t1",), 1)]),
+            ("due", 30.05, [("c1", ("t1",), 1)]),
             ("follows", "t2", True),
             ("followed", ("~t2", ("t2",), 2), True),
             ("follows", "t2", True),
             ("due", 1000, []),
         ],
-        id="root-revealing-a-decided-key-follows-its-verdict",
+        id="root-revealing-a-kept-key-follows-keep",
     ),
     pytest.param(
         {},
         [
             Add(0, "t1", key="c1", root=True),
-            Pop(2.05, keep=False),
-            Add(3, "t3", key="c1"),
-            Add(3, "t3"),
+            Pop(30.05),
+            Add(31, "t3", key="c1"),
+            Add(31, "t3"),
             Pop(1000),
         ],
         [
-            ("due", 2.05, [("c1", ("t1",), 1)]),
-            ("follows", "t3", False),
-            ("follows", "t3", False),
+            ("due", 30.05, [("c1", ("t1",), 1)]),
+            ("follows", "t3", True),
+            ("follows", "t3", True),
             ("due", 1000, []),
         ],
-        id="new-trace-of-a-decided-key-follows-its-verdict",
+        id="new-trace-of-a-kept-conversation-follows-keep",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t1", key="c1", root=True),
+            Pop(30.05, keep=False),
+            Add(31, "t3", key="c1"),
+            Add(32, "t3", key="c1", root=True),
+            Pop(61.95),
+            Pop(62.05),
+            Add(63, "t4", key="c1"),  # the continuation was kept: a further turn follows it
+        ],
+        [
+            ("due", 30.05, [("c1", ("t1",), 1)]),
+            ("due", 61.95, []),
+            ("due", 62.05, [("c1", ("t3",), 2)]),
+            ("follows", "t4", True),
+        ],
+        id="new-trace-of-a-dropped-conversation-is-a-continuation",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t1", key="c1", root=True),
+            Pop(30.05, keep=False),
+            Add(31, "t2"),
+            Add(32, "t2", key="c1", root=True),
+            Pop(61.95),
+            Pop(62.05),
+        ],
+        [
+            ("due", 30.05, [("c1", ("t1",), 1)]),
+            ("due", 61.95, []),
+            ("due", 62.05, [("c1", ("t2",), 2)]),
+        ],
+        id="root-revealing-a-dropped-key-opens-a-continuation",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t1", key="c1", root=True),
+            Pop(30.05, keep=False),
+            Add(31, "t2", key="c1", root=True),
+            Add(32, "t1"),
+            Add(32, "t1", key="c1"),  # names the buffering continuation, still its trace's drop
+            Pop(61.05),
+        ],
+        [
+            ("due", 30.05, [("c1", ("t1",), 1)]),
+            ("follows", "t1", False),
+            ("follows", "t1", False),
+            ("due", 61.05, [("c1", ("t2",), 1)]),
+        ],
+        id="late-span-of-a-dropped-trace-is-dropped-not-a-continuation",
     ),
     pytest.param(
         {},
         [
             Add(0, "t1", root=True),
             Add(0, "t2", key="c2", root=True),
-            Pop(2.05, keep=False),
-            Add(10, "t1"),
-            Add(10, "t2"),
+            Pop(30.05, keep=False),
+            Add(40, "t1"),
+            Add(40, "t2"),
         ],
         [
-            ("due", 2.05, [("c2", ("t2",), 1), ("~t1", ("t1",), 1)]),
+            ("due", 30.05, [("c2", ("t2",), 1), ("~t1", ("t1",), 1)]),
             ("follows", "t1", False),
             ("follows", "t2", False),
         ],
         id="late-span-of-a-decided-trace-follows-via-cache",
     ),
+    # -- completion ------------------------------------------------------------------------------
     pytest.param(
         {},
-        [Add(0, "t1"), Add(10, "t1"), Pop(30.0), Pop(39.95), Pop(40.0)],
-        [("due", 30.0, []), ("due", 39.95, []), ("due", 40.0, [("~t1", ("t1",), 2)])],
-        id="idle-for-decision-wait",
+        [
+            Add(0, "t1"),
+            Add(10, "t1"),
+            Add(10, "t2", key="c2"),
+            Pop(40.05),  # decision_wait passed, but both traces are still running
+            Pop(99.95),
+            Pop(100),
+        ],
+        [
+            ("due", 40.05, []),
+            ("due", 99.95, []),
+            ("due", 100, [("c2", ("t2",), 1), ("~t1", ("t1",), 2)]),
+        ],
+        id="missing-root-waits-open-trace-wait-not-decision-wait",
+    ),
+    pytest.param(
+        {},
+        [Add(0, "t1", key="c1", root=True), Pop(2.05), Pop(29.95), Pop(30.0)],
+        [("due", 2.05, []), ("due", 29.95, []), ("due", 30.0, [("c1", ("t1",), 1)])],
+        id="keyed-session-waits-decision-wait-ignoring-root-end-grace",
+    ),
+    pytest.param(
+        {},
+        [Add(0, "t1", key="c1", root=True), Add(10, "t1"), Pop(30.0), Pop(39.95), Pop(40.0)],
+        [("due", 30.0, []), ("due", 39.95, []), ("due", 40.0, [("c1", ("t1",), 2)])],
+        id="keyed-session-idle-for-decision-wait-after-its-last-span",
     ),
     pytest.param(
         {},
         [
             Add(0, "t1", key="c1", root=True),
             Add(1, "t2", key="c1"),
-            Pop(3.0),
-            Add(5, "t2", root=True),
-            Pop(6.95),
-            Pop(7.05),
+            Pop(31.05),  # decision_wait after the last span passed, but t2 is still running
+            Add(50, "t2", root=True),
+            Pop(79.95),
+            Pop(80.05),
         ],
-        [("due", 3.0, []), ("due", 6.95, []), ("due", 7.05, [("c1", ("t1", "t2"), 3)])],
-        id="root-end-grace-only-once-every-trace-has-its-root",
+        [("due", 31.05, []), ("due", 79.95, []), ("due", 80.05, [("c1", ("t1", "t2"), 3)])],
+        id="decision-wait-only-once-every-trace-has-its-root",
+    ),
+    pytest.param(
+        {},
+        [Add(0, "t1"), Add(5, "t1", root=True), Add(6, "t1"), Pop(6.95), Pop(7.05)],
+        [("due", 6.95, []), ("due", 7.05, [("~t1", ("t1",), 3)])],
+        id="unkeyed-lone-trace-decided-root-end-grace-after-its-root",
     ),
     pytest.param(
         {"root_end_grace": 0.0},
-        [Add(0, "t1", key="c1", root=True), Pop(2.05), Pop(29.95), Pop(30.0)],
-        [("due", 2.05, []), ("due", 29.95, []), ("due", 30.0, [("c1", ("t1",), 1)])],
-        id="root-end-grace-zero-disables-it",
+        [Add(0, "t1", root=True), Pop(2.05), Pop(29.95), Pop(30.0)],
+        [("due", 2.05, []), ("due", 29.95, []), ("due", 30.0, [("~t1", ("t1",), 1)])],
+        id="root-end-grace-zero-makes-an-unkeyed-trace-wait-decision-wait",
     ),
     pytest.param(
-        {"decision_wait": 3.0, "max_session_duration": 10.0},
+        {"open_trace_wait": 3.0, "max_session_duration": 10.0},
         [Add(0, "t1"), Add(2, "t1"), Add(4, "t1"), Add(6, "t1"), Add(8, "t1"), Pop(9.95), Pop(10)],
         [("due", 9.95, []), ("due", 10, [("~t1", ("t1",), 5)])],
         id="max-session-duration-caps-a-chatty-session",
@@ -327,9 +426,24 @@ def test_counters_return_to_zero_once_everything_is_decided(
             id="merge-removes-a-session",
         ),
         pytest.param(
-            [Add(0, "t1", key="c1", root=True), Pop(2.05), Add(3, "t2"), Add(3, "t2", key="c1")],
+            [
+                Add(0, "t1", key="c1", root=True),
+                Pop(30.05),
+                Add(31, "t2"),
+                Add(31, "t2", key="c1"),
+            ],
             (0, 0),
             id="followed-provisional-leaves",
+        ),
+        pytest.param(
+            [
+                Add(0, "t1", key="c1", root=True),
+                Pop(30.05, keep=False),
+                Add(31, "t2"),
+                Add(31, "t2", key="c1"),
+            ],
+            (1, 2),
+            id="continuation-stays",
         ),
         pytest.param(
             [Add(0, "t1", root=True), Add(0, "t2"), Pop(2.05)], (1, 1), id="decided-leaves"
@@ -351,9 +465,10 @@ def test_counters_track_buffered_sessions_and_spans(
 def test_pop_due_one_ulp_before_a_deadline_returns() -> None:
     harness = Harness({"decision_wait": 1.6})
 
-    log = harness.run([Add(0.1, "t1"), Pop(1.7), Pop(1.8)])
+    # 0.1 + 1.6 is 1.7000000000000002: the session is still due at 1.7.
+    log = harness.run([Add(0.1, "t1", key="c1", root=True), Pop(1.7), Pop(1.8)])
 
-    assert [s for *_, sessions in log for s in sessions] == [("~t1", ("t1",), 1)]
+    assert [s for *_, sessions in log for s in sessions] == [("c1", ("t1",), 1)]
 
 
 @pytest.mark.parametrize(
@@ -384,25 +499,43 @@ def test_decision_cache_eviction_forgets_the_oldest(
 
 
 def _deadline_rows() -> list[Any]:
-    base = {"decision_wait": 30.0, "root_end_grace": 2.0, "max_session_duration": 300.0}
-    rows: list[tuple[str, dict[str, float], Callable[[Session], None], float]] = [
-        ("idle", {}, lambda s: None, 30.0 + 5),
-        ("roots-done", {}, lambda s: setattr(s, "roots_done_at", 10.0), 12.0),
-        ("grace-off", {"root_end_grace": 0.0}, lambda s: setattr(s, "roots_done_at", 10.0), 35.0),
-        ("duration-cap", {"max_session_duration": 20.0}, lambda s: None, 20.0),
+    base = {
+        "open_trace_wait": 90.0,
+        "decision_wait": 30.0,
+        "root_end_grace": 2.0,
+        "max_session_duration": 300.0,
+    }
+    running = {b"t"}  # a trace whose root has not arrived
+    # name, settings, keyed, rootless, roots_done_at, expected (last span at 5)
+    rows: list[tuple[str, dict[str, float], bool, set[bytes], float, float]] = [
+        ("open-trace-keyed", {}, True, running, math.inf, 5 + 90.0),
+        ("open-trace-unkeyed", {}, False, running, math.inf, 5 + 90.0),
+        ("keyed-roots-done-ignores-grace", {}, True, set(), 4.0, 5 + 30.0),
+        ("unkeyed-roots-done-grace", {}, False, set(), 4.0, 4 + 2.0),
+        ("unkeyed-grace-off", {"root_end_grace": 0.0}, False, set(), 4.0, 5 + 30.0),
+        ("duration-cap-keyed", {"max_session_duration": 20.0}, True, set(), 4.0, 20.0),
+        ("duration-cap-open", {"max_session_duration": 60.0}, False, running, math.inf, 60.0),
     ]
     return [
-        pytest.param({**base, **over}, setup, want, id=name) for name, over, setup, want in rows
+        pytest.param({**base, **over}, keyed, rootless, done, want, id=name)
+        for name, over, keyed, rootless, done, want in rows
     ]
 
 
-@pytest.mark.parametrize(("settings", "setup", "expected"), _deadline_rows())
+@pytest.mark.parametrize(
+    ("settings", "keyed", "rootless", "roots_done_at", "expected"), _deadline_rows()
+)
 def test_deadline_is_the_earliest_completion_rule(
-    settings: dict[str, float], setup: Callable[[Session], None], expected: float
+    settings: dict[str, float],
+    keyed: bool,
+    rootless: set[bytes],
+    roots_done_at: float,
+    expected: float,
 ) -> None:
     buffer = Harness(settings).buffer
-    session = Session("k", True, 0.0)
+    session = Session("k", keyed, 0.0)
+    session.rootless = set(rootless)
+    session.roots_done_at = roots_done_at
     session.last_seen = 5.0
-    setup(session)
 
     assert buffer.deadline(session) == expected
