@@ -219,7 +219,7 @@ class Pipeline:
     def facts_of(self, session: Session, now: float) -> DecisionFacts:
         """Summarise and score a session being decided (this also teaches the rarity model)."""
         features = session.features
-        scored = self.scorer.score(features, now)
+        scored = self.scorer.score(features, now, fragment=session.continuation)
         tests = self.engine.span_tests
         bits = features.test_bits
         matched = frozenset(t for i, t in enumerate(tests) if bits >> i & 1)

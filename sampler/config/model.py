@@ -113,10 +113,16 @@ class RarityConfig:
         200, "Below this many sessions seen in the live windows nothing is rare yet (cold start)."
     )
     rare_shape_share: float = opt(
-        0.002, "A shape seen in at most this share of recent sessions scores as rare.", "fraction"
+        0.01,
+        "A shape seen in at most this share of its agent's recent sessions is rare (scores 0.5 "
+        "there, 1 at a tenth of it).",
+        "fraction",
     )
     tail_quantile: float = opt(
-        0.99, "Values above this quantile of the agent's recent values score as tail.", "fraction"
+        0.99,
+        "Values at or above this quantile of the agent's recent values are tail (score 0.5 "
+        "there, 1 above everything seen).",
+        "fraction",
     )
     threshold: float = opt(
         0.5,

@@ -63,6 +63,7 @@ class Session:
         "timer_tick",
         "state",
         "trace_states",
+        "continuation",
     )
 
     def __init__(self, key: str, keyed: bool, now: float) -> None:
@@ -79,6 +80,8 @@ class Session:
         self.timer_tick = math.inf
         self.state = SessionState.BUFFERING
         self.trace_states: dict[bytes, str] = {}  # non-empty upstream tracestates by trace
+        # later traces of a conversation already decided (and dropped): a fragment of it
+        self.continuation = False
 
     def add_trace(self, trace_id: bytes) -> None:
         self.trace_ids.append(trace_id)
@@ -109,6 +112,7 @@ class Session:
         for trace_id, state in other.trace_states.items():
             self.trace_states.setdefault(trace_id, state)
         self.rootless |= other.rootless
+        self.continuation = self.continuation or other.continuation
         self.created = min(self.created, other.created)
         self.last_seen = max(self.last_seen, other.last_seen)
         self.roots_done_at = (
@@ -211,6 +215,7 @@ class SessionBuffer:
                     self.cache.remember(None, (trace_id,), verdict)
                     return None
                 found = self._keyed[key] = Session(key, True, now)
+                found.continuation = verdict is not None
                 self.session_count += 1
             session = found
         session.add_trace(trace_id)
@@ -227,6 +232,7 @@ class SessionBuffer:
                 self.followed.append((provisional, verdict))
                 return None
             provisional.key, provisional.keyed = key, True  # promote in place: no copy
+            provisional.continuation = verdict is not None
             self._keyed[key] = provisional
             return provisional
         target.absorb(provisional)

@@ -12,11 +12,16 @@ window has age 0). Both scores are computed against the decay-weighted mixture o
 windows, so a shape or value that was common two windows ago counts a quarter as much as one
 common now (with decay 0.5), and a burst makes a shape common within its own window.
 
-Shape score. The shape's weighted share is
-`sum(w * lower_bound_in_window) / sum(w * sessions_in_window)`. It scores 1.0 at or below
-`rare_shape_share / 10`, 0.0 at or above `rare_shape_share`, and log-linearly in between:
-`log10(rare_shape_share / share)`, i.e. one point per decade of rarity, since rarity is a
-matter of orders of magnitude (0.1% scores 0.30 against the default 0.2%, 0.05% scores 0.60).
+Scores are 0.5 exactly at the configured boundary (`rare_shape_share`, `tail_quantile`), so a
+signal threshold of 0.5 means "at or beyond the boundary".
+
+Shape score. The shape's weighted share *among its group's sessions* (a path rare for that
+agent, even if the agent itself is busy) is
+`sum(w * lower_bound_in_window) / sum(w * group_sessions_in_window)`; a group with fewer than
+`min_group_values` sessions is measured against all sessions instead. The score is
+`0.5 + 0.5 * log10(rare_shape_share / share)` clipped to [0, 1]: one point per two decades of
+rarity, since rarity is a matter of orders of magnitude: 0 at ten times the boundary share,
+0.5 at it, 1 at a tenth of it.
 The lower bound is what the sketch is certain of; a shape it does not track has lower bound 0
 and scores 1. The sketch's error is the same for every shape: the reported share is never
 above the true one and at most `shape_resolution(now)` below it (at most 3.5 / 2**lg_max_k,
@@ -27,8 +32,9 @@ the resolution cannot be told apart from unseen ones, which for rarity is the ri
 Numeric scores, per dimension (`duration`, `tokens`, `span_count`, `tool_calls`) and per group.
 The value's rank r in the group's recent values is the decay-weighted mixture of its rank in
 each live window, `sum(w * n * rank) / sum(w * n)`: exactly the rank in the weighted union, so
-decay applies to quantiles as it does to shapes. The score is `(r - tail_quantile) /
-(1 - tail_quantile)` clipped to [0, 1]: 0 up to the tail quantile, 1 above every value seen.
+decay applies to quantiles as it does to shapes. The score is 0 below the tail quantile, and
+`0.5 + 0.5 * (r - tail_quantile) / (1 - tail_quantile)` from it: 0.5 at the tail quantile, 1
+above every value seen.
 t-digest, not KLL: KLL's rank error (1.3% at k=200) is larger than the whole 1% tail, and KLL
 is randomised per process while these scores must be reproducible; the t-digest is
 deterministic and its error shrinks towards the tails (see `sketches.TailQuantiles`).
@@ -133,11 +139,12 @@ class _Window:
 
 
 class _GroupWindow:
-    __slots__ = ("index", "values")
+    __slots__ = ("index", "values", "sessions")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.values: dict[str, TailQuantiles] = {}
+        self.sessions = 0
 
 
 _W = TypeVar("_W", _Window, _GroupWindow)
@@ -165,11 +172,13 @@ class RarityModel:
             return COLD
         known = sum(w * window.shapes.lower_bound(shape) for w, window in live)
         total = sum(w * window.sessions for w, window in live)
-        shape_score = _shape_score(known / total, self.settings.rare_shape_share)
         group_windows = self._groups.get(group)
+        group_live = list(self._live(group_windows, index)) if group_windows else []
+        if sum(gw.sessions for _, gw in group_live) >= self.settings.min_group_values:
+            total = sum(w * gw.sessions for w, gw in group_live)
+        shape_score = _shape_score(min(1.0, known / total), self.settings.rare_shape_share)
         numeric = dict.fromkeys(DIMENSIONS, 0.0)
-        if group_windows is not None:
-            group_live = list(self._live(group_windows, index))
+        if group_live:
             for dimension, value in numbers.items():
                 if math.isfinite(value):
                     numeric[dimension] = self._tail_score(group_live, dimension, value)
@@ -192,6 +201,7 @@ class RarityModel:
         if not group_windows or group_windows[-1].index != index:
             group_windows.append(_GroupWindow(index))
             self._expire(group_windows, index)
+        group_windows[-1].sessions += 1
         values = group_windows[-1].values
         for dimension, value in numbers.items():
             sketch = values.get(dimension)
@@ -245,7 +255,10 @@ class RarityModel:
         if count < self.settings.min_group_values:
             return 0.0
         q = self.settings.tail_quantile
-        return min(1.0, max(0.0, (weighted_rank / weighted_count - q) / (1.0 - q)))
+        rank = weighted_rank / weighted_count
+        if rank < q:
+            return 0.0
+        return min(1.0, 0.5 + 0.5 * (rank - q) / (1.0 - q))
 
     def _index_at(self, now: float) -> int:
         if not math.isfinite(now):
@@ -282,11 +295,9 @@ def _fires(score: float, threshold: float) -> bool:
 
 
 def _shape_score(share: float, rare_share: float) -> float:
-    if share <= rare_share / 10:
+    if share <= 0.0:
         return 1.0
-    if share >= rare_share:
-        return 0.0
-    return math.log10(rare_share / share)
+    return min(1.0, max(0.0, 0.5 + 0.5 * math.log10(rare_share / share)))
 
 
 def _check_numbers(numbers: Mapping[str, float]) -> None:

@@ -65,7 +65,12 @@ class SessionScorer:
         agent = features.root_agent if s.include_agent else ""
         return f"{agent}:{'>'.join(path)}"
 
-    def score(self, features: SessionFeatures, now: float) -> SessionSignals:
+    def score(
+        self, features: SessionFeatures, now: float, *, fragment: bool = False
+    ) -> SessionSignals:
+        """``fragment``: the later part of a conversation decided before (a continuation). Its
+        shape and numbers describe a piece, not a session, so they are neither scored for
+        rarity nor learned from; errors and loops are found in it as in any session."""
         signals = list(error_signals(features.error_kinds))
         calls = [ToolCall(start, name, digest) for start, name, digest in features.tool_calls]
         agents = [
@@ -83,10 +88,12 @@ class SessionScorer:
             "span_count": float(features.span_count),
             "tool_calls": float(features.tool_call_count),
         }
-        scores = self.rarity.score(shape, group, numbers, now)
-        self.rarity.observe(shape, group, numbers, now)
-        signals.extend(scores.fired(self.rarity_threshold))
-        rarity = {"shape": scores.shape, **scores.numeric}
+        rarity: dict[str, float] = {}
+        if not fragment:
+            scores = self.rarity.score(shape, group, numbers, now)
+            self.rarity.observe(shape, group, numbers, now)
+            signals.extend(scores.fired(self.rarity_threshold))
+            rarity = {"shape": scores.shape, **scores.numeric}
         return SessionSignals(
             signals=tuple(signals),
             shape=shape,
