@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -116,8 +116,10 @@ def _number(value: AttrValue) -> int:
     return 0
 
 
-@dataclass(frozen=True, slots=True)
-class SpanFacts:
+class SpanFacts(NamedTuple):
+    """One span, normalised. A NamedTuple: built once per span on the hot path, and a tuple is
+    constructed in C where a frozen dataclass pays a ``__setattr__`` per field."""
+
     trace_id: bytes
     session_key: str | None
     is_root: bool
@@ -194,7 +196,7 @@ class SpanExtractor:
             if "length" in reasons:
                 errors |= ErrorKind.LLM_TRUNCATED
         for key in HTTP_STATUS_KEYS:
-            if _number(attrs.get(key)) >= 500:
+            if key in attrs and _number(attrs[key]) >= 500:
                 errors |= ErrorKind.HTTP_5XX
 
         tokens = 0

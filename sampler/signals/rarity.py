@@ -17,8 +17,10 @@ signal threshold of 0.5 means "at or beyond the boundary".
 
 Shape score. The shape's weighted share *among its group's sessions* (a path rare for that
 agent, even if the agent itself is busy) is
-`sum(w * lower_bound_in_window) / sum(w * group_sessions_in_window)`; a group with fewer than
-`min_group_values` sessions is measured against all sessions instead. The score is
+`sum(w * lower_bound_in_window) / sum(w * group_sessions_in_window)`, from the group's own
+frequent-items sketch (2^9 counters: shapes above 0.7% of the group are always tracked); a group
+with fewer than `min_group_values` sessions is measured with the global sketch against all
+sessions instead. The score is
 `0.5 + 0.5 * log10(rare_shape_share / share)` clipped to [0, 1]: one point per two decades of
 rarity, since rarity is a matter of orders of magnitude: 0 at ten times the boundary share,
 0.5 at it, 1 at a tenth of it.
@@ -80,6 +82,7 @@ class RaritySettings:
     decay: float = 0.5  # weight of each older window relative to the next newer one
     warmup_sessions: int = 200  # fewer sessions than this in the live windows: all scores 0
     shape_lg_max_k: int = 10  # frequent-items sketch size (2^k counters, 0.75 * 2^k tracked)
+    group_shape_lg_max_k: int = 9  # per-group shape sketch: resolution 3.5/512 = 0.7% of a group
     quantile_k: int = 100  # t-digest size per (group, dimension, window)
     max_groups: int = 256  # groups with quantile sketches; least recently observed evicted
     min_group_values: int = 50  # fewer values than this for a group: its numeric scores are 0
@@ -139,12 +142,15 @@ class _Window:
 
 
 class _GroupWindow:
-    __slots__ = ("index", "values", "sessions")
+    __slots__ = ("index", "values", "sessions", "shapes")
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, lg_max_k: int) -> None:
         self.index = index
         self.values: dict[str, TailQuantiles] = {}
         self.sessions = 0
+        # the group's own shapes: its share is measured among its sessions, and a small
+        # group's common shape is tracked even when it is below the global sketch's resolution
+        self.shapes = FrequentStrings(lg_max_k)
 
 
 _W = TypeVar("_W", _Window, _GroupWindow)
@@ -175,6 +181,7 @@ class RarityModel:
         group_windows = self._groups.get(group)
         group_live = list(self._live(group_windows, index)) if group_windows else []
         if sum(gw.sessions for _, gw in group_live) >= self.settings.min_group_values:
+            known = sum(w * gw.shapes.lower_bound(shape) for w, gw in group_live)
             total = sum(w * gw.sessions for w, gw in group_live)
         shape_score = _shape_score(min(1.0, known / total), self.settings.rare_shape_share)
         numeric = dict.fromkeys(DIMENSIONS, 0.0)
@@ -199,9 +206,10 @@ class RarityModel:
         else:
             self._groups.move_to_end(group)
         if not group_windows or group_windows[-1].index != index:
-            group_windows.append(_GroupWindow(index))
+            group_windows.append(_GroupWindow(index, self.settings.group_shape_lg_max_k))
             self._expire(group_windows, index)
         group_windows[-1].sessions += 1
+        group_windows[-1].shapes.update(shape)
         values = group_windows[-1].values
         for dimension, value in numbers.items():
             sketch = values.get(dimension)
@@ -230,6 +238,11 @@ class RarityModel:
     def approx_bytes(self) -> int:
         """Serialized size of every sketch held (the memory held is a small multiple of it)."""
         shapes = sum(window.shapes.approx_bytes() for window in self._windows)
+        shapes += sum(
+            group_window.shapes.approx_bytes()
+            for group_windows in self._groups.values()
+            for group_window in group_windows
+        )
         values = sum(
             sketch.approx_bytes()
             for group_windows in self._groups.values()

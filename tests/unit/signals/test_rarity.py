@@ -63,7 +63,15 @@ def test_after_common_traffic_a_new_shape_is_rare_and_a_common_one_is_not() -> N
 
 
 # 5000 sessions: a few shapes at known shares, the rest spread over the common ones.
-SHARES = {"once": 1, "twice": 2, "five-times": 5, "ten-times": 10, "five-hundred-times": 500}
+SHARES = {
+    "once": 1,
+    "twice": 2,
+    "five-times": 5,
+    "ten-times": 10,
+    "twenty-times": 20,
+    "a-hundred-times": 100,
+    "five-hundred-times": 500,
+}
 
 
 @pytest.fixture(scope="module")
@@ -78,24 +86,51 @@ def known_shares() -> dict[float, RarityModel]:
     return models
 
 
+def log_score(rare_share: float, share: float) -> float:
+    """The shape curve, written out: 0.5 at the boundary, one point per two decades."""
+    return 0.5 + 0.5 * math.log10(rare_share / share)
+
+
+# Shares are of the 5000 sessions; log_score is only used where it lies in [0, 1].
 @pytest.mark.parametrize(
     ("rare_share", "shape", "expected"),
     [
-        pytest.param(0.002, "never", 1.0, id="unseen"),
-        pytest.param(0.002, "once", 1.0, id="0.02pct-is-a-tenth-of-the-threshold"),
-        pytest.param(0.002, "twice", math.log10(5), id="0.04pct-log-linear"),
-        pytest.param(0.002, "five-times", math.log10(2), id="0.1pct-log-linear"),
-        pytest.param(0.002, "ten-times", 0.0, id="0.2pct-at-the-threshold"),
-        pytest.param(0.002, "five-hundred-times", 0.0, id="10pct"),
-        pytest.param(0.01, "five-times", 1.0, id="0.1pct-against-1pct"),
-        pytest.param(0.01, "ten-times", math.log10(5), id="0.2pct-against-1pct"),
-        pytest.param(0.01, "five-hundred-times", 0.0, id="10pct-against-1pct"),
+        pytest.param(0.002, "never", 1.0, id="unseen-scores-1"),
+        pytest.param(0.002, "once", 1.0, id="0.02pct-a-tenth-of-the-boundary-scores-1"),
+        pytest.param(0.002, "twice", log_score(0.002, 0.0004), id="0.04pct-scores-0.85"),
+        pytest.param(0.002, "five-times", log_score(0.002, 0.001), id="0.1pct-scores-0.65"),
+        pytest.param(0.002, "ten-times", 0.5, id="0.2pct-at-the-boundary-scores-0.5"),
+        pytest.param(0.002, "twenty-times", log_score(0.002, 0.004), id="0.4pct-scores-0.35"),
+        pytest.param(0.002, "a-hundred-times", 0.0, id="2pct-ten-times-the-boundary-scores-0"),
+        pytest.param(0.002, "five-hundred-times", 0.0, id="10pct-scores-0"),
+        pytest.param(0.01, "five-times", 1.0, id="0.1pct-against-1pct-scores-1"),
+        pytest.param(
+            0.01, "ten-times", log_score(0.01, 0.002), id="0.2pct-against-1pct-scores-0.85"
+        ),
+        pytest.param(
+            0.01, "twenty-times", log_score(0.01, 0.004), id="0.4pct-against-1pct-scores-0.70"
+        ),
+        pytest.param(
+            0.01, "a-hundred-times", log_score(0.01, 0.02), id="2pct-against-1pct-scores-0.35"
+        ),
+        pytest.param(0.01, "five-hundred-times", 0.0, id="10pct-against-1pct-scores-0"),
     ],
 )
 def test_shape_score_is_log_linear_in_share(
     known_shares: dict[float, RarityModel], rare_share: float, shape: str, expected: float
 ) -> None:
     assert shape_score(known_shares[rare_share], shape, now=0.0) == pytest.approx(expected)
+
+
+def test_a_shape_exactly_at_the_boundary_share_scores_exactly_half(
+    known_shares: dict[float, RarityModel],
+) -> None:
+    # 10 of 5000 sessions is exactly 0.2%: a signal threshold of 0.5 means "at the boundary".
+    at_boundary = shape_score(known_shares[0.002], "ten-times", now=0.0)
+
+    assert at_boundary == 0.5
+    assert RarityScores(at_boundary).fired(0.5) == ("rare_shape",)
+    assert shape_score(known_shares[0.002], "twenty-times", now=0.0) < 0.5
 
 
 def test_a_shape_common_hours_ago_is_rare_again() -> None:
@@ -123,9 +158,12 @@ def test_a_burst_of_a_rare_shape_makes_it_common() -> None:
     ("decay", "windows_later", "expected"),
     [
         # 500 "fading" of 1000 sessions five windows ago, then 1000 other sessions now:
-        # share = 0.5**5 * 500 / (0.5**5 * 1000 + 1000) = 1.5%; log10(5% / 1.5%) = 0.52.
-        pytest.param(0.5, 5, math.log10(0.05 * 1031.25 / 15.625), id="decay-0.5-age-5"),
-        pytest.param(1.0, 5, 0.0, id="no-decay-age-5-share-25pct"),
+        # share = 0.5**5 * 500 / (0.5**5 * 1000 + 1000) = 15.625 / 1031.25 = 1.5% against 5%,
+        # 0.5 + 0.5 * log10(5% / 1.5%) = 0.76. Without decay: 500 / 2000 = 25%, 0.15.
+        pytest.param(
+            0.5, 5, log_score(0.05, 15.625 / 1031.25), id="decay-0.5-age-5-share-1.5pct-0.76"
+        ),
+        pytest.param(1.0, 5, log_score(0.05, 0.25), id="no-decay-age-5-share-25pct-0.15"),
         pytest.param(0.5, 6, 1.0, id="aged-out-after-six-windows"),
         pytest.param(1.0, 6, 1.0, id="aged-out-without-decay-too"),
     ],
@@ -139,6 +177,47 @@ def test_older_windows_weigh_less_and_age_out_whole(
     observe_all(model, common(1000), now=later)
 
     assert shape_score(model, "fading", now=later) == pytest.approx(expected)
+
+
+# --- shapes among their group's sessions ----------------------------------------------------
+
+
+def test_a_quiet_agents_usual_path_is_not_rare() -> None:
+    # 50 "billing" sessions among 10000: its one path is 0.5% of all traffic but 100% of billing.
+    model = RarityModel(RaritySettings(rare_shape_share=0.01, min_group_values=50))
+    observe_all(model, common(9950), now=0.0)
+    observe_all(model, ["billing:refund"] * 50, now=0.0, group="billing")
+
+    assert model.score("billing:refund", "billing", NO_NUMBERS, now=0.0).shape == 0.0
+    globally = model.score("billing:refund", "unknown-agent", NO_NUMBERS, now=0.0).shape
+    assert globally == pytest.approx(log_score(0.01, 0.005))  # 0.65: rare among all sessions
+
+
+def test_a_path_rare_for_a_busy_agent_is_rare_even_if_common_for_others() -> None:
+    # Shapes without the agent (shape.include_agent false): "search>refund" is 0.5% of
+    # support's 2000 sessions but all of billing's 2000, so (10 + 2000) / 4000 = 50% globally.
+    model = RarityModel(RaritySettings(rare_shape_share=0.01, min_group_values=50))
+    observe_all(model, ["search>answer"] * 1990 + ["search>refund"] * 10, now=0.0)
+    observe_all(model, ["search>refund"] * 2000, now=0.0, group="billing")
+
+    assert model.score("search>refund", "billing", NO_NUMBERS, now=0.0).shape == 0.0
+    for_support = model.score("search>refund", "support", NO_NUMBERS, now=0.0).shape
+    assert for_support == pytest.approx(log_score(0.01, 0.005))  # 0.65: rare for support
+
+
+def test_a_small_group_is_measured_against_all_sessions() -> None:
+    # 49 "quiet" sessions (fewer than min_group_values) among 10000: their path's share is
+    # 49 / 10000 = 0.49% of all sessions, 0.5 + 0.5 * log10(1% / 0.49%) = 0.65.
+    model = RarityModel(RaritySettings(rare_shape_share=0.01, min_group_values=50))
+    observe_all(model, common(9951), now=0.0)
+    observe_all(model, ["quiet:usual"] * 49, now=0.0, group="quiet")
+
+    small = model.score("quiet:usual", "quiet", NO_NUMBERS, now=0.0).shape
+    assert small == pytest.approx(log_score(0.01, 49 / 10000))
+
+    observe_all(model, ["quiet:usual"] * 1, now=0.0, group="quiet")  # the 50th: its own share
+
+    assert model.score("quiet:usual", "quiet", NO_NUMBERS, now=0.0).shape == 0.0
 
 
 def test_a_common_shape_is_never_called_rare_however_many_rare_ones_go_by() -> None:
@@ -175,7 +254,9 @@ def two_agents() -> RarityModel:
         pytest.param("agent-a", {"duration": 100.0}, 1.0, id="100s-is-far-tail-for-a"),
         pytest.param("agent-b", {"duration": 100.0}, 0.0, id="100s-is-median-for-b"),
         pytest.param("agent-a", {"duration": 10.0}, 0.0, id="10s-is-median-for-a"),
-        pytest.param("agent-a", {"duration": 10.99}, 0.5, id="99.5th-percentile-scores-half"),
+        pytest.param("agent-a", {"duration": 10.96}, 0.0, id="98th-percentile-is-below-the-tail"),
+        # 10.99 is the 99.5th percentile of uniform(9, 11): 0.5 + 0.5 * (0.995 - 0.99) / 0.01
+        pytest.param("agent-a", {"duration": 10.99}, 0.75, id="99.5th-percentile-scores-0.75"),
         pytest.param("agent-b", {"duration": 1e6}, 1.0, id="above-everything-seen"),
         pytest.param("agent-a", {"tool_calls": 2.0}, 0.0, id="the-usual-constant-value"),
         pytest.param("agent-a", {"tool_calls": 3.0}, 1.0, id="above-a-constant"),
@@ -191,6 +272,45 @@ def test_numeric_tails_are_per_group(
     assert scores.numeric[dimension] == pytest.approx(expected, abs=0.05)
     others = set(DIMENSIONS) - {dimension}
     assert all(scores.numeric[other] == 0.0 for other in others)
+
+
+@pytest.fixture(scope="module")
+def hundred_values() -> RarityModel:
+    # 0, 1, ..., 99 once each: each value is its own centroid, so ranks are exact and 98.5,
+    # halfway between the 99th and the 100th value, has rank 0.99 (the tail quantile).
+    model = RarityModel(RaritySettings(warmup_sessions=100))
+    for i in range(100):
+        model.observe("s", "support", {"duration": float(i)}, now=0.0)
+    return model
+
+
+def duration_score(model: RarityModel, value: float) -> float:
+    return model.score("s", "support", {"duration": value}, now=0.0).numeric["duration"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(50.0, 0.0, id="rank-0.505-scores-0"),
+        pytest.param(98.4, 0.0, id="rank-0.984-just-below-the-tail-scores-0"),
+        pytest.param(98.5, 0.5, id="rank-0.99-the-tail-quantile-scores-0.5"),
+        pytest.param(99.0, 0.75, id="rank-0.995-scores-0.75"),
+        pytest.param(99.5, 1.0, id="rank-1-above-every-value-scores-1"),
+    ],
+)
+def test_tail_score_is_half_at_the_tail_quantile_then_linear(
+    hundred_values: RarityModel, value: float, expected: float
+) -> None:
+    assert duration_score(hundred_values, value) == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_value_exactly_at_the_tail_quantile_scores_exactly_half(
+    hundred_values: RarityModel,
+) -> None:
+    at_tail = hundred_values.score("s", "support", {"duration": 98.5}, now=0.0)
+
+    assert at_tail.numeric["duration"] == 0.5
+    assert at_tail.fired(0.5) == ("tail_latency",)
 
 
 def test_numeric_signal_names() -> None:

@@ -1,0 +1,228 @@
+"""The session scorer: error kinds, tool cycles, shape and rarity of one session being decided.
+
+A session is written as its agent and its tool calls, one per word, in start order:
+``search:q1`` is the tool ``search`` called with arguments whose digest is ``q1``; a bare
+``search`` recorded no arguments. Every session is one trace: a root agent span, then its tools.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sampler.config.model import RarityConfig, ShapeConfig, SignalsConfig
+from sampler.sessions.features import SessionFeatures
+from sampler.sessions.spans import KIND_AGENT, KIND_LLM, KIND_TOOL, SpanFacts
+from sampler.signals.errors import ErrorKind
+from sampler.signals.scorer import SessionScorer
+
+TRACE = b"\0" * 15 + b"t"
+ROOT = (1).to_bytes(8, "big")
+
+
+def span_facts(
+    number: int,
+    start_ns: int,
+    kind: str,
+    *,
+    agent_name: str = "",
+    tool_name: str = "",
+    tool_args: str = "",
+    error_kinds: int = 0,
+) -> SpanFacts:
+    """Span ``number`` of the session's one trace: span 1 is the root, the others its children."""
+    return SpanFacts(
+        trace_id=TRACE,
+        session_key=None,
+        is_root=number == 1,
+        start_ns=start_ns,
+        end_ns=start_ns + 500,
+        test_bits=0,
+        error_kinds=error_kinds,
+        span_id=number.to_bytes(8, "big"),
+        parent_span_id=b"" if number == 1 else ROOT,
+        kind=kind,
+        agent_name=agent_name,
+        tool_name=tool_name,
+        tool_args=tool_args,
+    )
+
+
+def session(
+    tools: str = "", *, agent: str = "support", errors: int = 0, failing: str = KIND_LLM
+) -> SessionFeatures:
+    """``errors`` are put on one more span of kind ``failing`` (on the last tool if "tool")."""
+    features = SessionFeatures()
+    features.observe(span_facts(1, 1_000, KIND_AGENT, agent_name=agent))
+    words = tools.split()
+    for i, word in enumerate(words):
+        name, _, digest = word.partition(":")
+        on_this = failing == KIND_TOOL and i == len(words) - 1
+        features.observe(
+            span_facts(
+                i + 2,
+                2_000 + i * 1_000,
+                KIND_TOOL,
+                tool_name=name,
+                tool_args=digest,
+                error_kinds=errors if on_this else 0,
+            )
+        )
+    if failing != KIND_TOOL:
+        features.observe(span_facts(99, 90_000, failing, error_kinds=errors))
+    return features
+
+
+def scorer(warmup_sessions: int = RarityConfig().warmup_sessions) -> SessionScorer:
+    config = SignalsConfig()
+    rarity = dataclasses.replace(config.rarity, warmup_sessions=warmup_sessions)
+    return SessionScorer(dataclasses.replace(config, rarity=rarity))
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failing", "errors", "signals"),
+    [
+        pytest.param(KIND_LLM, 0, (), id="no-error-no-signal"),
+        pytest.param(KIND_LLM, ErrorKind.STATUS, ("error",), id="status-error"),
+        pytest.param(KIND_LLM, ErrorKind.EXCEPTION, ("error",), id="exception-event"),
+        pytest.param(KIND_LLM, ErrorKind.ERROR_TYPE, ("error",), id="error-type"),
+        pytest.param(
+            KIND_TOOL, ErrorKind.STATUS | ErrorKind.TOOL, ("error", "tool_error"), id="failed-tool"
+        ),
+        pytest.param(KIND_LLM, ErrorKind.LLM_REFUSAL, ("llm_refusal",), id="content-filter"),
+        pytest.param(KIND_LLM, ErrorKind.LLM_TRUNCATED, ("llm_truncated",), id="length"),
+        pytest.param(KIND_LLM, ErrorKind.HTTP_5XX, ("http_5xx",), id="http-5xx"),
+        pytest.param(
+            KIND_TOOL,
+            ErrorKind(127),
+            ("error", "tool_error", "llm_refusal", "llm_truncated", "http_5xx"),
+            id="every-kind-in-a-stable-order",
+        ),
+    ],
+)
+def test_error_kinds_fire_their_signals(
+    failing: str, errors: int, signals: tuple[str, ...]
+) -> None:
+    result = scorer().score(session("search:q1", errors=errors, failing=failing), now=0.0)
+
+    assert result.signals == signals
+
+
+# --- tool cycles --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tools", "kinds"),
+    [
+        pytest.param("search:q1 fetch:u1 answer:a1", frozenset(), id="ordinary-path"),
+        pytest.param("search:q1 search:q2 search:q3", frozenset(), id="same-tool-new-args"),
+        pytest.param(
+            "search:q1 fetch:u1 search:q1 search:q1",
+            frozenset({"repeated_call"}),
+            id="same-call-three-times",
+        ),
+    ],
+)
+def test_tool_cycles(tools: str, kinds: frozenset[str]) -> None:
+    result = scorer().score(session(tools), now=0.0)
+
+    assert result.cycle_kinds == kinds
+    assert ("tool_cycle" in result.signals) == bool(kinds)
+    assert len(result.cycle_details) == len(kinds)
+
+
+# --- shape --------------------------------------------------------------------------------
+
+PATH = "search search fetch search answer"
+
+
+@pytest.mark.parametrize(
+    ("shape_config", "tools", "expected"),
+    [
+        pytest.param(ShapeConfig(), PATH, "support:search>fetch>search>answer", id="default"),
+        pytest.param(
+            ShapeConfig(include_agent=False), PATH, ":search>fetch>search>answer", id="no-agent"
+        ),
+        pytest.param(
+            ShapeConfig(collapse_repeats=False),
+            PATH,
+            "support:search>search>fetch>search>answer",
+            id="repeats-kept",
+        ),
+        pytest.param(ShapeConfig(max_tools=2), PATH, "support:search>fetch", id="first-2-tools"),
+        pytest.param(
+            ShapeConfig(max_tools=2, collapse_repeats=False),
+            PATH,
+            "support:search>search",
+            id="first-2-tools-repeats-kept",
+        ),
+        pytest.param(ShapeConfig(), "", "support:", id="no-tools"),
+    ],
+)
+def test_shape_of_follows_the_shape_config(
+    shape_config: ShapeConfig, tools: str, expected: str
+) -> None:
+    features = session(tools)
+    shaped = SessionScorer(SignalsConfig(shape=shape_config))
+
+    assert shaped.shape_of(features) == expected
+    assert shaped.score(features, now=0.0).shape == expected
+
+
+def test_the_shape_follows_start_order_not_arrival_order() -> None:
+    features = SessionFeatures()
+    features.observe(span_facts(1, 1_000, KIND_AGENT, agent_name="support"))
+    for number, start_ns, name in ((3, 3_000, "answer"), (2, 2_000, "search")):
+        features.observe(span_facts(number, start_ns, KIND_TOOL, tool_name=name))
+
+    assert scorer().shape_of(features) == "support:search>answer"
+
+
+# --- rarity -------------------------------------------------------------------------------
+
+
+def test_after_warmup_a_never_seen_shape_is_rare() -> None:
+    warm_after_5 = scorer(warmup_sessions=5)
+    first = warm_after_5.score(session("search:q1 answer:a1"), now=0.0)
+    assert first.rarity["shape"] == 0.0  # cold: nothing is rare yet, not even a first shape
+    assert "rare_shape" not in first.signals
+    for _ in range(4):
+        warm_after_5.score(session("search:q1 answer:a1"), now=0.0)
+
+    new = warm_after_5.score(session("search:q1 refund:r1 escalate:e1"), now=1.0)
+    usual = warm_after_5.score(session("search:q1 answer:a1"), now=1.0)
+
+    assert new.rarity["shape"] == 1.0
+    assert "rare_shape" in new.signals
+    assert usual.rarity["shape"] == 0.0
+    assert "rare_shape" not in usual.signals
+
+
+def test_a_fragment_is_neither_scored_nor_learned_from() -> None:
+    warm_after_5 = scorer(warmup_sessions=5)
+    for _ in range(5):
+        warm_after_5.score(session("search:q1 answer:a1"), now=0.0)
+    looping = session("refund:r1 refund:r1 refund:r1", errors=ErrorKind.HTTP_5XX)
+
+    fragment = warm_after_5.score(looping, now=1.0, fragment=True)
+
+    assert fragment.rarity == {}
+    assert fragment.signals == ("http_5xx", "tool_cycle")  # errors and loops still found
+    assert fragment.shape == "support:refund"
+    assert warm_after_5.rarity.sessions_seen(1.0) == 5  # not taught
+    assert warm_after_5.score(looping, now=1.0).rarity["shape"] == 1.0  # still never seen
+
+
+def test_the_rarity_config_reaches_the_model() -> None:
+    config = RarityConfig(warmup_sessions=7, rare_shape_share=0.05, tail_quantile=0.9)
+    settings = SessionScorer(SignalsConfig(rarity=config)).rarity.settings
+
+    assert (settings.warmup_sessions, settings.rare_shape_share, settings.tail_quantile) == (
+        7,
+        0.05,
+        0.9,
+    )
