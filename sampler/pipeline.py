@@ -219,7 +219,12 @@ class Pipeline:
     def facts_of(self, session: Session, now: float) -> DecisionFacts:
         """Summarise and score a session being decided (this also teaches the rarity model)."""
         features = session.features
-        scored = self.scorer.score(features, now, fragment=session.continuation)
+        running_at_cap = bool(session.rootless) and (
+            now - session.created >= self.config.sessions.max_session_duration
+        )
+        scored = self.scorer.score(
+            features, now, fragment=session.continuation, running_at_cap=running_at_cap
+        )
         tests = self.engine.span_tests
         bits = features.test_bits
         matched = frozenset(t for i, t in enumerate(tests) if bits >> i & 1)

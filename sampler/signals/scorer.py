@@ -17,6 +17,7 @@ from sampler.signals.rarity import RarityModel, RaritySettings
 from sampler.signals.tool_cycles import AgentSpan, CycleThresholds, ToolCall, detect_cycles
 
 TOOL_CYCLE = "tool_cycle"
+TAIL_LATENCY = "tail_latency"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +67,19 @@ class SessionScorer:
         return f"{agent}:{'>'.join(path)}"
 
     def score(
-        self, features: SessionFeatures, now: float, *, fragment: bool = False
+        self,
+        features: SessionFeatures,
+        now: float,
+        *,
+        fragment: bool = False,
+        running_at_cap: bool = False,
     ) -> SessionSignals:
         """``fragment``: the later part of a conversation decided before (a continuation). Its
         shape and numbers describe a piece, not a session, so they are neither scored for
-        rarity nor learned from; errors and loops are found in it as in any session."""
+        rarity nor learned from; errors and loops are found in it as in any session.
+        ``running_at_cap``: a trace was still running when the session reached
+        max_session_duration; such a session is among the longest by construction, so it fires
+        tail_latency even before (or without) its agent's history saying so."""
         signals = list(error_signals(features.error_kinds))
         calls = [ToolCall(start, name, digest) for start, name, digest in features.tool_calls]
         agents = [
@@ -94,6 +103,10 @@ class SessionScorer:
             self.rarity.observe(shape, group, numbers, now)
             signals.extend(scores.fired(self.rarity_threshold))
             rarity = {"shape": scores.shape, **scores.numeric}
+        if running_at_cap:
+            rarity["duration"] = 1.0
+            if TAIL_LATENCY not in signals:
+                signals.append(TAIL_LATENCY)
         return SessionSignals(
             signals=tuple(signals),
             shape=shape,

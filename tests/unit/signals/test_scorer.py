@@ -226,3 +226,14 @@ def test_the_rarity_config_reaches_the_model() -> None:
         0.05,
         0.9,
     )
+
+
+@pytest.mark.parametrize("fragment", [False, True], ids=["session", "fragment"])
+def test_a_session_still_running_at_the_duration_cap_is_tail_latency(fragment: bool) -> None:
+    """Cold (no history at all), yet a trace still running at max_session_duration makes the
+    session one of the longest by construction."""
+    features = session("search fetch")
+    scored = scorer().score(features, now=1.0, fragment=fragment, running_at_cap=True)
+    assert "tail_latency" in scored.signals
+    assert scored.rarity["duration"] == 1.0
+    assert "tail_latency" not in scorer().score(session("search fetch"), now=1.0).signals
