@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--output", required=True, help="file for the kept spans (OTLP/JSON lines)")
     rep.add_argument("--json", action="store_true", help="print the summary as JSON")
     rep.add_argument(
+        "--report",
+        metavar="PATH.html",
+        help="also write the summary as a self-contained HTML page with plots",
+    )
+    rep.add_argument(
         "inputs",
         nargs="+",
         metavar="INPUT",
@@ -152,9 +157,23 @@ def _replay(config: SamplerConfig, args: argparse.Namespace) -> int:
         print(f"agent-sampler replay: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(summary_json(result.stats, result.requests))
+        print(summary_json(result.stats, result.requests, result.observed))
     else:
-        print(format_summary(result.stats))
+        print(format_summary(result.stats, result.observed))
+    if args.report is not None:
+        from sampler.report import write_report
+
+        try:
+            write_report(
+                args.report,
+                result,
+                config_path=args.config if args.config is not None else config.source,
+                inputs=args.inputs,
+                rarity_threshold=config.signals.rarity.threshold,
+            )
+        except OSError as exc:
+            print(f"agent-sampler replay: cannot write the report: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

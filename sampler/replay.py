@@ -3,20 +3,187 @@
 Time comes from the spans: before each recorded request the clock moves to the latest span end
 time seen so far, so ``decision_wait``, grace periods and rate limits behave as they did live
 (for traffic recorded in arrival order). Kept spans are written as OTLP/JSON lines.
+
+Every decision is also shown to a ``ReplayObservations``, which aggregates as it goes (per
+signal tallies, rare shapes, kept volume over time, rarity score histograms) so that memory
+stays bounded however long the recording. ``sampler.report`` renders them as an HTML page.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from sampler.clock import ManualClock
 from sampler.config.model import SamplerConfig
 from sampler.export.base import ExporterSettings
 from sampler.export.file_exporter import FileExporter
 from sampler.otlp.json_codec import iter_json_lines
-from sampler.pipeline import Pipeline, PipelineStats
+from sampler.pipeline import Pipeline, PipelineStats, RuleTally
+from sampler.rules.engine import RuleEngine
+from sampler.rules.facts import DecisionFacts, SpanTest
+from sampler.rules.verdict import Verdict
+
+NO_SIGNAL = "(no signal)"  # the row of sessions on which no signal fired
+TOP_SHAPES = 10
+TIMELINE_BUCKETS = 50
+SCORE_BINS = 20
+# Distinct shapes remembered for the rare-shape table. Beyond this the least rare half is
+# forgotten: memory stays bounded, and a forgotten shape seen again restarts its counts (the
+# rarest shapes, the ones the table shows, are the ones kept).
+MAX_SHAPES = 10_000
+
+
+@dataclass(slots=True)
+class ShapeTally:
+    sessions: int = 0
+    sessions_kept: int = 0
+    peak_score: float = 0.0  # the highest rarity shape score a session of this shape had
+
+
+@dataclass(slots=True)
+class KeptTimeline:
+    """Kept spans per rule in at most ``max_buckets`` equal time buckets from the first
+    decision. The replay's time span is not known in advance: when a decision falls past the
+    last bucket, the bucket width doubles and neighbouring buckets merge, so a finished
+    timeline holds between ``max_buckets / 2`` and ``max_buckets`` buckets (or fewer when the
+    whole replay fits in a few initial widths)."""
+
+    max_buckets: int = TIMELINE_BUCKETS
+    width_s: float = 1.0
+    start: float | None = None
+    end: float | None = None
+    kept_spans: dict[str, list[int]] = field(default_factory=dict)  # rule -> per bucket
+
+    def add(self, rule: str, now: float, kept_spans: int) -> None:
+        if self.start is None:
+            self.start = now
+        self.end = now if self.end is None else max(self.end, now)
+        index = self._index(now)
+        while index >= self.max_buckets:
+            self._coarsen()
+            index = self._index(now)
+        series = self.kept_spans.setdefault(rule, [])
+        if kept_spans:
+            series.extend([0] * (index + 1 - len(series)))
+            series[index] += kept_spans
+
+    @property
+    def bucket_count(self) -> int:
+        if self.start is None or self.end is None:
+            return 0
+        return self._index(self.end) + 1
+
+    def series(self, rule: str) -> list[int]:
+        """Kept spans of ``rule`` per bucket, ``bucket_count`` long."""
+        values = self.kept_spans.get(rule, [])
+        return values + [0] * (self.bucket_count - len(values))
+
+    def _index(self, now: float) -> int:
+        start = self.start if self.start is not None else now
+        return max(0, int((now - start) // self.width_s))
+
+    def _coarsen(self) -> None:
+        self.width_s *= 2
+        for rule, values in self.kept_spans.items():
+            self.kept_spans[rule] = [sum(values[i : i + 2]) for i in range(0, len(values), 2)]
+
+
+@dataclass(slots=True)
+class ScoreHistogram:
+    """Sessions per rarity score bin (scores are in [0, 1]; bin ``i`` holds
+    ``[i / bins, (i + 1) / bins)``, the last one also 1), kept apart from dropped."""
+
+    bins: int = SCORE_BINS
+    kept: list[int] = field(default_factory=list)
+    dropped: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.kept = self.kept or [0] * self.bins
+        self.dropped = self.dropped or [0] * self.bins
+
+    def add(self, score: float, keep: bool) -> None:
+        index = min(self.bins - 1, max(0, int(score * self.bins)))
+        (self.kept if keep else self.dropped)[index] += 1
+
+
+@dataclass(slots=True)
+class ReplayObservations:
+    """What the replay saw of every decision, aggregated as it goes: memory is bounded by the
+    number of rules, signals, score dimensions and ``max_shapes``, not by the traffic."""
+
+    max_shapes: int = MAX_SHAPES
+    by_signal: dict[str, RuleTally] = field(default_factory=dict)
+    shapes: dict[str, ShapeTally] = field(default_factory=dict)
+    timeline: KeptTimeline = field(default_factory=KeptTimeline)
+    scores: dict[str, ScoreHistogram] = field(default_factory=dict)  # rarity dimension ->
+
+    def observe(self, facts: DecisionFacts, verdict: Verdict, now: float) -> None:
+        spans, keep = facts.span_count, verdict.keep
+        for signal in facts.signals or (NO_SIGNAL,):
+            tally = self.by_signal.get(signal)
+            if tally is None:
+                tally = self.by_signal[signal] = RuleTally()
+            tally.sessions_seen += 1
+            tally.spans_seen += spans
+            if keep:
+                tally.sessions_kept += 1
+                tally.spans_kept += spans
+        self.timeline.add(verdict.rule, now, spans if keep else 0)
+        # A continuation (the later part of a session decided before) has no rarity scores:
+        # its shape describes a piece, so it is left out of the shape table as well.
+        for dimension, score in facts.rarity.items():
+            histogram = self.scores.get(dimension)
+            if histogram is None:
+                histogram = self.scores[dimension] = ScoreHistogram()
+            histogram.add(score, keep)
+        if "shape" in facts.rarity:
+            self._observe_shape(facts.shape, facts.rarity["shape"], keep)
+
+    def _observe_shape(self, shape: str, score: float, keep: bool) -> None:
+        tally = self.shapes.get(shape)
+        if tally is None:
+            if len(self.shapes) >= self.max_shapes:
+                kept = sorted(self.shapes.items(), key=_rarest_first)[: self.max_shapes // 2]
+                self.shapes = dict(kept)
+            tally = self.shapes[shape] = ShapeTally()
+        tally.sessions += 1
+        tally.sessions_kept += keep
+        tally.peak_score = max(tally.peak_score, score)
+
+    def rarest_shapes(self, n: int = TOP_SHAPES) -> list[tuple[str, ShapeTally]]:
+        """The ``n`` shapes with the highest peak shape score, fewest sessions first on ties
+        (before the rarity model has warmed up every score is 0: then the least seen)."""
+        return sorted(self.shapes.items(), key=_rarest_first)[:n]
+
+
+def _rarest_first(item: tuple[str, ShapeTally]) -> tuple[float, int, str]:
+    shape, tally = item
+    return (-tally.peak_score, tally.sessions, shape)
+
+
+class _ObservedEngine:
+    """Stands in for the pipeline's RuleEngine: forwards every call to it, and shows each
+    decision (facts, verdict, time) to the observations. This lets the replay watch decisions
+    without a hook in Pipeline, whose decisions stay exactly those of the live sampler."""
+
+    def __init__(self, engine: RuleEngine, observations: ReplayObservations) -> None:
+        self._engine = engine
+        self._observations = observations
+
+    @property
+    def span_tests(self) -> tuple[SpanTest, ...]:
+        return self._engine.span_tests
+
+    def decide(self, facts: DecisionFacts, now: float) -> Verdict:
+        verdict = self._engine.decide(facts, now)
+        self._observations.observe(facts, verdict, now)
+        return verdict
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
 
 
 class _FileSink:
@@ -32,13 +199,17 @@ class _FileSink:
 class ReplayResult:
     stats: PipelineStats
     requests: int
+    observed: ReplayObservations = field(default_factory=ReplayObservations)
 
 
 def replay(config: SamplerConfig, inputs: Sequence[str], output: str) -> ReplayResult:
     clock = ManualClock(0.0)
+    observed = ReplayObservations()
     writer = FileExporter(output, ExporterSettings())
     try:
         pipeline = Pipeline(config, _FileSink(writer), clock)
+        # The pipeline types its engine as RuleEngine; the stand-in has the same interface.
+        pipeline.engine = cast(RuleEngine, _ObservedEngine(pipeline.engine, observed))
         requests = 0
         for path in inputs:
             for request in iter_json_lines(path):
@@ -58,56 +229,100 @@ def replay(config: SamplerConfig, inputs: Sequence[str], output: str) -> ReplayR
         pipeline.decide_all()
     finally:
         writer.close()
-    return ReplayResult(pipeline.stats, requests)
+    return ReplayResult(pipeline.stats, requests, observed)
+
+
+def _tally_row(name_key: str, name: str, t: RuleTally) -> dict[str, object]:
+    return {
+        name_key: name,
+        "sessions_seen": t.sessions_seen,
+        "sessions_kept": t.sessions_kept,
+        "spans_seen": t.spans_seen,
+        "spans_kept": t.spans_kept,
+        "keep_ratio": round(t.sessions_kept / t.sessions_seen, 4) if t.sessions_seen else 0.0,
+    }
 
 
 def summary_rows(stats: PipelineStats) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    for rule, t in sorted(stats.by_rule.items()):
-        rows.append(
-            {
-                "rule": rule,
-                "sessions_seen": t.sessions_seen,
-                "sessions_kept": t.sessions_kept,
-                "spans_seen": t.spans_seen,
-                "spans_kept": t.spans_kept,
-                "keep_ratio": round(t.sessions_kept / t.sessions_seen, 4)
-                if t.sessions_seen
-                else 0.0,
-            }
-        )
-    return rows
+    return [_tally_row("rule", rule, t) for rule, t in sorted(stats.by_rule.items())]
 
 
-def format_summary(stats: PipelineStats) -> str:
-    rows = summary_rows(stats)
-    total_seen = sum(int(r["sessions_seen"]) for r in rows)  # type: ignore[call-overload]
-    total_kept = sum(int(r["sessions_kept"]) for r in rows)  # type: ignore[call-overload]
-    spans_seen = sum(int(r["spans_seen"]) for r in rows)  # type: ignore[call-overload]
-    spans_kept = sum(int(r["spans_kept"]) for r in rows)  # type: ignore[call-overload]
-    rows.append(
+def total_row(stats: PipelineStats) -> dict[str, object]:
+    total = RuleTally()
+    for t in stats.by_rule.values():
+        total.sessions_seen += t.sessions_seen
+        total.sessions_kept += t.sessions_kept
+        total.spans_seen += t.spans_seen
+        total.spans_kept += t.spans_kept
+    return _tally_row("rule", "TOTAL", total)
+
+
+def signal_rows(observed: ReplayObservations) -> list[dict[str, object]]:
+    """One row per signal that fired (a session counts under each of its signals), then the
+    sessions on which none fired."""
+    names = sorted(name for name in observed.by_signal if name != NO_SIGNAL)
+    if NO_SIGNAL in observed.by_signal:
+        names.append(NO_SIGNAL)
+    return [_tally_row("signal", name, observed.by_signal[name]) for name in names]
+
+
+def rare_shape_rows(observed: ReplayObservations, n: int = TOP_SHAPES) -> list[dict[str, object]]:
+    return [
         {
-            "rule": "TOTAL",
-            "sessions_seen": total_seen,
-            "sessions_kept": total_kept,
-            "spans_seen": spans_seen,
-            "spans_kept": spans_kept,
-            "keep_ratio": round(total_kept / total_seen, 4) if total_seen else 0.0,
+            "shape": shape,
+            "peak_score": round(t.peak_score, 4),
+            "sessions": t.sessions,
+            "sessions_kept": t.sessions_kept,
         }
-    )
-    headers = ["rule", "sessions_seen", "sessions_kept", "spans_seen", "spans_kept", "keep_ratio"]
-    return _table(headers, ([str(r[h]) for h in headers] for r in rows))
+        for shape, t in observed.rarest_shapes(n)
+    ]
 
 
-def summary_json(stats: PipelineStats, requests: int) -> str:
-    return json.dumps(
-        {
-            "requests": requests,
-            "late_spans_kept": stats.late_spans_kept,
-            "late_spans_dropped": stats.late_spans_dropped,
-            "rules": summary_rows(stats),
-        }
+TALLY_HEADERS = ["sessions_seen", "sessions_kept", "spans_seen", "spans_kept", "keep_ratio"]
+SHAPE_HEADERS = ["shape", "peak_score", "sessions", "sessions_kept"]
+
+
+def format_summary(stats: PipelineStats, observed: ReplayObservations | None = None) -> str:
+    """The per-rule table; with ``observed``, also the per-signal and rare-shape tables."""
+    rows = [*summary_rows(stats), total_row(stats)]
+    headers = ["rule", *TALLY_HEADERS]
+    text = _table(headers, ([str(r[h]) for h in headers] for r in rows))
+    if observed is None:
+        return text
+    headers = ["signal", *TALLY_HEADERS]
+    signals = signal_rows(observed)
+    text += "\n\n" + (
+        _table(headers, ([str(r[h]) for h in headers] for r in signals))
+        if signals
+        else "no sessions decided: no signals"
     )
+    shapes = rare_shape_rows(observed)
+    text += "\n\n" + (
+        "top rare shapes (highest rarity shape score first)\n"
+        + _table(SHAPE_HEADERS, ([_clip(str(r[h])) for h in SHAPE_HEADERS] for r in shapes))
+        if shapes
+        else "no shapes scored"
+    )
+    return text
+
+
+def summary_json(
+    stats: PipelineStats, requests: int, observed: ReplayObservations | None = None
+) -> str:
+    summary: dict[str, object] = {
+        "requests": requests,
+        "late_spans_kept": stats.late_spans_kept,
+        "late_spans_dropped": stats.late_spans_dropped,
+        "rules": summary_rows(stats),
+    }
+    if observed is not None:
+        summary["signals"] = signal_rows(observed)
+        summary["rare_shapes"] = rare_shape_rows(observed)
+    return json.dumps(summary)
+
+
+def _clip(text: str, limit: int = 72) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _table(headers: list[str], rows: Iterable[list[str]]) -> str:

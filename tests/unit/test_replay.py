@@ -1,0 +1,274 @@
+"""Replay: recorded OTLP/JSON traffic through the pipeline, observed per rule, per signal and per
+shape, as text, JSON and an HTML report.
+
+The recording holds five GenAI conversations a minute apart: one with a failed model call, one
+whose agent calls the same tool with the same arguments three times (a loop), and three
+ordinary ones. The rarity model is still warming up after five sessions, so no rarity signal
+fires and every rarity score is 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from sampler.cli import main
+from sampler.config.load import load_config_text
+from sampler.otlp.json_codec import request_to_json
+from sampler.replay import (
+    NO_SIGNAL,
+    KeptTimeline,
+    ReplayObservations,
+    ReplayResult,
+    format_summary,
+    replay,
+    summary_json,
+)
+from sampler.rules.facts import DecisionFacts
+from sampler.rules.verdict import Verdict
+from tests.unit.sessions.builders import simple_request, span
+from tests.unit.test_report import check_well_formed
+
+CONFIG = """\
+rules:
+  - {name: errors, when: {error: true}, action: keep}
+  - {name: tool-loops, when: {tool_cycle: true}, action: keep}
+  - {name: baseline, action: budget}
+"""
+
+T0_NS = 1_700_000_000 * 10**9
+SECOND_NS = 10**9
+AGENT = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "helper"}
+
+
+def tool(name: str, arguments: str) -> dict[str, str | int]:
+    return {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": name,
+        "gen_ai.tool.call.arguments": arguments,
+    }
+
+
+CHAT: dict[str, str | int] = {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 100}
+
+
+def conversation(
+    index: int, children: list[tuple[dict[str, str | int], bool]], key: str
+) -> list[Span]:
+    """An agent root span (conversation ``key``) with these (attributes, error) children, one
+    second apart, starting ``index`` minutes after T0."""
+    trace = f"t{index}"
+    start = T0_NS + index * 60 * SECOND_NS
+    spans = [
+        span(
+            trace,
+            number,
+            parent=1,
+            name=str(attrs["gen_ai.operation.name"]),
+            attrs=attrs,
+            error=error,
+            start_ns=start + number * SECOND_NS,
+            end_ns=start + number * SECOND_NS + SECOND_NS // 2,
+        )
+        for number, (attrs, error) in enumerate(children, start=2)
+    ]
+    end = start + (len(children) + 2) * SECOND_NS
+    root_attrs = {**AGENT, "gen_ai.conversation.id": key}
+    root = span(trace, 1, name="invoke_agent", attrs=root_attrs, start_ns=start, end_ns=end)
+    return [*spans, root]
+
+
+def recording(path: Path) -> Path:
+    sessions = [
+        conversation(0, [(tool("lookup", '{"id": 1}'), False), (CHAT, False)], "c-ok-0"),
+        conversation(1, [(CHAT, True)], "c-error"),
+        conversation(2, [(tool("search", '{"q": "x"}'), False)] * 3, "c-loop"),
+        conversation(3, [(tool("lookup", '{"id": 2}'), False), (CHAT, False)], "c-ok-1"),
+        conversation(4, [(tool("lookup", '{"id": 3}'), False), (CHAT, False)], "c-ok-2"),
+    ]
+    path.write_text("".join(request_to_json(simple_request(*s)) + "\n" for s in sessions))
+    return path
+
+
+@pytest.fixture
+def replayed(tmp_path: Path) -> ReplayResult:
+    config = load_config_text(CONFIG, "replay.yaml")
+    return replay(config, [str(recording(tmp_path / "in.jsonl"))], str(tmp_path / "out.jsonl"))
+
+
+def signals_of(result: ReplayResult) -> dict[str, tuple[int, int]]:
+    return {
+        name: (t.sessions_seen, t.sessions_kept) for name, t in result.observed.by_signal.items()
+    }
+
+
+def test_every_session_counts_under_each_signal_that_fired(replayed: ReplayResult) -> None:
+    signals = signals_of(replayed)
+
+    assert signals["error"] == (1, 1)
+    assert signals["tool_cycle"] == (1, 1)
+    assert signals[NO_SIGNAL][0] == 3
+    assert set(signals) == {"error", "tool_cycle", NO_SIGNAL}
+    assert replayed.observed.by_signal["tool_cycle"].spans_seen == 4  # root and three calls
+
+
+def test_observations_agree_with_the_pipeline_tallies(replayed: ReplayResult) -> None:
+    by_rule, observed = replayed.stats.by_rule, replayed.observed
+    assert sum(t.sessions_seen for t in by_rule.values()) == 5
+    assert by_rule["errors"].sessions_kept == by_rule["tool-loops"].sessions_kept == 1
+    # every decision seen once by the timeline, with the kept spans of its rule
+    for rule, tally in by_rule.items():
+        assert sum(observed.timeline.series(rule)) == tally.spans_kept
+    # each session is in exactly one histogram bin per rarity dimension
+    for histogram in observed.scores.values():
+        assert sum(histogram.kept) + sum(histogram.dropped) == 5
+    assert sum(t.sessions for t in observed.shapes.values()) == 5
+
+
+def test_rare_shapes_rank_least_seen_first_while_scores_are_cold(
+    replayed: ReplayResult,
+) -> None:
+    shapes = [(shape, t.sessions, t.peak_score) for shape, t in replayed.observed.rarest_shapes()]
+
+    assert shapes == [("helper:", 1, 0.0), ("helper:search", 1, 0.0), ("helper:lookup", 3, 0.0)]
+
+
+def test_text_summary_has_rule_signal_and_shape_tables(replayed: ReplayResult) -> None:
+    text = format_summary(replayed.stats, replayed.observed)
+
+    assert "TOTAL" in text and "tool-loops" in text
+    assert "tool_cycle" in text and NO_SIGNAL in text
+    assert "top rare shapes" in text and "helper:search" in text
+
+
+def test_json_summary_keeps_its_keys_and_adds_signals_and_shapes(replayed: ReplayResult) -> None:
+    summary = json.loads(summary_json(replayed.stats, replayed.requests, replayed.observed))
+
+    assert {"requests", "late_spans_kept", "late_spans_dropped", "rules"} <= set(summary)
+    assert summary["requests"] == 5
+    signals = {row["signal"]: row for row in summary["signals"]}
+    assert signals["error"]["sessions_seen"] == signals["error"]["sessions_kept"] == 1
+    assert signals["error"]["keep_ratio"] == 1.0
+    assert summary["rare_shapes"][0] == {
+        "shape": "helper:",
+        "peak_score": 0.0,
+        "sessions": 1,
+        "sessions_kept": 1,
+    }
+
+
+def test_cli_writes_a_self_contained_html_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "rules.yaml"
+    config.write_text(CONFIG)
+    source = recording(tmp_path / "in.jsonl")
+    report = tmp_path / "report.html"
+
+    code = main(
+        [
+            "replay",
+            "--config",
+            str(config),
+            "--output",
+            str(tmp_path / "out.jsonl"),
+            "--report",
+            str(report),
+            str(source),
+        ]
+    )
+
+    assert code == 0
+    assert "tool_cycle" in capsys.readouterr().out
+    page = report.read_text(encoding="utf-8")
+    tags = check_well_formed(page)
+    assert "svg" in tags and "table" in tags and "script" not in tags
+    for rule in ("errors", "tool-loops", "baseline"):
+        assert rule in page
+    assert str(config) in page and str(source) in page
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_cli_json_with_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "rules.yaml"
+    config.write_text(CONFIG)
+    source = recording(tmp_path / "in.jsonl")
+    out, report = str(tmp_path / "out.jsonl"), tmp_path / "r.html"
+
+    argv = ["replay", "--config", str(config), "--output", out, "--json", "--report"]
+    assert main([*argv, str(report), str(source)]) == 0
+
+    assert set(json.loads(capsys.readouterr().out)) >= {"rules", "signals", "rare_shapes"}
+    assert report.exists()
+
+
+def test_cli_reports_an_unwritable_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "rules.yaml"
+    config.write_text(CONFIG)
+    source = recording(tmp_path / "in.jsonl")
+    missing = tmp_path / "no-such-dir" / "r.html"
+
+    argv = ["replay", "--config", str(config), "--output", str(tmp_path / "o.jsonl")]
+    assert main([*argv, "--report", str(missing), str(source)]) == 1
+    assert "cannot write the report" in capsys.readouterr().err
+
+
+# -- bounded aggregation ----------------------------------------------------------------------
+
+
+def test_timeline_coarsens_to_stay_within_its_bucket_limit() -> None:
+    timeline = KeptTimeline(max_buckets=8)
+    for second in range(1000):
+        timeline.add("keep", 5000.0 + second, 1)
+        timeline.add("drop", 5000.0 + second, 0)
+
+    assert 4 <= timeline.bucket_count <= 8
+    assert timeline.width_s == 128.0
+    assert sum(timeline.series("keep")) == 1000
+    assert timeline.series("drop") == [0] * timeline.bucket_count
+
+
+def test_timeline_of_one_instant_has_one_bucket() -> None:
+    timeline = KeptTimeline()
+    timeline.add("r", 42.0, 3)
+    timeline.add("r", 42.0, 4)
+
+    assert timeline.bucket_count == 1
+    assert timeline.series("r") == [7]
+
+
+def facts(shape: str, score: float) -> DecisionFacts:
+    return DecisionFacts(
+        session_key=shape,
+        randomness=0,
+        span_count=2,
+        trace_count=1,
+        error_spans=0,
+        duration_s=1.0,
+        matched_tests=frozenset(),
+        shape=shape,
+        rarity={"shape": score},
+    )
+
+
+def test_shape_memory_is_bounded_and_keeps_the_rarest() -> None:
+    observed = ReplayObservations(max_shapes=10)
+    for number in range(100):
+        observed.observe(facts(f"s{number}", number / 100), Verdict(False, "r"), 1.0)
+
+    assert len(observed.shapes) <= 10
+    assert [shape for shape, _ in observed.rarest_shapes(3)] == ["s99", "s98", "s97"]
+
+
+def test_a_continuation_without_scores_is_left_out_of_shapes_and_histograms() -> None:
+    observed = ReplayObservations()
+    observed.observe(dataclasses.replace(facts("a:b", 0.0), rarity={}), Verdict(True, "r"), 1.0)
+
+    assert observed.shapes == {} and observed.scores == {}
+    assert observed.by_signal[NO_SIGNAL].sessions_kept == 1
