@@ -103,16 +103,9 @@ class Pipeline:
         self.config = config
         self.sink = sink
         self.clock = clock
-        b = config.budget
-        budget = BudgetSettings(
-            unit=b.unit,
-            ratio=b.ratio,
-            per_second=b.per_second,
-            floor=b.floor,
-            window_s=b.window,
-            max_strata=b.max_strata,
+        self.engine = RuleEngine.build(
+            config.rules, BudgetSettings.from_config(config.budget), config.budget.strata
         )
-        self.engine = RuleEngine.build(config.rules, budget, b.strata)
         self.extractor = SpanExtractor(config.sessions.key_attributes, self.engine.span_tests)
         self.scorer = SessionScorer(config.signals)
         self.buffer = SessionBuffer(

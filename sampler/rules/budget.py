@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # config.model imports rules.spec; only the type is needed here
+    from sampler.config.model import BudgetConfig
 
 RECOMPUTE_S = 1.0
 OTHER_STRATUM = "(other)"
@@ -36,6 +40,17 @@ class BudgetSettings:
     floor: float = 0.5  # share of the budget split evenly across strata
     window_s: float = 60.0
     max_strata: int = 1000
+
+    @classmethod
+    def from_config(cls, config: BudgetConfig) -> BudgetSettings:
+        return cls(
+            unit=config.unit,
+            ratio=config.ratio,
+            per_second=config.per_second,
+            floor=config.floor,
+            window_s=config.window,
+            max_strata=config.max_strata,
+        )
 
 
 @dataclass(slots=True)
