@@ -220,7 +220,10 @@ def agent_depth(
 
     An agent's parent agent is its nearest ancestor that is itself an agent span; the spans in
     between (LLM calls, tools) are found through ``parents`` (span id -> parent id, b"" or absent
-    for a root). Each span is walked through at most once overall, and a cycle in corrupt data
+    for a root). A level is an agent reached through a call (a tool or model span in between)
+    or a root agent: an agent span directly inside another agent span (LangGraph's node span
+    inside its graph span, both OpenInference AGENT; a framework's wrapper span) is the same
+    level, so one real agent is not counted twice. Each span is walked through at most once overall, and a cycle in corrupt data
     ends the walk where it closes. Ties go to the agent listed first.
     """
     by_id = {agent.span_id: agent for agent in agents}
@@ -237,7 +240,8 @@ def agent_depth(
             cur = up[cur]
         level = depth[cur] if cur is not None and cur in depth else 0  # a cycle restarts at 0
         for node in reversed(path):
-            level += 1
+            if not _directly_inside_an_agent(by_id[node], by_id):
+                level += 1
             depth[node] = level
 
     if not depth:
@@ -245,12 +249,18 @@ def agent_depth(
     deepest = max(depth, key=lambda span_id: depth[span_id])  # first of the deepest
     chain: list[str] = []
     link: bytes | None = deepest
-    for _ in range(depth[deepest]):
-        assert link is not None  # depth[n] == depth[up[n]] + 1 down to the outermost, at 1
-        chain.append(by_id[link].name)
+    for _ in range(len(by_id)):  # bounded: corrupt data may loop
+        if link is None or len(chain) == depth[deepest]:
+            break
+        if not _directly_inside_an_agent(by_id[link], by_id):
+            chain.append(by_id[link].name)
         link = up[link]
     chain.reverse()
     return depth[deepest], tuple(chain)
+
+
+def _directly_inside_an_agent(agent: AgentSpan, by_id: Mapping[bytes, AgentSpan]) -> bool:
+    return agent.parent_span_id in by_id and agent.parent_span_id != agent.span_id
 
 
 def _agent_parents(

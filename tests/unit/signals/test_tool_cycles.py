@@ -323,17 +323,31 @@ DEPTHS: list[tuple[str, dict[str, str], str, tuple[int, tuple[str, ...]]]] = [
         "a b c",
         (3, ("a", "b", "c")),
     ),
-    ("siblings-do-not-nest", {"a": "", "b": "a", "c": "a", "d": "a"}, "a b c d", (2, ("a", "b"))),
+    (
+        "siblings-do-not-nest",
+        {"a": "", "t": "a", "b": "t", "c": "t", "d": "t"},
+        "a b c d",
+        (2, ("a", "b")),
+    ),
     (
         "deepest-branch-wins",
-        {"a": "", "b": "a", "c": "a", "d": "c", "e": "d"},
+        {"a": "", "t1": "a", "b": "t1", "c": "t1", "t2": "c", "d": "t2", "t3": "d", "e": "t3"},
         "a b c d e",
         (4, ("a", "c", "d", "e")),
     ),
-    ("under-non-agent-root", {"http": "", "a": "http", "b": "a"}, "a b", (2, ("a", "b"))),
-    ("parent-outside-session", {"a": "gone", "b": "a"}, "a b", (2, ("a", "b"))),
+    ("under-non-agent-root", {"http": "", "a": "http", "t": "a", "b": "t"}, "a b", (2, ("a", "b"))),
+    ("parent-outside-session", {"a": "gone", "t": "a", "b": "t"}, "a b", (2, ("a", "b"))),
+    # An agent span directly inside an agent span is the same agent level: LangGraph's node
+    # span inside its graph span (both OpenInference AGENT), or a framework's wrapper span.
+    ("graph-and-node-are-one-level", {"graph": "", "node": "graph"}, "graph node", (1, ("graph",))),
+    (
+        "nested-graphs-through-a-tool",
+        {"g1": "", "n1": "g1", "t": "n1", "g2": "t", "n2": "g2"},
+        "g1 n1 g2 n2",
+        (2, ("g1", "g2")),
+    ),
     ("corrupt/own-parent", {"a": "a"}, "a", (1, ("a",))),
-    ("corrupt/agents-parent-each-other", {"a": "b", "b": "a"}, "a b", (2, ("b", "a"))),
+    ("corrupt/agents-parent-each-other", {"a": "b", "b": "a"}, "a b", (0, ())),
     ("corrupt/loop-among-other-spans", {"x": "y", "y": "x", "a": "x"}, "a", (1, ("a",))),
     ("corrupt/loop-back-through-span", {"x": "a", "a": "x"}, "a", (1, ("a",))),
 ]
@@ -359,6 +373,15 @@ def test_deep_nesting_needs_no_recursion() -> None:
     assert chain[0] == "n0" and chain[-1] == f"n{depth - 2}"
 
 
+def nested_through_tools(levels: int) -> dict[str, str]:
+    """a0 calls a tool t1 that invokes agent a1, which calls t2 ... (agents named a0, a1, ...)."""
+    tree = {"a0": ""}
+    for i in range(1, levels):
+        tree[f"t{i}"] = f"a{i - 1}"
+        tree[f"a{i}"] = f"t{i}"
+    return tree
+
+
 RECURSION: list[tuple[str, int, int, Summary | None]] = [
     ("at-the-bound", 4, 4, None),
     ("one-deeper", 5, 4, ("agent_recursion", "a0,a1,a2,a3,a4", 1, 5)),
@@ -372,8 +395,8 @@ RECURSION: list[tuple[str, int, int, Summary | None]] = [
     ids=[row[0] for row in RECURSION],
 )
 def test_agent_recursion(nesting: int, bound: int, expected: Summary | None) -> None:
-    tree = {"a0": ""} | {f"a{i}": f"a{i - 1}" for i in range(1, nesting)}
-    agents, parents = spans(tree, " ".join(tree))
+    tree = nested_through_tools(nesting)
+    agents, parents = spans(tree, " ".join(name for name in tree if name.startswith("a")))
     finding = find_agent_recursion(agents, parents, CycleThresholds(max_agent_depth=bound))
     assert (summary([finding])[0] if finding else None) == expected
 
@@ -430,8 +453,8 @@ def test_link_search_gives_up_after_max_edges() -> None:
 
 
 def test_detect_cycles_reports_every_kind() -> None:
-    tree = {"a0": ""} | {f"a{i}": f"a{i - 1}" for i in range(1, 6)}
-    agents, parents = spans(tree, " ".join(tree))
+    tree = nested_through_tools(6)
+    agents, parents = spans(tree, " ".join(name for name in tree if name.startswith("a")))
     found = detect_cycles(
         calls("search:q fetch:u " * 3 + "read " * 6),
         agents,
