@@ -152,7 +152,31 @@ class FrequentStrings:
         return int(self._sketch.get_serialized_size_bytes())
 
 
-class Quantiles:
+class _QuantileSketch:
+    """What the quantile adapters share; ``_sketch`` is the wrapped datasketches object."""
+
+    _sketch: Any
+
+    @property
+    def is_empty(self) -> bool:
+        return bool(self._sketch.is_empty())
+
+    @property
+    def min(self) -> float:
+        self._require_values()
+        return float(self._sketch.get_min_value())
+
+    @property
+    def max(self) -> float:
+        self._require_values()
+        return float(self._sketch.get_max_value())
+
+    def _require_values(self) -> None:
+        if self._sketch.is_empty():
+            raise ValueError("no values yet")
+
+
+class Quantiles(_QuantileSketch):
     """Ranks and quantiles of a stream of floats (KLL).
 
     Rank answers are within `rank_error` of the truth (additive, the same at every rank) for
@@ -208,30 +232,12 @@ class Quantiles:
     def count(self) -> int:
         return int(self._sketch.n)
 
-    @property
-    def is_empty(self) -> bool:
-        return bool(self._sketch.is_empty())
-
-    @property
-    def min(self) -> float:
-        self._require_values()
-        return float(self._sketch.get_min_value())
-
-    @property
-    def max(self) -> float:
-        self._require_values()
-        return float(self._sketch.get_max_value())
-
     def approx_bytes(self) -> int:
         """Serialized size: grows like k * log(count / k), about 2 KB at k=200."""
         return len(self._sketch.serialize())
 
-    def _require_values(self) -> None:
-        if self._sketch.is_empty():
-            raise ValueError("no values yet")
 
-
-class TailQuantiles:
+class TailQuantiles(_QuantileSketch):
     """Ranks and quantiles of a stream of floats (t-digest), accurate where tail scores look.
 
     Deterministic: the same stream (and the same merges) gives the same answers, bit for bit.
@@ -285,24 +291,6 @@ class TailQuantiles:
     def count(self) -> int:
         return int(self._sketch.get_total_weight())
 
-    @property
-    def is_empty(self) -> bool:
-        return bool(self._sketch.is_empty())
-
-    @property
-    def min(self) -> float:
-        self._require_values()
-        return float(self._sketch.get_min_value())
-
-    @property
-    def max(self) -> float:
-        self._require_values()
-        return float(self._sketch.get_max_value())
-
     def approx_bytes(self) -> int:
         """Serialized size (see the class docstring for the memory actually held)."""
         return int(self._sketch.get_serialized_size_bytes())
-
-    def _require_values(self) -> None:
-        if self._sketch.is_empty():
-            raise ValueError("no values yet")

@@ -223,8 +223,9 @@ def agent_depth(
     for a root). A level is an agent reached through a call (a tool or model span in between)
     or a root agent: an agent span directly inside another agent span (LangGraph's node span
     inside its graph span, both OpenInference AGENT; a framework's wrapper span) is the same
-    level, so one real agent is not counted twice. Each span is walked through at most once overall, and a cycle in corrupt data
-    ends the walk where it closes. Ties go to the agent listed first.
+    level, so one real agent is not counted twice. Each span is walked through at most once
+    overall, and a cycle in corrupt data ends the walk where it closes. Ties go to the agent
+    listed first.
     """
     by_id = {agent.span_id: agent for agent in agents}
     up = _agent_parents(by_id, parents)
