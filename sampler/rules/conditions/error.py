@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sampler.config.reader import Node, did_you_mean
+from sampler.config.reader import Node
 from sampler.rules.conditions.registry import ParseContext, condition_kind
 from sampler.rules.facts import DecisionFacts, SpanTest
 from sampler.rules.spec import Condition
@@ -49,16 +49,10 @@ def parse_error(node: Node, ctx: ParseContext) -> Condition | None:
     fields = ctx.mapping(node, ("kinds",), required=("kinds",))
     if fields is None:
         return None
-    items = ctx.at("kinds").sequence(fields["kinds"])
-    if items is None:
+    names = ctx.at("kinds").names(fields["kinds"], tuple(SIGNAL_NAMES), "error kind")
+    if names is None:
         return None
     bits = 0
-    for index, item in enumerate(items):
-        if item.value not in SIGNAL_NAMES:
-            hint = did_you_mean(str(item.value), list(SIGNAL_NAMES))
-            ctx.at("kinds").at(f"[{index}]").problem(
-                item, f"unknown error kind{hint}; kinds: {', '.join(SIGNAL_NAMES)}"
-            )
-            return None
-        bits |= SIGNAL_NAMES[str(item.value)]
+    for name in names:
+        bits |= SIGNAL_NAMES[name]
     return HasError(bits)

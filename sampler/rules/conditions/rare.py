@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sampler.config.reader import Node, did_you_mean
+from sampler.config.reader import Node
 from sampler.rules.conditions.registry import ParseContext, condition_kind
 from sampler.rules.facts import DecisionFacts, SpanTest
 from sampler.rules.spec import Condition
@@ -56,17 +56,10 @@ def parse_rare(node: Node, ctx: ParseContext) -> Condition | None:
         return None
     dimensions = DIMENSIONS
     if "dimensions" in fields:
-        items = ctx.at("dimensions").sequence(fields["dimensions"])
-        if items is None:
+        names = ctx.at("dimensions").names(fields["dimensions"], DIMENSIONS, "dimension")
+        if names is None:
             return None
-        for index, item in enumerate(items):
-            if item.value not in DIMENSIONS:
-                hint = did_you_mean(str(item.value), DIMENSIONS)
-                ctx.at("dimensions").at(f"[{index}]").problem(
-                    item, f"unknown dimension{hint}; dimensions: {', '.join(DIMENSIONS)}"
-                )
-                return None
-        dimensions = tuple(str(item.value) for item in items)
+        dimensions = names
     min_score = None
     if "min_score" in fields:
         min_score = ctx.at("min_score").number(fields["min_score"], minimum=0)

@@ -8,7 +8,7 @@ condition is the kind's name, e.g. ``{error: true}`` or ``{attribute: {key: k, e
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -141,6 +141,21 @@ class ParseContext:
             self.problem(node, f"expected true or false, got {node.describe()}")
             return None
         return node.value
+
+    def names(self, node: Node, allowed: Sequence[str], what: str) -> tuple[str, ...] | None:
+        """A non-empty list of names from ``allowed`` (e.g. error kinds), with a hint for typos.
+        ``what`` names one item in messages: "error kind", "dimension"."""
+        items = self.sequence(node)
+        if items is None:
+            return None
+        for index, item in enumerate(items):
+            if item.value not in allowed:
+                hint = did_you_mean(str(item.value), allowed)
+                self.at(f"[{index}]").problem(
+                    item, f"unknown {what}{hint}; expected one of {', '.join(allowed)}"
+                )
+                return None
+        return tuple(str(item.value) for item in items)
 
     def sequence(self, node: Node) -> list[Node] | None:
         if not isinstance(node.value, list) or not node.value:

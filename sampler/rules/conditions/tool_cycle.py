@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sampler.config.reader import Node, did_you_mean
+from sampler.config.reader import Node
 from sampler.rules.conditions.registry import ParseContext, condition_kind
 from sampler.rules.facts import DecisionFacts, SpanTest
 from sampler.rules.spec import Condition
@@ -42,14 +42,5 @@ def parse_tool_cycle(node: Node, ctx: ParseContext) -> Condition | None:
     fields = ctx.mapping(node, ("kinds",), required=("kinds",))
     if fields is None:
         return None
-    items = ctx.at("kinds").sequence(fields["kinds"])
-    if items is None:
-        return None
-    for index, item in enumerate(items):
-        if item.value not in CYCLE_KINDS:
-            hint = did_you_mean(str(item.value), CYCLE_KINDS)
-            ctx.at("kinds").at(f"[{index}]").problem(
-                item, f"unknown cycle kind{hint}; kinds: {', '.join(CYCLE_KINDS)}"
-            )
-            return None
-    return HasToolCycle(frozenset(str(item.value) for item in items))
+    names = ctx.at("kinds").names(fields["kinds"], CYCLE_KINDS, "cycle kind")
+    return HasToolCycle(frozenset(names)) if names is not None else None
