@@ -32,9 +32,9 @@ def _duration(value: str) -> float:
 
 
 def _downstream(value: str) -> str:
-    if not value.startswith(("grpc://", "http://", "https://", "file://")):
+    if not value.startswith(("grpc://", "grpcs://", "http://", "https://", "file://")):
         raise argparse.ArgumentTypeError(
-            "expected grpc://HOST:PORT, http://HOST:PORT or file://PATH"
+            "expected grpc(s)://HOST:PORT, http(s)://HOST:PORT or file://PATH"
         )
     return value
 
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--downstream",
         type=_downstream,
         metavar="URL",
-        help="grpc://HOST:PORT, http://HOST:PORT or file://PATH (exporter.url)",
+        help="grpc(s)://HOST:PORT, http(s)://HOST:PORT or file://PATH (exporter.url)",
     )
     run.add_argument(
         "--decision-wait",

@@ -43,6 +43,7 @@ def _requests(s: Sources) -> Iterator[Sample]:
         yield (transport, "invalid"), st.requests_invalid
         yield (transport, "refused"), st.requests_refused
         yield (transport, "too_large"), st.requests_too_large
+        yield (transport, "unauthenticated"), st.requests_unauthenticated
 
 
 def _decided(field: str) -> Callable[[Sources], Iterator[Sample]]:

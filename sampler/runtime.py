@@ -29,9 +29,11 @@ from sampler.export.factory import exporter_from_url
 from sampler.metrics import Sources, build_registry
 from sampler.pipeline import Pipeline
 from sampler.receive.address import parse_listen
+from sampler.receive.auth import BearerAuth
 from sampler.receive.consumer import ReceiverStats
 from sampler.receive.grpc_server import GrpcReceiver
 from sampler.receive.http_server import HttpReceiver
+from sampler.tls import ClientTls, ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,34 @@ def exporter_settings(config: SamplerConfig) -> ExporterSettings:
         ),
         headers=dict(e.headers),
         compression=e.compression,
+        tls=_exporter_tls(config),
     )
+
+
+def _exporter_tls(config: SamplerConfig) -> ClientTls | None:
+    t = config.exporter.tls
+    if not t.configured:
+        return None
+    return ClientTls(
+        t.ca_file, t.cert_file, t.key_file, t.server_name_override, where="exporter.tls"
+    )
+
+
+def receiver_security(config: SamplerConfig) -> tuple[ServerTls | None, BearerAuth | None]:
+    """The receivers' TLS and bearer token; raises TlsError (a ValueError) for unusable files."""
+    r = config.receivers
+    tls = None
+    if r.tls.cert_file:
+        tls = ServerTls(
+            r.tls.cert_file, r.tls.key_file, r.tls.client_ca_file, where="receivers.tls"
+        )
+    auth = BearerAuth(r.auth.bearer_token) if r.auth.bearer_token else None
+    if auth is not None and tls is None:
+        log.warning(
+            "receivers.auth.bearer_token is set without receivers.tls: the token crosses the "
+            "network in clear text (fine on loopback, not beyond it)"
+        )
+    return tls, auth
 
 
 @dataclass(slots=True)
@@ -83,18 +112,27 @@ class SamplerApp:
 
     async def start(self) -> None:
         cfg = self.config
+        tls, auth = receiver_security(cfg)  # before anything starts: bad files stop us here
         await self.exporter.start()
         receivers: dict[str, ReceiverStats] = {}
         limit = cfg.receivers.max_message_size
         if cfg.receivers.grpc.listen:
             self._grpc = GrpcReceiver(
-                self.pipeline, cfg.receivers.grpc.listen, max_message_bytes=limit
+                self.pipeline,
+                cfg.receivers.grpc.listen,
+                max_message_bytes=limit,
+                tls=tls,
+                auth=auth,
             )
             self.ports.grpc = await self._grpc.start()
             receivers["grpc"] = self._grpc.stats
         if cfg.receivers.http.listen:
             self._http = HttpReceiver(
-                self.pipeline, cfg.receivers.http.listen, max_message_bytes=limit
+                self.pipeline,
+                cfg.receivers.http.listen,
+                max_message_bytes=limit,
+                tls=tls,
+                auth=auth,
             )
             self.ports.http = await self._http.start()
             receivers["http"] = self._http.stats

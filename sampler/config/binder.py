@@ -7,7 +7,9 @@ key path, so one run of ``check-config`` shows every problem.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from sampler.config.reader import Node, Problems, did_you_mean, parse_duration, parse_listen
@@ -28,6 +30,7 @@ def bind(cls: type[T], node: Node, problems: Problems, key: str = "") -> T:
     fields = {f.name: f for f in public_fields(cls)}
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
+    found_before = len(problems.found)
     for name, child in node.items():
         path = f"{key}.{name}" if key else name
         spec = fields.get(name)
@@ -43,7 +46,13 @@ def bind(cls: type[T], node: Node, problems: Problems, key: str = "") -> T:
         value = _bind_value(hints[name], spec, child, problems, path)
         if value is not _INVALID:
             values[name] = value
-    return cls(**values)
+    section = cls(**values)
+    check: Callable[[], Iterator[tuple[str, str]]] | None = getattr(section, "check", None)
+    if check is not None and len(problems.found) == found_before:
+        for name, message in check():
+            line_node = Node(None, node.key_lines.get(name, node.line))
+            problems.add(line_node, f"{key}.{name}" if key else name, message)
+    return section
 
 
 _INVALID = object()
@@ -54,9 +63,10 @@ def _bind_value(
 ) -> Any:
     kind = spec.metadata.get("kind", "")
     value = node.value
+    secret = bool(spec.metadata.get("secret"))
 
     def fail(expected: str) -> object:
-        problems.add(node, path, f"{expected}, got {node.describe()}")
+        problems.add(node, path, f"{expected}, got {node.describe(secret=secret)}")
         return _INVALID
 
     if dataclasses.is_dataclass(hint):
@@ -83,8 +93,8 @@ def _bind_value(
         try:
             parse_downstream(value)
         except ValueError as exc:
-            problems.add(node, path, str(exc))
-            return _INVALID
+            # The message quotes the URL: not when it came from the environment.
+            return fail(f"expected a URL: {ACCEPTED_FORMS}") if node.env else fail(str(exc))
         return value
     if kind == "fraction":
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
@@ -102,6 +112,19 @@ def _bind_value(
         if value not in choices:
             hint_text = did_you_mean(str(value), choices) if isinstance(value, str) else ""
             return fail(f"expected one of {', '.join(choices)}{hint_text}")
+        return value
+    if kind == "file":
+        if not isinstance(value, str):
+            return fail(f"expected the path of a PEM {spec.metadata['pem']} file")
+        problem = pem_file_problem(value, spec.metadata["pem"])
+        if problem:
+            shown = node.describe() if node.env else repr(value)
+            problems.add(node, path, f"{shown}: {problem}")
+            return _INVALID
+        return value
+    if kind == "token":
+        if not isinstance(value, str) or (value and not _TOKEN_RE.match(value)):
+            return fail("expected a bearer token: letters, digits and -._~+/ (RFC 6750)")
         return value
     if kind == "headers":
         if not node.is_mapping or not all(isinstance(v.value, str) for _, v in node.items()):
@@ -125,3 +148,38 @@ def _bind_value(
             return fail("expected a non-empty list of strings")
         return tuple(str(item.value) for item in items)
     raise TypeError(f"config field {path} has a type the binder does not know: {hint}")
+
+
+# RFC 6750 b64token; a stray newline from a secret file would otherwise never match.
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+_PEM_MARKERS = {
+    "certificate": ("-----BEGIN CERTIFICATE-----",),
+    "key": (
+        "-----BEGIN PRIVATE KEY-----",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "-----BEGIN EC PRIVATE KEY-----",
+    ),
+}
+_MAX_PEM_BYTES = 1 << 20
+
+
+def pem_file_problem(path: str, pem: str) -> str:
+    """Why ``path`` cannot serve as a PEM ``pem`` (``certificate`` or ``key``) file, or ""."""
+    if not path:
+        return ""
+    expected = f"expected a readable PEM {pem} file"
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_MAX_PEM_BYTES + 1)
+    except IsADirectoryError:
+        return f"is a directory; {expected}"
+    except OSError as exc:
+        return f"cannot read ({exc.strerror}); {expected}"
+    if len(head) > _MAX_PEM_BYTES:
+        return f"larger than {_MAX_PEM_BYTES} bytes; {expected}"
+    text = head.decode("ascii", errors="replace")
+    if pem == "key" and ("ENCRYPTED" in text):
+        return "holds an encrypted private key; expected an unencrypted PEM private key"
+    if not any(marker in text for marker in _PEM_MARKERS[pem]):
+        return f"holds no {_PEM_MARKERS[pem][0]} block; {expected}"
+    return ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -18,9 +19,12 @@ def default_config_path() -> Path:
     return Path(str(resources.files("sampler.config").joinpath(DEFAULT_CONFIG_NAME)))
 
 
-def load_config_text(text: str, path: str) -> SamplerConfig:
+def load_config_text(
+    text: str, path: str, environ: Mapping[str, str] | None = None
+) -> SamplerConfig:
+    """``environ`` resolves ``${env:NAME}`` references (default: the process environment)."""
     problems = Problems(path)
-    root = parse_yaml(text, path)
+    root = parse_yaml(text, path, environ)
     config = bind(SamplerConfig, root, problems)
     if not config.rules and not problems.found:
         problems.add(
@@ -33,7 +37,9 @@ def load_config_text(text: str, path: str) -> SamplerConfig:
     return dataclasses.replace(config, source=path)
 
 
-def load_config(path: str | Path | None = None) -> SamplerConfig:
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> SamplerConfig:
     target = Path(path) if path is not None else default_config_path()
     try:
         text = target.read_text(encoding="utf-8")
@@ -43,4 +49,4 @@ def load_config(path: str | Path | None = None) -> SamplerConfig:
         ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem(str(target), 0, "", "not UTF-8 text")]) from exc
-    return load_config_text(text, str(target))
+    return load_config_text(text, str(target), environ)

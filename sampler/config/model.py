@@ -7,6 +7,7 @@ described in exactly one place.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +16,13 @@ from sampler.rules.spec import RuleSpec
 
 def opt(default: Any, help: str, kind: str = "", **extra: Any) -> Any:
     """A config field: its default, a one-line help text and an optional value kind
-    (``duration``, ``size``, ``listen``, ``url``, ``choice``) that selects the parser."""
-    return field(default=default, metadata={"help": help, "kind": kind, **extra})
+    (``duration``, ``size``, ``listen``, ``url``, ``choice``, ``file``, ...) that selects the
+    parser. ``secret=True`` keeps the value out of ``repr()`` and out of error messages.
+
+    A section may define ``check()`` yielding ``(field, message)`` for problems that involve
+    several of its fields; the binder reports them when the fields themselves are valid."""
+    secret = bool(extra.get("secret"))
+    return field(default=default, repr=not secret, metadata={"help": help, "kind": kind, **extra})
 
 
 DEFAULT_SESSION_KEYS = (
@@ -37,6 +43,49 @@ class HttpReceiverConfig:
     listen: str = opt("0.0.0.0:4318", "OTLP/HTTP listen address; empty disables it.", "listen")
 
 
+def _pair_problems(cert_file: str, key_file: str) -> Iterator[tuple[str, str]]:
+    if cert_file and not key_file:
+        yield "cert_file", "cert_file needs its key_file: set both or neither"
+    if key_file and not cert_file:
+        yield "key_file", "key_file needs its cert_file: set both or neither"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTlsConfig:
+    cert_file: str = opt(
+        "",
+        "PEM certificate (chain) the receivers present; with key_file, both receivers accept "
+        "TLS only (empty: plaintext).",
+        "file",
+        pem="certificate",
+    )
+    key_file: str = opt("", "PEM private key of cert_file (unencrypted).", "file", pem="key")
+    client_ca_file: str = opt(
+        "",
+        "PEM CA certificates; when set, clients must present a certificate signed by one of "
+        "them (mutual TLS).",
+        "file",
+        pem="certificate",
+    )
+
+    def check(self) -> Iterator[tuple[str, str]]:
+        yield from _pair_problems(self.cert_file, self.key_file)
+        if self.client_ca_file and not self.cert_file:
+            yield "client_ca_file", "mutual TLS needs TLS: set cert_file and key_file too"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverAuthConfig:
+    bearer_token: str = opt(
+        "",
+        "When set, every export request must carry `Authorization: Bearer TOKEN` (gRPC: "
+        "`authorization` metadata); others get UNAUTHENTICATED / HTTP 401. Best given as "
+        "`${env:NAME}`. Empty: no authentication.",
+        "token",
+        secret=True,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiversConfig:
     grpc: GrpcReceiverConfig = opt(GrpcReceiverConfig(), "OTLP/gRPC receiver.")
@@ -44,6 +93,8 @@ class ReceiversConfig:
     max_message_size: int = opt(
         16 << 20, "Largest accepted request body (after decompression).", "size"
     )
+    tls: ServerTlsConfig = opt(ServerTlsConfig(), "TLS for both receivers (docs/security.md).")
+    auth: ReceiverAuthConfig = opt(ReceiverAuthConfig(), "Authentication of both receivers.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +250,40 @@ class RetryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientTlsConfig:
+    ca_file: str = opt(
+        "",
+        "PEM CA certificates that verify the downstream's certificate (empty: the system's "
+        "trusted roots).",
+        "file",
+        pem="certificate",
+    )
+    cert_file: str = opt(
+        "",
+        "PEM client certificate (chain), for a downstream that asks for mutual TLS.",
+        "file",
+        pem="certificate",
+    )
+    key_file: str = opt("", "PEM private key of cert_file (unencrypted).", "file", pem="key")
+    server_name_override: str = opt(
+        "", "Name to verify the downstream's certificate against instead of the URL's host."
+    )
+
+    @property
+    def configured(self) -> bool:
+        return any((self.ca_file, self.cert_file, self.key_file, self.server_name_override))
+
+    def check(self) -> Iterator[tuple[str, str]]:
+        yield from _pair_problems(self.cert_file, self.key_file)
+
+
+@dataclass(frozen=True, slots=True)
 class ExporterConfig:
     url: str = opt(
         "file://agent-sampler-kept.jsonl",
-        "Where kept sessions go: grpc://HOST:PORT (OTLP/gRPC), http://HOST:PORT (OTLP/HTTP "
-        "protobuf) or file://PATH (OTLP/JSON lines, as the collector's file exporter writes).",
+        "Where kept sessions go: grpc://HOST:PORT (OTLP/gRPC), grpcs://HOST:PORT (OTLP/gRPC "
+        "over TLS), http://HOST:PORT or https://HOST[:PORT] (OTLP/HTTP protobuf) or file://PATH "
+        "(OTLP/JSON lines, as the collector's file exporter writes).",
         "url",
     )
     timeout: float = opt(10.0, "Timeout of one export attempt.", "duration")
@@ -211,7 +291,14 @@ class ExporterConfig:
         "none", "Compression of outgoing requests.", "choice", choices=("none", "gzip")
     )
     headers: tuple[tuple[str, str], ...] = opt(
-        (), "Extra gRPC metadata / HTTP headers sent with every export (a mapping).", "headers"
+        (),
+        "Extra gRPC metadata / HTTP headers sent with every export (a mapping), e.g. "
+        "`authorization: Bearer ${env:TOKEN}`.",
+        "headers",
+        secret=True,
+    )
+    tls: ClientTlsConfig = opt(
+        ClientTlsConfig(), "TLS to the downstream, for grpcs:// and https:// URLs only."
     )
     queue_max_spans: int = opt(
         200_000, "Kept spans waiting for the downstream at most; beyond it intake is refused."
@@ -222,6 +309,10 @@ class ExporterConfig:
     )
     batch_timeout: float = opt(0.2, "Longest a partial batch waits before it is sent.", "duration")
     retry: RetryConfig = opt(RetryConfig(), "Retry with exponential backoff and jitter.")
+
+    def check(self) -> Iterator[tuple[str, str]]:
+        if self.tls.configured and not self.url.lower().startswith(("grpcs://", "https://")):
+            yield "tls", "TLS settings need a grpcs:// or https:// url"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,9 @@ all of them at once as ``PATH:LINE: key.path: what was expected``.
 from __future__ import annotations
 
 import difflib
+import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import yaml
@@ -58,6 +59,7 @@ class Node:
     line: int
     key_lines: dict[str, int] = field(default_factory=dict)
     tag: str = ""
+    env: tuple[str, ...] = ()  # variables substituted into this string: its content is not shown
 
     @property
     def is_mapping(self) -> bool:
@@ -71,8 +73,17 @@ class Node:
         assert isinstance(self.value, dict)
         yield from self.value.items()
 
-    def describe(self) -> str:
-        """A short description of the value for error messages."""
+    def describe(self, *, secret: bool = False) -> str:
+        """A short description of the value for error messages. A value taken from environment
+        variables, or of a ``secret`` key, is described without its content."""
+        if self.env:
+            return f"the value of {', '.join(f'${{env:{name}}}' for name in self.env)}"
+        if (
+            secret
+            and isinstance(self.value, str | int | float)
+            and not isinstance(self.value, bool)
+        ):
+            return f"a {type(self.value).__name__} (not shown: a secret)"
         if isinstance(self.value, dict):
             return "a mapping"
         if isinstance(self.value, list):
@@ -84,8 +95,11 @@ class Node:
         return f"{type(self.value).__name__} {self.value!r}"
 
 
-def parse_yaml(text: str, path: str) -> Node:
-    """Parse YAML text into a Node tree; a syntax error becomes a ConfigError with its line."""
+def parse_yaml(text: str, path: str, environ: Mapping[str, str] | None = None) -> Node:
+    """Parse YAML text into a Node tree; a syntax error becomes a ConfigError with its line.
+
+    ``${env:NAME}`` in string values is replaced by the variable from ``environ`` (default:
+    ``os.environ``), see ``expand_env``."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -97,12 +111,14 @@ def parse_yaml(text: str, path: str) -> Node:
     if root is None:
         return Node({}, 1)
     problems = Problems(path)
-    node = _convert(root, problems)
+    node = _convert(root, problems, os.environ if environ is None else environ)
     problems.raise_if_any()
     return node
 
 
-def _convert(node: yaml.Node, problems: Problems, path: str = "") -> Node:
+def _convert(
+    node: yaml.Node, problems: Problems, environ: Mapping[str, str], path: str = ""
+) -> Node:
     line = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         values: dict[str, Node] = {}
@@ -117,11 +133,13 @@ def _convert(node: yaml.Node, problems: Problems, path: str = "") -> Node:
             if key in values:
                 problems.add(Node(None, key_line), key_path, "duplicate key")
                 continue
-            values[key] = _convert(value_node, problems, key_path)
+            values[key] = _convert(value_node, problems, environ, key_path)
             key_lines[key] = key_line
         return Node(values, line, key_lines)
     if isinstance(node, yaml.SequenceNode):
-        items = [_convert(item, problems, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        items = [
+            _convert(item, problems, environ, f"{path}[{i}]") for i, item in enumerate(node.value)
+        ]
         return Node(items, line)
     assert isinstance(node, yaml.ScalarNode)
     constructor = yaml.SafeLoader(" ")
@@ -129,7 +147,49 @@ def _convert(node: yaml.Node, problems: Problems, path: str = "") -> Node:
         value = constructor.construct_object(node, deep=True)
     finally:
         constructor.dispose()
+    if isinstance(value, str) and "${" in value:
+        try:
+            value, names = expand_env(value, environ)
+        except ValueError as exc:
+            problems.add(Node(None, line), path, str(exc))
+            return Node(None, line, tag=node.tag)
+        return Node(value, line, tag=node.tag, env=names)
     return Node(value, line, tag=node.tag)
+
+
+# ${env:NAME} or ${env:NAME:-default}, as the OpenTelemetry Collector writes them; a leading
+# "$" escapes one ($${env:NAME} is the text ${env:NAME}).
+_ENV_REF_RE = re.compile(r"(\$?)\$\{env:([^}]*)\}")
+_ENV_NAME_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$", re.DOTALL)
+
+
+def expand_env(text: str, environ: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
+    """Replace each ``${env:NAME}`` (or ``${env:NAME:-default}``) in ``text``; return the new
+    text and the names substituted. Raises ValueError naming the variable, never its value,
+    when one is unset (without a default) or the reference is malformed."""
+    names: list[str] = []
+
+    def substitute(match: re.Match[str]) -> str:
+        escape, reference = match.group(1), match.group(2)
+        if escape:
+            return match.group(0)[1:]
+        parsed = _ENV_NAME_RE.match(reference)
+        if parsed is None:
+            raise ValueError(
+                f"invalid reference ${{env:{reference}}}: expected ${{env:NAME}} or "
+                "${env:NAME:-default}, NAME made of letters, digits and _"
+            )
+        name, default = parsed.group(1), parsed.group(2)
+        found = environ.get(name)
+        if found is None:
+            if default is None:
+                raise ValueError(f"environment variable {name} is not set (from ${{env:{name}}})")
+            found = default
+        names.append(name)
+        return found
+
+    expanded = _ENV_REF_RE.sub(substitute, text)
+    return expanded, tuple(dict.fromkeys(names))
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:

@@ -29,6 +29,15 @@ Durations take a unit: `250ms`, `30s`, `5m`, `1h`. Sizes take bytes or a unit: `
 `16MiB`, `1GiB`. Listen addresses are `HOST:PORT` (`[::1]:4317` for IPv6); an empty string turns
 that listener off. Command-line flags of `run` override the file (`--listen`, `--http-listen`,
 `--downstream`, `--decision-wait`, `--metrics-listen`).
+
+Any string value may refer to environment variables as `${env:NAME}` (or
+`${env:NAME:-default}`), the OpenTelemetry Collector's syntax; `$${env:NAME}` is the literal
+text. A variable that is not set is a config error naming the key and the variable. Values
+taken from the environment, and secrets (`receivers.auth.bearer_token`, `exporter.headers`), are
+never shown in error messages or logs. Substitution yields text: use it for secrets, paths,
+URLs, addresses, durations and sizes, not for plain numbers or booleans.
+File paths (`*_file`) are relative to the working directory; each file is read and checked for
+PEM content when the config is loaded. [security.md](security.md) shows how to use them.
 """
 
 _RULES = """\
@@ -72,7 +81,8 @@ them. Conditions about spans are true when *some* span of the session satisfies 
 
 def _type_name(hint: object, kind: str) -> str:
     if kind:
-        return {"rules": "list of rules", "headers": "mapping"}.get(kind, kind)
+        names = {"rules": "list of rules", "headers": "mapping", "file": "path", "token": "secret"}
+        return names.get(kind, kind)
     if typing.get_origin(hint) is tuple:
         return "list of strings"
     return getattr(hint, "__name__", str(hint))

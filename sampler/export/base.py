@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sampler.tls import ClientTls
+
 logger = logging.getLogger(__name__)
 
 
@@ -52,8 +54,10 @@ class ExporterSettings:
     batch_max_bytes: int = 4 * 1024 * 1024
     batch_timeout_s: float = 0.2  # max time a partial batch waits
     retry: RetryPolicy = RetryPolicy()
-    headers: Mapping[str, str] = field(default_factory=dict)  # gRPC metadata / HTTP headers
+    # gRPC metadata / HTTP headers; may hold credentials, so kept out of repr()
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     compression: str = "none"  # "none" | "gzip"
+    tls: ClientTls | None = None  # for grpcs:// and https://; None: the system's trusted roots
 
     def __post_init__(self) -> None:
         if self.compression not in ("none", "gzip"):

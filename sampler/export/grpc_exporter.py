@@ -12,6 +12,7 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from sampler.export.base import ExporterSettings, QueuedExporter, RetryClock, SendResult
+from sampler.tls import ClientTls
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -36,19 +37,23 @@ def _identity(body: bytes) -> bytes:
 
 
 class GrpcExporter(QueuedExporter):
-    """Sends batches to an OTLP/gRPC endpoint ``HOST:PORT`` (``[::1]:4317`` for IPv6) over an
-    insecure channel, opened in start() and closed in stop()."""
+    """Sends batches to an OTLP/gRPC endpoint ``HOST:PORT`` (``[::1]:4317`` for IPv6) over a
+    channel opened in start() and closed in stop(): plaintext, or with ``secure`` TLS set up by
+    ``settings.tls`` (else the system's trusted roots)."""
 
     def __init__(
         self,
         target: str,
         settings: ExporterSettings,
         *,
+        secure: bool = False,
         clock: RetryClock | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        super().__init__(f"grpc://{target}", settings, clock=clock, rng=rng)
+        scheme = "grpcs" if secure else "grpc"
+        super().__init__(f"{scheme}://{target}", settings, clock=clock, rng=rng)
         self.target = target
+        self.secure = secure
         # gRPC metadata keys must be lowercase ASCII.
         self._metadata = tuple((k.lower(), v) for k, v in settings.headers.items())
         self._channel: grpc.aio.Channel | None = None
@@ -56,7 +61,16 @@ class GrpcExporter(QueuedExporter):
 
     async def _open(self) -> None:
         compression = grpc.Compression.Gzip if self.settings.compression == "gzip" else None
-        self._channel = grpc.aio.insecure_channel(self.target, compression=compression)
+        if not self.secure:
+            self._channel = grpc.aio.insecure_channel(self.target, compression=compression)
+        else:
+            tls = self.settings.tls or ClientTls()
+            options = []
+            if tls.server_name_override:
+                options.append(("grpc.ssl_target_name_override", tls.server_name_override))
+            self._channel = grpc.aio.secure_channel(
+                self.target, tls.grpc_credentials(), options=options, compression=compression
+            )
         self._export = self._channel.unary_unary(
             EXPORT_METHOD,
             request_serializer=_identity,  # the pipeline hands over serialized requests

@@ -12,6 +12,7 @@ from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from sampler.export.base import ExporterSettings, QueuedExporter, RetryClock, SendResult
+from sampler.tls import ClientTls
 
 TRACES_PATH = "/v1/traces"
 # Transient per the OTLP/HTTP specification; every other non-2xx status is permanent.
@@ -38,7 +39,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 class HttpExporter(QueuedExporter):
     """Sends batches to an OTLP/HTTP endpoint. The aiohttp session lives from start() to
-    stop(); ``https`` URLs use aiohttp's default SSL context."""
+    stop(); ``https`` URLs use ``settings.tls`` (else the system's trusted roots)."""
 
     def __init__(
         self,
@@ -58,12 +59,16 @@ class HttpExporter(QueuedExporter):
         if settings.compression == "gzip":
             self._headers["Content-Encoding"] = "gzip"
         self._session: aiohttp.ClientSession | None = None
+        self._server_hostname: str | None = None
         # Retries resend the same body: compress it once per batch, not once per attempt.
         self._last_plain: bytes | None = None
         self._last_wire = b""
 
     async def _open(self) -> None:
-        self._session = aiohttp.ClientSession(headers=self._headers)
+        tls = self.settings.tls or ClientTls()
+        connector = aiohttp.TCPConnector(ssl=tls.ssl_context)  # used by https URLs only
+        self._server_hostname = tls.server_name_override or None
+        self._session = aiohttp.ClientSession(headers=self._headers, connector=connector)
 
     async def _close(self) -> None:
         if self._session is not None:
@@ -87,6 +92,7 @@ class HttpExporter(QueuedExporter):
                 data=self._wire_body(body),
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
                 allow_redirects=False,
+                server_hostname=self._server_hostname,
             ) as response:
                 payload = await response.read()
                 status = response.status

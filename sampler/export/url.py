@@ -1,5 +1,8 @@
-"""Downstream URLs (`grpc://HOST:PORT`, `http(s)://HOST[:PORT][/path]`, `file://PATH`), parsed
-once, without importing any transport, so `check-config` and the exporter factory agree."""
+"""Downstream URLs (`grpc(s)://HOST:PORT`, `http(s)://HOST[:PORT][/path]`, `file://PATH`), parsed
+once, without importing any transport, so `check-config` and the exporter factory agree.
+
+The scheme alone says whether the connection is encrypted: `grpcs` and `https` use TLS (set up
+by `exporter.tls`, else the system's trusted roots), `grpc` and `http` never do."""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
 ACCEPTED_FORMS = (
-    "grpc://HOST:PORT, http://HOST:PORT[/path], https://HOST[:PORT][/path] "
+    "grpc://HOST:PORT, grpcs://HOST:PORT (TLS), http://HOST:PORT[/path], "
+    "https://HOST[:PORT][/path] "
     "or file://PATH (file://./out.jsonl and file://out.jsonl are relative, "
     "file:///abs/out.jsonl is absolute)"
 )
@@ -15,8 +19,15 @@ ACCEPTED_FORMS = (
 
 @dataclass(frozen=True, slots=True)
 class Downstream:
-    scheme: str  # "grpc" | "http" | "https" | "file"
-    target: str  # HOST:PORT for grpc, the whole URL for http(s), the path for file
+    scheme: str  # "grpc" | "grpcs" | "http" | "https" | "file"
+    target: str  # HOST:PORT for grpc(s), the whole URL for http(s), the path for file
+
+    @property
+    def secure(self) -> bool:
+        return self.scheme in SECURE_SCHEMES
+
+
+SECURE_SCHEMES = frozenset({"grpcs", "https"})
 
 
 def parse_downstream(url: str) -> Downstream:
@@ -30,7 +41,7 @@ def parse_downstream(url: str) -> Downstream:
         if not rest:
             raise _bad(url, "empty path")
         return Downstream("file", rest)
-    if scheme not in ("grpc", "http", "https"):
+    if scheme not in ("grpc", "grpcs", "http", "https"):
         raise _bad(url, f"unknown scheme {scheme!r}")
 
     parts = urlsplit(url)
@@ -41,12 +52,12 @@ def parse_downstream(url: str) -> Downstream:
         raise _bad(url, "query strings and fragments are not supported")
     if "@" in parts.netloc:
         raise _bad(url, "credentials in the URL are not supported; pass them as headers")
-    if scheme == "grpc":
+    if scheme in ("grpc", "grpcs"):
         if port is None:
             raise _bad(url, "missing port")
         if parts.path not in ("", "/"):
             raise _bad(url, "a gRPC endpoint takes no path")
-        return Downstream("grpc", parts.netloc)
+        return Downstream(scheme, parts.netloc)
     if port is None and scheme == "http":
         raise _bad(url, "missing port")
     return Downstream(scheme, url)

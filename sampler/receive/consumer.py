@@ -52,6 +52,7 @@ class ReceiverStats:
     requests_invalid: int = 0
     requests_refused: int = 0
     requests_too_large: int = 0
+    requests_unauthenticated: int = 0
     spans_received: int = 0
     spans_refused: int = 0
 

@@ -8,6 +8,8 @@ extra package; health is served over HTTP on the metrics port.
 
 Status codes a sender sees:
 - OK with an optional `partial_success` when the consumer kept the request (or part of it);
+- UNAUTHENTICATED when a bearer token is configured and the `authorization` metadata does not
+  carry it (checked before the body is parsed);
 - INVALID_ARGUMENT when the body is not an `ExportTraceServiceRequest`;
 - RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` in `grpc-status-details-bin` when the consumer
   refused the request (retryable: the OTLP exporters honour the delay);
@@ -15,6 +17,9 @@ Status codes a sender sees:
   refuses it before our handler runs ("Received message larger than max (N vs. M)"), so such
   requests are not counted in `stats`. Without RetryInfo the collector's exporter does not retry
   it, which is right: the same message would be refused again.
+
+With `tls`, the port speaks TLS only; with mutual TLS, a client without a certificate from the
+configured CAs fails the handshake and never reaches the handler.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from sampler.receive.address import parse_listen
+from sampler.receive.auth import UNAUTHENTICATED_MESSAGE, BearerAuth, security_summary
 from sampler.receive.consumer import REFUSED_DEFAULT_REASON, ReceiverStats, TraceConsumer, admit
 from sampler.receive.status import throttle_status
+from sampler.tls import ServerTls
 
 SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
 EXPORT_METHOD = f"/{SERVICE_NAME}/Export"
@@ -44,12 +51,22 @@ _log = logging.getLogger(__name__)
 class GrpcReceiver:
     """Serves OTLP/gRPC trace exports and hands decoded requests to a `TraceConsumer`."""
 
-    def __init__(self, consumer: TraceConsumer, listen: str, *, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        consumer: TraceConsumer,
+        listen: str,
+        *,
+        max_message_bytes: int,
+        tls: ServerTls | None = None,
+        auth: BearerAuth | None = None,
+    ) -> None:
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
         self._consumer = consumer
         self._address = parse_listen(listen)
         self._max_message_bytes = max_message_bytes
+        self._tls = tls
+        self._auth = auth
         self._server: grpc.aio.Server | None = None
         self.stats = ReceiverStats()
 
@@ -73,14 +90,21 @@ class GrpcReceiver:
             (grpc.method_handlers_generic_handler(SERVICE_NAME, {"Export": export}),)
         )
         try:
-            port = server.add_insecure_port(str(self._address))
+            if self._tls is None:
+                port = server.add_insecure_port(str(self._address))
+            else:
+                port = server.add_secure_port(str(self._address), self._tls.grpc_credentials())
         except RuntimeError as exc:  # grpc reports bind failures as RuntimeError
             raise OSError(f"cannot listen for OTLP/gRPC on {self._address}: {exc}") from exc
         if port == 0:  # older grpc versions signal a bind failure with port 0
             raise OSError(f"cannot listen for OTLP/gRPC on {self._address}")
         await server.start()
         self._server = server
-        _log.info("OTLP/gRPC receiver listening on %s", replace(self._address, port=port))
+        _log.info(
+            "OTLP/gRPC receiver listening on %s (%s)",
+            replace(self._address, port=port),
+            security_summary(self._tls, self._auth),
+        )
         return port
 
     async def stop(self, grace: float) -> None:
@@ -94,6 +118,10 @@ class GrpcReceiver:
         body: bytes,
         context: grpc.aio.ServicerContext[bytes, ExportTraceServiceResponse],
     ) -> ExportTraceServiceResponse:
+        if self._auth is not None and not self._auth.allows(_authorization(context)):
+            self.stats.requests_unauthenticated += 1
+            _log.debug("unauthenticated OTLP/gRPC request from %s", context.peer())
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
         try:
             request = ExportTraceServiceRequest.FromString(body)
         except DecodeError as exc:
@@ -118,3 +146,12 @@ class GrpcReceiver:
             response.partial_success.rejected_spans = admission.rejected_spans
             response.partial_success.error_message = admission.reason
         return response
+
+
+def _authorization(
+    context: grpc.aio.ServicerContext[bytes, ExportTraceServiceResponse],
+) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else None
+    return None

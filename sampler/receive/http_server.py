@@ -2,6 +2,8 @@
 
 Answers follow the OTLP/HTTP spec and are encoded like the request (protobuf or JSON):
 - 200 with an `ExportTraceServiceResponse` (optionally a `partialSuccess`);
+- 401 with `WWW-Authenticate: Bearer` and a Status (UNAUTHENTICATED) when a bearer token is
+  configured and the `Authorization` header does not carry it (checked before anything else);
 - 400 with a `google.rpc.Status` (INVALID_ARGUMENT) for a body that does not decode, a broken
   gzip stream or an unsupported `Content-Encoding`;
 - 413 with a Status (RESOURCE_EXHAUSTED) for a body over `max_message_bytes`, compressed or not;
@@ -13,6 +15,9 @@ aiohttp's own body decompression is switched off: the body is read and gunzipped
 chunk, so both the wire size and the decompressed size are bounded (a gzip bomb stops at the
 limit). When a 413 is sent before the whole body was read, aiohttp drains the rest ("lingering
 close", up to 10 s) before closing, so the client reads a clean 413 rather than a reset.
+
+With `tls`, the port speaks HTTPS only; with mutual TLS, a client without a certificate from
+the configured CAs fails the handshake.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from sampler.otlp.json_codec import OtlpDecodeError, request_from_json
 from sampler.receive.address import parse_listen
+from sampler.receive.auth import (
+    HTTP_CHALLENGE,
+    UNAUTHENTICATED_MESSAGE,
+    BearerAuth,
+    security_summary,
+)
 from sampler.receive.consumer import (
     REFUSED_DEFAULT_REASON,
     ReceiverStats,
@@ -43,9 +54,11 @@ from sampler.receive.consumer import (
 from sampler.receive.status import (
     INVALID_ARGUMENT,
     RESOURCE_EXHAUSTED,
+    UNAUTHENTICATED,
     error_status,
     throttle_status,
 )
+from sampler.tls import ServerTls
 
 TRACES_PATH = "/v1/traces"
 PROTOBUF = "application/x-protobuf"
@@ -127,6 +140,8 @@ class HttpReceiver:
         *,
         max_message_bytes: int,
         shutdown_grace: float = 5.0,
+        tls: ServerTls | None = None,
+        auth: BearerAuth | None = None,
     ) -> None:
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
@@ -134,6 +149,8 @@ class HttpReceiver:
         self._address = parse_listen(listen)
         self._max_message_bytes = max_message_bytes
         self._shutdown_grace = shutdown_grace
+        self._tls = tls
+        self._auth = auth
         self._runner: web.AppRunner | None = None
         self.stats = ReceiverStats()
 
@@ -150,7 +167,12 @@ class HttpReceiver:
             shutdown_timeout=self._shutdown_grace,
         )
         await runner.setup()
-        site = web.TCPSite(runner, self._address.host, self._address.port)
+        site = web.TCPSite(
+            runner,
+            self._address.host,
+            self._address.port,
+            ssl_context=self._tls.ssl_context if self._tls is not None else None,
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -159,7 +181,11 @@ class HttpReceiver:
                 exc.errno, f"cannot listen for OTLP/HTTP on {self._address}: {exc.strerror}"
             ) from exc
         self._runner = runner
-        _log.info("OTLP/HTTP receiver listening on %s", replace(self._address, port=site.port))
+        _log.info(
+            "OTLP/HTTP receiver listening on %s (%s)",
+            replace(self._address, port=site.port),
+            security_summary(self._tls, self._auth),
+        )
         return site.port
 
     async def stop(self) -> None:
@@ -170,6 +196,17 @@ class HttpReceiver:
 
     async def _export(self, request: web.Request) -> web.Response:
         codec = _CODECS.get(request.content_type)
+        if self._auth is not None and not self._auth.allows(
+            request.headers.get(hdrs.AUTHORIZATION)
+        ):
+            self.stats.requests_unauthenticated += 1
+            _log.debug("unauthenticated OTLP/HTTP request from %s", request.remote)
+            status = error_status(UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+            response = (codec or _CODECS[PROTOBUF]).response(
+                401, status, {hdrs.WWW_AUTHENTICATE: HTTP_CHALLENGE}
+            )
+            response.force_close()  # the body is not read: do not keep the connection
+            return response
         if codec is None:
             self.stats.requests_invalid += 1
             return web.Response(

@@ -7,6 +7,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 INVALID_ARGUMENT: int = code_pb2.INVALID_ARGUMENT
 RESOURCE_EXHAUSTED: int = code_pb2.RESOURCE_EXHAUSTED
+UNAUTHENTICATED: int = code_pb2.UNAUTHENTICATED
 
 
 def error_status(code: int, message: str) -> status_pb2.Status:

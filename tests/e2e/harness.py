@@ -83,22 +83,29 @@ class _Servicer(trace_service_pb2_grpc.TraceServiceServicer):
     def Export(self, request, context):  # noqa: N802 (generated name)
         with self.sink.lock:
             self.sink.requests.append(request)
+            self.sink.metadata.append(dict(context.invocation_metadata()))
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
 @dataclass
 class GrpcSink:
-    """A downstream OTLP/gRPC backend that records what it receives."""
+    """A downstream OTLP/gRPC backend that records what it receives (and the metadata sent
+    with it); with ``credentials`` it speaks TLS only."""
 
     port: int = 0
     requests: list[trace_service_pb2.ExportTraceServiceRequest] = field(default_factory=list)
+    metadata: list[dict[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    credentials: grpc.ServerCredentials | None = None
     _server: grpc.Server | None = None
 
     def start(self) -> GrpcSink:
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Servicer(self), self._server)
-        self.port = self._server.add_insecure_port(f"{LOOPBACK}:0")
+        if self.credentials is None:
+            self.port = self._server.add_insecure_port(f"{LOOPBACK}:0")
+        else:
+            self.port = self._server.add_secure_port(f"{LOOPBACK}:0", self.credentials)
         self._server.start()
         return self
 
@@ -108,7 +115,8 @@ class GrpcSink:
 
     @property
     def url(self) -> str:
-        return f"grpc://{LOOPBACK}:{self.port}"
+        scheme = "grpc" if self.credentials is None else "grpcs"
+        return f"{scheme}://{LOOPBACK}:{self.port}"
 
     def spans(self) -> list[Received]:
         with self.lock:
@@ -125,6 +133,7 @@ class SamplerProcess:
     http_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     downstream: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # added to the test's environment
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -156,7 +165,7 @@ class SamplerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         log.close()
         wait_until(self._ready, READY_TIMEOUT_S, f"sampler ready\n{self.logs()}")
@@ -213,11 +222,11 @@ class SamplerProcess:
 
 @contextlib.contextmanager
 def running_sampler(
-    config_text: str, workdir: Path, downstream: str | None
+    config_text: str, workdir: Path, downstream: str | None, env: dict[str, str] | None = None
 ) -> Iterator[SamplerProcess]:
     config_path = workdir / "sampler.yaml"
     config_path.write_text(config_text)
-    sampler = SamplerProcess(config_path, workdir, downstream=downstream).start()
+    sampler = SamplerProcess(config_path, workdir, downstream=downstream, env=env or {}).start()
     try:
         yield sampler
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -147,10 +148,12 @@ class GrpcCollector:
     """A TraceService/Export server on 127.0.0.1:<free port> that records what it receives.
 
     ``failures`` holds (code, RetryInfo delay or None) answers for the next calls;
-    ``rejected_spans`` makes successful answers report a partial success.
+    ``rejected_spans`` makes successful answers report a partial success. With ``credentials``
+    the port speaks TLS.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, credentials: grpc.ServerCredentials | None = None) -> None:
+        self.credentials = credentials
         self.requests: list[bytes] = []
         self.metadata: list[dict[str, str]] = []
         self.calls = 0
@@ -194,7 +197,10 @@ class GrpcCollector:
         )
         self._server = grpc.aio.server()
         self._server.add_generic_rpc_handlers((handler,))
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        if self.credentials is None:
+            self.port = self._server.add_insecure_port("127.0.0.1:0")
+        else:
+            self.port = self._server.add_secure_port("127.0.0.1:0", self.credentials)
         await self._server.start()
         return self
 
@@ -209,11 +215,13 @@ class GrpcCollector:
 class HttpCollector:
     """An aiohttp server for POST /v1/traces on 127.0.0.1:<free port>.
 
-    ``responses`` holds (status, headers) answers for the next calls; then 200.
+    ``responses`` holds (status, headers) answers for the next calls; then 200. With
+    ``ssl_context`` it serves HTTPS.
     """
 
-    def __init__(self, path: str = "/v1/traces") -> None:
+    def __init__(self, path: str = "/v1/traces", ssl_context: ssl.SSLContext | None = None) -> None:
         self.path = path
+        self.ssl_context = ssl_context
         self.requests: list[bytes] = []
         self.headers: list[dict[str, str]] = []
         self.calls = 0
@@ -223,7 +231,8 @@ class HttpCollector:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.calls += 1
@@ -250,7 +259,7 @@ class HttpCollector:
         app.router.add_post(self.path, self._handle)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self

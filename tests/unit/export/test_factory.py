@@ -81,6 +81,7 @@ def test_file_paths(url: str, path: Path) -> None:
         ("127.0.0.1:4317", "no scheme"),
         ("ftp://h:21", "unknown scheme 'ftp'"),
         ("grpc://collector", "missing port"),
+        ("grpcs://collector", "missing port"),
         ("http://collector", "missing port"),
         ("grpc://collector:otlp", "invalid port"),
         ("grpc://collector:70000", "invalid port"),
@@ -94,6 +95,7 @@ def test_file_paths(url: str, path: Path) -> None:
         "no-scheme",
         "unknown-scheme",
         "grpc-no-port",
+        "grpcs-no-port",
         "http-no-port",
         "port-not-a-number",
         "port-out-of-range",
@@ -111,3 +113,18 @@ def test_rejected_urls_name_the_url_and_the_accepted_forms(url: str, problem: st
     assert repr(url) in message
     assert problem in message
     assert "grpc://HOST:PORT" in message and "file://PATH" in message
+
+
+@pytest.mark.parametrize(
+    ("url", "name", "secure"),
+    [
+        ("grpcs://collector:4317", "grpcs://collector:4317", True),
+        ("GRPCS://[::1]:4317", "grpcs://[::1]:4317", True),
+        ("grpc://collector:4317", "grpc://collector:4317", False),
+    ],
+    ids=["grpcs", "grpcs-ipv6-uppercase", "grpc-is-plaintext"],
+)
+def test_the_scheme_alone_turns_grpc_tls_on(url: str, name: str, secure: bool) -> None:
+    exporter = exporter_from_url(url, SETTINGS)
+    assert isinstance(exporter, GrpcExporter)
+    assert (exporter.name, exporter.secure) == (name, secure)

@@ -1,0 +1,351 @@
+"""Both receivers with TLS, mutual TLS and a bearer token, against real clients on loopback
+(the SDK exporters, raw grpc and aiohttp) and certificates generated for the test."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+import grpc
+import grpc.aio
+import pytest
+import requests
+from google.rpc import code_pb2, status_pb2
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpSpanExporter,
+)
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from sampler.receive.auth import BearerAuth
+from sampler.receive.consumer import ReceiverStats
+from sampler.receive.grpc_server import EXPORT_METHOD, GrpcReceiver
+from sampler.receive.http_server import PROTOBUF, HttpReceiver
+from sampler.tls import ServerTls
+from tests.certificates import Certificates, make_certificates
+from tests.unit.receive._support import (
+    RecordingConsumer,
+    ids_of,
+    make_request,
+    received_ids,
+    run,
+    sdk_spans,
+)
+
+TOKEN = "s3cret-Token_for.tests~42"
+MAX_BYTES = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+def server_tls(certs: Certificates, *, mutual: bool = False) -> ServerTls:
+    ca = str(certs.ca) if mutual else ""
+    return ServerTls(str(certs.server_cert), str(certs.server_key), ca)
+
+
+def channel_credentials(certs: Certificates, *, client_cert: bool) -> grpc.ChannelCredentials:
+    if not client_cert:
+        return grpc.ssl_channel_credentials(root_certificates=certs.read("ca"))
+    return grpc.ssl_channel_credentials(
+        root_certificates=certs.read("ca"),
+        private_key=certs.read("client_key"),
+        certificate_chain=certs.read("client_cert"),
+    )
+
+
+def client_ssl(certs: Certificates, *, client_cert: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    if client_cert:
+        context.load_cert_chain(str(certs.client_cert), str(certs.client_key))
+    return context
+
+
+# --- gRPC -----------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def grpc_serving(
+    consumer: RecordingConsumer, tls: ServerTls | None, auth: BearerAuth | None = None
+) -> AsyncIterator[tuple[GrpcReceiver, str]]:
+    receiver = GrpcReceiver(
+        consumer, "127.0.0.1:0", max_message_bytes=MAX_BYTES, tls=tls, auth=auth
+    )
+    port = await receiver.start()
+    try:
+        yield receiver, f"localhost:{port}"
+    finally:
+        await receiver.stop(grace=1.0)
+
+
+async def grpc_export(
+    target: str,
+    credentials: grpc.ChannelCredentials | None,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> grpc.StatusCode:
+    """One raw Export call; the status code it ends with."""
+    channel = (
+        grpc.aio.insecure_channel(target)
+        if credentials is None
+        else grpc.aio.secure_channel(target, credentials)
+    )
+    async with channel:
+        call = channel.unary_unary(EXPORT_METHOD, None, None)
+        try:
+            await call(make_request().SerializeToString(), timeout=5, metadata=metadata)
+        except grpc.aio.AioRpcError as err:
+            return err.code()
+    return grpc.StatusCode.OK
+
+
+def test_grpc_sdk_exporter_delivers_over_mutual_tls_with_a_token(certs: Certificates) -> None:
+    spans = sdk_spans(["execute_tool", "chat"])
+    consumer = RecordingConsumer()
+
+    async def scenario() -> SpanExportResult:
+        tls = server_tls(certs, mutual=True)
+        async with grpc_serving(consumer, tls, BearerAuth(TOKEN)) as (_, target):
+            exporter = OTLPSpanExporter(
+                endpoint=target,
+                credentials=channel_credentials(certs, client_cert=True),
+                headers={"authorization": f"Bearer {TOKEN}"},
+                timeout=5,
+            )
+            try:
+                return await asyncio.to_thread(exporter.export, spans)
+            finally:
+                exporter.shutdown()
+
+    assert run(scenario()) is SpanExportResult.SUCCESS
+    assert received_ids(consumer) == ids_of(spans)
+
+
+@pytest.mark.parametrize(
+    ("mutual", "client", "expected"),
+    [
+        (False, "plaintext", grpc.StatusCode.UNAVAILABLE),
+        (False, "tls", grpc.StatusCode.OK),
+        (True, "tls", grpc.StatusCode.UNAVAILABLE),
+        (True, "tls+cert", grpc.StatusCode.OK),
+    ],
+    ids=[
+        "tls-refuses-plaintext",
+        "tls-accepts-tls",
+        "mtls-refuses-no-cert",
+        "mtls-accepts-cert",
+    ],
+)
+def test_grpc_tls_handshakes(
+    certs: Certificates, mutual: bool, client: str, expected: grpc.StatusCode
+) -> None:
+    consumer = RecordingConsumer()
+    credentials = (
+        None if client == "plaintext" else channel_credentials(certs, client_cert="cert" in client)
+    )
+
+    async def scenario() -> grpc.StatusCode:
+        async with grpc_serving(consumer, server_tls(certs, mutual=mutual)) as (_, target):
+            return await grpc_export(target, credentials)
+
+    assert run(scenario()) is expected
+    assert len(consumer.requests) == (1 if expected is grpc.StatusCode.OK else 0)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        ((), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", "Bearer wrong"),), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", TOKEN),), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", f"Basic {TOKEN}"),), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", f"Bearer {TOKEN}x"),), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", f"Bearer {TOKEN}"),), grpc.StatusCode.OK),
+        ((("authorization", f"bearer {TOKEN}"),), grpc.StatusCode.OK),
+    ],
+    ids=["missing", "wrong", "no-scheme", "basic", "longer", "right", "scheme-any-case"],
+)
+def test_grpc_bearer_token(
+    certs: Certificates,
+    metadata: tuple[tuple[str, str], ...],
+    expected: grpc.StatusCode,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    consumer = RecordingConsumer()
+
+    async def scenario() -> tuple[grpc.StatusCode, ReceiverStats]:
+        tls = server_tls(certs)
+        async with grpc_serving(consumer, tls, BearerAuth(TOKEN)) as (receiver, target):
+            code = await grpc_export(
+                target, channel_credentials(certs, client_cert=False), metadata
+            )
+            return code, receiver.stats
+
+    with caplog.at_level(logging.DEBUG, logger="sampler"):
+        code, stats = run(scenario())
+    assert code is expected
+    refused = expected is grpc.StatusCode.UNAUTHENTICATED
+    assert (stats.requests_unauthenticated, stats.requests_ok) == (int(refused), int(not refused))
+    assert len(consumer.requests) == int(not refused)
+    assert TOKEN not in caplog.text
+
+
+def test_grpc_token_without_tls_works_on_plaintext() -> None:
+    """A sidecar on loopback may use a token without TLS (the runtime warns about it)."""
+    consumer = RecordingConsumer()
+
+    async def scenario() -> tuple[grpc.StatusCode, grpc.StatusCode]:
+        async with grpc_serving(consumer, None, BearerAuth(TOKEN)) as (_, target):
+            without = await grpc_export(target, None)
+            with_token = await grpc_export(target, None, (("authorization", f"Bearer {TOKEN}"),))
+            return without, with_token
+
+    assert run(scenario()) == (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.OK)
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def http_serving(
+    consumer: RecordingConsumer, tls: ServerTls | None, auth: BearerAuth | None = None
+) -> AsyncIterator[tuple[HttpReceiver, str]]:
+    receiver = HttpReceiver(
+        consumer, "127.0.0.1:0", max_message_bytes=MAX_BYTES, tls=tls, auth=auth
+    )
+    port = await receiver.start()
+    scheme = "http" if tls is None else "https"
+    try:
+        yield receiver, f"{scheme}://localhost:{port}/v1/traces"
+    finally:
+        await receiver.stop()
+
+
+def test_http_sdk_exporter_delivers_over_mutual_tls_with_a_token(certs: Certificates) -> None:
+    spans = sdk_spans(["execute_tool"])
+    consumer = RecordingConsumer()
+
+    # requests lets REQUESTS_CA_BUNDLE (set on some machines) override the exporter's CA file.
+    session = requests.Session()
+    session.trust_env = False
+
+    async def scenario() -> SpanExportResult:
+        tls = server_tls(certs, mutual=True)
+        async with http_serving(consumer, tls, BearerAuth(TOKEN)) as (_, url):
+            exporter = HttpSpanExporter(
+                session=session,
+                endpoint=url,
+                certificate_file=str(certs.ca),
+                client_certificate_file=str(certs.client_cert),
+                client_key_file=str(certs.client_key),
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=5,
+            )
+            try:
+                return await asyncio.to_thread(exporter.export, spans)
+            finally:
+                exporter.shutdown()
+
+    assert run(scenario()) is SpanExportResult.SUCCESS
+    assert received_ids(consumer) == ids_of(spans)
+
+
+async def http_post(url: str, ssl_context: ssl.SSLContext | None, **headers: str) -> int:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            url,
+            data=make_request().SerializeToString(),
+            headers={"Content-Type": PROTOBUF, **headers},
+            ssl=ssl_context if ssl_context is not None else True,
+        ) as response:
+            await response.read()
+            return response.status
+
+
+def test_http_mutual_tls_refuses_a_client_without_a_certificate(certs: Certificates) -> None:
+    consumer = RecordingConsumer()
+
+    async def scenario() -> tuple[BaseException | None, int]:
+        async with http_serving(consumer, server_tls(certs, mutual=True)) as (_, url):
+            refused: BaseException | None = None
+            try:
+                await http_post(url, client_ssl(certs, client_cert=False))
+            except (aiohttp.ClientError, ssl.SSLError, ConnectionError) as exc:
+                refused = exc
+            accepted = await http_post(url, client_ssl(certs, client_cert=True))
+            return refused, accepted
+
+    refused, accepted = run(scenario())
+    assert refused is not None
+    assert accepted == 200
+    assert len(consumer.requests) == 1
+
+
+def test_http_tls_refuses_a_client_that_does_not_trust_the_certificate(
+    certs: Certificates,
+) -> None:
+    async def scenario() -> None:
+        async with http_serving(RecordingConsumer(), server_tls(certs)) as (_, url):
+            untrusting = ssl.create_default_context(cafile=str(certs.other_ca))
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await http_post(url, untrusting)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("authorization", "content_type", "status"),
+    [
+        (None, PROTOBUF, 401),
+        ("Bearer wrong", PROTOBUF, 401),
+        ("Bearer wrong", "application/json", 401),
+        ("Bearer wrong", "text/plain", 401),
+        (f"Bearer {TOKEN}", PROTOBUF, 200),
+    ],
+    ids=["missing", "wrong", "wrong-json", "wrong-before-content-type", "right"],
+)
+def test_http_bearer_token(
+    certs: Certificates,
+    authorization: str | None,
+    content_type: str,
+    status: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    consumer = RecordingConsumer()
+
+    async def scenario() -> tuple[int, dict[str, str], bytes, ReceiverStats]:
+        async with http_serving(consumer, server_tls(certs), BearerAuth(TOKEN)) as (receiver, url):
+            headers = {"Content-Type": content_type}
+            if authorization is not None:
+                headers["Authorization"] = authorization
+            async with aiohttp.ClientSession() as session:
+                async with session.post(
+                    url,
+                    data=make_request().SerializeToString(),
+                    headers=headers,
+                    ssl=client_ssl(certs, client_cert=False),
+                ) as response:
+                    return (
+                        response.status,
+                        dict(response.headers),
+                        await response.read(),
+                        receiver.stats,
+                    )
+
+    with caplog.at_level(logging.DEBUG, logger="sampler"):
+        got, headers, body, stats = run(scenario())
+    assert got == status
+    assert TOKEN not in caplog.text
+    if status == 200:
+        assert stats.requests_ok == 1
+        return
+    assert headers["WWW-Authenticate"] == 'Bearer realm="agent-sampler"'
+    assert stats.requests_unauthenticated == 1
+    assert consumer.requests == []
+    if content_type == PROTOBUF:
+        assert status_pb2.Status.FromString(body).code == code_pb2.UNAUTHENTICATED
