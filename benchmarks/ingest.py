@@ -4,8 +4,8 @@ deciding, annotating, encoding) takes, on the same pre-built agent-like requests
 
     python -m benchmarks.ingest --json
 
-Prints one JSON object as its last line. The throughput benchmark (benchmarks.throughput, to
-come) measures the whole process over the network.
+Prints one JSON object as its last line. The throughput benchmark (``python -m
+benchmarks.throughput``) measures the whole process over the network.
 """
 
 from __future__ import annotations

@@ -1,0 +1,3 @@
+from benchmarks.throughput.harness import main
+
+raise SystemExit(main())
