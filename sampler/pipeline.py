@@ -46,6 +46,7 @@ from sampler.rules.verdict import (
 )
 from sampler.sessions.buffer import BlockKey, Session, SessionBuffer
 from sampler.sessions.decision_cache import DecisionCache
+from sampler.sessions.held import MAX_LOOKS, HeldSession
 from sampler.sessions.spans import SpanExtractor
 from sampler.signals.scorer import SessionScorer
 
@@ -96,6 +97,9 @@ class PipelineStats:
     late_spans_dropped: int = 0
     spans_submitted: int = 0
     by_rule: dict[str, RuleTally] = field(default_factory=dict)
+    # dropped while the rarity model was cold, kept after all when scored again (second look)
+    second_look_sessions: int = 0
+    second_look_spans: int = 0
 
 
 class Pipeline:
@@ -111,6 +115,7 @@ class Pipeline:
         self.buffer = SessionBuffer(
             config.sessions, DecisionCache(config.decision_cache.max_sessions)
         )
+        self.hold = self.buffer.hold
         self.stats = PipelineStats()
         self._pending: deque[tuple[bytes, int]] = deque()
         self._suffixes: dict[Verdict, bytes] = {}
@@ -173,6 +178,7 @@ class Pipeline:
                 stats.late_spans_dropped += count
         self._drain_followed()
         self._decide(buffer.pop_due(now), now)
+        self._end_holds(now)
         stats.spans_accepted += span_total - invalid
         if invalid:
             stats.spans_invalid += invalid
@@ -188,6 +194,12 @@ class Pipeline:
         if self._pending and not self._flush_pending():
             return Admission(False, "exporter queue full", REFUSAL_RETRY_AFTER_S)
         limit = self.config.sessions.max_buffered_spans
+        # Held dropped spans are the first to go when room is needed.
+        while (
+            self.hold.span_count
+            and self.buffer.span_count + self.hold.span_count + span_total > limit
+        ):
+            self._release(self.hold.release_oldest(), self.clock.now())
         # A request larger than the whole buffer is taken when the buffer is empty: refusing
         # it would make the sender retry it forever.
         buffered = self.buffer.span_count
@@ -201,22 +213,36 @@ class Pipeline:
         """Decide every session whose deadline passed; called by the ticker."""
         self._flush_pending()
         now = self.clock.now()
-        return self._decide(self.buffer.pop_due(now), now)
+        decided = self._decide(self.buffer.pop_due(now), now)
+        self._end_holds(now)
+        return decided
 
     def decide_all(self) -> int:
-        """Decide every buffered session now (shutdown, end of replay)."""
+        """Decide every buffered session now, and end every hold (shutdown, end of replay)."""
         now = self.clock.now()
         self._drain_followed()
-        return self._decide(self.buffer.pop_all(), now)
+        decided = self._decide(self.buffer.pop_all(), now)
+        for held in self.hold.pop_all():
+            self._release(held, now)
+        return decided
 
-    def facts_of(self, session: Session, now: float) -> DecisionFacts:
-        """Summarise and score a session being decided (this also teaches the rarity model)."""
+    def facts_of(
+        self,
+        session: Session,
+        now: float,
+        *,
+        running_at_cap: bool = False,
+        second_look: bool = False,
+    ) -> tuple[DecisionFacts, bool]:
+        """Summarise and score a session being decided (this also teaches the rarity model, but
+        not on a held session's ``second_look``). Also says whether the model was cold for it."""
         features = session.features
-        running_at_cap = bool(session.rootless) and (
-            now - session.created >= self.config.sessions.max_session_duration
-        )
         scored = self.scorer.score(
-            features, now, fragment=session.continuation, running_at_cap=running_at_cap
+            features,
+            now,
+            fragment=session.decided_before,
+            running_at_cap=running_at_cap,
+            learn=not second_look,
         )
         tests = self.engine.span_tests
         bits = features.test_bits
@@ -226,7 +252,7 @@ class Pipeline:
             if session.keyed
             else randomness_of_trace_id(session.trace_ids[0])
         )
-        return DecisionFacts(
+        facts = DecisionFacts(
             session_key=session.key,
             randomness=randomness,
             span_count=features.span_count,
@@ -243,18 +269,56 @@ class Pipeline:
             cycle_kinds=scored.cycle_kinds,
             rarity=scored.rarity,
         )
+        return facts, scored.cold
 
     def _decide(self, sessions: Iterable[Session], now: float) -> int:
         decided = 0
+        cap = self.config.sessions.max_session_duration
         for session in sessions:
-            verdict = self.engine.decide(self.facts_of(session, now), now)
+            running_at_cap = bool(session.rootless) and now - session.created >= cap
+            facts, cold = self.facts_of(session, now, running_at_cap=running_at_cap)
+            verdict = self.engine.decide(facts, now)
             self.buffer.record(session, verdict)
             self._tally(verdict, session.span_count)
+            decided += 1
             if verdict.keep:
                 self._emit(session.blocks, verdict, session.trace_states, not session.keyed)
+            elif session.keyed or session.rootless or cold:
+                # more turns or late spans may reopen it, or a second look keep it
+                if self.hold.hold(session, verdict, cold=cold, now=now):
+                    self._trim_hold(now)
+                    continue
             session.blocks = {}  # the spans are in a request now, or dropped
-            decided += 1
         return decided
+
+    def _trim_hold(self, now: float) -> None:
+        while self.hold.over_cap:
+            self._release(self.hold.release_oldest(), now)
+
+    def _end_holds(self, now: float) -> None:
+        for held in self.hold.pop_expired(now):
+            self._release(held, now, may_wait=True)
+
+    def _release(self, held: HeldSession | None, now: float, *, may_wait: bool = False) -> None:
+        """A held session leaves the hold. One decided while the rarity model was cold is
+        scored again first, and kept if an earlier rule matches now; if the model is still cold
+        for it (its agent is little seen yet) and ``may_wait``, it is held for another look,
+        ``MAX_LOOKS`` at most."""
+        if held is None:
+            return
+        session = held.session
+        if held.cold:
+            facts, still_cold = self.facts_of(session, now, second_look=True)
+            verdict = self.engine.reconsider(facts, held.verdict, now)
+            if verdict is not None and verdict.keep:
+                self.buffer.record(session, verdict)
+                self._revive(session.span_count)
+                self._emit(session.blocks, verdict, session.trace_states, not session.keyed)
+            elif still_cold and may_wait and held.looks < MAX_LOOKS:
+                if self.hold.hold(session, held.verdict, cold=True, now=now, looks=held.looks + 1):
+                    self._trim_hold(now)
+                    return
+        session.blocks = {}
 
     def _drain_followed(self) -> None:
         followed, self.buffer.followed = self.buffer.followed, []
@@ -265,6 +329,12 @@ class Pipeline:
             else:
                 self.stats.late_spans_dropped += session.span_count
             session.blocks = {}
+
+    def _revive(self, spans: int) -> None:
+        """Count a dropped session kept after all, by a second look. The first decision stays
+        counted as it was (the per-rule counters only grow)."""
+        self.stats.second_look_sessions += 1
+        self.stats.second_look_spans += spans
 
     def _tally(self, verdict: Verdict, span_count: int) -> None:
         tally = self.stats.by_rule.get(verdict.rule)

@@ -132,7 +132,7 @@ class ReplayObservations:
                 tally.sessions_kept += 1
                 tally.spans_kept += spans
         self.timeline.add(verdict.rule, now, spans if keep else 0)
-        # A continuation (the later part of a session decided before) has no rarity scores:
+        # A session decided before (a continuation, or reopened) has only a latency score:
         # its shape describes a piece, so it is left out of the shape table as well.
         for dimension, score in facts.rarity.items():
             histogram = self.scores.get(dimension)

@@ -1,6 +1,7 @@
 """The quality benchmark: which sessions does each method keep, at the same kept volume?
 
     python -m benchmarks.quality [--json] [--sessions N] [--seed S] [--config PATH]
+                                 [--traffic default|varied]
 
 A labelled corpus (``benchmarks.quality.generator``) is written as OTLP/JSON lines and goes
 through three methods, each keeping the same number of sessions:
@@ -59,6 +60,7 @@ from benchmarks.quality.generator import (
     TrafficSpec,
     generate,
 )
+from benchmarks.quality.profiles import PROFILES
 from sampler.config.load import load_config
 from sampler.config.model import SamplerConfig
 from sampler.otlp.json_codec import iter_json_lines
@@ -241,6 +243,7 @@ def run(spec: TrafficSpec, workdir: Path, config: SamplerConfig | None = None) -
             "spans": corpus.span_count,
             "requests": len(corpus.requests),
             "seed": spec.seed,
+            "agents": [agent.name for agent in spec.agents],
             "labels": corpus.label_counts(),
         },
         "targets": targets,
@@ -313,9 +316,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=TrafficSpec.sessions)
     parser.add_argument("--seed", type=int, default=TrafficSpec.seed)
     parser.add_argument("--config", help="sampler config (default: the embedded one)")
+    parser.add_argument(
+        "--traffic",
+        choices=sorted(PROFILES),
+        default="default",
+        help="traffic profile (benchmarks/quality/profiles.py): the generator's default, or "
+        "'varied', shaped differently to check that the defaults are not fitted to one corpus",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
-    spec = TrafficSpec(seed=args.seed, sessions=args.sessions)
+    spec = PROFILES[args.traffic](TrafficSpec(seed=args.seed, sessions=args.sessions))
     config = load_config(args.config) if args.config else None
     with tempfile.TemporaryDirectory(prefix="quality-bench-") as workdir:
         result = run(spec, Path(workdir), config)

@@ -132,6 +132,19 @@ class SessionsConfig:
         "Spans held in the buffer at most; beyond it requests are refused with "
         "RESOURCE_EXHAUSTED / HTTP 429 so the sender retries.",
     )
+    dropped_hold: float = opt(
+        120.0,
+        "Hold a dropped conversation's spans this long: if a later turn of it is kept (say it "
+        "fails), the earlier turns are kept with it, whole. A session dropped while the rarity "
+        "model was cold is scored again when its hold ends (0s: no hold).",
+        "duration",
+        zero_allowed=True,
+    )
+    dropped_hold_max_spans: int = opt(
+        200_000,
+        "Spans held for dropped_hold at most (they count against max_buffered_spans and are the "
+        "first given up for room, oldest first).",
+    )
     tick: float = opt(
         0.1, "Resolution of the completion timer; deadlines fire within one tick.", "duration"
     )
@@ -164,15 +177,17 @@ class RarityConfig:
         200, "Below this many sessions seen in the live windows nothing is rare yet (cold start)."
     )
     rare_shape_share: float = opt(
-        0.01,
+        0.02,
         "A shape seen in at most this share of its agent's recent sessions is rare (scores 0.5 "
-        "there, 1 at a tenth of it).",
+        "there, 1 at a tenth of it). An odd path that recurs a few times in the window is still "
+        "rare.",
         "fraction",
     )
     tail_quantile: float = opt(
-        0.99,
+        0.98,
         "Values at or above this quantile of the agent's recent values are tail (score 0.5 "
-        "there, 1 above everything seen).",
+        "there, 1 above everything seen). Below p99 on purpose: slow sessions that are 1% of "
+        "traffic raise the p99 themselves.",
         "fraction",
     )
     threshold: float = opt(

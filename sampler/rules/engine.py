@@ -87,6 +87,23 @@ class RuleEngine:
                 return verdict
         return Verdict(False, NO_RULE, facts.signals)
 
+    def reconsider(self, facts: DecisionFacts, dropped: Verdict, now: float) -> Verdict | None:
+        """A second look at a dropped session with newer facts (its rarity scored again): the
+        verdict of a rule *before* the one that dropped it, if one matches now and keeps, else
+        None (the drop stands). Rules are ordered, so new evidence can only move a session to
+        an earlier rule; the session was counted as decided the first time, and is not again."""
+        for rule in self.rules:
+            if rule.name == dropped.rule:
+                return None
+            if rule.condition is None or rule.condition.matches(facts):
+                verdict = self._apply(rule, facts, now)
+                if not verdict.keep:
+                    return None
+                if not isinstance(rule.action, KeepWithinBudget):
+                    self.budget.observe_must_keep(facts.span_count, now)
+                return verdict
+        return None
+
     def stratum_of(self, facts: DecisionFacts) -> str:
         parts = {
             "agent": facts.agent,

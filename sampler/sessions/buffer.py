@@ -9,8 +9,11 @@ Grouping rules (why they are this way):
 - A session holding several traces (a multi-turn conversation) is decided once, as a whole.
   Late spans of a decided trace follow its decision (DecisionCache). A *new* trace of a decided
   conversation follows it if it was kept (its new turns arrive with it, annotated alike); if
-  it was dropped, the new traces form a continuation session, decided on its own, so an error
-  in turn five is kept even though turns one to four were dropped.
+  it was dropped, the conversation is *reopened* while its spans are still held
+  (``sampler.sessions.held``): taken back into the buffer and decided again as a whole, so an
+  error in turn five keeps turns one to four with it. Late spans of a dropped, still held
+  trace reopen it the same way. Once the hold is over, new traces form a continuation session,
+  decided on its own (an error in it is still kept, without the earlier turns).
 
 Completion: a session is due
 - while one of its traces has not delivered its root span (the agent is still running: long
@@ -35,6 +38,7 @@ from sampler.config.model import SessionsConfig
 from sampler.rules.verdict import Verdict
 from sampler.sessions.decision_cache import DecisionCache
 from sampler.sessions.features import SessionFeatures
+from sampler.sessions.held import DroppedHold
 from sampler.sessions.spans import SpanFacts
 from sampler.sessions.timers import TimerWheel
 
@@ -63,7 +67,7 @@ class Session:
         "timer_tick",
         "state",
         "trace_states",
-        "continuation",
+        "decided_before",
     )
 
     def __init__(self, key: str, keyed: bool, now: float) -> None:
@@ -80,8 +84,9 @@ class Session:
         self.timer_tick = math.inf
         self.state = SessionState.BUFFERING
         self.trace_states: dict[bytes, str] = {}  # non-empty upstream tracestates by trace
-        # later traces of a conversation already decided (and dropped): a fragment of it
-        self.continuation = False
+        # a conversation decided (and dropped) before: its later traces (a continuation), or
+        # the whole of it reopened; its rarity was judged, and learned, the first time
+        self.decided_before = False
 
     def add_trace(self, trace_id: bytes) -> None:
         self.trace_ids.append(trace_id)
@@ -112,7 +117,7 @@ class Session:
         for trace_id, state in other.trace_states.items():
             self.trace_states.setdefault(trace_id, state)
         self.rootless |= other.rootless
-        self.continuation = self.continuation or other.continuation
+        self.decided_before = self.decided_before or other.decided_before
         self.created = min(self.created, other.created)
         self.last_seen = max(self.last_seen, other.last_seen)
         self.roots_done_at = (
@@ -132,17 +137,21 @@ class SessionBuffer:
         self._traces: dict[bytes, Session] = {}
         self._keyed: dict[str, Session] = {}
         self._due_now: list[Session] = []
+        self.hold = DroppedHold(settings.dropped_hold, settings.dropped_hold_max_spans)
         # Provisional sessions that joined an already decided session: they follow its verdict.
         self.followed: list[tuple[Session, Verdict]] = []
         self.span_count = 0
         self.span_bytes = 0
         self.session_count = 0
+        self.reopened = 0  # dropped sessions taken back from the hold by new spans
 
     def add(self, facts: SpanFacts, block: BlockKey, span: bytes, now: float) -> Verdict | None:
         """Buffer one span. Returns the verdict it must follow if its session was already decided
         (the caller forwards or drops the span), else None."""
         trace_id = facts.trace_id
         session = self._traces.get(trace_id)
+        if session is None and self.hold.span_count:
+            session = self._reopen_trace(trace_id, now)
         if session is None:
             verdict = self.cache.for_trace(trace_id)
             if verdict is not None:
@@ -172,6 +181,7 @@ class SessionBuffer:
             if self._wheel.tick_of(deadline) > current:  # activity moved it later: re-file
                 session.timer_tick = self._wheel.schedule(session, deadline)
                 continue
+            session.timer_tick = math.inf  # another stale entry of this tick must not match
             due.append(session)
         for session in due:
             self._remove(session)
@@ -208,14 +218,14 @@ class SessionBuffer:
             session = Session(trace_id.hex(), False, now)
             self.session_count += 1
         else:
-            found = self._keyed.get(key)
+            found = self._keyed.get(key) or self._reopen(key, now)
             if found is None:
                 verdict = self.cache.for_key(key)
                 if verdict is not None and verdict.keep:
                     self.cache.remember(None, (trace_id,), verdict)
                     return None
                 found = self._keyed[key] = Session(key, True, now)
-                found.continuation = verdict is not None
+                found.decided_before = verdict is not None
                 self.session_count += 1
             session = found
         session.add_trace(trace_id)
@@ -223,7 +233,7 @@ class SessionBuffer:
         return session
 
     def _join(self, provisional: Session, key: str, now: float) -> Session | None:
-        target = self._keyed.get(key)
+        target = self._keyed.get(key) or self._reopen(key, now)
         if target is None:
             verdict = self.cache.for_key(key)
             if verdict is not None and verdict.keep:
@@ -232,7 +242,7 @@ class SessionBuffer:
                 self.followed.append((provisional, verdict))
                 return None
             provisional.key, provisional.keyed = key, True  # promote in place: no copy
-            provisional.continuation = verdict is not None
+            provisional.decided_before = verdict is not None
             self._keyed[key] = provisional
             return provisional
         target.absorb(provisional)
@@ -242,6 +252,30 @@ class SessionBuffer:
         provisional.blocks = {}
         self.session_count -= 1
         return target
+
+    def _reopen(self, key: str, now: float) -> Session | None:
+        """Take a held dropped session back into the buffer, to be decided again."""
+        held = self.hold.take(key) if self.hold.span_count else None
+        if held is None:
+            return None
+        session = held.session
+        session.decided_before = True
+        session.state = SessionState.BUFFERING
+        session.timer_tick = math.inf
+        session.last_seen = now
+        for trace_id in session.trace_ids:
+            self._traces[trace_id] = session
+        if session.keyed:
+            self._keyed[session.key] = session
+        self.span_count += session.span_count
+        self.span_bytes += session.span_bytes
+        self.session_count += 1
+        self.reopened += 1
+        return session
+
+    def _reopen_trace(self, trace_id: bytes, now: float) -> Session | None:
+        held_key = self.hold.key_of_trace(trace_id)
+        return self._reopen(held_key, now) if held_key is not None else None
 
     def _reschedule(self, session: Session) -> None:
         if session.span_count >= self.settings.max_session_spans:

@@ -23,7 +23,7 @@ class SessionFeatures:
     __slots__ = (
         "span_count", "error_spans", "error_kinds", "first_start_ns", "last_end_ns",
         "test_bits", "tokens", "tool_call_count", "tool_calls", "agents", "parents", "links",
-        "root_agent",
+        "root_agent", "longest_root_ns",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -42,6 +42,8 @@ class SessionFeatures:
         self.parents: dict[bytes, bytes] = {}
         self.links: dict[bytes, tuple[bytes, ...]] = {}
         self.root_agent = ""  # the agent of a trace's root span: the session's agent
+        # the longest root span: the longest a user waited for one turn (a trace) to finish
+        self.longest_root_ns = 0
 
     def observe(self, span: SpanFacts) -> None:
         self.span_count += 1
@@ -54,6 +56,8 @@ class SessionFeatures:
             self.last_end_ns = span.end_ns
         self.test_bits |= span.test_bits
         self.tokens += span.tokens
+        if span.is_root and span.end_ns - span.start_ns > self.longest_root_ns:
+            self.longest_root_ns = span.end_ns - span.start_ns
         kind = span.kind
         if kind == KIND_TOOL:
             self.tool_call_count += 1
@@ -92,12 +96,18 @@ class SessionFeatures:
                 break
             self.links[span_id] = linked
         self.root_agent = self.root_agent or other.root_agent
+        self.longest_root_ns = max(self.longest_root_ns, other.longest_root_ns)
 
     @property
     def duration_s(self) -> float:
         if not self.first_start_ns or self.last_end_ns < self.first_start_ns:
             return 0.0
         return (self.last_end_ns - self.first_start_ns) / 1e9
+
+    @property
+    def latency_s(self) -> float:
+        """The longest turn: the duration of the session's longest root span (0 without one)."""
+        return self.longest_root_ns / 1e9
 
     def tool_path(self) -> tuple[str, ...]:
         """Tool names in start order."""

@@ -18,12 +18,13 @@ signal threshold of 0.5 means "at or beyond the boundary".
 Shape score. The shape's weighted share *among its group's sessions* (a path rare for that
 agent, even if the agent itself is busy) is
 `sum(w * lower_bound_in_window) / sum(w * group_sessions_in_window)`, from the group's own
-frequent-items sketch (2^9 counters: shapes above 0.7% of the group are always tracked); a group
-with fewer than `min_group_values` sessions is measured with the global sketch against all
-sessions instead. The score is
-`0.5 + 0.5 * log10(rare_shape_share / share)` clipped to [0, 1]: one point per two decades of
-rarity, since rarity is a matter of orders of magnitude: 0 at ten times the boundary share,
-0.5 at it, 1 at a tenth of it.
+frequent-items sketch (2^9 counters: shapes above 0.7% of the group are always tracked). A group
+with fewer than `min_group_values` sessions in the live windows is cold: its shapes are not
+scored (0), because measured against all sessions every path of a young or quiet agent looks
+rare. A quiet agent's sessions are sampled by the budget, whose strata give each agent a floor.
+The score is `0.5 + 0.5 * log10(rare_shape_share / share)` clipped to [0, 1]: one point per
+two decades of rarity, since rarity is a matter of orders of magnitude: 0 at ten times the
+boundary share, 0.5 at it, 1 at a tenth of it.
 The lower bound is what the sketch is certain of; a shape it does not track has lower bound 0
 and scores 1. The sketch's error is the same for every shape: the reported share is never
 above the true one and at most `shape_resolution(now)` below it (at most 3.5 / 2**lg_max_k,
@@ -31,7 +32,9 @@ above the true one and at most `shape_resolution(now)` below it (at most 3.5 / 2
 commoner than that is always tracked, so a common shape is never called rare; shapes rarer than
 the resolution cannot be told apart from unseen ones, which for rarity is the right answer.
 
-Numeric scores, per dimension (`duration`, `tokens`, `span_count`, `tool_calls`) and per group.
+Numeric scores, per dimension and per group: `latency` (the longest turn, i.e. root span: what a
+user waited for), `duration` (the whole session, think time between turns included), `tokens`,
+`span_count`, `tool_calls`.
 The value's rank r in the group's recent values is the decay-weighted mixture of its rank in
 each live window, `sum(w * n * rank) / sum(w * n)`: exactly the rank in the weighted union, so
 decay applies to quantiles as it does to shapes. The score is 0 below the tail quantile, and
@@ -46,7 +49,9 @@ Cold start. Until the live windows hold `warmup_sessions` sessions (200 by defau
 minutes of traffic, or again after a gap longer than the ring), every score is 0, so a rule on
 rarity keeps nothing yet; error and tool-cycle signals do not depend on this model and work
 from the first session. A group with fewer than `min_group_values` values of a dimension in the
-live windows scores 0 on that dimension.
+live windows scores 0 on that dimension. Such scores say `cold`: the pipeline holds the sessions
+they dropped and scores them again later (`sampler.sessions.held`), so the first rare sessions
+after a start are not lost.
 
 Determinism. Scores depend only on the sequence of `observe`/`score` calls and their `now`s:
 replicas differ only in the traffic they saw. `score` reads and never changes the model.
@@ -63,11 +68,12 @@ from typing import Final, TypeVar
 
 from sampler.signals.sketches import MAX_LG_MAX_K, MIN_LG_MAX_K, FrequentStrings, TailQuantiles
 
-DIMENSIONS: Final = ("duration", "tokens", "span_count", "tool_calls")
+DIMENSIONS: Final = ("latency", "duration", "tokens", "span_count", "tool_calls")
 RARE_SHAPE: Final = "rare_shape"
 TAIL_SIGNALS: Final[Mapping[str, str]] = MappingProxyType(
     {
-        "duration": "tail_latency",
+        "latency": "tail_latency",
+        "duration": "tail_duration",
         "tokens": "tail_tokens",
         "span_count": "tail_span_count",
         "tool_calls": "tail_tool_calls",
@@ -119,6 +125,9 @@ class RarityScores:
     numeric: Mapping[str, float] = field(
         default_factory=lambda: MappingProxyType(dict.fromkeys(DIMENSIONS, 0.0))
     )  # every dimension of DIMENSIONS, in [0, 1]
+    # too little traffic seen to score this session fully: in all (warm-up) or of its group
+    # (its numbers score 0 and its shape is measured against all sessions)
+    cold: bool = False
 
     def fired(self, threshold: float) -> tuple[str, ...]:
         """Signal names of the scores at or above `threshold` (a score of 0 never fires)."""
@@ -129,7 +138,7 @@ class RarityScores:
         return tuple(names)
 
 
-COLD: Final = RarityScores(0.0)
+COLD: Final = RarityScores(0.0, cold=True)
 
 
 class _Window:
@@ -168,7 +177,11 @@ class RarityModel:
         self._latest = -math.inf
 
     def score(
-        self, shape: str, group: str, numbers: Mapping[str, float], now: float
+        self,
+        shape: str,
+        group: str,
+        numbers: Mapping[str, float],
+        now: float,
     ) -> RarityScores:
         """Scores a session against the traffic observed so far; changes nothing."""
         _check_numbers(numbers)
@@ -176,20 +189,20 @@ class RarityModel:
         live = list(self._live(self._windows, index))
         if sum(window.sessions for _, window in live) < max(1, self.settings.warmup_sessions):
             return COLD
-        known = sum(w * window.shapes.lower_bound(shape) for w, window in live)
-        total = sum(w * window.sessions for w, window in live)
         group_windows = self._groups.get(group)
         group_live = list(self._live(group_windows, index)) if group_windows else []
-        if sum(gw.sessions for _, gw in group_live) >= self.settings.min_group_values:
+        group_cold = sum(gw.sessions for _, gw in group_live) < self.settings.min_group_values
+        shape_score = 0.0
+        if not group_cold:
             known = sum(w * gw.shapes.lower_bound(shape) for w, gw in group_live)
             total = sum(w * gw.sessions for w, gw in group_live)
-        shape_score = _shape_score(min(1.0, known / total), self.settings.rare_shape_share)
+            shape_score = _shape_score(min(1.0, known / total), self.settings.rare_shape_share)
         numeric = dict.fromkeys(DIMENSIONS, 0.0)
         if group_live:
             for dimension, value in numbers.items():
                 if math.isfinite(value):
                     numeric[dimension] = self._tail_score(group_live, dimension, value)
-        return RarityScores(shape_score, MappingProxyType(numeric))
+        return RarityScores(shape_score, MappingProxyType(numeric), cold=group_cold)
 
     def observe(self, shape: str, group: str, numbers: Mapping[str, float], now: float) -> None:
         """Adds a session (after scoring it) to the current window."""

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from sampler.config.model import SignalsConfig
 from sampler.sessions.features import SessionFeatures
 from sampler.signals.errors import error_signals
-from sampler.signals.rarity import RarityModel, RaritySettings
+from sampler.signals.rarity import RARE_SHAPE, TAIL_SIGNALS, RarityModel, RaritySettings
 from sampler.signals.tool_cycles import AgentSpan, CycleThresholds, ToolCall, detect_cycles
 
 TOOL_CYCLE = "tool_cycle"
-TAIL_LATENCY = "tail_latency"
+LATENCY = "latency"
+TAIL_LATENCY = TAIL_SIGNALS[LATENCY]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class SessionSignals:
     cycle_kinds: frozenset[str] = frozenset()
     cycle_details: tuple[str, ...] = ()
     rarity: Mapping[str, float] = field(default_factory=dict)
+    cold: bool = False  # the rarity model could not score it fully yet (see RarityScores.cold)
 
 
 class SessionScorer:
@@ -73,13 +75,16 @@ class SessionScorer:
         *,
         fragment: bool = False,
         running_at_cap: bool = False,
+        learn: bool = True,
     ) -> SessionSignals:
-        """``fragment``: the later part of a conversation decided before (a continuation). Its
-        shape and numbers describe a piece, not a session, so they are neither scored for
-        rarity nor learned from; errors and loops are found in it as in any session.
+        """``fragment``: a conversation decided before: its later part (a continuation), or all of
+        it reopened. Its shape and most numbers would be compared with what the model learned of
+        its earlier part, so they are not scored nor learned again: only its turn latency is
+        scored (a turn is whole in a fragment too); errors and loops are found as in any session.
         ``running_at_cap``: a trace was still running when the session reached
-        max_session_duration; such a session is among the longest by construction, so it fires
-        tail_latency even before (or without) its agent's history saying so."""
+        max_session_duration; such a turn is among the longest by construction, so it fires
+        tail_latency even before (or without) its agent's history saying so.
+        ``learn``: add the session to the rarity model (not on a second look: once per session)."""
         signals = list(error_signals(features.error_kinds))
         calls = [ToolCall(start, name, digest) for start, name, digest in features.tool_calls]
         agents = [
@@ -91,20 +96,29 @@ class SessionScorer:
             signals.append(TOOL_CYCLE)
         shape = self.shape_of(features)
         group = features.root_agent
-        numbers = {
-            "duration": features.duration_s,
-            "tokens": float(features.tokens),
-            "span_count": float(features.span_count),
-            "tool_calls": float(features.tool_call_count),
-        }
         rarity: dict[str, float] = {}
-        if not fragment:
+        cold = False
+        if fragment:
+            latency = {LATENCY: features.latency_s}
+            scores = self.rarity.score(shape, group, latency, now)
+            rarity = {LATENCY: scores.numeric[LATENCY]}
+            signals.extend(s for s in scores.fired(self.rarity_threshold) if s != RARE_SHAPE)
+        else:
+            numbers = {
+                LATENCY: features.latency_s,
+                "duration": features.duration_s,
+                "tokens": float(features.tokens),
+                "span_count": float(features.span_count),
+                "tool_calls": float(features.tool_call_count),
+            }
             scores = self.rarity.score(shape, group, numbers, now)
-            self.rarity.observe(shape, group, numbers, now)
+            if learn:
+                self.rarity.observe(shape, group, numbers, now)
+            cold = scores.cold
             signals.extend(scores.fired(self.rarity_threshold))
             rarity = {"shape": scores.shape, **scores.numeric}
         if running_at_cap:
-            rarity["duration"] = 1.0
+            rarity[LATENCY] = 1.0
             if TAIL_LATENCY not in signals:
                 signals.append(TAIL_LATENCY)
         return SessionSignals(
@@ -113,4 +127,5 @@ class SessionScorer:
             cycle_kinds=frozenset(f.kind for f in findings),
             cycle_details=tuple(f.describe() for f in findings),
             rarity=rarity,
+            cold=cold,
         )

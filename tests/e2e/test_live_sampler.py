@@ -205,8 +205,12 @@ def test_late_spans_follow_the_decision(tmp_path: Path, sink: GrpcSink) -> None:
         late = [s for s in sink.spans() if s.name.startswith("late")]
         assert [s.name for s in late] == ["late-kept"]
         assert_annotated(late, "errors", ["error", "tool_error"])
-        assert sampler.metric("agent_sampler_late_spans", verdict="drop") == 1
+        # the dropped conversation is still held (sessions.dropped_hold): its late span reopens
+        # it, to be decided again as a whole, rather than following the drop at once
+        assert sampler.metric("agent_sampler_reopened_sessions") == 1
+        assert sampler.metric("agent_sampler_late_spans", verdict="drop") == 0
         assert sampler.terminate() == 0
+        assert [s.name for s in sink.spans() if s.name.startswith("late")] == ["late-kept"]
 
 
 def test_sigterm_decides_and_flushes_everything_buffered(tmp_path: Path, sink: GrpcSink) -> None:

@@ -1,13 +1,14 @@
 """The session is unusual compared with recent traffic: its *shape* (agent and tool path) is
 rarely seen, or one of its numbers is in the far tail of its agent's recent values. Scores are
-in [0, 1] per dimension: `shape`, `duration`, `tokens`, `span_count`, `tool_calls`. Settings in
-`signals.rarity`; for the first `warmup_sessions` nothing is rare. Signals written to kept
-spans: `rare_shape`, `tail_latency`, `tail_tokens`, `tail_span_count`, `tail_tool_calls`.
+in [0, 1] per dimension: `shape`, `latency` (the longest turn), `duration` (the whole session),
+`tokens`, `span_count`, `tool_calls`. Settings in `signals.rarity`; until the model has seen
+`warmup_sessions` sessions nothing is rare. Signals written to kept spans: `rare_shape`,
+`tail_latency`, `tail_duration`, `tail_tokens`, `tail_span_count`, `tail_tool_calls`.
 
 ```yaml
 rare: true                                   # any dimension at or above signals.rarity.threshold
-rare: {dimensions: [shape], min_score: 0.9}
-rare: {dimensions: [duration, tokens]}
+rare: {dimensions: [shape, latency]}
+rare: {dimensions: [tokens, span_count], min_score: 0.9}
 ```
 """
 
@@ -20,8 +21,10 @@ from sampler.config.reader import Node
 from sampler.rules.conditions.registry import ParseContext, condition_kind
 from sampler.rules.facts import DecisionFacts, SpanTest
 from sampler.rules.spec import Condition
+from sampler.signals.rarity import DIMENSIONS as RARITY_DIMENSIONS
+from sampler.signals.rarity import RARE_SHAPE, TAIL_SIGNALS
 
-DIMENSIONS: tuple[str, ...] = ("shape", "duration", "tokens", "span_count", "tool_calls")
+DIMENSIONS: tuple[str, ...] = ("shape", *RARITY_DIMENSIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +41,7 @@ class IsRare:
         return any(facts.rarity.get(d, 0.0) >= self.min_score for d in self.dimensions)
 
 
-_SIGNAL_OF = {
-    "shape": "rare_shape",
-    "duration": "tail_latency",
-    "tokens": "tail_tokens",
-    "span_count": "tail_span_count",
-    "tool_calls": "tail_tool_calls",
-}
+_SIGNAL_OF = {"shape": RARE_SHAPE, **TAIL_SIGNALS}
 
 
 @condition_kind("rare")

@@ -15,6 +15,7 @@ import pytest
 
 from sampler.config.load import default_config_path, load_config, load_config_text
 from sampler.config.model import (
+    BudgetConfig,
     DecisionCacheConfig,
     ExporterConfig,
     LoggingConfig,
@@ -22,6 +23,7 @@ from sampler.config.model import (
     ReceiversConfig,
     SamplerConfig,
     SessionsConfig,
+    SignalsConfig,
 )
 from sampler.config.reader import ConfigError, ConfigProblem
 from sampler.export.base import ExporterSettings
@@ -60,12 +62,19 @@ def test_embedded_default_loads_with_its_rules() -> None:
         ("errors", KeepAlways()),
         ("tool-loops", KeepAlways()),
         ("rare", KeepAlways()),
+        ("outliers", KeepAlways()),
         ("baseline", KeepWithinBudget()),
     ]
     assert config.rules[0].condition == HasError(ANY_ERROR, True)
     assert config.rules[1].condition == HasToolCycle(frozenset(CYCLE_KINDS), True)
-    assert config.rules[2].condition == IsRare(DIMENSIONS, None)
-    assert config.rules[3].condition is None
+    # a rare tool path or a slow turn fires at the signal threshold; the other numbers only
+    # far out in the tail
+    assert config.rules[2].condition == IsRare(("shape", "latency"), None)
+    assert config.rules[3].condition == IsRare(
+        ("duration", "tokens", "span_count", "tool_calls"), 0.9
+    )
+    assert set(DIMENSIONS) == {"shape", "latency", "duration", "tokens", "span_count", "tool_calls"}
+    assert config.rules[4].condition is None
     assert [rule.line for rule in config.rules] == sorted(rule.line for rule in config.rules)
 
 
@@ -83,6 +92,8 @@ def test_embedded_default_spells_out_the_model_defaults() -> None:
         config.exporter,
         config.metrics,
         config.logging,
+        config.signals,
+        config.budget,
     ) == (
         ReceiversConfig(),
         SessionsConfig(),
@@ -90,6 +101,18 @@ def test_embedded_default_spells_out_the_model_defaults() -> None:
         ExporterConfig(),
         MetricsConfig(),
         LoggingConfig(),
+        SignalsConfig(),
+        BudgetConfig(),
+    )
+
+
+def test_embedded_default_holds_dropped_sessions_and_samples_the_p98() -> None:
+    config = load_config()
+    rarity = config.signals.rarity
+    assert (rarity.rare_shape_share, rarity.tail_quantile) == (0.02, 0.98)
+    assert (config.sessions.dropped_hold, config.sessions.dropped_hold_max_spans) == (
+        120.0,
+        200_000,
     )
 
 

@@ -352,8 +352,13 @@ def signal_facts(**fields: object) -> DecisionFacts:
         ),
         ("{rare: true}", {"signals": ("rare_shape",)}, True),
         ("{rare: true}", {"rarity": {"shape": 0.9}}, False),
-        ("{rare: {dimensions: [duration]}}", {"signals": ("tail_latency",)}, True),
+        ("{rare: {dimensions: [latency]}}", {"signals": ("tail_latency",)}, True),
+        ("{rare: {dimensions: [duration]}}", {"signals": ("tail_duration",)}, True),
+        ("{rare: {dimensions: [duration]}}", {"signals": ("tail_latency",)}, False),
+        ("{rare: {dimensions: [latency]}}", {"signals": ("tail_duration",)}, False),
         ("{rare: {dimensions: [tokens]}}", {"signals": ("tail_latency",)}, False),
+        ("{rare: {dimensions: [latency], min_score: 0.9}}", {"rarity": {"latency": 0.9}}, True),
+        ("{rare: {dimensions: [duration], min_score: 0.9}}", {"rarity": {"latency": 1.0}}, False),
         ("{rare: {dimensions: [shape], min_score: 0.8}}", {"rarity": {"shape": 0.85}}, True),
         ("{rare: {dimensions: [shape], min_score: 0.9}}", {"rarity": {"shape": 0.85}}, False),
         ("{tokens: {min: 1000}}", {"tokens": 1000}, True),
@@ -373,7 +378,12 @@ def signal_facts(**fields: object) -> DecisionFacts:
         "rare-signal",
         "score-without-signal-is-not-rare",
         "tail-latency",
+        "tail-duration",
+        "latency-signal-is-not-duration",
+        "duration-signal-is-not-latency",
         "other-dimension",
+        "latency-min-score",
+        "latency-score-is-not-duration",
         "min-score-met",
         "min-score-missed",
         "tokens-at-min",
@@ -384,6 +394,19 @@ def signal_facts(**fields: object) -> DecisionFacts:
 )
 def test_signal_conditions(when: str, fields: dict[str, object], expected: bool) -> None:
     assert parse_condition(when).matches(signal_facts(**fields)) is expected
+
+
+def test_rare_accepts_every_rarity_dimension_and_no_other() -> None:
+    everything = "[shape, latency, duration, tokens, span_count, tool_calls]"
+    condition = parse_condition(f"{{rare: {{dimensions: {everything}}}}}")
+    assert condition == parse_condition("{rare: true}")
+    problems = Problems("test.yaml")
+    refused = ParseContext(problems, "when").condition(
+        parse_yaml("{rare: {dimensions: [latancy]}}", "test.yaml")
+    )
+    assert refused is None
+    (problem,) = problems.found
+    assert "unknown dimension (did you mean 'latency'?)" in str(problem)
 
 
 @pytest.mark.parametrize("kind", kinds(), ids=kinds())

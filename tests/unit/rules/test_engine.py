@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from sampler.config.reader import Problems, parse_yaml
+from sampler.rules.budget import BudgetController, BudgetSettings
 from sampler.rules.engine import RuleEngine
 from sampler.rules.facts import DecisionFacts
 from sampler.rules.parse import parse_rules
@@ -257,3 +258,130 @@ def test_spans_rate_limit_eventually_keeps_a_session_bigger_than_one_second_of_b
     engine = engine_of("[{name: spans, action: {rate_limit: {spans_per_second: 100}}}]")
     verdicts = [engine.decide(facts(span_count=150), now=10.0 * i) for i in range(1, 31)]
     assert any(v.keep for v in verdicts)
+
+
+# --- reconsider: a second look at a dropped session -----------------------------------------
+
+SECOND_LOOK = """
+- {name: errors, when: {error: true}, action: keep}
+- {name: tiny, when: {span_count: {max: 1}}, action: drop}
+- {name: slow, when: {duration: {min: 2m}}, action: keep}
+- {name: limited, when: {duration: {min: 1m}}, action: {rate_limit: {sessions_per_second: 1}}}
+- {name: maybe, when: {duration: {min: 30s}}, action: {probability: 0.5}}
+- {name: big, when: {span_count: {min: 100}}, action: keep}
+- {name: rest, action: drop}
+"""
+KEPT_RANDOMNESS = RANDOMNESS_SPAN - 1  # kept at any probability
+DROPPED_RANDOMNESS = 0  # dropped at any probability below 1
+
+RECONSIDER = [
+    # (id, rules, facts now, the rule that dropped it, verdict of the second look)
+    ("earlier-keep-rule-now-matches", SECOND_LOOK, {"duration_s": 600}, "rest", (True, "slow")),
+    ("first-rule-now-matches", SECOND_LOOK, {"error_spans": 1}, "tiny", (True, "errors")),
+    ("nothing-earlier-matches", SECOND_LOOK, {}, "rest", None),
+    # the rate limit has room now (decide would keep), but it is the rule that dropped it
+    ("the-dropping-rule-never", SECOND_LOOK, {"duration_s": 90}, "limited", None),
+    # in the next two, decide would keep by a rule after the one that dropped the session
+    ("later-rules-never", SECOND_LOOK, {"span_count": 2, "duration_s": 600}, "tiny", None),
+    ("later-keep-rule-never", SECOND_LOOK, {"span_count": 500}, "maybe", None),
+    (
+        "earlier-drop-rule-matching-first-is-no-keep",
+        SECOND_LOOK,
+        {"span_count": 1, "duration_s": 600},
+        "rest",
+        None,
+    ),
+    (
+        "earlier-probability-keep",
+        SECOND_LOOK,
+        {"duration_s": 45, "randomness": KEPT_RANDOMNESS},
+        "rest",
+        (True, "maybe"),
+    ),
+    (
+        "earlier-probability-not-keeping",
+        SECOND_LOOK,
+        {"duration_s": 45, "randomness": DROPPED_RANDOMNESS},
+        "rest",
+        None,
+    ),
+    (
+        "no-rule-drop-looks-at-every-rule",
+        NO_CATCH_ALL,
+        {"error_spans": 1},
+        NO_RULE,
+        (True, "errors"),
+    ),
+    ("no-rule-drop-nothing-matches", NO_CATCH_ALL, {"span_count": 3}, NO_RULE, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("rules", "fields", "dropped_by", "expected"),
+    [case[1:] for case in RECONSIDER],
+    ids=[case[0] for case in RECONSIDER],
+)
+def test_reconsider_keeps_only_by_a_rule_before_the_drop(
+    rules: str, fields: dict[str, Any], dropped_by: str, expected: tuple[bool, str] | None
+) -> None:
+    engine = engine_of(rules)
+    verdict = engine.reconsider(facts(**fields), Verdict(False, dropped_by), now=0.0)
+
+    assert (None if verdict is None else (verdict.keep, verdict.rule)) == expected
+    if verdict is not None:  # what decide would say of these facts, when that rule comes first
+        assert verdict == engine_of(rules).decide(facts(**fields), now=0.0)
+
+
+class CountingBudget(BudgetController):
+    """Counts what the engine reports to the budget."""
+
+    __slots__ = ("decided", "must_keep")
+
+    def __init__(self) -> None:
+        super().__init__(BudgetSettings())
+        self.decided = 0
+        self.must_keep = 0
+
+    def observe_decided(self, span_count: int, now: float) -> None:
+        self.decided += 1
+        super().observe_decided(span_count, now)
+
+    def observe_must_keep(self, span_count: int, now: float) -> None:
+        self.must_keep += 1
+        super().observe_must_keep(span_count, now)
+
+
+@pytest.mark.parametrize(
+    ("fields", "must_keep"),
+    [
+        pytest.param({"duration_s": 600}, 1, id="kept-by-a-keep-rule-counts-against-the-budget"),
+        pytest.param({}, 0, id="the-drop-stands"),
+    ],
+)
+def test_reconsider_is_not_a_new_decision_for_the_budget(
+    fields: dict[str, Any], must_keep: int
+) -> None:
+    engine = engine_of(SECOND_LOOK)
+    engine.budget = budget = CountingBudget()
+    first = engine.decide(facts(), now=0.0)
+    assert (first, budget.decided, budget.must_keep) == (Verdict(False, "rest"), 1, 0)
+
+    engine.reconsider(facts(**fields), first, now=10.0)
+
+    assert (budget.decided, budget.must_keep) == (1, must_keep)
+
+
+def test_reconsider_by_the_budget_rule_asks_the_budget_without_counting_a_keep() -> None:
+    engine = engine_of(
+        """
+        - {name: rare-ish, when: {duration: {min: 2m}}, action: budget}
+        - {name: rest, action: drop}
+        """
+    )
+    engine.budget = budget = CountingBudget()
+    first = engine.decide(facts(), now=0.0)
+
+    verdict = engine.reconsider(facts(duration_s=600, randomness=KEPT_RANDOMNESS), first, now=1.0)
+
+    assert verdict is not None and (verdict.keep, verdict.rule) == (True, "rare-ish")
+    assert (budget.decided, budget.must_keep) == (1, 0)

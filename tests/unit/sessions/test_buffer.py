@@ -5,7 +5,8 @@ A scenario is a list of steps; running it yields a log that the row compares as 
   ("follows", trace, keep)        add() returned a verdict: the span follows a decided session
   ("followed", session, keep)     a provisional session joined a decided one (buffer.followed)
 A session is written (key, trace names, span count); a provisional one's key is "~" + trace name.
-Every popped session is decided at once with the step's verdict and recorded in the cache.
+Every popped session is decided at once with the step's verdict and recorded in the cache; with
+``hold=True`` a dropped one is also held (as the pipeline holds it), so new spans can reopen it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Add:
 class Pop:
     at: float
     keep: bool = True
+    hold: bool = False  # hold the dropped sessions (sessions.dropped_hold)
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,10 @@ class Harness:
             else:
                 sessions = self.buffer.pop_all()
             for session in sessions:
-                self.buffer.record(session, Verdict(step.keep, "kept" if step.keep else "dropped"))
+                verdict = Verdict(step.keep, "kept" if step.keep else "dropped")
+                self.buffer.record(session, verdict)
+                if isinstance(step, Pop) and step.hold and not step.keep:
+                    assert self.buffer.hold.hold(session, verdict, cold=False, now=step.at)
             log.append(("due", step.at, sorted(summary(s) for s in sessions)))
         return log
 
@@ -300,6 +305,91 @@ SCENARIOS = [
         ],
         id="late-span-of-a-decided-trace-follows-via-cache",
     ),
+    # -- dropped sessions still held: reopened by new spans, decided again as a whole ------------
+    pytest.param(
+        {},
+        [
+            Add(0, "t1", key="c1", root=True),
+            Pop(30.05, keep=False, hold=True),
+            Add(31, "t2", key="c1", root=True),
+            Pop(60.95),
+            Pop(61.05),
+            Add(62, "t3", key="c1"),  # kept this time: a further turn follows it
+        ],
+        [
+            ("due", 30.05, [("c1", ("t1",), 1)]),
+            ("due", 60.95, []),
+            ("due", 61.05, [("c1", ("t1", "t2"), 2)]),
+            ("follows", "t3", True),
+        ],
+        id="new-trace-of-a-held-conversation-reopens-it",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t1", key="c1", root=True),
+            Pop(30.05, keep=False, hold=True),
+            Add(31, "t2"),
+            Add(32, "t2", key="c1", root=True),
+            Pop(61.95),
+            Pop(62.05),
+        ],
+        [
+            ("due", 30.05, [("c1", ("t1",), 1)]),
+            ("due", 61.95, []),
+            ("due", 62.05, [("c1", ("t1", "t2"), 3)]),
+        ],
+        id="root-revealing-a-held-key-reopens-it",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t1", key="c1", root=True),
+            Pop(30.05, keep=False, hold=True),
+            Add(32, "t1"),
+            Pop(61.95),
+            Pop(62.05),
+        ],
+        [
+            ("due", 30.05, [("c1", ("t1",), 1)]),
+            ("due", 61.95, []),
+            ("due", 62.05, [("c1", ("t1",), 2)]),
+        ],
+        id="late-span-of-a-held-conversation-reopens-it",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t1"),
+            Pop(90.05, keep=False, hold=True),  # open_trace_wait: decided without its root
+            Add(100, "t1", root=True),
+            Pop(101.95),
+            Pop(102.05),
+        ],
+        [
+            ("due", 90.05, [("~t1", ("t1",), 1)]),
+            ("due", 101.95, []),
+            ("due", 102.05, [("~t1", ("t1",), 2)]),
+        ],
+        id="late-root-of-a-held-lone-trace-reopens-it",
+    ),
+    pytest.param(
+        {},
+        [
+            Add(0, "t1", key="c1", root=True),
+            Pop(30.05, keep=False, hold=True),
+            Add(31, "t2", key="c1", root=True),
+            Pop(61.05, keep=False, hold=True),  # dropped again, and held again
+            Add(70, "t1"),
+            Pop(100.05),
+        ],
+        [
+            ("due", 30.05, [("c1", ("t1",), 1)]),
+            ("due", 61.05, [("c1", ("t1", "t2"), 2)]),
+            ("due", 100.05, [("c1", ("t1", "t2"), 3)]),
+        ],
+        id="a-conversation-can-be-reopened-again",
+    ),
     # -- completion ------------------------------------------------------------------------------
     pytest.param(
         {},
@@ -448,6 +538,21 @@ def test_counters_return_to_zero_once_everything_is_decided(
         pytest.param(
             [Add(0, "t1", root=True), Add(0, "t2"), Pop(2.05)], (1, 1), id="decided-leaves"
         ),
+        pytest.param(
+            [Add(0, "t1", key="c1", root=True), Add(0, "t1"), Pop(30.05, keep=False, hold=True)],
+            (0, 0),
+            id="held-spans-are-not-buffered",
+        ),
+        pytest.param(
+            [
+                Add(0, "t1", key="c1", root=True),
+                Add(0, "t1"),
+                Pop(30.05, keep=False, hold=True),
+                Add(31, "t2", key="c1"),
+            ],
+            (1, 3),
+            id="reopened-spans-are-buffered-again",
+        ),
     ],
 )
 def test_counters_track_buffered_sessions_and_spans(
@@ -460,6 +565,45 @@ def test_counters_track_buffered_sessions_and_spans(
     sessions, spans = expected_counts
     assert (buffer.session_count, buffer.span_count) == (sessions, spans)
     assert buffer.span_bytes == spans * len(PAYLOAD)
+
+
+@pytest.mark.parametrize(
+    ("reopen", "key"),
+    [
+        pytest.param(Add(31, "t2", key="c1", root=True), "c1", id="by-a-new-turn"),
+        pytest.param(Add(31, "t1"), "c1", id="by-a-late-span"),
+    ],
+)
+def test_a_reopened_session_leaves_the_hold_and_is_known_as_decided_before(
+    reopen: Add, key: str
+) -> None:
+    harness = Harness({})
+    harness.run([Add(0, "t1", key="c1", root=True), Pop(30.05, keep=False, hold=True)])
+    buffer = harness.buffer
+    assert (len(buffer.hold), buffer.hold.span_count, buffer.reopened) == (1, 1, 0)
+
+    harness.run([reopen])
+
+    assert (len(buffer.hold), buffer.hold.span_count, buffer.reopened) == (0, 0, 1)
+    (session,) = buffer.pop_all()
+    assert (session.key, session.decided_before, session.span_count) == (key, True, 2)
+
+
+def test_a_session_is_due_once_even_when_re_filed_onto_a_stale_entry() -> None:
+    harness = Harness({})
+    steps: list[Step] = [
+        Add(0, "t1", key="c1"),  # a running trace: due at 0 + 90 (open_trace_wait), tick 900
+        Add(1, "t1", root=True),  # its root: due at 1 + 30, earlier; the tick-900 entry is stale
+        Add(20, "t1"),  # activity: due at 50 now
+        Pop(31.05),  # re-filed at 50
+        Add(60, "t2", key="c1", root=True),  # a second turn: due at 90, tick 900 again
+        Pop(60),  # re-filed at 90: next to the stale entry of tick 900
+        Pop(90.05),
+    ]
+
+    log = harness.run(steps)
+
+    assert log[-1] == ("due", 90.05, [("c1", ("t1", "t2"), 4)])
 
 
 def test_pop_due_one_ulp_before_a_deadline_returns() -> None:

@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sampler.signals.rarity import DIMENSIONS, RarityModel, RarityScores, RaritySettings
+from sampler.signals.rarity import (
+    COLD,
+    DIMENSIONS,
+    TAIL_SIGNALS,
+    RarityModel,
+    RarityScores,
+    RaritySettings,
+)
 
 COMMON = tuple(f"support:search>tool{i}" for i in range(5))
 NO_NUMBERS: Mapping[str, float] = {}
@@ -42,14 +49,16 @@ def test_cold_start_scores_nothing_until_warmup() -> None:
     model = RarityModel(RaritySettings())
     observe_all(model, common(199), now=0.0)
 
-    cold = model.score("never-seen", "support", {"duration": 1e9}, now=0.0)
-    assert cold == RarityScores(0.0)
+    cold = model.score("never-seen", "support", {"duration": 1e9, "latency": 1e9}, now=0.0)
+    assert cold == COLD == RarityScores(0.0, cold=True)
+    assert cold.cold  # the pipeline holds what it drops, for a second look
     assert dict(cold.numeric) == dict.fromkeys(DIMENSIONS, 0.0)
     assert cold.fired(0.0) == ()
     assert model.sessions_seen(0.0) == 199
 
     observe_all(model, common(1), now=0.0)  # the 200th session ends the warmup
-    assert shape_score(model, "never-seen", now=0.0) == 1.0
+    warm = model.score("never-seen", "support", NO_NUMBERS, now=0.0)
+    assert (warm.shape, warm.cold) == (1.0, False)
 
 
 def test_after_common_traffic_a_new_shape_is_rare_and_a_common_one_is_not() -> None:
@@ -188,9 +197,13 @@ def test_a_quiet_agents_usual_path_is_not_rare() -> None:
     observe_all(model, common(9950), now=0.0)
     observe_all(model, ["billing:refund"] * 50, now=0.0, group="billing")
 
-    assert model.score("billing:refund", "billing", NO_NUMBERS, now=0.0).shape == 0.0
-    globally = model.score("billing:refund", "unknown-agent", NO_NUMBERS, now=0.0).shape
-    assert globally == pytest.approx(log_score(0.01, 0.005))  # 0.65: rare among all sessions
+    billing = model.score("billing:refund", "billing", NO_NUMBERS, now=0.0)
+    assert (billing.shape, billing.cold) == (0.0, False)
+    assert model.score("billing:other", "billing", NO_NUMBERS, now=0.0).shape == 1.0
+    # 0.5% of all sessions would score 0.65 against everyone; an agent never seen is not
+    # measured against everyone any more: it is cold, and its shape scores nothing
+    unknown = model.score("billing:refund", "unknown-agent", NO_NUMBERS, now=0.0)
+    assert (unknown.shape, unknown.cold) == (0.0, True)
 
 
 def test_a_path_rare_for_a_busy_agent_is_rare_even_if_common_for_others() -> None:
@@ -205,19 +218,37 @@ def test_a_path_rare_for_a_busy_agent_is_rare_even_if_common_for_others() -> Non
     assert for_support == pytest.approx(log_score(0.01, 0.005))  # 0.65: rare for support
 
 
-def test_a_small_group_is_measured_against_all_sessions() -> None:
-    # 49 "quiet" sessions (fewer than min_group_values) among 10000: their path's share is
-    # 49 / 10000 = 0.49% of all sessions, 0.5 + 0.5 * log10(1% / 0.49%) = 0.65.
+def test_a_small_groups_shapes_are_not_scored_until_it_has_min_group_values() -> None:
+    # 49 "quiet" sessions (fewer than min_group_values) among 10000. Against all sessions its
+    # usual path (0.49%) would score 0.65 and any other path 1: a young or quiet agent would
+    # look rare throughout. So the group is cold: no shape score, and the scores say so.
     model = RarityModel(RaritySettings(rare_shape_share=0.01, min_group_values=50))
     observe_all(model, common(9951), now=0.0)
     observe_all(model, ["quiet:usual"] * 49, now=0.0, group="quiet")
 
-    small = model.score("quiet:usual", "quiet", NO_NUMBERS, now=0.0).shape
-    assert small == pytest.approx(log_score(0.01, 49 / 10000))
+    for shape in ("quiet:usual", "quiet:never-seen"):
+        small = model.score(shape, "quiet", {"tokens": 1e9}, now=0.0)
+        assert (small.shape, small.cold, small.fired(0.0)) == (0.0, True, ())
+    assert not model.score(COMMON[0], "support", NO_NUMBERS, now=0.0).cold  # only that group
 
     observe_all(model, ["quiet:usual"] * 1, now=0.0, group="quiet")  # the 50th: its own share
 
-    assert model.score("quiet:usual", "quiet", NO_NUMBERS, now=0.0).shape == 0.0
+    usual = model.score("quiet:usual", "quiet", NO_NUMBERS, now=0.0)
+    assert (usual.shape, usual.cold) == (0.0, False)
+    assert model.score("quiet:never-seen", "quiet", NO_NUMBERS, now=0.0).shape == 1.0
+
+
+def test_a_group_is_cold_again_once_its_sessions_age_out() -> None:
+    model = RarityModel(RaritySettings(warmup_sessions=10, min_group_values=50))
+    observe_all(model, common(50), now=0.0, group="early")
+    observe_all(model, common(100), now=0.0)
+    assert not model.score("x", "early", NO_NUMBERS, now=0.0).cold
+
+    later = 300.0 * 6  # six windows on: the early group's windows are gone
+    observe_all(model, common(100), now=later)
+
+    assert model.score("x", "early", NO_NUMBERS, now=later) == RarityScores(0.0, cold=True)
+    assert model.score("x", "support", NO_NUMBERS, now=later).shape == 1.0
 
 
 def test_a_common_shape_is_never_called_rare_however_many_rare_ones_go_by() -> None:
@@ -278,9 +309,10 @@ def test_numeric_tails_are_per_group(
 def hundred_values() -> RarityModel:
     # 0, 1, ..., 99 once each: each value is its own centroid, so ranks are exact and 98.5,
     # halfway between the 99th and the 100th value, has rank 0.99 (the tail quantile).
+    # latency and duration get the same values: each dimension is its own tail
     model = RarityModel(RaritySettings(warmup_sessions=100))
     for i in range(100):
-        model.observe("s", "support", {"duration": float(i)}, now=0.0)
+        model.observe("s", "support", {"latency": float(i), "duration": float(i)}, now=0.0)
     return model
 
 
@@ -304,23 +336,55 @@ def test_tail_score_is_half_at_the_tail_quantile_then_linear(
     assert duration_score(hundred_values, value) == pytest.approx(expected, abs=1e-9)
 
 
+@pytest.mark.parametrize(
+    ("dimension", "signal"),
+    [
+        pytest.param("latency", "tail_latency", id="longest-turn-fires-tail-latency"),
+        pytest.param("duration", "tail_duration", id="whole-session-fires-tail-duration"),
+    ],
+)
 def test_a_value_exactly_at_the_tail_quantile_scores_exactly_half(
-    hundred_values: RarityModel,
+    hundred_values: RarityModel, dimension: str, signal: str
 ) -> None:
-    at_tail = hundred_values.score("s", "support", {"duration": 98.5}, now=0.0)
+    at_tail = hundred_values.score("s", "support", {dimension: 98.5}, now=0.0)
 
-    assert at_tail.numeric["duration"] == 0.5
-    assert at_tail.fired(0.5) == ("tail_latency",)
+    assert at_tail.numeric[dimension] == 0.5
+    assert at_tail.fired(0.5) == (signal,)
 
 
 def test_numeric_signal_names() -> None:
     scores = RarityScores(
-        0.7, {"duration": 1.0, "tokens": 0.6, "span_count": 0.2, "tool_calls": 0.5}
+        0.7,
+        {
+            "latency": 0.95,
+            "duration": 1.0,
+            "tokens": 0.6,
+            "span_count": 0.2,
+            "tool_calls": 0.5,
+        },
     )
 
-    assert scores.fired(0.5) == ("rare_shape", "tail_latency", "tail_tokens", "tail_tool_calls")
-    assert scores.fired(0.9) == ("tail_latency",)
+    assert scores.fired(0.5) == (
+        "rare_shape",
+        "tail_latency",
+        "tail_duration",
+        "tail_tokens",
+        "tail_tool_calls",
+    )
+    assert scores.fired(0.9) == ("tail_latency", "tail_duration")
+    assert scores.fired(0.99) == ("tail_duration",)
     assert RarityScores(0.0).fired(0.0) == ()
+
+
+def test_every_dimension_has_its_own_signal() -> None:
+    assert DIMENSIONS == ("latency", "duration", "tokens", "span_count", "tool_calls")
+    assert dict(TAIL_SIGNALS) == {
+        "latency": "tail_latency",
+        "duration": "tail_duration",
+        "tokens": "tail_tokens",
+        "span_count": "tail_span_count",
+        "tool_calls": "tail_tool_calls",
+    }
 
 
 def test_a_group_with_few_values_scores_zero() -> None:
@@ -334,10 +398,12 @@ def test_a_group_with_few_values_scores_zero() -> None:
 
 def test_unknown_dimensions_are_refused() -> None:
     model = RarityModel(RaritySettings())
-    with pytest.raises(ValueError, match="latency"):
-        model.observe("s", "g", {"latency": 1.0}, now=0.0)
-    with pytest.raises(ValueError, match="latency"):
-        model.score("s", "g", {"latency": 1.0}, now=0.0)
+    with pytest.raises(ValueError, match="wall_time"):
+        model.observe("s", "g", {"wall_time": 1.0}, now=0.0)
+    with pytest.raises(ValueError, match="wall_time"):
+        model.score("s", "g", {"wall_time": 1.0}, now=0.0)
+    model.observe("s", "g", {"latency": 1.0}, now=0.0)  # a dimension now
+    assert model.sessions_seen(0.0) == 1
 
 
 def test_groups_are_bounded_least_recently_observed_evicted() -> None:
@@ -364,7 +430,7 @@ def test_a_big_jump_in_time_leaves_nothing_behind() -> None:
 
     assert model.sessions_seen(1e7) == 1
     assert model.approx_bytes() < before / 2
-    assert model.score("new", "support", {"duration": 9.0}, now=1e7) == RarityScores(0.0)
+    assert model.score("new", "support", {"duration": 9.0}, now=1e7) == COLD
 
 
 def test_time_never_goes_backwards() -> None:
@@ -385,7 +451,7 @@ def test_scoring_is_a_pure_read() -> None:
     first = model.score("x", "support", {"duration": 2.0}, now=0.0)
     far_later = model.score("x", "support", {"duration": 2.0}, now=1e6)  # nothing live then
 
-    assert far_later == RarityScores(0.0)
+    assert far_later == COLD
     assert model.score("x", "support", {"duration": 2.0}, now=0.0) == first
     assert model.sessions_seen(0.0) == 500
 
@@ -452,6 +518,8 @@ def test_scores_stay_in_range(sessions: list[tuple[str, str, float, float]]) -> 
         assert 0.0 <= scores.shape <= 1.0
         assert set(scores.numeric) == set(DIMENSIONS)
         assert all(0.0 <= score <= 1.0 for score in scores.numeric.values())
+        if scores.cold:  # a cold shape is never called rare
+            assert scores.shape == 0.0
         model.observe(shape, group, {"duration": value}, now)
 
 

@@ -15,6 +15,7 @@ from sampler.config.model import RarityConfig, ShapeConfig, SignalsConfig
 from sampler.sessions.features import SessionFeatures
 from sampler.sessions.spans import KIND_AGENT, KIND_LLM, KIND_TOOL, SpanFacts
 from sampler.signals.errors import ErrorKind
+from sampler.signals.rarity import RarityModel
 from sampler.signals.scorer import SessionScorer
 
 TRACE = b"\0" * 15 + b"t"
@@ -30,6 +31,7 @@ def span_facts(
     tool_name: str = "",
     tool_args: str = "",
     error_kinds: int = 0,
+    duration_ns: int = 500,
 ) -> SpanFacts:
     """Span ``number`` of the session's one trace: span 1 is the root, the others its children."""
     return SpanFacts(
@@ -37,7 +39,7 @@ def span_facts(
         session_key=None,
         is_root=number == 1,
         start_ns=start_ns,
-        end_ns=start_ns + 500,
+        end_ns=start_ns + duration_ns,
         test_bits=0,
         error_kinds=error_kinds,
         span_id=number.to_bytes(8, "big"),
@@ -74,10 +76,28 @@ def session(
     return features
 
 
-def scorer(warmup_sessions: int = RarityConfig().warmup_sessions) -> SessionScorer:
+def timed(latency_s: float, duration_s: float) -> SessionFeatures:
+    """A session whose root span (its turn) lasts ``latency_s``, while a model call started
+    with it ends ``duration_s`` later: the session's wall time is the longer of the two."""
+    features = SessionFeatures()
+    features.observe(
+        span_facts(1, 1_000, KIND_AGENT, agent_name="support", duration_ns=int(latency_s * 1e9))
+    )
+    features.observe(span_facts(2, 1_000, KIND_LLM, duration_ns=int(duration_s * 1e9)))
+    return features
+
+
+def scorer(
+    warmup_sessions: int = RarityConfig().warmup_sessions, min_group_values: int | None = None
+) -> SessionScorer:
+    """``min_group_values`` (not a config setting: 50 unless given) is set on the model."""
     config = SignalsConfig()
     rarity = dataclasses.replace(config.rarity, warmup_sessions=warmup_sessions)
-    return SessionScorer(dataclasses.replace(config, rarity=rarity))
+    result = SessionScorer(dataclasses.replace(config, rarity=rarity))
+    if min_group_values is not None:
+        settings = dataclasses.replace(result.rarity.settings, min_group_values=min_group_values)
+        result.rarity = RarityModel(settings)
+    return result
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -186,10 +206,11 @@ def test_the_shape_follows_start_order_not_arrival_order() -> None:
 
 
 def test_after_warmup_a_never_seen_shape_is_rare() -> None:
-    warm_after_5 = scorer(warmup_sessions=5)
+    warm_after_5 = scorer(warmup_sessions=5, min_group_values=5)
     first = warm_after_5.score(session("search:q1 answer:a1"), now=0.0)
     assert first.rarity["shape"] == 0.0  # cold: nothing is rare yet, not even a first shape
     assert "rare_shape" not in first.signals
+    assert first.cold  # so the pipeline holds it, if dropped, for a second look
     for _ in range(4):
         warm_after_5.score(session("search:q1 answer:a1"), now=0.0)
 
@@ -200,21 +221,91 @@ def test_after_warmup_a_never_seen_shape_is_rare() -> None:
     assert "rare_shape" in new.signals
     assert usual.rarity["shape"] == 0.0
     assert "rare_shape" not in usual.signals
+    assert not new.cold and not usual.cold
 
 
-def test_a_fragment_is_neither_scored_nor_learned_from() -> None:
-    warm_after_5 = scorer(warmup_sessions=5)
+def test_a_cold_agents_shape_is_not_scored() -> None:
+    """Warm overall, but an agent with fewer than min_group_values recent sessions is cold:
+    measured against everyone, all its paths would look rare."""
+    model = scorer(warmup_sessions=5, min_group_values=10)
+    for _ in range(10):
+        model.score(session("search:q1 answer:a1"), now=0.0)
+    for _ in range(9):
+        model.score(session("refund:r1", agent="billing"), now=0.0)
+
+    young = model.score(session("never:n1 seen:s1", agent="billing"), now=0.0)
+    busy = model.score(session("never:n1 seen:s1"), now=0.0)
+
+    assert (young.rarity["shape"], young.cold) == (0.0, True)
+    assert "rare_shape" not in young.signals
+    assert (busy.rarity["shape"], busy.cold) == (1.0, False)
+    # the tenth billing session was learned from when scored: billing is warm now
+    warm = model.score(session("escalate:e1", agent="billing"), now=0.0, learn=False)
+    assert (warm.rarity["shape"], warm.cold) == (1.0, False)
+
+
+@pytest.mark.parametrize(
+    ("latency_s", "duration_s", "fired"),
+    [
+        pytest.param(1.0, 10.0, (), id="usual"),
+        pytest.param(9.0, 9.0, ("tail_latency",), id="slow-turn-fires-tail-latency"),
+        pytest.param(1.0, 100.0, ("tail_duration",), id="long-session-quick-turns-tail-duration"),
+        pytest.param(100.0, 100.0, ("tail_latency", "tail_duration"), id="both"),
+    ],
+)
+def test_the_longest_turn_and_the_whole_session_are_separate_tails(
+    latency_s: float, duration_s: float, fired: tuple[str, ...]
+) -> None:
+    model = scorer(warmup_sessions=5, min_group_values=5)
+    for _ in range(60):
+        model.score(timed(1.0, 10.0), now=0.0)  # turns of 1 s, sessions of 10 s
+
+    scored = model.score(timed(latency_s, duration_s), now=0.0)
+
+    assert scored.signals == fired
+    assert (scored.rarity["latency"] == 1.0) is ("tail_latency" in fired)
+    assert (scored.rarity["duration"] == 1.0) is ("tail_duration" in fired)
+
+
+def test_learn_false_scores_without_teaching_the_model() -> None:
+    model = scorer(warmup_sessions=5, min_group_values=5)
     for _ in range(5):
-        warm_after_5.score(session("search:q1 answer:a1"), now=0.0)
+        model.score(session("search:q1 answer:a1"), now=0.0)
+    odd = session("refund:r1 escalate:e1")
+
+    looked = model.score(odd, now=0.0, learn=False)
+    again = model.score(odd, now=0.0, learn=False)
+
+    assert looked == again
+    assert looked.rarity["shape"] == 1.0
+    assert model.rarity.sessions_seen(0.0) == 5
+    model.score(odd, now=0.0)  # learn=True (the default) teaches it
+    assert model.rarity.sessions_seen(0.0) == 6
+
+
+def test_a_fragment_scores_only_its_latency_and_is_not_learned_from() -> None:
+    """A conversation decided before (a continuation, or reopened): its shape and totals were
+    judged (and learned) the first time; only the latency of its turns is scored again."""
+    warm_after_5 = scorer(warmup_sessions=5, min_group_values=5)
+    for _ in range(60):
+        warm_after_5.score(session("search:q1 answer:a1"), now=0.0)  # 500 ns turns
     looping = session("refund:r1 refund:r1 refund:r1", errors=ErrorKind.HTTP_5XX)
 
     fragment = warm_after_5.score(looping, now=1.0, fragment=True)
 
-    assert fragment.rarity == {}
+    assert fragment.rarity == {"latency": 0.0}
     assert fragment.signals == ("http_5xx", "tool_cycle")  # errors and loops still found
     assert fragment.shape == "support:refund"
-    assert warm_after_5.rarity.sessions_seen(1.0) == 5  # not taught
-    assert warm_after_5.score(looping, now=1.0).rarity["shape"] == 1.0  # still never seen
+    assert warm_after_5.rarity.sessions_seen(1.0) == 60  # not taught
+    whole = warm_after_5.score(looping, now=1.0, learn=False)
+    assert whole.rarity["shape"] == 1.0  # never seen: rare as a session, not as a fragment
+    assert "rare_shape" in whole.signals
+
+    slow = warm_after_5.score(timed(60.0, 60.0), now=1.0, fragment=True)
+
+    assert slow.rarity == {"latency": 1.0}
+    assert slow.signals == ("tail_latency",)
+    assert warm_after_5.rarity.sessions_seen(1.0) == 60
 
 
 def test_the_rarity_config_reaches_the_model() -> None:
@@ -230,10 +321,17 @@ def test_the_rarity_config_reaches_the_model() -> None:
 
 @pytest.mark.parametrize("fragment", [False, True], ids=["session", "fragment"])
 def test_a_session_still_running_at_the_duration_cap_is_tail_latency(fragment: bool) -> None:
-    """Cold (no history at all), yet a trace still running at max_session_duration makes the
-    session one of the longest by construction."""
+    """Cold (no history at all), yet a trace still running at max_session_duration makes its
+    turn one of the longest by construction."""
     features = session("search fetch")
     scored = scorer().score(features, now=1.0, fragment=fragment, running_at_cap=True)
-    assert "tail_latency" in scored.signals
-    assert scored.rarity["duration"] == 1.0
-    assert "tail_latency" not in scorer().score(session("search fetch"), now=1.0).signals
+    assert scored.signals.count("tail_latency") == 1
+    assert scored.rarity["latency"] == 1.0
+    assert "tail_duration" not in scored.signals
+    if fragment:
+        assert scored.rarity == {"latency": 1.0}
+    else:
+        assert scored.rarity["duration"] == 0.0  # the cap says nothing of the session's length
+    plain = scorer().score(session("search fetch"), now=1.0, fragment=fragment)
+    assert "tail_latency" not in plain.signals
+    assert plain.rarity["latency"] == 0.0
