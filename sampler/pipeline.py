@@ -194,17 +194,14 @@ class Pipeline:
         if self._pending and not self._flush_pending():
             return Admission(False, "exporter queue full", REFUSAL_RETRY_AFTER_S)
         limit = self.config.sessions.max_buffered_spans
-        # Held dropped spans are the first to go when room is needed.
-        while (
-            self.hold.span_count
-            and self.buffer.span_count + self.hold.span_count + span_total > limit
-        ):
-            self._release(self.hold.release_oldest(), self.clock.now())
         # A request larger than the whole buffer is taken when the buffer is empty: refusing
         # it would make the sender retry it forever.
         buffered = self.buffer.span_count
         if span_total and buffered and buffered + span_total > limit:
             return Admission(False, "session buffer full", REFUSAL_RETRY_AFTER_S)
+        # Held dropped spans are the first to go when the request needs their room.
+        while self.hold.span_count and buffered + self.hold.span_count + span_total > limit:
+            self._release(self.hold.release_oldest(), self.clock.now())
         return None
 
     # -- deciding ------------------------------------------------------------------------------
@@ -240,7 +237,8 @@ class Pipeline:
         scored = self.scorer.score(
             features,
             now,
-            fragment=session.decided_before,
+            # a second look scores the whole session: it is only due for one dropped while cold
+            fragment=session.decided_before and not second_look,
             running_at_cap=running_at_cap,
             learn=not second_look,
         )
@@ -277,6 +275,7 @@ class Pipeline:
         for session in sessions:
             running_at_cap = bool(session.rootless) and now - session.created >= cap
             facts, cold = self.facts_of(session, now, running_at_cap=running_at_cap)
+            cold = cold or session.awaiting_look
             verdict = self.engine.decide(facts, now)
             self.buffer.record(session, verdict)
             self._tally(verdict, session.span_count)

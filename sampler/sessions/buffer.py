@@ -68,6 +68,7 @@ class Session:
         "state",
         "trace_states",
         "decided_before",
+        "awaiting_look",
     )
 
     def __init__(self, key: str, keyed: bool, now: float) -> None:
@@ -87,6 +88,8 @@ class Session:
         # a conversation decided (and dropped) before: its later traces (a continuation), or
         # the whole of it reopened; its rarity was judged, and learned, the first time
         self.decided_before = False
+        # dropped while the rarity model was cold, then reopened: its second look is still due
+        self.awaiting_look = False
 
     def add_trace(self, trace_id: bytes) -> None:
         self.trace_ids.append(trace_id)
@@ -260,6 +263,7 @@ class SessionBuffer:
             return None
         session = held.session
         session.decided_before = True
+        session.awaiting_look = session.awaiting_look or held.cold
         session.state = SessionState.BUFFERING
         session.timer_tick = math.inf
         session.last_seen = now

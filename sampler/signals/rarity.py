@@ -126,7 +126,7 @@ class RarityScores:
         default_factory=lambda: MappingProxyType(dict.fromkeys(DIMENSIONS, 0.0))
     )  # every dimension of DIMENSIONS, in [0, 1]
     # too little traffic seen to score this session fully: in all (warm-up) or of its group
-    # (its numbers score 0 and its shape is measured against all sessions)
+    # (its shape is not scored and its numbers score 0)
     cold: bool = False
 
     def fired(self, threshold: float) -> tuple[str, ...]:
