@@ -10,4 +10,9 @@ python3 -m venv .venv
 .venv/bin/ruff check sampler tests benchmarks
 .venv/bin/ruff format --check sampler tests benchmarks
 .venv/bin/mypy
+# A real OpenTelemetry Collector built from Go modules, for tests/e2e/collector (a cold build
+# takes about 5 minutes; later runs reuse the cached binary). Without Go those tests skip.
+bash benchmarks/collector/build.sh >/dev/null ||
+    echo "collector build failed: tests/e2e/collector will be skipped" >&2
+
 .venv/bin/python -m pytest "$@"

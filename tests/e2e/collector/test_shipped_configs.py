@@ -1,0 +1,54 @@
+"""The deployment files of config/ are valid as shipped (the other tests here run them with
+shorter timings): the collector's own `validate` and `agent-sampler check-config`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.collector.otelcol import CONFIG_DIR
+
+pytestmark = pytest.mark.e2e
+
+COLLECTOR_CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("collector-*.yaml"))
+SAMPLER_CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("sampler-*.yaml"))
+# The variables the files require (those with a default are left to it).
+ENV = {
+    "BACKEND_ENDPOINT": "tempo:4317",
+    "SAMPLER_ENDPOINTS": "[sampler-0:4317, sampler-1:4317]",
+    "SAMPLER_DOWNSTREAM": "grpc://tempo:4317",
+}
+
+
+def test_there_are_deployment_files() -> None:
+    assert len(COLLECTOR_CONFIGS) >= 3 and len(SAMPLER_CONFIGS) >= 2
+
+
+@pytest.mark.parametrize("name", COLLECTOR_CONFIGS)
+def test_collector_config_is_valid(otelcol: Path, name: str) -> None:
+    result = subprocess.run(
+        [str(otelcol), "validate", "--config", str(CONFIG_DIR / name)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **ENV},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", SAMPLER_CONFIGS)
+def test_sampler_config_is_valid(name: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sampler", "check-config", str(CONFIG_DIR / name)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **ENV},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
