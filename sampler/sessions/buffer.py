@@ -153,8 +153,14 @@ class SessionBuffer:
         (the caller forwards or drops the span), else None."""
         trace_id = facts.trace_id
         session = self._traces.get(trace_id)
+        # Most spans join a buffered session and only push its deadline later, which the
+        # timer wheel finds out by itself when the old deadline fires: re-filing is needed only
+        # when the deadline may move earlier (a root arrived, a session opened, joined or was
+        # reopened) or the session reached its span cap.
+        moved = facts.is_root
         if session is None and self.hold.span_count:
             session = self._reopen_trace(trace_id, now)
+            moved = True
         if session is None:
             verdict = self.cache.for_trace(trace_id)
             if verdict is not None:
@@ -162,14 +168,17 @@ class SessionBuffer:
             session = self._open(trace_id, facts.session_key, now)
             if session is None:  # the key names a session already decided
                 return self.cache.for_trace(trace_id)
+            moved = True
         elif facts.session_key is not None and not session.keyed:
             session = self._join(session, facts.session_key, now)
             if session is None:
                 return self.cache.for_trace(trace_id)
+            moved = True
         session.add_span(block, span, facts, now)
         self.span_count += 1
         self.span_bytes += len(span)
-        self._reschedule(session)
+        if moved or session.span_count >= self.settings.max_session_spans:
+            self._reschedule(session)
         return None
 
     def pop_due(self, now: float) -> list[Session]:

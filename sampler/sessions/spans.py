@@ -43,12 +43,27 @@ OI_COMPLETION_TOKENS = "llm.token_count.completion"
 ERROR_TYPE = "error.type"
 HTTP_STATUS_KEYS = ("http.response.status_code", "http.status_code")
 
+_INT64_LIMIT = 2**63
+
 CONVENTION_KEYS = frozenset({
     GEN_AI_OPERATION, GEN_AI_AGENT_NAME, GEN_AI_TOOL_NAME, GEN_AI_TOOL_ARGS,
     GEN_AI_FINISH_REASONS, GEN_AI_INPUT_TOKENS, GEN_AI_OUTPUT_TOKENS,
     OI_SPAN_KIND, OI_TOOL_NAME, OI_PROMPT_TOKENS, OI_COMPLETION_TOKENS,
     ERROR_TYPE, *HTTP_STATUS_KEYS,
 })  # fmt: skip
+
+# ErrorKind bits as plain ints: IntFlag arithmetic runs Python-level enum code on every span.
+_STATUS, _EXCEPTION, _ERROR_TYPE, _TOOL = (
+    int(ErrorKind.STATUS),
+    int(ErrorKind.EXCEPTION),
+    int(ErrorKind.ERROR_TYPE),
+    int(ErrorKind.TOOL),
+)
+_LLM_REFUSAL, _LLM_TRUNCATED, _HTTP_5XX = (
+    int(ErrorKind.LLM_REFUSAL),
+    int(ErrorKind.LLM_TRUNCATED),
+    int(ErrorKind.HTTP_5XX),
+)
 
 KIND_AGENT, KIND_TOOL, KIND_LLM, KIND_OTHER = "agent", "tool", "llm", "other"
 _GEN_AI_KINDS = {
@@ -78,7 +93,12 @@ def any_value(value: AnyValue) -> AttrValue:
 
 
 def pick_attributes(attributes: Sequence[KeyValue], wanted: frozenset[str]) -> dict[str, AttrValue]:
-    return {kv.key: any_value(kv.value) for kv in attributes if kv.key in wanted}
+    picked: dict[str, AttrValue] = {}
+    for kv in attributes:
+        key = kv.key  # each access builds a str from the message: read it once
+        if key in wanted:
+            picked[key] = any_value(kv.value)
+    return picked
 
 
 def session_key_of(
@@ -146,6 +166,7 @@ class SpanFacts(NamedTuple):
 class SpanExtractor:
     def __init__(self, session_keys: Sequence[str], tests: Sequence[SpanTest]) -> None:
         self.session_keys = tuple(session_keys)
+        self._session_key_set = frozenset(self.session_keys)
         self.tests = tuple(tests)
         wanted = set(self.session_keys) | CONVENTION_KEYS | ANNOTATION_KEYS
         for test in self.tests:
@@ -181,23 +202,23 @@ class SpanExtractor:
 
         errors = 0
         if span.status.code == STATUS_ERROR:
-            errors |= ErrorKind.STATUS
+            errors |= _STATUS
         if attrs.get(ERROR_TYPE):
-            errors |= ErrorKind.ERROR_TYPE
+            errors |= _ERROR_TYPE
         if span.events and any(event.name == EXCEPTION_EVENT for event in span.events):
-            errors |= ErrorKind.EXCEPTION
+            errors |= _EXCEPTION
         if errors and kind == KIND_TOOL:
-            errors |= ErrorKind.TOOL
+            errors |= _TOOL
         reasons = attrs.get(GEN_AI_FINISH_REASONS)
         if reasons:
             reasons = reasons if isinstance(reasons, tuple) else (reasons,)
             if "content_filter" in reasons:
-                errors |= ErrorKind.LLM_REFUSAL
+                errors |= _LLM_REFUSAL
             if "length" in reasons:
-                errors |= ErrorKind.LLM_TRUNCATED
+                errors |= _LLM_TRUNCATED
         for key in HTTP_STATUS_KEYS:
             if key in attrs and _number(attrs[key]) >= 500:
-                errors |= ErrorKind.HTTP_5XX
+                errors |= _HTTP_5XX
 
         tokens = 0
         if kind == KIND_LLM:
@@ -209,9 +230,12 @@ class SpanExtractor:
                     attrs.get(OI_COMPLETION_TOKENS)
                 )
 
+        session_key = None  # most spans carry no key, nor does their resource: skip lookups
+        if resource or not self._session_key_set.isdisjoint(attrs):
+            session_key = session_key_of(self.session_keys, attrs, resource)
         return SpanFacts(
             trace_id=span.trace_id,
-            session_key=session_key_of(self.session_keys, attrs, resource),
+            session_key=session_key,
             is_root=not span.parent_span_id,
             start_ns=span.start_time_unix_nano,
             end_ns=span.end_time_unix_nano,

@@ -26,8 +26,12 @@ SIGNAL_NAMES: dict[str, ErrorKind] = {
     "llm_truncated": ErrorKind.LLM_TRUNCATED,
     "http_5xx": ErrorKind.HTTP_5XX,
 }
+# The same as plain ints: IntFlag arithmetic goes through Python-level enum code.
+_SIGNAL_BITS = tuple((name, int(bits)) for name, bits in SIGNAL_NAMES.items())
 
 
 def error_signals(kinds: int) -> tuple[str, ...]:
     """The signal names that a union of error kinds fires, in a stable order."""
-    return tuple(name for name, bits in SIGNAL_NAMES.items() if kinds & bits)
+    if not kinds:
+        return ()
+    return tuple(name for name, bits in _SIGNAL_BITS if kinds & bits)
