@@ -163,6 +163,9 @@ class SpanFacts(NamedTuple):
         return bool(self.error_kinds)
 
 
+_new_facts = tuple.__new__
+
+
 class SpanExtractor:
     def __init__(self, session_keys: Sequence[str], tests: Sequence[SpanTest]) -> None:
         self.session_keys = tuple(session_keys)
@@ -178,12 +181,46 @@ class SpanExtractor:
 
     def extract(self, span: Span, resource: Mapping[str, AttrValue]) -> SpanFacts:
         attrs = pick_attributes(span.attributes, self.wanted)
-        name = span.name
         bits = 0
-        for index, test in enumerate(self.tests):
-            if test.evaluate(name, attrs, resource):
-                bits |= 1 << index
+        if self.tests:
+            name = span.name
+            for index, test in enumerate(self.tests):
+                if test.evaluate(name, attrs, resource):
+                    bits |= 1 << index
+        errors = _STATUS if span.status.code == STATUS_ERROR else 0
+        events = span.events
+        if events and any(event.name == EXCEPTION_EVENT for event in events):
+            errors |= _EXCEPTION
+        kind, agent_name, tool_name, tool_args, tokens = KIND_OTHER, "", "", "", 0
+        session_key, annotated = None, False
+        if attrs:  # most spans of a trace hold none of the attributes read here
+            kind, agent_name, tool_name, tool_args, tokens, errors = self._read_conventions(
+                span, attrs, errors
+            )
+            annotated = not ANNOTATION_KEYS.isdisjoint(attrs)
+            if not self._session_key_set.isdisjoint(attrs):
+                session_key = session_key_of(self.session_keys, attrs, resource)
+        if session_key is None and resource:
+            session_key = session_key_of(self.session_keys, attrs, resource)
+        parent = span.parent_span_id
+        links = span.links
+        # positional, through tuple.__new__: a NamedTuple's keyword constructor is Python code
+        return _new_facts(
+            SpanFacts,
+            (
+                span.trace_id, session_key, not parent, span.start_time_unix_nano,
+                span.end_time_unix_nano, bits, errors, annotated, span.span_id, parent, kind,
+                agent_name, tool_name, tool_args, tokens,
+                tuple(link.span_id for link in links) if links else (), span.trace_state,
+            ),
+        )  # fmt: skip
 
+    def _read_conventions(
+        self, span: Span, attrs: Mapping[str, AttrValue], errors: int
+    ) -> tuple[str, str, str, str, int, int]:
+        """Kind, agent name, tool name, arguments digest, tokens and error bits, from the span's
+        GenAI or OpenInference attributes."""
+        name = span.name
         kind = _GEN_AI_KINDS.get(str(attrs.get(GEN_AI_OPERATION, "")), "")
         if not kind:
             kind = _OI_KINDS.get(str(attrs.get(OI_SPAN_KIND, "")), KIND_OTHER)
@@ -229,26 +266,4 @@ class SpanExtractor:
                 tokens = _number(attrs.get(OI_PROMPT_TOKENS)) + _number(
                     attrs.get(OI_COMPLETION_TOKENS)
                 )
-
-        session_key = None  # most spans carry no key, nor does their resource: skip lookups
-        if resource or not self._session_key_set.isdisjoint(attrs):
-            session_key = session_key_of(self.session_keys, attrs, resource)
-        return SpanFacts(
-            trace_id=span.trace_id,
-            session_key=session_key,
-            is_root=not span.parent_span_id,
-            start_ns=span.start_time_unix_nano,
-            end_ns=span.end_time_unix_nano,
-            test_bits=bits,
-            error_kinds=errors,
-            annotated=not ANNOTATION_KEYS.isdisjoint(attrs),
-            span_id=span.span_id,
-            parent_span_id=span.parent_span_id,
-            kind=kind,
-            agent_name=agent_name,
-            tool_name=tool_name,
-            tool_args=tool_args,
-            tokens=tokens,
-            links=tuple(link.span_id for link in span.links) if span.links else (),
-            trace_state=span.trace_state,
-        )
+        return kind, agent_name, tool_name, tool_args, tokens, errors
