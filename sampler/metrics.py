@@ -151,6 +151,20 @@ METRICS: tuple[MetricSpec, ...] = (
         _one(lambda s: s.pipeline.buffer.span_bytes),
     ),
     MetricSpec(
+        "agent_sampler_buffer_memory_bytes",
+        "gauge",
+        "Estimated memory of the buffered spans (what sessions.max_buffered_memory limits).",
+        (),
+        _one(lambda s: s.pipeline.buffer.memory),
+    ),
+    MetricSpec(
+        "agent_sampler_stress_relief_sessions",
+        "counter",
+        "Sessions decided early because the buffer neared its limits (stress relief).",
+        (),
+        _one(lambda s: s.pipeline.stats.relief_sessions),
+    ),
+    MetricSpec(
         "agent_sampler_held_spans",
         "gauge",
         "Spans of dropped sessions held for a second look (sessions.dropped_hold).",

@@ -47,6 +47,7 @@ from sampler.rules.verdict import (
 from sampler.sessions.buffer import BlockKey, Session, SessionBuffer
 from sampler.sessions.decision_cache import DecisionCache
 from sampler.sessions.held import MAX_LOOKS, HeldSession
+from sampler.sessions.memory import memory_of
 from sampler.sessions.spans import SpanExtractor
 from sampler.signals.scorer import SessionScorer
 
@@ -67,6 +68,8 @@ _TRACE_STATE_ALLOWANCE = 512
 
 TRACE_ID_BYTES = 16
 SPAN_ID_BYTES = 8
+_ZERO_TRACE_ID = bytes(TRACE_ID_BYTES)  # OTLP: a valid id has at least one non-zero byte
+_ZERO_SPAN_ID = bytes(SPAN_ID_BYTES)
 REFUSAL_RETRY_AFTER_S = 1.0
 
 
@@ -97,6 +100,9 @@ class PipelineStats:
     late_spans_dropped: int = 0
     spans_submitted: int = 0
     by_rule: dict[str, RuleTally] = field(default_factory=dict)
+    # decided early because the buffer neared its limits (stress relief)
+    relief_sessions: int = 0
+    relief_spans: int = 0
     # dropped while the rarity model was cold, kept after all when scored again (second look)
     second_look_sessions: int = 0
     second_look_spans: int = 0
@@ -128,7 +134,7 @@ class Pipeline:
         stats = self.stats
         stats.requests += 1
         span_total = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-        refusal = self._refusal(span_total)
+        refusal = self._refusal(request, span_total)
         if refusal is not None:
             stats.requests_refused[refusal.reason] = (
                 stats.requests_refused.get(refusal.reason, 0) + 1
@@ -157,7 +163,7 @@ class Pipeline:
                     scope_spans.schema_url,
                 )
                 for span in scope_spans.spans:
-                    if len(span.trace_id) != TRACE_ID_BYTES or len(span.span_id) != SPAN_ID_BYTES:
+                    if not _valid_ids(span.trace_id, span.span_id):
                         invalid += 1
                         continue
                     facts = extractor.extract(span, resource_attrs)
@@ -179,30 +185,68 @@ class Pipeline:
         self._drain_followed()
         self._decide(buffer.pop_due(now), now)
         self._end_holds(now)
+        self._relieve(now)
         stats.spans_accepted += span_total - invalid
         if invalid:
             stats.spans_invalid += invalid
             return Admission(
                 True,
                 reason=f"{invalid} span(s) with an invalid trace or span id "
-                "(trace ids are 16 bytes, span ids 8)",
+                "(trace ids are 16 bytes, span ids 8, neither all zero)",
                 rejected_spans=invalid,
             )
         return ACCEPTED
 
-    def _refusal(self, span_total: int) -> Admission | None:
+    def _refusal(self, request: ExportTraceServiceRequest, span_total: int) -> Admission | None:
         if self._pending and not self._flush_pending():
             return Admission(False, "exporter queue full", REFUSAL_RETRY_AFTER_S)
-        limit = self.config.sessions.max_buffered_spans
+        if not span_total:
+            return None
+        sessions = self.config.sessions
+        buffer, hold = self.buffer, self.hold
+        request_memory = memory_of(span_total, request.ByteSize())
         # A request larger than the whole buffer is taken when the buffer is empty: refusing
         # it would make the sender retry it forever.
-        buffered = self.buffer.span_count
-        if span_total and buffered and buffered + span_total > limit:
-            return Admission(False, "session buffer full", REFUSAL_RETRY_AFTER_S)
+        if buffer.span_count:
+            if buffer.span_count + span_total > sessions.max_buffered_spans:
+                return Admission(False, "session buffer full", REFUSAL_RETRY_AFTER_S)
+            if buffer.memory + request_memory > sessions.max_buffered_memory:
+                return Admission(False, "session buffer memory full", REFUSAL_RETRY_AFTER_S)
         # Held dropped spans are the first to go when the request needs their room.
-        while self.hold.span_count and buffered + self.hold.span_count + span_total > limit:
-            self._release(self.hold.release_oldest(), self.clock.now())
+        while hold.span_count and (
+            buffer.span_count + hold.span_count + span_total > sessions.max_buffered_spans
+            or buffer.memory + hold.memory + request_memory > sessions.max_buffered_memory
+        ):
+            self._release(hold.release_oldest(), self.clock.now())
         return None
+
+    def _relieve(self, now: float) -> None:
+        """Stress relief: near the buffer's limits, give up held spans, then decide the oldest
+        sessions early (with the normal rules) until 10 points below the threshold."""
+        sessions = self.config.sessions
+        at = sessions.stress_relief_at
+        buffer, hold = self.buffer, self.hold
+        max_spans, max_memory = sessions.max_buffered_spans, sessions.max_buffered_memory
+
+        def excess(share: float) -> tuple[int, int]:
+            return (
+                int(buffer.span_count + hold.span_count - share * max_spans),
+                int(buffer.memory + hold.memory - share * max_memory),
+            )
+
+        if max(excess(at)) <= 0:
+            return
+        target = max(0.0, at - 0.1)
+        while hold.span_count and max(excess(target)) > 0:
+            self._release(hold.release_oldest(), now)
+        spans, memory = excess(target)
+        if spans > 0 or memory > 0:
+            early = buffer.pop_oldest(spans, memory)
+            self.stats.relief_sessions += len(early)
+            self.stats.relief_spans += sum(session.span_count for session in early)
+            self._decide(early, now)
+            while hold.span_count and max(excess(target)) > 0:  # what relief itself held
+                self._release(hold.release_oldest(), now)
 
     # -- deciding ------------------------------------------------------------------------------
 
@@ -439,6 +483,15 @@ class Pipeline:
                 + span_attribute_string_array(SIGNALS_ATTRIBUTE, verdict.signals)
             )
         return suffix
+
+
+def _valid_ids(trace_id: bytes, span_id: bytes) -> bool:
+    return (
+        len(trace_id) == TRACE_ID_BYTES
+        and len(span_id) == SPAN_ID_BYTES
+        and trace_id != _ZERO_TRACE_ID
+        and span_id != _ZERO_SPAN_ID
+    )
 
 
 def _strip_annotations(span: Span) -> None:

@@ -132,6 +132,19 @@ class SessionsConfig:
         "Spans held in the buffer at most; beyond it requests are refused with "
         "RESOURCE_EXHAUSTED / HTTP 429 so the sender retries.",
     )
+    max_buffered_memory: int = opt(
+        512 << 20,
+        "Memory the buffered spans may hold at most (serialized size plus about 360 bytes of "
+        "bookkeeping per span); beyond it requests are refused like at max_buffered_spans.",
+        "size",
+    )
+    stress_relief_at: float = opt(
+        0.9,
+        "Share of max_buffered_spans or max_buffered_memory from which the oldest sessions are "
+        "decided early, with the normal rules, until the buffer is 10 points below it (held "
+        "dropped sessions are given up first).",
+        "fraction",
+    )
     dropped_hold: float = opt(
         120.0,
         "Hold a dropped conversation's spans this long: if a later turn of it is kept (say it "

@@ -39,6 +39,7 @@ from sampler.rules.verdict import Verdict
 from sampler.sessions.decision_cache import DecisionCache
 from sampler.sessions.features import SessionFeatures
 from sampler.sessions.held import DroppedHold
+from sampler.sessions.memory import memory_of
 from sampler.sessions.spans import SpanFacts
 from sampler.sessions.timers import TimerWheel
 
@@ -140,6 +141,9 @@ class SessionBuffer:
         self._traces: dict[bytes, Session] = {}
         self._keyed: dict[str, Session] = {}
         self._due_now: list[Session] = []
+        # buffered sessions, oldest first (dicts keep insertion order): stress relief decides
+        # the oldest early without scanning
+        self._by_age: dict[int, Session] = {}
         self.hold = DroppedHold(settings.dropped_hold, settings.dropped_hold_max_spans)
         # Provisional sessions that joined an already decided session: they follow its verdict.
         self.followed: list[tuple[Session, Verdict]] = []
@@ -199,6 +203,24 @@ class SessionBuffer:
             self._remove(session)
         return due
 
+    def pop_oldest(self, spans: int, memory: int) -> list[Session]:
+        """Remove and return the oldest sessions until at least ``spans`` spans and ``memory``
+        bytes (as ``memory_of`` counts them) are freed: stress relief decides them early."""
+        out: list[Session] = []
+        freed_spans = freed_memory = 0
+        while self._by_age and (freed_spans < spans or freed_memory < memory):
+            session = next(iter(self._by_age.values()))
+            freed_spans += session.span_count
+            freed_memory += memory_of(session.span_count, session.span_bytes)
+            self._remove(session)
+            out.append(session)
+        return out
+
+    @property
+    def memory(self) -> int:
+        """Estimated memory of the buffered spans, in bytes."""
+        return memory_of(self.span_count, self.span_bytes)
+
     def pop_all(self) -> list[Session]:
         """Remove and return every buffered session (shutdown, end of replay)."""
         sessions = {id(s): s for s in self._traces.values()}
@@ -228,6 +250,7 @@ class SessionBuffer:
     def _open(self, trace_id: bytes, key: str | None, now: float) -> Session | None:
         if key is None:
             session = Session(trace_id.hex(), False, now)
+            self._by_age[id(session)] = session
             self.session_count += 1
         else:
             found = self._keyed.get(key) or self._reopen(key, now)
@@ -238,6 +261,7 @@ class SessionBuffer:
                     return None
                 found = self._keyed[key] = Session(key, True, now)
                 found.decided_before = verdict is not None
+                self._by_age[id(found)] = found
                 self.session_count += 1
             session = found
         session.add_trace(trace_id)
@@ -262,6 +286,7 @@ class SessionBuffer:
             self._traces[trace_id] = target
         provisional.state = SessionState.MERGED
         provisional.blocks = {}
+        self._by_age.pop(id(provisional), None)
         self.session_count -= 1
         return target
 
@@ -282,6 +307,7 @@ class SessionBuffer:
             self._keyed[session.key] = session
         self.span_count += session.span_count
         self.span_bytes += session.span_bytes
+        self._by_age[id(session)] = session
         self.session_count += 1
         self.reopened += 1
         return session
@@ -304,6 +330,7 @@ class SessionBuffer:
         if session.state is not SessionState.BUFFERING:
             return
         session.state = SessionState.DECIDED
+        self._by_age.pop(id(session), None)
         for trace_id in session.trace_ids:
             if self._traces.get(trace_id) is session:
                 del self._traces[trace_id]

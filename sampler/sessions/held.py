@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sampler.rules.verdict import Verdict
+from sampler.sessions.memory import memory_of
 
 # A session still cold at its second look (its agent is little seen yet) is held for another
 # look, this many in all: enough for a young agent to warm up, bounded for one that never does.
@@ -75,6 +76,11 @@ class DroppedHold:
         self.span_count += session.span_count
         self.span_bytes += session.span_bytes
         return True  # the caller releases the oldest while over_cap (they may need a look)
+
+    @property
+    def memory(self) -> int:
+        """Estimated memory of the held spans (as the buffer counts its own)."""
+        return memory_of(self.span_count, self.span_bytes)
 
     @property
     def over_cap(self) -> bool:

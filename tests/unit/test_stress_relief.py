@@ -1,0 +1,63 @@
+"""Stress relief: near the buffer's limits the oldest sessions are decided early, with the
+normal rules, instead of the sampler refusing everything until deadlines fire (or dying)."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from sampler.receive.consumer import ACCEPTED, Admission
+from sampler.sessions.memory import memory_of
+from tests.unit.sessions.builders import simple_request, span
+from tests.unit.test_pipeline import RULES, conversation, make_pipeline
+
+
+def running_trace(trace: str, spans: int, *, error: bool = False) -> list[Span]:
+    """Children of a trace whose root has not arrived: it waits open_trace_wait (90 s)."""
+    return [span(trace, n, parent=1, error=error and n == 2) for n in range(2, spans + 2)]
+
+
+def test_the_oldest_sessions_are_decided_early_with_the_normal_rules() -> None:
+    pipeline, sink, _ = make_pipeline(RULES, sessions={"max_buffered_spans": 20})
+    assert pipeline.consume(simple_request(*running_trace("old-error", 6, error=True))) == ACCEPTED
+    assert pipeline.consume(simple_request(*running_trace("old-quiet", 6))) == ACCEPTED
+    assert pipeline.stats.relief_sessions == 0  # 12 spans: below 90% of 20
+
+    # 19 spans > 18 (90% of 20): relief decides the oldest sessions until the buffer is at
+    # most 16 (80%): the oldest trace goes, with its error
+    assert pipeline.consume(simple_request(*running_trace("new", 7))) == ACCEPTED
+
+    assert pipeline.stats.relief_sessions == 1
+    assert pipeline.buffer.span_count == 13
+    kept = {s.name.split("/")[0] for s in sink.spans()}
+    assert kept == {"old-error"}  # decided by the normal rules: the error is kept
+
+
+def test_memory_is_a_limit_too() -> None:
+    request = simple_request(*conversation("t1", "c1", 3))
+    one = memory_of(4, request.ByteSize())
+    pipeline, _, _ = make_pipeline(
+        RULES,
+        sessions={"max_buffered_memory": int(one * 1.5), "stress_relief_at": 1.0},
+    )
+    assert pipeline.consume(request) == ACCEPTED
+    second = simple_request(*conversation("t2", "c2", 3))
+    assert pipeline.consume(second) == Admission(False, "session buffer memory full", 1.0)
+    assert pipeline.buffer.span_count == 4
+
+
+@pytest.mark.parametrize("hold", [120.0, 0.0])
+def test_held_spans_go_before_buffered_sessions(hold: float) -> None:
+    pipeline, _, clock = make_pipeline(
+        RULES, sessions={"max_buffered_spans": 20, "dropped_hold": hold}
+    )
+    assert pipeline.consume(simple_request(*conversation("t1", "c1", 7))) == ACCEPTED
+    clock.advance(30.05)
+    pipeline.decide_due()  # dropped by `rest`: held (when holding) as a keyed conversation
+    assert pipeline.hold.span_count == (8 if hold else 0)
+
+    assert pipeline.consume(simple_request(*running_trace("new", 12))) == ACCEPTED
+
+    assert pipeline.hold.span_count == 0  # 8 held + 12 > 18: the hold went first
+    assert pipeline.stats.relief_sessions == 0  # and that was enough
+    assert pipeline.buffer.span_count == 12
