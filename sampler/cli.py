@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="/metrics, /healthz, /readyz address (metrics.listen)",
     )
+    run.add_argument(
+        "--queue-dir",
+        metavar="PATH",
+        help="durable queue of kept sessions, resumed on start (exporter.queue_dir)",
+    )
 
     check = commands.add_parser("check-config", help="validate a config file (exit 2 if invalid)")
     check.add_argument("path")
@@ -109,6 +114,8 @@ def apply_overrides(config: SamplerConfig, args: argparse.Namespace) -> SamplerC
         r = dataclasses.replace(r, http=dataclasses.replace(r.http, listen=args.http_listen))
     if args.downstream is not None:
         e = dataclasses.replace(e, url=args.downstream)
+    if args.queue_dir is not None:
+        e = dataclasses.replace(e, queue_dir=args.queue_dir)
     if args.decision_wait is not None:
         s = dataclasses.replace(s, decision_wait=args.decision_wait)
     if args.metrics_listen is not None:

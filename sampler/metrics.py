@@ -202,7 +202,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "agent_sampler_exporter_queue_spans",
         "gauge",
-        "Kept spans waiting for the downstream (exporter queue plus pipeline backlog).",
+        "Kept spans waiting for the downstream (exporter queue in memory and on disk, plus "
+        "pipeline backlog).",
         (),
         _one(lambda s: s.exporter.queued_spans() + s.pipeline.pending_spans),
     ),
@@ -226,6 +227,49 @@ METRICS: tuple[MetricSpec, ...] = (
         "Kept spans given up on (permanent downstream error or retries exhausted).",
         (),
         _one(lambda s: s.exporter.stats.failed_spans),
+    ),
+    MetricSpec(
+        "agent_sampler_exporter_disk_queue_bytes",
+        "gauge",
+        "Disk space used by the durable queue's files (exporter.queue_dir).",
+        (),
+        _one(lambda s: s.exporter.stats.disk_bytes),
+    ),
+    MetricSpec(
+        "agent_sampler_exporter_disk_queue_records",
+        "gauge",
+        "Kept requests in the durable queue not yet acknowledged by the downstream.",
+        (),
+        _one(lambda s: s.exporter.stats.disk_records),
+    ),
+    MetricSpec(
+        "agent_sampler_exporter_disk_spilled_spans",
+        "counter",
+        "Kept spans that found the in-memory queue full and waited on disk only.",
+        (),
+        _one(lambda s: s.exporter.stats.disk_spilled_spans),
+    ),
+    MetricSpec(
+        "agent_sampler_exporter_disk_replayed_spans",
+        "counter",
+        "Kept spans found in the durable queue at start, delivered from there.",
+        (),
+        _one(lambda s: s.exporter.stats.disk_replayed_spans),
+    ),
+    MetricSpec(
+        "agent_sampler_exporter_disk_corrupt_records",
+        "counter",
+        "Torn or corrupt records cut off the durable queue (each with the rest of its segment).",
+        (),
+        _one(lambda s: s.exporter.stats.disk_corrupt_records),
+    ),
+    MetricSpec(
+        "agent_sampler_exporter_disk_full_refusals",
+        "counter",
+        "Offers of a kept request the durable queue refused at exporter.queue_max_bytes (or "
+        "on a failed write); the request waits in the pipeline's backlog, intake is refused.",
+        (),
+        _one(lambda s: s.exporter.stats.disk_full_refusals),
     ),
 )
 

@@ -7,7 +7,8 @@ servers decode a request and call ``Pipeline.consume`` synchronously; the ticker
 So the pipeline's state needs no lock, and one process uses about one core.
 
 Shutdown (SIGTERM/SIGINT): stop intake, decide every buffered session, flush the exporter,
-exit 0.
+exit 0. With ``exporter.queue_dir``, what the downstream does not take stays in the disk queue
+for the next start instead of being lost.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def exporter_settings(config: SamplerConfig) -> ExporterSettings:
     return ExporterSettings(
         timeout_s=e.timeout,
         queue_max_spans=e.queue_max_spans,
+        queue_dir=e.queue_dir,
+        queue_max_bytes=e.queue_max_bytes,
         batch_max_spans=e.batch_max_spans,
         batch_max_bytes=e.batch_max_size,
         batch_timeout_s=e.batch_timeout,

@@ -329,7 +329,22 @@ class ExporterConfig:
         ClientTlsConfig(), "TLS to the downstream, for grpcs:// and https:// URLs only."
     )
     queue_max_spans: int = opt(
-        200_000, "Kept spans waiting for the downstream at most; beyond it intake is refused."
+        200_000,
+        "Kept spans waiting for the downstream in memory at most; beyond it intake is refused, "
+        "or, with queue_dir, further kept spans wait on disk only.",
+    )
+    queue_dir: str = opt(
+        "",
+        "Directory of a durable queue: every kept request is written there before it is "
+        "accepted, and what it holds is delivered after a restart (docs/operations.md, Delivery "
+        "guarantees). One sampler per directory. Empty: the queue is in memory only.",
+        "path",
+    )
+    queue_max_bytes: int = opt(
+        1 << 30,
+        "Disk space the queue_dir files may use; when full, intake is refused "
+        "(RESOURCE_EXHAUSTED / 429, the sender retries) until the downstream catches up.",
+        "size",
     )
     batch_max_spans: int = opt(8192, "Most spans in one outgoing request.")
     batch_max_size: int = opt(

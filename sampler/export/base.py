@@ -9,6 +9,12 @@ server asked for) until the batch is delivered, refused for good, or ``max_elaps
 Joining requests is valid because ``ExportTraceServiceRequest`` has a single field, the repeated
 ``resource_spans`` (field 1): the concatenation of serialized requests is one request holding all
 of their resource spans. A submitted request is never split.
+
+With ``queue_dir`` set the queue is durable (``disk_queue.DiskQueue``): ``try_submit`` writes the
+request through to disk before it answers True, the in-memory queue holds the oldest of them (up
+to ``queue_max_spans``) ready to send, and the rest *spill*: they are on disk only and read back
+when the memory queue empties. A batch is acknowledged on disk once delivered (or given up on);
+on start, what the directory holds is delivered first. Only ``queue_max_bytes`` refuses a submit.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sampler.export.disk_queue import SYNC_INTERVAL_S, CorruptRecord, DiskQueue, Position
 from sampler.tls import ClientTls
 
 logger = logging.getLogger(__name__)
@@ -58,10 +65,14 @@ class ExporterSettings:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     compression: str = "none"  # "none" | "gzip"
     tls: ClientTls | None = None  # for grpcs:// and https://; None: the system's trusted roots
+    queue_dir: str = ""  # a durable queue there (disk_queue.py); "": in memory only
+    queue_max_bytes: int = 1 << 30  # disk use of queue_dir at most
 
     def __post_init__(self) -> None:
         if self.compression not in ("none", "gzip"):
             raise ValueError(f"compression must be 'none' or 'gzip', not {self.compression!r}")
+        if self.queue_max_bytes <= 0:
+            raise ValueError("queue_max_bytes must be above 0")
 
 
 @dataclass(slots=True)
@@ -75,6 +86,14 @@ class ExporterStats:
     # still queued or in flight when stop() ran out of time
     failed_spans: int = 0  # spans in those batches, plus spans rejected by partial success
     refused_submits: int = 0  # try_submit calls answered False
+    # With a disk queue (queue_dir) only:
+    disk_bytes: int = 0  # gauge: size of the queue's segment files
+    disk_records: int = 0  # gauge: requests on disk the downstream has not acknowledged
+    disk_spilled_spans: int = 0  # written to disk only, the in-memory queue being full
+    disk_replayed_spans: int = 0  # found on disk at start (delivered from there)
+    disk_corrupt_records: int = 0  # torn or corrupt records cut off (with the rest of a segment)
+    disk_full_refusals: int = 0  # submits refused at queue_max_bytes or by a failed write
+    # (an attempt each: the pipeline offers a waiting request again on every tick and request)
 
 
 class Outcome(enum.Enum):
@@ -148,16 +167,33 @@ class _Batch:
     body: bytes
     span_count: int
     request_count: int
+    end: Position | None  # on disk: acknowledging it acknowledges the batch
+
+
+class _Queued:
+    """One submitted request waiting in memory."""
+
+    __slots__ = ("request", "span_count", "enqueued_at", "end")
+
+    def __init__(
+        self, request: bytes, span_count: int, enqueued_at: float, end: Position | None
+    ) -> None:
+        self.request = request
+        self.span_count = span_count
+        self.enqueued_at = enqueued_at  # time.monotonic(); 0 for requests read back from disk
+        self.end = end  # its end position in the disk queue, if there is one
 
 
 class QueuedExporter(ABC):
     """Base of all exporters: the queue, batching and retry loop live here.
 
     Invariants: ``queued_spans()`` counts the spans waiting in the queue plus the batch in
-    flight, and never exceeds ``queue_max_spans`` except for a single oversized request, which
-    is accepted when the queue is empty so that it cannot block intake forever. Every span
-    accepted by ``try_submit`` ends up counted exactly once, in ``spans_sent`` or
-    ``failed_spans``.
+    flight (plus, with a disk queue, the spilled ones). The spans in memory never exceed
+    ``queue_max_spans`` except for a single oversized request, which is accepted when the queue
+    is empty so that it cannot block intake forever. Every span accepted by ``try_submit`` ends
+    up counted exactly once, in ``spans_sent`` or ``failed_spans``, or, with a disk queue, stays
+    on disk for the next start. On disk, the records from the acknowledged position are the
+    batch in flight, then the memory queue, then the spilled records, in this order.
 
     The injected ``clock`` drives retry backoff and the give-up deadline; the short wait of a
     partial batch (``batch_timeout_s``) uses the event loop's own time.
@@ -179,18 +215,28 @@ class QueuedExporter(ABC):
         self.stats = ExporterStats()
         self._clock: RetryClock = clock if clock is not None else SystemClock()
         self._rng = rng if rng is not None else random.Random()
-        # (request, span_count, enqueued_at in time.monotonic())
-        self._pending: deque[tuple[bytes, int, float]] = deque()
+        self._pending: deque[_Queued] = deque()
         self._pending_spans = 0
         self._pending_bytes = 0
         self._inflight_spans = 0
+        self._inflight_requests = 0
+        self._refused = False  # a submit was refused since the last batch was taken
         self._wakeup = asyncio.Event()  # something was submitted, or a flush/stop began
         self._idle = asyncio.Event()  # nothing queued and nothing in flight
         self._idle.set()
+        self._stalled = asyncio.Event()  # the last attempt failed; the batch waits for a retry
         self._flushers = 0
         self._closing = False
         self._stopped = False
         self._task: asyncio.Task[None] | None = None
+        # the disk queue (opened by start() when settings.queue_dir is set), and its spill:
+        # records on disk only, from _spill_from to the disk queue's tail
+        self._disk: DiskQueue | None = None
+        self._spill_from = Position(0, 0)
+        self._spilled_records = 0
+        self._spilled_spans = 0
+        self._disk_full = False  # refusing at queue_max_bytes; logged once per episode
+        self._sync_task: asyncio.Task[None] | None = None
 
     # -- transport hooks ------------------------------------------------------------------
 
@@ -209,28 +255,92 @@ class QueuedExporter(ABC):
     # -- Exporter protocol ----------------------------------------------------------------
 
     def try_submit(self, request: bytes, span_count: int) -> bool:
+        if self.settings.queue_dir:
+            return self._submit_durably(request, span_count)
         queued = self.queued_spans()
         if self._closing or (queued > 0 and queued + span_count > self.settings.queue_max_spans):
-            self.stats.refused_submits += 1
-            return False
-        self._pending.append((request, span_count, time.monotonic()))
+            return self._refuse()
+        self._pending.append(_Queued(request, span_count, time.monotonic(), None))
         self._pending_spans += span_count
         self._pending_bytes += len(request)
         self._idle.clear()
         self._wakeup.set()
         return True
 
+    def _refuse(self) -> bool:
+        self.stats.refused_submits += 1
+        # A full queue is a reason to send what it holds now rather than wait for a fuller
+        # batch: when queue_max_spans is below batch_max_spans that batch would never come.
+        self._refused = True
+        self._wakeup.set()
+        return False
+
+    def _submit_durably(self, request: bytes, span_count: int) -> bool:
+        """Write through to disk; keep the request in memory too while memory has room and
+        nothing is spilled (order is kept: once one record spills, the next ones do too)."""
+        disk = self._disk
+        if self._closing or disk is None:
+            return self._refuse()
+        if not disk.has_room(len(request)):
+            self.stats.disk_full_refusals += 1
+            if not self._disk_full:
+                self._disk_full = True
+                logger.warning(
+                    "exporter %s: disk queue full (%d of %d bytes); refusing intake until the "
+                    "downstream catches up",
+                    self.name,
+                    disk.used_bytes,
+                    disk.max_bytes,
+                )
+            return self._refuse()
+        start = disk.tail
+        try:
+            end = disk.append(request, span_count)
+        except OSError as err:
+            self.stats.disk_full_refusals += 1
+            if not self._disk_full:
+                self._disk_full = True
+                logger.error(
+                    "exporter %s: cannot write to the disk queue (%s); refusing intake",
+                    self.name,
+                    err,
+                )
+            return self._refuse()
+        if self._disk_full:
+            self._disk_full = False
+            logger.info("exporter %s: the disk queue takes requests again", self.name)
+        in_memory = self._pending_spans + self._inflight_spans
+        if not self._spilled_records and (
+            in_memory == 0 or in_memory + span_count <= self.settings.queue_max_spans
+        ):
+            self._pending.append(_Queued(request, span_count, time.monotonic(), end))
+            self._pending_spans += span_count
+            self._pending_bytes += len(request)
+        else:
+            if not self._spilled_records:
+                self._spill_from = start
+            self._spilled_records += 1
+            self._spilled_spans += span_count
+            self.stats.disk_spilled_spans += span_count
+        self._update_disk_gauges()
+        self._idle.clear()
+        self._wakeup.set()
+        return True
+
     def queued_spans(self) -> int:
-        return self._pending_spans + self._inflight_spans
+        return self._pending_spans + self._inflight_spans + self._spilled_spans
 
     async def start(self) -> None:
         if self._task is not None:
             return
+        if self.settings.queue_dir:
+            self._open_disk()
         await self._open()
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"exporter {self.name}"
-        )
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name=f"exporter {self.name}")
         self._task.add_done_callback(self._log_crash)
+        if self._disk is not None:
+            self._sync_task = loop.create_task(self._sync_forever(), name=f"fsync {self.name}")
 
     async def flush(self, timeout_s: float) -> bool:
         if self.queued_spans() == 0:
@@ -253,6 +363,9 @@ class QueuedExporter(ABC):
         self._stopped = True
         self._closing = True
         self._wakeup.set()
+        if self._disk is not None:
+            await self._stop_durably(timeout_s)
+            return
         drained = await self.flush(timeout_s)
         if self._task is not None:
             self._task.cancel()
@@ -274,11 +387,168 @@ class QueuedExporter(ABC):
         self._idle.set()
         await self._close()
 
+    # -- the disk queue -------------------------------------------------------------------
+
+    def _open_disk(self) -> None:
+        """Open (and recover) the disk queue; what it holds is delivered before anything new.
+        Raises OSError when the directory cannot be used."""
+        disk = DiskQueue.open(self.settings.queue_dir, self.settings.queue_max_bytes)
+        self._disk = disk
+        found = disk.recovery
+        if found.corrupt_records:
+            self.stats.disk_corrupt_records += found.corrupt_records
+            logger.error(
+                "exporter %s: cut %d torn or corrupt record(s) (%d bytes) off the disk queue %s",
+                self.name,
+                found.corrupt_records,
+                found.corrupt_bytes,
+                disk.directory,
+            )
+        if found.records:
+            self._spill_from = disk.head
+            self._spilled_records = found.records
+            self._spilled_spans = found.spans
+            self.stats.disk_replayed_spans += found.spans
+            self._idle.clear()
+            logger.info(
+                "exporter %s: resuming delivery of %d kept span(s) in %d request(s) from the "
+                "disk queue %s",
+                self.name,
+                found.spans,
+                found.records,
+                disk.directory,
+            )
+        self._update_disk_gauges()
+
+    def _refill(self, disk: DiskQueue) -> None:
+        """Read spilled records back into the memory queue: one batch's worth at most."""
+        s = self.settings
+        room = s.queue_max_spans - self._pending_spans - self._inflight_spans
+        try:
+            records, after = disk.read(
+                self._spill_from,
+                max_records=self._spilled_records,
+                max_spans=max(1, min(s.batch_max_spans, room)),
+                max_bytes=s.batch_max_bytes,
+            )
+        except (CorruptRecord, OSError) as err:
+            # Framing is lost in that segment (or it cannot be read): go on with the next one,
+            # and count again what is left to read.
+            at = err.position if isinstance(err, CorruptRecord) else self._spill_from
+            self.stats.disk_corrupt_records += 1
+            before = self._spilled_spans
+            self._spill_from = disk.skip_segment(at)
+            try:
+                self._spilled_records, self._spilled_spans = disk.count(self._spill_from)
+            except OSError:  # the disk fails: nothing more can be read back
+                self._spilled_records = self._spilled_spans = 0
+            logger.error(
+                "exporter %s: disk queue %s: %s; skipped to the next segment, losing up to "
+                "%d span(s)",
+                self.name,
+                disk.directory,
+                f"{err} ({err.why})" if isinstance(err, CorruptRecord) else err,
+                before - self._spilled_spans,
+            )
+            self._update_disk_gauges()
+            return
+        if not records:  # the count was off (cannot happen): trust the disk, not the count
+            logger.error(
+                "exporter %s: %d spilled record(s) expected, none on disk",
+                self.name,
+                self._spilled_records,
+            )
+            self._spilled_records = self._spilled_spans = 0
+            self._update_disk_gauges()
+            return
+        for record in records:
+            self._pending.append(_Queued(record.body, record.span_count, 0.0, record.end))
+            self._pending_spans += record.span_count
+            self._pending_bytes += len(record.body)
+            self._spilled_spans -= record.span_count
+        self._spilled_records -= len(records)
+        self._spill_from = after
+
+    def _acknowledge(self, batch: _Batch) -> None:
+        if self._disk is None or batch.end is None:
+            return
+        try:
+            self._disk.ack(batch.end)
+        except OSError as err:  # the position still moved: a restart delivers it again
+            logger.warning("exporter %s: cannot write the disk queue's ack: %s", self.name, err)
+        self._update_disk_gauges()
+
+    def _update_disk_gauges(self) -> None:
+        if self._disk is not None:
+            self.stats.disk_bytes = self._disk.used_bytes
+            self.stats.disk_records = (
+                len(self._pending) + self._inflight_requests + self._spilled_records
+            )
+
+    async def _sync_forever(self) -> None:
+        """fsync on an interval, in a worker thread (see disk_queue's durability notes)."""
+        while True:
+            await asyncio.sleep(SYNC_INTERVAL_S)
+            job = self._disk.sync_later() if self._disk is not None else None
+            if job is not None:
+                try:
+                    await asyncio.to_thread(job)
+                except OSError as err:
+                    logger.error("exporter %s: fsync of the disk queue failed: %s", self.name, err)
+
+    async def _stop_durably(self, timeout_s: float) -> None:
+        """Deliver while the downstream takes it (up to ``timeout_s``), then leave the rest on
+        disk for the next start: nothing is counted lost."""
+        await self._flush_while_progressing(timeout_s)
+        for task in (self._task, self._sync_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        disk = self._disk
+        assert disk is not None
+        if self.queued_spans():
+            logger.info(
+                "exporter %s: %d kept span(s) in %d request(s) stay in the disk queue %s; they "
+                "are delivered after the next start",
+                self.name,
+                self.queued_spans(),
+                self.stats.disk_records,
+                disk.directory,
+            )
+        self._pending.clear()
+        self._pending_spans = self._pending_bytes = self._inflight_spans = 0
+        self._inflight_requests = self._spilled_records = self._spilled_spans = 0
+        self._idle.set()
+        self._disk = None
+        try:
+            disk.close()
+        except OSError as err:
+            logger.error("exporter %s: closing the disk queue failed: %s", self.name, err)
+        await self._close()
+
+    async def _flush_while_progressing(self, timeout_s: float) -> None:
+        if self.queued_spans() == 0 or self._task is None or self._task.done():
+            return
+        self._flushers += 1
+        self._wakeup.set()
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._idle, self._stalled)]
+        try:
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._flushers -= 1
+            for wait in waits:
+                wait.cancel()
+
     # -- sender task ----------------------------------------------------------------------
 
     async def _run(self) -> None:
         while True:
+            if not self._pending and self._spilled_records and self._disk is not None:
+                self._refill(self._disk)
+                continue
             if not self._pending:
+                self._idle.set()  # nothing pending, spilled or in flight
                 if self._closing:
                     return
                 self._wakeup.clear()
@@ -286,21 +556,31 @@ class QueuedExporter(ABC):
                 continue
             await self._linger()
             batch = self._take_batch()
-            # Left set if stop() cancels us mid-delivery, so stop() can count the batch as lost.
+            # Left set if stop() cancels us mid-delivery, so stop() can count the batch as lost
+            # (with a disk queue: so it stays unacknowledged, delivered after the next start).
             self._inflight_spans = batch.span_count
+            self._inflight_requests = batch.request_count
             await self._deliver(batch)
-            self._inflight_spans = 0
-            if not self._pending:
+            self._inflight_spans = self._inflight_requests = 0
+            self._acknowledge(batch)
+            if not self._pending and not self._spilled_records:
                 self._idle.set()
 
     def _batch_is_full(self) -> bool:
+        """Whether waiting could not make the batch any fuller: it is at a batch limit, or the
+        queue is (a submit was refused, or requests spill to disk)."""
         s = self.settings
-        return self._pending_spans >= s.batch_max_spans or self._pending_bytes >= s.batch_max_bytes
+        return (
+            self._pending_spans >= min(s.batch_max_spans, s.queue_max_spans)
+            or self._pending_bytes >= s.batch_max_bytes
+            or self._refused
+            or self._spilled_records > 0
+        )
 
     async def _linger(self) -> None:
         """Wait until a full batch is queued, the oldest request is batch_timeout_s old, or a
         flush or stop asks for everything now."""
-        deadline = self._pending[0][2] + self.settings.batch_timeout_s
+        deadline = self._pending[0].enqueued_at + self.settings.batch_timeout_s
         while not (self._batch_is_full() or self._flushers or self._closing):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -317,8 +597,10 @@ class QueuedExporter(ABC):
         s = self.settings
         parts: list[bytes] = []
         spans = size = 0
+        end: Position | None = None
         while self._pending:
-            request, count, _ = self._pending[0]
+            head = self._pending[0]
+            request, count = head.request, head.span_count
             too_big = spans + count > s.batch_max_spans or size + len(request) > s.batch_max_bytes
             if parts and too_big:
                 break
@@ -326,9 +608,11 @@ class QueuedExporter(ABC):
             parts.append(request)
             spans += count
             size += len(request)
+            end = head.end
         self._pending_spans -= spans
         self._pending_bytes -= size
-        return _Batch(b"".join(parts), spans, len(parts))
+        self._refused = False
+        return _Batch(b"".join(parts), spans, len(parts), end)
 
     async def _deliver(self, batch: _Batch) -> None:
         policy = self.settings.retry
@@ -344,11 +628,13 @@ class QueuedExporter(ABC):
                 result = SendResult.permanent(f"unexpected {type(exc).__name__}: {exc}")
 
             if result.outcome is Outcome.OK:
+                self._stalled.clear()
                 self._record_success(batch, result)
                 return
             if result.outcome is Outcome.PERMANENT:
                 self._record_failure(batch, f"permanent error: {result.reason}")
                 return
+            self._stalled.set()
 
             if result.server_delay_s is not None:
                 delay = max(0.0, result.server_delay_s)

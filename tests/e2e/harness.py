@@ -90,7 +90,8 @@ class _Servicer(trace_service_pb2_grpc.TraceServiceServicer):
 @dataclass
 class GrpcSink:
     """A downstream OTLP/gRPC backend that records what it receives (and the metadata sent
-    with it); with ``credentials`` it speaks TLS only."""
+    with it); with ``credentials`` it speaks TLS only. ``port`` 0 binds a free port; a given
+    port lets a test point the sampler at a downstream that is not up yet."""
 
     port: int = 0
     requests: list[trace_service_pb2.ExportTraceServiceRequest] = field(default_factory=list)
@@ -103,9 +104,9 @@ class GrpcSink:
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Servicer(self), self._server)
         if self.credentials is None:
-            self.port = self._server.add_insecure_port(f"{LOOPBACK}:0")
+            self.port = self._server.add_insecure_port(f"{LOOPBACK}:{self.port}")
         else:
-            self.port = self._server.add_secure_port(f"{LOOPBACK}:0", self.credentials)
+            self.port = self._server.add_secure_port(f"{LOOPBACK}:{self.port}", self.credentials)
         self._server.start()
         return self
 
@@ -134,6 +135,7 @@ class SamplerProcess:
     metrics_port: int = field(default_factory=free_port)
     downstream: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # added to the test's environment
+    args: tuple[str, ...] = ()  # more `run` flags
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -154,7 +156,7 @@ class SamplerProcess:
         ]
         if self.downstream:
             cmd += ["--downstream", self.downstream]
-        return cmd
+        return [*cmd, *self.args]
 
     def start(self) -> SamplerProcess:
         self.log_path = self.workdir / f"sampler-{self.grpc_port}.log"
@@ -222,11 +224,17 @@ class SamplerProcess:
 
 @contextlib.contextmanager
 def running_sampler(
-    config_text: str, workdir: Path, downstream: str | None, env: dict[str, str] | None = None
+    config_text: str,
+    workdir: Path,
+    downstream: str | None,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> Iterator[SamplerProcess]:
     config_path = workdir / "sampler.yaml"
     config_path.write_text(config_text)
-    sampler = SamplerProcess(config_path, workdir, downstream=downstream, env=env or {}).start()
+    sampler = SamplerProcess(
+        config_path, workdir, downstream=downstream, env=env or {}, args=args
+    ).start()
     try:
         yield sampler
     finally:

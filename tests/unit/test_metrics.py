@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client.registry import CollectorRegistry
 
 from sampler.clock import ManualClock
+from sampler.export.base import ExporterStats
 from sampler.metrics import METRICS, Sources, build_registry
 from sampler.pipeline import Pipeline
 from tests.unit.sessions.builders import RecordingSink, sampler_config, simple_request, span
@@ -28,7 +29,7 @@ HOLD_METRICS = {
 def registry_of(pipeline: Pipeline) -> CollectorRegistry:
     exporter: Any = SimpleNamespace(
         queued_spans=lambda: 0,
-        stats=SimpleNamespace(spans_sent=0, retries=0, failed_spans=0),
+        stats=ExporterStats(),
     )
     return build_registry(Sources(pipeline, exporter, {}))
 

@@ -152,6 +152,10 @@ def test_every_section_binds_to_typed_values() -> None:
     )
     assert exporter.headers == (("x-api-key", "secret"), ("x-team", "agents"))
     assert (exporter.batch_max_size, exporter.batch_timeout) == (512 << 10, 1.0)
+    assert (exporter.queue_dir, exporter.queue_max_bytes) == (
+        "/var/lib/agent-sampler/queue",
+        256 << 20,
+    )
     assert (exporter.retry.initial_interval, exporter.retry.max_elapsed_time) == (0.1, 60.0)
     assert (config.logging.level, config.logging.format) == ("debug", "json")
 

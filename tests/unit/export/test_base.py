@@ -290,3 +290,39 @@ def test_stop_counts_what_it_could_not_deliver_in_time() -> None:
 def test_settings_reject_an_unknown_compression() -> None:
     with pytest.raises(ValueError, match="compression"):
         ExporterSettings(compression="zstd")
+
+
+def test_a_queue_smaller_than_a_batch_sends_at_once_rather_than_waiting_to_fill_one() -> None:
+    # queue_max_spans below batch_max_spans: the batch linger waits for can never fill, and
+    # waiting out batch_timeout before every send throttled the whole queue to a crawl.
+    async def scenario() -> ScriptedExporter:
+        exporter = ScriptedExporter(settings(queue_max_spans=10, batch_timeout_s=60.0))
+        await exporter.start()
+        assert exporter.try_submit(make_request("a", 6), 6)
+        assert exporter.try_submit(make_request("b", 4), 4)  # the queue is full
+        await asyncio.wait_for(_delivered(exporter, 1), 2.0)
+        await exporter.stop(1.0)
+        return exporter
+
+    exporter = run(scenario())
+    assert span_names(exporter.delivered) == expected_names(("a", 6), ("b", 4))
+
+
+def test_a_refused_submit_sends_what_the_queue_holds_at_once() -> None:
+    async def scenario() -> ScriptedExporter:
+        exporter = ScriptedExporter(settings(queue_max_spans=10, batch_timeout_s=60.0))
+        await exporter.start()
+        assert exporter.try_submit(make_request("a", 7), 7)
+        assert not exporter.try_submit(make_request("b", 5), 5)  # does not fit: refused
+        await asyncio.wait_for(_delivered(exporter, 1), 2.0)
+        assert exporter.try_submit(make_request("b", 5), 5)
+        await exporter.stop(1.0)
+        return exporter
+
+    exporter = run(scenario())
+    assert span_names(exporter.delivered) == expected_names(("a", 7), ("b", 5))
+
+
+async def _delivered(exporter: ScriptedExporter, batches: int) -> None:
+    while len(exporter.delivered) < batches or exporter.queued_spans():
+        await asyncio.sleep(0.01)

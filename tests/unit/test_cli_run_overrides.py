@@ -1,0 +1,20 @@
+"""`agent-sampler run` flags override the config file's values."""
+
+from __future__ import annotations
+
+from sampler.cli import apply_overrides, build_parser
+from sampler.config.model import SamplerConfig
+from sampler.runtime import exporter_settings
+
+
+def test_queue_dir_flag_sets_the_durable_queue() -> None:
+    args = build_parser().parse_args(["run", "--queue-dir", "/var/lib/queue"])
+    config = apply_overrides(SamplerConfig(), args)
+    assert config.exporter.queue_dir == "/var/lib/queue"
+    settings = exporter_settings(config)
+    assert (settings.queue_dir, settings.queue_max_bytes) == ("/var/lib/queue", 1 << 30)
+
+
+def test_without_the_flag_the_queue_stays_in_memory() -> None:
+    config = apply_overrides(SamplerConfig(), build_parser().parse_args(["run"]))
+    assert config.exporter.queue_dir == ""
