@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -224,9 +225,25 @@ def _shown(listen: str, port: int | None) -> str:
     return f"{host}:{port}"
 
 
+# Young-generation collections every this many net allocations (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_garbage_collector() -> None:
+    """The buffer holds millions of small objects that never form reference cycles (span bytes,
+    lists, tuples), and CPython's default thresholds make the collector walk them over and
+    over: with a million spans buffered a full collection paused intake for 300-400 ms, the
+    tail of the export latency. Objects alive after start-up are frozen out of collection and
+    young collections run 70 times less often; cycles are still collected."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 async def serve(config: SamplerConfig) -> None:
     """Run until SIGTERM or SIGINT, then shut down cleanly."""
     app = SamplerApp(config)
+    tune_garbage_collector()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
