@@ -163,10 +163,10 @@ class Pipeline:
                     scope_spans.schema_url,
                 )
                 for span in scope_spans.spans:
-                    if not _valid_ids(span.trace_id, span.span_id):
+                    facts = extractor.extract(span, resource_attrs)
+                    if not _valid_ids(facts.trace_id, facts.span_id):
                         invalid += 1
                         continue
-                    facts = extractor.extract(span, resource_attrs)
                     if facts.annotated:  # decided upstream or replayed output: ours replaces it
                         _strip_annotations(span)
                     data = span.SerializeToString()
