@@ -7,7 +7,7 @@ and sums keep counting.
 
 from __future__ import annotations
 
-from sampler.sessions.spans import KIND_AGENT, KIND_TOOL, SpanFacts
+from sampler.sessions.spans import KIND_AGENT, KIND_LLM, KIND_TOOL, SpanFacts
 
 MAX_TOOL_CALLS = 1024
 MAX_STRUCTURE = 4096
@@ -23,7 +23,7 @@ class SessionFeatures:
     __slots__ = (
         "span_count", "error_spans", "error_kinds", "first_start_ns", "last_end_ns",
         "test_bits", "tokens", "tool_call_count", "tool_calls", "agents", "parents", "links",
-        "root_agent", "longest_root_ns",
+        "root_agent", "longest_root_ns", "slowest_llm_ns",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -44,6 +44,7 @@ class SessionFeatures:
         self.root_agent = ""  # the agent of a trace's root span: the session's agent
         # the longest root span: the longest a user waited for one turn (a trace) to finish
         self.longest_root_ns = 0
+        self.slowest_llm_ns = 0  # the slowest model call
 
     def observe(self, span: SpanFacts) -> None:
         self.span_count += 1
@@ -59,6 +60,8 @@ class SessionFeatures:
         if span.is_root and span.end_ns - span.start_ns > self.longest_root_ns:
             self.longest_root_ns = span.end_ns - span.start_ns
         kind = span.kind
+        if kind == KIND_LLM and span.end_ns - span.start_ns > self.slowest_llm_ns:
+            self.slowest_llm_ns = span.end_ns - span.start_ns
         if kind == KIND_TOOL:
             self.tool_call_count += 1
             if len(self.tool_calls) < MAX_TOOL_CALLS:
@@ -97,6 +100,7 @@ class SessionFeatures:
             self.links[span_id] = linked
         self.root_agent = self.root_agent or other.root_agent
         self.longest_root_ns = max(self.longest_root_ns, other.longest_root_ns)
+        self.slowest_llm_ns = max(self.slowest_llm_ns, other.slowest_llm_ns)
 
     @property
     def duration_s(self) -> float:
@@ -108,6 +112,11 @@ class SessionFeatures:
     def latency_s(self) -> float:
         """The longest turn: the duration of the session's longest root span (0 without one)."""
         return self.longest_root_ns / 1e9
+
+    @property
+    def model_latency_s(self) -> float:
+        """The slowest model (LLM) call of the session (0 without one)."""
+        return self.slowest_llm_ns / 1e9
 
     def tool_path(self) -> tuple[str, ...]:
         """Tool names in start order."""

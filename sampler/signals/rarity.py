@@ -33,8 +33,9 @@ commoner than that is always tracked, so a common shape is never called rare; sh
 the resolution cannot be told apart from unseen ones, which for rarity is the right answer.
 
 Numeric scores, per dimension and per group: `latency` (the longest turn, i.e. root span: what a
-user waited for), `duration` (the whole session, think time between turns included), `tokens`,
-`span_count`, `tool_calls`.
+user waited for), `model_latency` (the slowest model call: a slow model hides in turn latency
+when its turn makes fewer calls), `duration` (the whole session, think time between turns
+included), `tokens`, `span_count`, `tool_calls`.
 The value's rank r in the group's recent values is the decay-weighted mixture of its rank in
 each live window, `sum(w * n * rank) / sum(w * n)`: exactly the rank in the weighted union, so
 decay applies to quantiles as it does to shapes. The score is 0 below the tail quantile, and
@@ -68,11 +69,12 @@ from typing import Final, TypeVar
 
 from sampler.signals.sketches import MAX_LG_MAX_K, MIN_LG_MAX_K, FrequentStrings, TailQuantiles
 
-DIMENSIONS: Final = ("latency", "duration", "tokens", "span_count", "tool_calls")
+DIMENSIONS: Final = ("latency", "model_latency", "duration", "tokens", "span_count", "tool_calls")
 RARE_SHAPE: Final = "rare_shape"
 TAIL_SIGNALS: Final[Mapping[str, str]] = MappingProxyType(
     {
         "latency": "tail_latency",
+        "model_latency": "tail_model_latency",
         "duration": "tail_duration",
         "tokens": "tail_tokens",
         "span_count": "tail_span_count",

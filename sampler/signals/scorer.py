@@ -18,6 +18,7 @@ from sampler.signals.tool_cycles import AgentSpan, CycleThresholds, ToolCall, de
 
 TOOL_CYCLE = "tool_cycle"
 LATENCY = "latency"
+MODEL_LATENCY = "model_latency"
 TAIL_LATENCY = TAIL_SIGNALS[LATENCY]
 
 
@@ -99,13 +100,17 @@ class SessionScorer:
         rarity: dict[str, float] = {}
         cold = False
         if fragment:
-            latency = {LATENCY: features.latency_s}
+            latency = {LATENCY: features.latency_s, MODEL_LATENCY: features.model_latency_s}
             scores = self.rarity.score(shape, group, latency, now)
-            rarity = {LATENCY: scores.numeric[LATENCY]}
+            rarity = {
+                LATENCY: scores.numeric[LATENCY],
+                MODEL_LATENCY: scores.numeric[MODEL_LATENCY],
+            }
             signals.extend(s for s in scores.fired(self.rarity_threshold) if s != RARE_SHAPE)
         else:
             numbers = {
                 LATENCY: features.latency_s,
+                MODEL_LATENCY: features.model_latency_s,
                 "duration": features.duration_s,
                 "tokens": float(features.tokens),
                 "span_count": float(features.span_count),

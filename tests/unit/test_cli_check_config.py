@@ -18,7 +18,7 @@ def test_embedded_default_is_ok(capsys: pytest.CaptureFixture[str]) -> None:
     path = str(default_config_path())
     assert main(["check-config", path]) == 0
     out, err = capsys.readouterr()
-    assert (out, err) == (f"{path}: OK (5 rules)\n", "")
+    assert (out, err) == (f"{path}: OK (6 rules)\n", "")
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
 """The session is unusual compared with recent traffic: its *shape* (agent and tool path) is
 rarely seen, or one of its numbers is in the far tail of its agent's recent values. Scores are
-in [0, 1] per dimension: `shape`, `latency` (the longest turn), `duration` (the whole session),
-`tokens`, `span_count`, `tool_calls`. Settings in `signals.rarity`; until the model has seen
-`warmup_sessions` sessions nothing is rare. Signals written to kept spans: `rare_shape`,
-`tail_latency`, `tail_duration`, `tail_tokens`, `tail_span_count`, `tail_tool_calls`.
+in [0, 1] per dimension: `shape`, `latency` (the longest turn), `model_latency` (the slowest
+model call), `duration` (the whole session), `tokens`, `span_count`, `tool_calls`. Settings in
+`signals.rarity`; until the model has seen `warmup_sessions` sessions nothing is rare. Signals
+written to kept spans: `rare_shape`, `tail_latency`, `tail_model_latency`, `tail_duration`,
+`tail_tokens`, `tail_span_count`, `tail_tool_calls`.
 
 ```yaml
 rare: true                                   # any dimension at or above signals.rarity.threshold

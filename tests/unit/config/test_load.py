@@ -62,6 +62,7 @@ def test_embedded_default_loads_with_its_rules() -> None:
         ("errors", KeepAlways()),
         ("tool-loops", KeepAlways()),
         ("rare", KeepAlways()),
+        ("slow-model", KeepAlways()),
         ("outliers", KeepAlways()),
         ("baseline", KeepWithinBudget()),
     ]
@@ -70,11 +71,15 @@ def test_embedded_default_loads_with_its_rules() -> None:
     # a rare tool path or a slow turn fires at the signal threshold; the other numbers only
     # far out in the tail
     assert config.rules[2].condition == IsRare(("shape", "latency"), None)
-    assert config.rules[3].condition == IsRare(
+    # a model call beyond the agent's p99.5
+    assert config.rules[3].condition == IsRare(("model_latency",), 0.75)
+    assert config.rules[4].condition == IsRare(
         ("duration", "tokens", "span_count", "tool_calls"), 0.9
     )
-    assert set(DIMENSIONS) == {"shape", "latency", "duration", "tokens", "span_count", "tool_calls"}
-    assert config.rules[4].condition is None
+    assert set(DIMENSIONS) == {
+        "shape", "latency", "model_latency", "duration", "tokens", "span_count", "tool_calls"
+    }  # fmt: skip
+    assert config.rules[5].condition is None
     assert [rule.line for rule in config.rules] == sorted(rule.line for rule in config.rules)
 
 

@@ -377,9 +377,12 @@ def test_numeric_signal_names() -> None:
 
 
 def test_every_dimension_has_its_own_signal() -> None:
-    assert DIMENSIONS == ("latency", "duration", "tokens", "span_count", "tool_calls")
+    assert DIMENSIONS == (
+        "latency", "model_latency", "duration", "tokens", "span_count", "tool_calls"
+    )  # fmt: skip
     assert dict(TAIL_SIGNALS) == {
         "latency": "tail_latency",
+        "model_latency": "tail_model_latency",
         "duration": "tail_duration",
         "tokens": "tail_tokens",
         "span_count": "tail_span_count",

@@ -13,7 +13,7 @@ import pytest
 
 from sampler.config.model import RarityConfig, ShapeConfig, SignalsConfig
 from sampler.sessions.features import SessionFeatures
-from sampler.sessions.spans import KIND_AGENT, KIND_LLM, KIND_TOOL, SpanFacts
+from sampler.sessions.spans import KIND_AGENT, KIND_LLM, KIND_OTHER, KIND_TOOL, SpanFacts
 from sampler.signals.errors import ErrorKind
 from sampler.signals.rarity import RarityModel
 from sampler.signals.scorer import SessionScorer
@@ -77,13 +77,13 @@ def session(
 
 
 def timed(latency_s: float, duration_s: float) -> SessionFeatures:
-    """A session whose root span (its turn) lasts ``latency_s``, while a model call started
-    with it ends ``duration_s`` later: the session's wall time is the longer of the two."""
+    """A session whose root span (its turn) lasts ``latency_s``, while another span (not a model
+    call) started with it ends ``duration_s`` later: the session's wall time is the longer."""
     features = SessionFeatures()
     features.observe(
         span_facts(1, 1_000, KIND_AGENT, agent_name="support", duration_ns=int(latency_s * 1e9))
     )
-    features.observe(span_facts(2, 1_000, KIND_LLM, duration_ns=int(duration_s * 1e9)))
+    features.observe(span_facts(2, 1_000, KIND_OTHER, duration_ns=int(duration_s * 1e9)))
     return features
 
 
@@ -293,7 +293,7 @@ def test_a_fragment_scores_only_its_latency_and_is_not_learned_from() -> None:
 
     fragment = warm_after_5.score(looping, now=1.0, fragment=True)
 
-    assert fragment.rarity == {"latency": 0.0}
+    assert fragment.rarity == {"latency": 0.0, "model_latency": 0.0}
     assert fragment.signals == ("http_5xx", "tool_cycle")  # errors and loops still found
     assert fragment.shape == "support:refund"
     assert warm_after_5.rarity.sessions_seen(1.0) == 60  # not taught
@@ -303,7 +303,7 @@ def test_a_fragment_scores_only_its_latency_and_is_not_learned_from() -> None:
 
     slow = warm_after_5.score(timed(60.0, 60.0), now=1.0, fragment=True)
 
-    assert slow.rarity == {"latency": 1.0}
+    assert slow.rarity == {"latency": 1.0, "model_latency": 0.0}
     assert slow.signals == ("tail_latency",)
     assert warm_after_5.rarity.sessions_seen(1.0) == 60
 
@@ -329,9 +329,26 @@ def test_a_session_still_running_at_the_duration_cap_is_tail_latency(fragment: b
     assert scored.rarity["latency"] == 1.0
     assert "tail_duration" not in scored.signals
     if fragment:
-        assert scored.rarity == {"latency": 1.0}
+        assert scored.rarity == {"latency": 1.0, "model_latency": 0.0}
     else:
         assert scored.rarity["duration"] == 0.0  # the cap says nothing of the session's length
     plain = scorer().score(session("search fetch"), now=1.0, fragment=fragment)
     assert "tail_latency" not in plain.signals
     assert plain.rarity["latency"] == 0.0
+
+
+def test_a_slow_model_call_fires_tail_model_latency() -> None:
+    """The slowest model call of a session, against its agent's: a model made several times
+    slower hides in turn latency when the turn also makes fewer calls, not here."""
+    model = scorer(warmup_sessions=5, min_group_values=5)
+    for _ in range(60):
+        model.score(timed(1.0, 1.0), now=0.0)
+    slow_call = SessionFeatures()
+    slow_call.observe(span_facts(1, 1_000, KIND_AGENT, agent_name="support", duration_ns=10**9))
+    slow_call.observe(span_facts(2, 1_000, KIND_LLM, duration_ns=5 * 10**9))
+
+    scored = model.score(slow_call, now=0.0)
+
+    assert "tail_model_latency" in scored.signals
+    assert scored.rarity["model_latency"] == 1.0
+    assert "tail_latency" not in scored.signals  # the turn itself is as long as usual
