@@ -120,6 +120,14 @@ METRICS: tuple[MetricSpec, ...] = (
         _decided("spans"),
     ),
     MetricSpec(
+        "agent_sampler_spans_limited",
+        "counter",
+        "Spans whose attributes were cut to the receivers' limits (max_attributes_per_span, "
+        "max_attribute_value_size).",
+        (),
+        _one(lambda s: s.pipeline.stats.spans_limited),
+    ),
+    MetricSpec(
         "agent_sampler_late_spans",
         "counter",
         "Spans that arrived after their session was decided, by the verdict they followed.",

@@ -22,6 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from sampler.clock import Clock
 from sampler.config.model import SamplerConfig
+from sampler.otlp.limits import limit_attribute_values
 from sampler.otlp.tracestate import with_probability
 from sampler.otlp.wire import (
     ResourceBlock,
@@ -96,6 +97,7 @@ class PipelineStats:
     spans_invalid: int = 0
     requests_refused: dict[str, int] = field(default_factory=dict)  # by reason
     spans_refused: int = 0
+    spans_limited: int = 0  # attributes removed or values cut (receivers.max_attribute_*)
     late_spans_kept: int = 0
     late_spans_dropped: int = 0
     spans_submitted: int = 0
@@ -143,6 +145,8 @@ class Pipeline:
             return refusal
         now = self.clock.now()
         extractor, buffer = self.extractor, self.buffer
+        max_attributes = self.config.receivers.max_attributes_per_span
+        max_value = self.config.receivers.max_attribute_value_size
         late: dict[Verdict, dict[BlockKey, list[bytes]]] = {}
         late_states: dict[bytes, str] = {}
         invalid = 0
@@ -163,13 +167,21 @@ class Pipeline:
                     scope_spans.schema_url,
                 )
                 for span in scope_spans.spans:
+                    if len(span.attributes) > max_attributes:
+                        del span.attributes[max_attributes:]
+                        stats.spans_limited += 1
+                    data = span.SerializeToString()
+                    # only a span larger than the value limit can hold a value over it
+                    if len(data) > max_value and limit_attribute_values(span, max_value):
+                        stats.spans_limited += 1
+                        data = span.SerializeToString()
                     facts = extractor.extract(span, resource_attrs)
                     if not _valid_ids(facts.trace_id, facts.span_id):
                         invalid += 1
                         continue
                     if facts.annotated:  # decided upstream or replayed output: ours replaces it
                         _strip_annotations(span)
-                    data = span.SerializeToString()
+                        data = span.SerializeToString()
                     verdict = buffer.add(facts, block, data, now)
                     if verdict is not None:
                         late.setdefault(verdict, {}).setdefault(block, []).append(data)

@@ -93,6 +93,17 @@ class ReceiversConfig:
     max_message_size: int = opt(
         16 << 20, "Largest accepted request body (after decompression).", "size"
     )
+    max_attributes_per_span: int = opt(
+        1024,
+        "Attributes kept per span; the rest are removed before the span is buffered (counted "
+        "in agent_sampler_spans_limited).",
+    )
+    max_attribute_value_size: int = opt(
+        256 << 10,
+        "Longest string or bytes attribute value kept on a span, top level or in an array; "
+        "longer ones are cut to this size (strings at a character boundary), never refused.",
+        "size",
+    )
     tls: ServerTlsConfig = opt(ServerTlsConfig(), "TLS for both receivers (docs/security.md).")
     auth: ReceiverAuthConfig = opt(ReceiverAuthConfig(), "Authentication of both receivers.")
 

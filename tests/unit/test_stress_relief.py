@@ -61,3 +61,26 @@ def test_held_spans_go_before_buffered_sessions(hold: float) -> None:
     assert pipeline.hold.span_count == 0  # 8 held + 12 > 18: the hold went first
     assert pipeline.stats.relief_sessions == 0  # and that was enough
     assert pipeline.buffer.span_count == 12
+
+
+def test_attributes_over_the_receivers_limits_are_cut_and_counted() -> None:
+    pipeline, sink, clock = make_pipeline(
+        "  - {name: everything, action: keep}\n",
+        receivers={"max_attributes_per_span": 3, "max_attribute_value_size": 16},
+    )
+    many = span("t1", 2, parent=1, attrs={f"k{i}": i for i in range(10)})
+    huge = span("t1", 3, parent=1, attrs={"input.value": "z" * 1000})
+    plain = span("t1", 1, attrs={"gen_ai.conversation.id": "c1"})
+
+    assert pipeline.consume(simple_request(many, huge, plain)) == ACCEPTED
+    assert pipeline.stats.spans_limited == 2
+    clock.advance(31.0)
+    pipeline.decide_due()
+
+    by_name = {s.name: s for s in sink.spans()}
+    assert [kv.key for kv in by_name["t1/2"].attributes][:3] == ["k0", "k1", "k2"]
+    assert len([kv for kv in by_name["t1/2"].attributes if kv.key.startswith("k")]) == 3
+    (value,) = [
+        kv.value.string_value for kv in by_name["t1/3"].attributes if kv.key == "input.value"
+    ]
+    assert value == "z" * 16

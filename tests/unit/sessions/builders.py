@@ -146,14 +146,16 @@ def sampler_config(
     *,
     sessions: Mapping[str, Any] | None = None,
     exporter: Mapping[str, Any] | None = None,
+    receivers: Mapping[str, Any] | None = None,
     cache_sessions: int | None = None,
 ) -> SamplerConfig:
-    """A config from a YAML ``rules:`` list, with sessions/exporter fields replaced."""
+    """A config from a YAML ``rules:`` list, with sessions/exporter/receivers fields replaced."""
     config = load_config_text(f"rules:\n{rules_yaml}", "test.yaml")
     config = dataclasses.replace(
         config,
         sessions=dataclasses.replace(config.sessions, **(sessions or {})),
         exporter=dataclasses.replace(config.exporter, **(exporter or {})),
+        receivers=dataclasses.replace(config.receivers, **(receivers or {})),
     )
     if cache_sessions is not None:
         config = dataclasses.replace(

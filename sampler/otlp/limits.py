@@ -1,0 +1,40 @@
+"""Attribute value limits: values over the configured size are cut, never refused.
+
+A span is cut in place (its message), so the bytes buffered and forwarded are the limited ones.
+Strings are cut at a character boundary within the byte limit (UTF-8), bytes at the limit;
+values inside arrays are cut too. Key-value lists (maps) are left whole: protobuf's own nesting
+limit already bounds how deep they go, and no rule reads inside them.
+"""
+
+from __future__ import annotations
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+
+def limit_attribute_values(span: Span, max_size: int) -> bool:
+    """Cut the span's string and bytes attribute values longer than ``max_size`` bytes; True
+    when something was cut."""
+    cut = False
+    for kv in span.attributes:
+        cut |= _limit(kv.value, max_size)
+    return cut
+
+
+def _limit(value: AnyValue, max_size: int) -> bool:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        text = value.string_value
+        if len(text) > max_size // 4 and len(encoded := text.encode()) > max_size:
+            value.string_value = encoded[:max_size].decode(errors="ignore")
+            return True
+    elif kind == "bytes_value":
+        if len(value.bytes_value) > max_size:
+            value.bytes_value = value.bytes_value[:max_size]
+            return True
+    elif kind == "array_value":
+        cut = False
+        for item in value.array_value.values:
+            cut |= _limit(item, max_size)
+        return cut
+    return False
