@@ -237,13 +237,8 @@ class SpanExtractor:
                                   if kv.key == OI_INPUT_VALUE), None)  # fmt: skip
             tool_args = args_digest(arguments)
 
-        errors = 0
-        if span.status.code == STATUS_ERROR:
-            errors |= _STATUS
         if attrs.get(ERROR_TYPE):
             errors |= _ERROR_TYPE
-        if span.events and any(event.name == EXCEPTION_EVENT for event in span.events):
-            errors |= _EXCEPTION
         if errors and kind == KIND_TOOL:
             errors |= _TOOL
         reasons = attrs.get(GEN_AI_FINISH_REASONS)
