@@ -76,7 +76,7 @@ def request_from_json(data: bytes | str) -> ExportTraceServiceRequest:
     try:
         root = json.loads(data, parse_int=_parse_int)
     except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
-        raise OtlpDecodeError(f"body is not valid JSON: {err}") from None
+        raise OtlpDecodeError(f"body is not valid JSON: {_clip(str(err))}") from None
     if not isinstance(root, dict):
         raise OtlpDecodeError(
             f"body must be a JSON object (an ExportTraceServiceRequest), got {_kind(root)}"
@@ -86,7 +86,13 @@ def request_from_json(data: bytes | str) -> ExportTraceServiceRequest:
     try:
         json_format.ParseDict(root, request, ignore_unknown_fields=True)
     except (json_format.ParseError, RecursionError) as err:
-        raise OtlpDecodeError(f"invalid OTLP/JSON: {err}") from None
+        raise OtlpDecodeError(f"invalid OTLP/JSON: {_clip(str(err))}") from None
+    except SystemError as err:
+        # upb looks every JSON key up as UTF-8: an unpaired surrogate ("\ud800") in a key (or in
+        # a string where an object belongs, which ParseDict walks as keys) fails as SystemError.
+        if not isinstance(err.__cause__, UnicodeError):
+            raise
+        raise OtlpDecodeError("invalid OTLP/JSON: a key holds an unpaired surrogate") from None
     return request
 
 
@@ -187,6 +193,16 @@ def _kind(value: object) -> str:
 
 def _shorten(value: str, limit: int = 48) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def _clip(message: str, limit: int = 1000) -> str:
+    """An error message fit to send back. json_format quotes the offending value: cut to
+    ``limit`` characters keeping both ends (the reason comes last), so that nobody gets
+    megabytes echoed, and with unpaired surrogates escaped, so that it is valid UTF-8."""
+    if len(message) > limit:
+        half = (limit - 5) // 2
+        message = f"{message[:half]} ... {message[-half:]}"
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,12 @@ Status codes a sender sees:
 - RESOURCE_EXHAUSTED without RetryInfo when the message exceeds `max_message_bytes`. grpc core
   refuses it before our handler runs ("Received message larger than max (N vs. M)"), so such
   requests are not counted in `stats`. Without RetryInfo the collector's exporter does not retry
-  it, which is right: the same message would be refused again.
+  it, which is right: the same message would be refused again. The same holds for a compressed
+  message that inflates beyond the limit.
+
+grpc core also answers, before the handler, INTERNAL to a compressed message it cannot inflate
+or a `grpc-encoding` it does not know, and it waits (until the client's deadline) for the rest of
+a message cut short by the end of the stream.
 
 With `tls`, the port speaks TLS only; with mutual TLS, a client without a certificate from the
 configured CAs fails the handshake and never reaches the handler.

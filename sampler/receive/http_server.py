@@ -5,7 +5,8 @@ Answers follow the OTLP/HTTP spec and are encoded like the request (protobuf or 
 - 401 with `WWW-Authenticate: Bearer` and a Status (UNAUTHENTICATED) when a bearer token is
   configured and the `Authorization` header does not carry it (checked before anything else);
 - 400 with a `google.rpc.Status` (INVALID_ARGUMENT) for a body that does not decode, a broken
-  gzip stream or an unsupported `Content-Encoding`;
+  gzip stream or an unsupported `Content-Encoding`; aiohttp itself answers 400 (plain text) to
+  broken HTTP framing, and those are logged at DEBUG here, not as aiohttp's ERROR tracebacks;
 - 413 with a Status (RESOURCE_EXHAUSTED) for a body over `max_message_bytes`, compressed or not;
 - 415 (plain text) for a content type other than protobuf or JSON;
 - 429 with `Retry-After` and a Status (RESOURCE_EXHAUSTED + RetryInfo) when the consumer refuses.
@@ -14,7 +15,8 @@ Wrong methods (405) and paths (404) are answered by aiohttp's router.
 aiohttp's own body decompression is switched off: the body is read and gunzipped here chunk by
 chunk, so both the wire size and the decompressed size are bounded (a gzip bomb stops at the
 limit). When a 413 is sent before the whole body was read, aiohttp drains the rest ("lingering
-close", up to 10 s) before closing, so the client reads a clean 413 rather than a reset.
+close", up to 10 s) before closing, so the client reads a clean 413 rather than a reset. A
+sender that closes the connection mid-body is counted as an invalid request.
 
 With `tls`, the port speaks HTTPS only; with mutual TLS, a client without a certificate from
 the configured CAs fails the handshake.
@@ -30,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -66,6 +69,30 @@ JSON = "application/json"
 
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer, not raw zlib
 _log = logging.getLogger(__name__)
+
+
+def _media_type(request: web.Request) -> str:
+    """The Content-Type without parameters, lowercased. Not aiohttp's `content_type`: it parses
+    with the email package, which raises IndexError on values such as `a;b*` (a 500)."""
+    return request.headers.get(hdrs.CONTENT_TYPE, "").partition(";")[0].strip().lower()
+
+
+class _MalformedRequestsAtDebug(logging.Filter):
+    """aiohttp answers a request it cannot parse (broken framing, a bad header) with 400 and
+    logs it at ERROR with a traceback, so any broken or hostile sender could flood the log.
+    Those records are the sender's mistake: they go to our DEBUG log, like our own 400s."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            _log.debug("malformed HTTP request: %s", error)
+            return False
+        return True
+
+
+# The logger aiohttp's request handler writes to (its default is "aiohttp.server").
+_server_log = logging.getLogger(f"{__name__}.aiohttp")
+_server_log.addFilter(_MalformedRequestsAtDebug())
 
 
 class _BodyTooLarge(Exception):
@@ -165,6 +192,7 @@ class HttpReceiver:
             access_log=None,
             auto_decompress=False,  # bounded gunzip in _read_body instead
             shutdown_timeout=self._shutdown_grace,
+            logger=_server_log,
         )
         await runner.setup()
         site = web.TCPSite(
@@ -195,7 +223,8 @@ class HttpReceiver:
             await runner.cleanup()
 
     async def _export(self, request: web.Request) -> web.Response:
-        codec = _CODECS.get(request.content_type)
+        media_type = _media_type(request)
+        codec = _CODECS.get(media_type)
         if self._auth is not None and not self._auth.allows(
             request.headers.get(hdrs.AUTHORIZATION)
         ):
@@ -209,10 +238,9 @@ class HttpReceiver:
             return response
         if codec is None:
             self.stats.requests_invalid += 1
+            given = repr(media_type) if media_type else "(none)"
             return web.Response(
-                status=415,
-                text=f"unsupported content type {request.content_type!r}; "
-                f"send {PROTOBUF} or {JSON}",
+                status=415, text=f"unsupported content type {given}; send {PROTOBUF} or {JSON}"
             )
         encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
         if encoding not in ("", "identity", "gzip", "x-gzip"):
@@ -259,15 +287,22 @@ class HttpReceiver:
         gunzip = _GunzipLimited(limit) if gzip else None
         raw = bytearray()
         received = 0
-        async for chunk in request.content.iter_any():
-            received += len(chunk)
-            if received > limit:
-                raise _BodyTooLarge
-            if gunzip is None:
-                raw += chunk
-                continue
-            try:
-                gunzip.feed(chunk)
-            except zlib.error as exc:
-                raise _BadBody(f"invalid gzip body: {exc}") from exc
+        try:
+            async for chunk in request.content.iter_any():
+                received += len(chunk)
+                if received > limit:
+                    raise _BodyTooLarge
+                if gunzip is None:
+                    raw += chunk
+                    continue
+                try:
+                    gunzip.feed(chunk)
+                except zlib.error as exc:
+                    raise _BadBody(f"invalid gzip body: {exc}") from exc
+        except ConnectionError as exc:
+            # The sender closed the connection mid-body: nobody reads the answer, but without
+            # this aiohttp logs a traceback at ERROR level for every such client.
+            raise _BadBody("the connection closed before the whole body arrived") from exc
+        except HttpProcessingError as exc:  # broken chunked framing, reported on the stream
+            raise _BadBody(f"malformed request body: {exc.message}") from exc
         return bytes(raw) if gunzip is None else gunzip.finish()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -121,19 +122,23 @@ def args_digest(arguments: AttrValue) -> str:
     text = arguments if isinstance(arguments, str) else repr(arguments)
     try:
         text = json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # not JSON, or nested too deep for it
         pass
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def _number(value: AttrValue) -> int:
+    """A count read from an attribute; 0 unless it is an int64, a finite double or ASCII digits
+    within int64 (a NaN, "²" or 5,000 digits must not raise, nor overflow a float later)."""
     if isinstance(value, bool):
         return 0
-    if isinstance(value, int | float):
-        return int(value)
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return 0
+    if isinstance(value, float):
+        value = int(value) if math.isfinite(value) else 0
+    elif isinstance(value, str):
+        value = int(value) if value.isascii() and value.isdigit() and len(value) <= 19 else 0
+    elif not isinstance(value, int):
+        return 0
+    return value if -_INT64_LIMIT < value < _INT64_LIMIT else 0
 
 
 class SpanFacts(NamedTuple):

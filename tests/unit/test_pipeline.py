@@ -529,6 +529,8 @@ def test_output_is_split_within_the_batch_limits(
         pytest.param(b"", b"\x02" * 8, id="no-trace-id"),
         pytest.param(b"\x01" * 16, b"\x02" * 7, id="short-span-id"),
         pytest.param(b"\x01" * 16, b"", id="no-span-id"),
+        pytest.param(bytes(16), b"\x02" * 8, id="all-zero-trace-id"),
+        pytest.param(b"\x01" * 16, bytes(8), id="all-zero-span-id"),
     ],
 )
 def test_invalid_ids_are_a_partial_rejection(trace_id: bytes, span_id: bytes) -> None:
