@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from grpc_health.v1 import health_pb2
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # (set at import)
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sampler.clock import Clock, MonotonicClock
@@ -33,6 +35,7 @@ from sampler.pipeline import Pipeline
 from sampler.receive.address import parse_listen
 from sampler.receive.auth import BearerAuth
 from sampler.receive.consumer import ReceiverStats
+from sampler.receive.grpc_server import SERVICE_NAME as OTLP_TRACE_SERVICE
 from sampler.receive.grpc_server import GrpcReceiver
 from sampler.receive.http_server import HttpReceiver
 from sampler.tls import ClientTls, ServerTls
@@ -109,6 +112,8 @@ class SamplerApp:
     _metrics_runner: web.AppRunner | None = None
     _ticker: asyncio.Task[None] | None = None
     _ready: bool = False
+    # grpc.health.v1 on the OTLP/gRPC port: SERVING once started, NOT_SERVING from shutdown
+    _health: health_aio.HealthServicer = field(default_factory=lambda: health_aio.HealthServicer())
 
     def __post_init__(self) -> None:
         self.exporter = exporter_from_url(self.config.exporter.url, exporter_settings(self.config))
@@ -127,6 +132,7 @@ class SamplerApp:
                 max_message_bytes=limit,
                 tls=tls,
                 auth=auth,
+                health=self._health,
             )
             self.ports.grpc = await self._grpc.start()
             receivers["grpc"] = self._grpc.stats
@@ -146,6 +152,8 @@ class SamplerApp:
             )
         self._ticker = asyncio.create_task(self._tick_forever(), name="decision-ticker")
         self._ready = True
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set(OTLP_TRACE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "agent-sampler started: grpc=%s http=%s metrics=%s downstream=%s config=%s",
             _shown(cfg.receivers.grpc.listen, self.ports.grpc),
@@ -158,6 +166,7 @@ class SamplerApp:
     async def shutdown(self) -> None:
         """Stop intake, decide everything buffered, deliver it, close."""
         self._ready = False
+        await self._health.enter_graceful_shutdown()  # every service NOT_SERVING
         started = time.monotonic()
         if self._grpc is not None:
             await self._grpc.stop(RECEIVER_STOP_GRACE_S)

@@ -35,6 +35,8 @@ from dataclasses import replace
 import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError
+from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # (set at import)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -64,6 +66,7 @@ class GrpcReceiver:
         max_message_bytes: int,
         tls: ServerTls | None = None,
         auth: BearerAuth | None = None,
+        health: health_aio.HealthServicer | None = None,
     ) -> None:
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
@@ -72,6 +75,7 @@ class GrpcReceiver:
         self._max_message_bytes = max_message_bytes
         self._tls = tls
         self._auth = auth
+        self._health = health  # the standard grpc.health.v1 service, served beside Export
         self._server: grpc.aio.Server | None = None
         self.stats = ReceiverStats()
 
@@ -94,6 +98,8 @@ class GrpcReceiver:
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE_NAME, {"Export": export}),)
         )
+        if self._health is not None:  # unauthenticated, as probes (kubelet's grpc) expect
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         try:
             if self._tls is None:
                 port = server.add_insecure_port(str(self._address))
