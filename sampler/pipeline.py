@@ -343,7 +343,7 @@ class Pipeline:
                 if self.hold.hold(session, verdict, cold=cold, now=now):
                     self._trim_hold(now)
                     continue
-            session.blocks = {}  # the spans are in a request now, or dropped
+            session.release()  # the spans are in a request now, or dropped
         return decided
 
     def _trim_hold(self, now: float) -> None:
@@ -373,7 +373,7 @@ class Pipeline:
                 if self.hold.hold(session, held.verdict, cold=True, now=now, looks=held.looks + 1):
                     self._trim_hold(now)
                     return
-        session.blocks = {}
+        session.release()
 
     def _drain_followed(self) -> None:
         followed, self.buffer.followed = self.buffer.followed, []
@@ -383,7 +383,7 @@ class Pipeline:
                 self._emit(session.blocks, verdict, session.trace_states, same_randomness=False)
             else:
                 self.stats.late_spans_dropped += session.span_count
-            session.blocks = {}
+            session.release()
 
     def _revive(self, spans: int) -> None:
         """Count a dropped session kept after all, by a second look. The first decision stays

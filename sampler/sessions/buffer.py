@@ -132,6 +132,19 @@ class Session:
     def span_count(self) -> int:
         return self.features.span_count
 
+    def release(self) -> None:
+        """Let go of what a decided (or merged) session holds. The timer wheel may still hold
+        the session itself until its stale entry fires (up to open_trace_wait later): what is
+        left then is this small object, not its spans and features."""
+        self.blocks = {}
+        self.features = _RELEASED
+        self.trace_states = {}
+        self.rootless = set()
+        self.trace_ids = []
+
+
+_RELEASED = SessionFeatures()  # shared by every released session: never observed again
+
 
 class SessionBuffer:
     def __init__(self, settings: SessionsConfig, cache: DecisionCache) -> None:
@@ -285,7 +298,7 @@ class SessionBuffer:
         for trace_id in provisional.trace_ids:
             self._traces[trace_id] = target
         provisional.state = SessionState.MERGED
-        provisional.blocks = {}
+        provisional.release()
         self._by_age.pop(id(provisional), None)
         self.session_count -= 1
         return target
