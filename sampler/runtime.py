@@ -31,7 +31,7 @@ from sampler.config.model import SamplerConfig
 from sampler.export.base import Exporter, ExporterSettings, RetryPolicy
 from sampler.export.factory import exporter_from_url
 from sampler.metrics import Sources, build_registry
-from sampler.pipeline import Pipeline
+from sampler.pipeline import Pipeline, PipelineStats
 from sampler.receive.address import parse_listen
 from sampler.receive.auth import BearerAuth
 from sampler.receive.consumer import ReceiverStats
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_FLUSH_TIMEOUT_S = 25.0  # below Kubernetes' default 30 s termination grace period
 RECEIVER_STOP_GRACE_S = 5.0
+OVERLOAD_QUIET_S = 10.0  # an overload episode is over after this long without refusal or relief
 
 
 def exporter_settings(config: SamplerConfig) -> ExporterSettings:
@@ -94,6 +95,52 @@ def receiver_security(config: SamplerConfig) -> tuple[ServerTls | None, BearerAu
 
 
 @dataclass(slots=True)
+class OverloadLog:
+    """Logs overload as episodes, never per request: a warning when the sampler starts to decide
+    sessions early (stress relief) and one per reason it refuses requests for, then one line
+    once it has done neither for ``OVERLOAD_QUIET_S``. Reads the pipeline's counts each tick."""
+
+    refused: dict[str, int] = field(default_factory=dict)  # requests refused by reason, so far
+    relieved: int = 0  # sessions decided early, so far
+    started: float | None = None  # when the current episode began
+    last_active: float = 0.0
+    warned: set[str] = field(default_factory=set)  # what the current episode has logged
+    refused_before: int = 0
+    relieved_before: int = 0
+
+    def observe(self, stats: PipelineStats, now: float) -> None:
+        reasons = [r for r, n in stats.requests_refused.items() if n > self.refused.get(r, 0)]
+        relieved = stats.relief_sessions > self.relieved
+        if reasons or relieved:
+            if self.started is None:
+                self.started = now
+                self.warned.clear()
+                self.refused_before = sum(self.refused.values())
+                self.relieved_before = self.relieved
+            if relieved and "relief" not in self.warned:
+                self.warned.add("relief")
+                log.warning(
+                    "stress relief: the session buffer is near its limits; deciding the oldest "
+                    "sessions early"
+                )
+            for reason in reasons:
+                if reason not in self.warned:
+                    self.warned.add(reason)
+                    log.warning("refusing requests (%s): senders are told to retry", reason)
+            self.refused = dict(stats.requests_refused)
+            self.relieved = stats.relief_sessions
+            self.last_active = now
+        elif self.started is not None and now - self.last_active >= OVERLOAD_QUIET_S:
+            log.info(
+                "overload over after %.1fs: %d request(s) refused, %d session(s) decided early",
+                self.last_active - self.started,
+                sum(self.refused.values()) - self.refused_before,
+                self.relieved - self.relieved_before,
+            )
+            self.started = None
+
+
+@dataclass(slots=True)
 class BoundPorts:
     grpc: int | None = None
     http: int | None = None
@@ -112,6 +159,7 @@ class SamplerApp:
     _metrics_runner: web.AppRunner | None = None
     _ticker: asyncio.Task[None] | None = None
     _ready: bool = False
+    _overload: OverloadLog = field(default_factory=OverloadLog)
     # grpc.health.v1 on the OTLP/gRPC port: SERVING once started, NOT_SERVING from shutdown
     _health: health_aio.HealthServicer = field(default_factory=lambda: health_aio.HealthServicer())
 
@@ -199,6 +247,7 @@ class SamplerApp:
                 self.pipeline.decide_due()
             except Exception:  # a bug must not stop all future decisions; it is logged loudly
                 log.exception("deciding due sessions failed")
+            self._overload.observe(self.pipeline.stats, self.clock.now())
 
     async def _start_metrics(self, sources: Sources) -> int:
         registry = build_registry(sources)
@@ -261,3 +310,7 @@ async def serve(config: SamplerConfig) -> None:
     await stop.wait()
     log.info("signal received: stopping intake and flushing")
     await app.shutdown()
+    # Objects frozen at start are never collected, not even at exit, and the DataSketches
+    # binding (nanobind) then prints hundreds of "leaked instance" lines to stderr, in the
+    # middle of the JSON logs: give them back to the collector before the interpreter ends.
+    gc.unfreeze()
