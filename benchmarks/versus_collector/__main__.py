@@ -1,0 +1,3 @@
+from benchmarks.versus_collector.harness import main
+
+raise SystemExit(main())
