@@ -68,7 +68,9 @@ def test_harness_prints_one_json_object_with_every_figure(
     assert set(result["scaling"]) == {"2000", "10000", "40000"}
     for point, figures in result["scaling"].items():
         assert figures["spans_per_second"] > 0, shown
-        assert figures["parked_spans"] >= int(point), shown
+        # the fill stops once the generator has sent the point's spans; what the samplers had
+        # counted as accepted by then can be short by the requests still in flight
+        assert figures["parked_spans"] >= 0.9 * int(point), shown
         assert figures["buffered_spans"] >= int(point), shown
     assert result["scaling_largest_over_smallest"] > 0
 
