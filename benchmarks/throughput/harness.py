@@ -377,7 +377,7 @@ def _settled(samplers: Sequence[SamplerProcess], parked: int) -> tuple[list[Snap
 
 
 def run(options: Options) -> dict[str, Any]:
-    phases = _PhaseClock()
+    phases = PhaseClock()
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="throughput-")))
         stack.enter_context(_affinity(()))  # restores this process's CPUs at the end
@@ -484,7 +484,9 @@ def run(options: Options) -> dict[str, Any]:
     }
 
 
-class _PhaseClock:
+class PhaseClock:
+    """Seconds spent in each phase of a benchmark, and in all."""
+
     def __init__(self) -> None:
         self.started = self.last = time.monotonic()
         self.seconds: dict[str, float] = {}

@@ -43,11 +43,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from benchmarks.collector.binary import build_collector
 from benchmarks.loadgen.driver import CALL_TIMEOUT_S, Command, WindowResult
 from benchmarks.loadgen.pool import Pools, PoolSpec, RequestPool, build_pools
 from benchmarks.quality.generator import RARE_LABELS, Corpus, TrafficSpec, generate
 from benchmarks.quality.harness import kept_spans_by_session, score
 from benchmarks.quality.profiles import PROFILES
+from benchmarks.throughput.harness import PhaseClock
 from benchmarks.throughput.processes import Child, Pinning, Workers
 from benchmarks.versus_collector.policies import (
     PolicySet,
@@ -65,7 +67,6 @@ from benchmarks.versus_collector.systems import (
     SamplerSystem,
     Snapshot,
     System,
-    build_collector,
 )
 from sampler.otlp.json_codec import request_to_json
 
@@ -512,20 +513,6 @@ def _affinity(cpus: Sequence[int]) -> Iterator[None]:
         os.sched_setaffinity(0, previous)
 
 
-class _PhaseClock:
-    def __init__(self) -> None:
-        self.started = self.last = time.monotonic()
-        self.seconds: dict[str, float] = {}
-
-    def done(self, phase: str) -> None:
-        now = time.monotonic()
-        self.seconds[phase] = round(now - self.last, 1)
-        self.last = now
-
-    def total(self) -> float:
-        return round(time.monotonic() - self.started, 1)
-
-
 def _fraction(part: float, whole: float) -> float | None:
     return round(part / whole, 4) if whole else None
 
@@ -534,7 +521,7 @@ def run(options: Options, progress: Callable[[str], None] = lambda _: None) -> d
     binary, why = build_collector()
     if binary is None:
         raise CollectorUnavailable(f"no collector binary: {why}")
-    clock = _PhaseClock()
+    clock = PhaseClock()
     load_before = os.getloadavg()[0]
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="versus-")))

@@ -39,8 +39,6 @@ from benchmarks.versus_collector.policies import PolicySet
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
-BUILD_SCRIPT = Path(__file__).resolve().parents[1] / "collector" / "build.sh"
-BUILD_TIMEOUT_S = 1200.0
 
 Sample = tuple[str, dict[str, str], float]
 
@@ -454,22 +452,3 @@ class CollectorSystem(_Process):
         votes = snapshot.by_label(C_POLICY, "policy", decision="sampled")
         votes_total = snapshot.by_label(C_POLICY + "_total", "policy", decision="sampled")
         return {k: int(v) for k, v in sorted({**votes, **votes_total}.items())}
-
-
-def build_collector() -> tuple[Path | None, str]:
-    """The collector binary (built or found up to date by build.sh), or None and why not."""
-    try:
-        result = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)],
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return None, f"the collector build took more than {BUILD_TIMEOUT_S:.0f}s"
-    path = result.stdout.strip()
-    if result.returncode == 0 and path and Path(path).is_file():
-        return Path(path), ""
-    said = [line for line in result.stderr.splitlines() if line.strip()]
-    return None, " | ".join(said[-3:]) or "build.sh printed nothing"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.collector.binary import build_collector
 from benchmarks.quality.generator import ALL_LABELS
 from benchmarks.versus_collector.harness import main
-from benchmarks.versus_collector.systems import build_collector
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
