@@ -136,11 +136,11 @@ class Session:
         """Let go of what a decided (or merged) session holds. The timer wheel may still hold
         the session itself until its stale entry fires (up to open_trace_wait later): what is
         left then is this small object, not its spans and features."""
-        self.blocks = {}
+        self.blocks.clear()
         self.features = _RELEASED
-        self.trace_states = {}
-        self.rootless = set()
-        self.trace_ids = []
+        self.trace_states.clear()
+        self.rootless.clear()
+        self.trace_ids.clear()
 
 
 _RELEASED = SessionFeatures()  # shared by every released session: never observed again
