@@ -216,7 +216,11 @@ class Pipeline:
             return None
         sessions = self.config.sessions
         buffer, hold = self.buffer, self.hold
-        request_memory = memory_of(span_total, request.ByteSize())
+        # The request's exact size (a walk over all of it) is needed only near the limit: its
+        # body is at most max_message_size, so far from the limit that bound settles it.
+        request_memory = memory_of(span_total, self.config.receivers.max_message_size)
+        if buffer.memory + hold.memory + request_memory > sessions.max_buffered_memory:
+            request_memory = memory_of(span_total, request.ByteSize())
         # A request larger than the whole buffer is taken when the buffer is empty: refusing
         # it would make the sender retry it forever.
         if buffer.span_count:
