@@ -35,6 +35,7 @@ ACCEPTED = "agent_sampler_spans_accepted_total"
 REFUSED = "agent_sampler_spans_refused_total"
 BUFFER_SPANS = "agent_sampler_buffer_spans"
 BUFFER_BYTES = "agent_sampler_buffer_bytes"
+HELD_SPANS = "agent_sampler_held_spans"  # dropped sessions held for a second look
 SENT = "agent_sampler_exporter_spans_sent_total"
 QUEUED = "agent_sampler_exporter_queue_spans"
 CACHE = "agent_sampler_decision_cache_entries"
