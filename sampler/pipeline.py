@@ -341,7 +341,7 @@ class Pipeline:
             self._tally(verdict, session.span_count)
             decided += 1
             if verdict.keep:
-                self._emit(session.blocks, verdict, session.trace_states, not session.keyed)
+                self._emit(session.span_blocks(), verdict, session.trace_states, not session.keyed)
             elif session.keyed or session.rootless or cold:
                 # more turns or late spans may reopen it, or a second look keep it
                 if self.hold.hold(session, verdict, cold=cold, now=now):
@@ -372,7 +372,7 @@ class Pipeline:
             if verdict is not None and verdict.keep:
                 self.buffer.record(session, verdict)
                 self._revive(session.span_count)
-                self._emit(session.blocks, verdict, session.trace_states, not session.keyed)
+                self._emit(session.span_blocks(), verdict, session.trace_states, not session.keyed)
             elif still_cold and may_wait and held.looks < MAX_LOOKS:
                 if self.hold.hold(session, held.verdict, cold=True, now=now, looks=held.looks + 1):
                     self._trim_hold(now)
@@ -384,7 +384,9 @@ class Pipeline:
         for session, verdict in followed:
             if verdict.keep:
                 self.stats.late_spans_kept += session.span_count
-                self._emit(session.blocks, verdict, session.trace_states, same_randomness=False)
+                self._emit(
+                    session.span_blocks(), verdict, session.trace_states, same_randomness=False
+                )
             else:
                 self.stats.late_spans_dropped += session.span_count
             session.release()
@@ -409,7 +411,7 @@ class Pipeline:
 
     def _emit(
         self,
-        blocks: Mapping[BlockKey, list[bytes]],
+        blocks: Mapping[BlockKey, Iterable[bytes]],
         verdict: Verdict,
         trace_states: Mapping[bytes, str],
         same_randomness: bool,
