@@ -284,7 +284,11 @@ class RetryConfig:
     initial_interval: float = opt(1.0, "First wait before retrying a failed export.", "duration")
     max_interval: float = opt(30.0, "Longest wait between retries.", "duration")
     max_elapsed_time: float = opt(
-        300.0, "Give up on a batch after retrying this long (counted and logged).", "duration"
+        300.0,
+        "Give up on a batch after retrying this long (counted and logged); 0s: never give up, "
+        "retry until the downstream takes it (with a queue_dir, an outage then fills the queue "
+        "up to queue_max_bytes, and intake is refused beyond it).",
+        "duration",
     )
 
 

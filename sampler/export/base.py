@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import random
 import time
 from abc import ABC, abstractmethod
@@ -45,7 +46,9 @@ class RetryPolicy:
     max_interval_s: float = 30.0
     multiplier: float = 2.0
     jitter: float = 0.2  # +/- fraction of each interval
-    max_elapsed_s: float = 300.0  # give up on one batch after this (counted as failed, logged)
+    # give up on one batch after this (counted as failed, logged); 0: never, retry until the
+    # batch is delivered or refused for good (with a disk queue, an outage then only fills it)
+    max_elapsed_s: float = 300.0
 
     def backoff_s(self, retry_number: int, rng: random.Random) -> float:
         """Delay before retry ``retry_number`` (0 for the first retry), jitter applied."""
@@ -616,7 +619,7 @@ class QueuedExporter(ABC):
 
     async def _deliver(self, batch: _Batch) -> None:
         policy = self.settings.retry
-        give_up_at = self._clock.now() + policy.max_elapsed_s
+        give_up_at = self._clock.now() + policy.max_elapsed_s if policy.max_elapsed_s else math.inf
         retry_number = 0
         while True:
             try:

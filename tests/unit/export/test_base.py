@@ -158,6 +158,26 @@ def test_gives_up_after_max_elapsed_and_counts_the_batch_failed(
     assert len(gave_up) == 1  # once per batch, not per attempt
 
 
+def test_max_elapsed_zero_retries_until_the_downstream_takes_the_batch() -> None:
+    clock = FakeClock()
+    outage = [SendResult.retryable("UNAVAILABLE")] * 500  # hours of backoff at 30 s at most
+
+    async def scenario() -> ScriptedExporter:
+        exporter = ScriptedExporter(
+            settings(retry=RetryPolicy(max_elapsed_s=0.0)), outage, clock=clock
+        )
+        exporter.try_submit(make_request("a", 3), 3)
+        await exporter.start()
+        assert await exporter.flush(2.0)
+        await exporter.stop(1.0)
+        return exporter
+
+    exporter = run(scenario())
+    assert sum(clock.sleeps) > 3600.0
+    assert exporter.stats.failed_spans == 0
+    assert span_names(exporter.delivered) == expected_names(("a", 3))
+
+
 def test_permanent_failure_is_not_retried() -> None:
     clock = FakeClock()
 
