@@ -167,8 +167,10 @@ class Pipeline:
                     scope_spans.schema_url,
                 )
                 for span in scope_spans.spans:
-                    if len(span.attributes) > max_attributes:
+                    over = len(span.attributes) - max_attributes
+                    if over > 0:  # removed attributes are counted in the span, as OTLP asks
                         del span.attributes[max_attributes:]
+                        span.dropped_attributes_count += over
                         stats.spans_limited += 1
                     data = span.SerializeToString()
                     # only a span larger than the value limit can hold a value over it

@@ -95,8 +95,8 @@ class ReceiversConfig:
     )
     max_attributes_per_span: int = opt(
         1024,
-        "Attributes kept per span; the rest are removed before the span is buffered (counted "
-        "in agent_sampler_spans_limited).",
+        "Attributes kept per span; the rest are removed before the span is buffered (added to "
+        "the span's dropped_attributes_count, and counted in agent_sampler_spans_limited).",
     )
     max_attribute_value_size: int = opt(
         256 << 10,

@@ -80,6 +80,8 @@ def test_attributes_over_the_receivers_limits_are_cut_and_counted() -> None:
     by_name = {s.name: s for s in sink.spans()}
     assert [kv.key for kv in by_name["t1/2"].attributes][:3] == ["k0", "k1", "k2"]
     assert len([kv for kv in by_name["t1/2"].attributes if kv.key.startswith("k")]) == 3
+    assert by_name["t1/2"].dropped_attributes_count == 7  # the removed ones, counted in the span
+    assert by_name["t1/3"].dropped_attributes_count == 0  # a value cut short is not dropped
     (value,) = [
         kv.value.string_value for kv in by_name["t1/3"].attributes if kv.key == "input.value"
     ]
