@@ -3,8 +3,9 @@
 The method is registered with an identity request deserializer so that this module parses the
 bytes itself: a malformed body becomes INVALID_ARGUMENT with the protobuf error text instead of
 grpc's generic "failed to deserialize" INTERNAL error. gzip-compressed requests are decompressed
-by grpc itself. The gRPC health service (`grpc.health.v1`) is not served here because it needs an
-extra package; health is served over HTTP on the metrics port.
+by grpc itself. The gRPC health service (`grpc.health.v1`) is served beside Export, on the same
+port and without authentication (probes do not carry tokens); /healthz and /readyz are on the
+metrics port.
 
 Status codes a sender sees:
 - OK with an optional `partial_success` when the consumer kept the request (or part of it);
@@ -30,7 +31,7 @@ configured CAs fails the handshake and never reaches the handler.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import grpc
 import grpc.aio
@@ -53,6 +54,15 @@ EXPORT_METHOD = f"/{SERVICE_NAME}/Export"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Abort:
+    """A call to end with a non-OK status (``context.abort``)."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, bytes], ...] = ()
 
 
 class GrpcReceiver:
@@ -129,25 +139,40 @@ class GrpcReceiver:
         body: bytes,
         context: grpc.aio.ServicerContext[bytes, ExportTraceServiceResponse],
     ) -> ExportTraceServiceResponse:
+        answer = self._answer(body, context)
+        # context.abort() raises, and grpc.aio keeps the exception, and with it this frame, in a
+        # reference cycle: what the frame still refers to lives until a full garbage collection,
+        # rare here (runtime.tune_garbage_collector). Under a flood of refused requests, their
+        # bodies (up to max_message_size each) and parsed requests piled up by the hundred MiB.
+        # So the body goes now, and the request never was in this frame (``_answer``'s).
+        del body
+        if isinstance(answer, _Abort):
+            await context.abort(answer.code, answer.details, answer.trailing_metadata)
+        return answer
+
+    def _answer(
+        self,
+        body: bytes,
+        context: grpc.aio.ServicerContext[bytes, ExportTraceServiceResponse],
+    ) -> ExportTraceServiceResponse | _Abort:
         if self._auth is not None and not self._auth.allows(_authorization(context)):
             self.stats.requests_unauthenticated += 1
             _log.debug("unauthenticated OTLP/gRPC request from %s", context.peer())
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+            return _Abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
         try:
             request = ExportTraceServiceRequest.FromString(body)
         except DecodeError as exc:
             self.stats.requests_invalid += 1
             _log.debug("invalid OTLP/gRPC request from %s: %s", context.peer(), exc)
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"cannot decode ExportTraceServiceRequest: {exc}",
+            return _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"cannot decode ExportTraceServiceRequest: {exc}"
             )
         admission = admit(self._consumer, request, "grpc", self.stats)
         if not admission.accepted:
             reason = admission.reason or REFUSED_DEFAULT_REASON
             status = throttle_status(reason, admission.retry_after_s)
-            # abort() raises; the trailing metadata travels with the status to the client.
-            await context.abort(
+            # the trailing metadata travels with the status to the client
+            return _Abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 reason,
                 ((STATUS_DETAILS_KEY, status.SerializeToString()),),
