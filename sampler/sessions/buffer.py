@@ -34,6 +34,7 @@ from __future__ import annotations
 import enum
 import math
 import struct
+import weakref
 from collections.abc import Iterator
 
 from sampler.config.model import SessionsConfig
@@ -74,6 +75,7 @@ class SessionState(enum.Enum):
 
 class Session:
     __slots__ = (
+        "__weakref__",  # the timer wheel refers to sessions weakly
         "key",
         "keyed",
         "trace_ids",
@@ -164,9 +166,8 @@ class Session:
         return {block: spans_of(run) for block, run in self.blocks.items()}
 
     def release(self) -> None:
-        """Let go of what a decided (or merged) session holds. The timer wheel may still hold
-        the session itself until its stale entry fires (up to open_trace_wait later): what is
-        left then is this small object, not its spans and features."""
+        """Let go of what a decided (or merged) session holds at once: whatever still refers
+        to the session object keeps this small object alive, not its spans and features."""
         self.blocks.clear()
         self.features = _RELEASED
         self.trace_states.clear()
@@ -181,7 +182,11 @@ class SessionBuffer:
     def __init__(self, settings: SessionsConfig, cache: DecisionCache) -> None:
         self.settings = settings
         self.cache = cache
-        self._wheel: TimerWheel[Session] = TimerWheel(settings.tick)
+        # Weakly: a session decided before its deadline (most are, by activity or stress relief)
+        # must not stay alive until its stale entry fires, up to open_trace_wait later. Under a
+        # flood that was over a hundred thousand sessions (key, trace ids, ~650 bytes each).
+        # A buffering session is held by _traces and _by_age, so no due session is lost.
+        self._wheel: TimerWheel[weakref.ref[Session]] = TimerWheel(settings.tick)
         self._traces: dict[bytes, Session] = {}
         self._keyed: dict[str, Session] = {}
         self._due_now: list[Session] = []
@@ -234,12 +239,15 @@ class SessionBuffer:
         due = [s for s in self._due_now if s.state is SessionState.BUFFERING]
         self._due_now = []
         current = self._wheel.current_tick(now)
-        for tick, session in self._wheel.pop_due(now):
+        for tick, ref in self._wheel.pop_due(now):
+            session = ref()
+            if session is None:
+                continue  # decided, and gone
             if session.state is not SessionState.BUFFERING or session.timer_tick != tick:
                 continue  # stale entry: decided, merged, or rescheduled earlier
             deadline = self.deadline(session)
             if self._wheel.tick_of(deadline) > current:  # activity moved it later: re-file
-                session.timer_tick = self._wheel.schedule(session, deadline)
+                session.timer_tick = self._wheel.schedule(ref, deadline)
                 continue
             session.timer_tick = math.inf  # another stale entry of this tick must not match
             due.append(session)
@@ -368,7 +376,7 @@ class SessionBuffer:
             return
         deadline = self.deadline(session)
         if self._wheel.tick_of(deadline) < session.timer_tick:
-            session.timer_tick = self._wheel.schedule(session, deadline)
+            session.timer_tick = self._wheel.schedule(weakref.ref(session), deadline)
 
     def _remove(self, session: Session) -> None:
         if session.state is not SessionState.BUFFERING:
