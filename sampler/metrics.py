@@ -44,6 +44,7 @@ def _requests(s: Sources) -> Iterator[Sample]:
         yield (transport, "refused"), st.requests_refused
         yield (transport, "too_large"), st.requests_too_large
         yield (transport, "unauthenticated"), st.requests_unauthenticated
+        yield (transport, "timed_out"), st.requests_timed_out
 
 
 def _decided(field: str) -> Callable[[Sources], Iterator[Sample]]:

@@ -191,6 +191,7 @@ class SamplerApp:
                 self.pipeline,
                 cfg.receivers.http.listen,
                 max_message_bytes=limit,
+                read_timeout=cfg.receivers.http.read_timeout,
                 tls=tls,
                 auth=auth,
             )

@@ -41,6 +41,12 @@ class GrpcReceiverConfig:
 @dataclass(frozen=True, slots=True)
 class HttpReceiverConfig:
     listen: str = opt("0.0.0.0:4318", "OTLP/HTTP listen address; empty disables it.", "listen")
+    read_timeout: float = opt(
+        30.0,
+        "Longest a request body may take to arrive; a slower one is answered 408 and its "
+        "connection closed, so a stalled sender holds no connection for ever. 0s: no limit.",
+        "duration",
+    )
 
 
 def _pair_problems(cert_file: str, key_file: str) -> Iterator[tuple[str, str]]:

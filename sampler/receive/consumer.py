@@ -53,6 +53,7 @@ class ReceiverStats:
     requests_refused: int = 0
     requests_too_large: int = 0
     requests_unauthenticated: int = 0
+    requests_timed_out: int = 0  # OTLP/HTTP: the body did not arrive within the read timeout
     spans_received: int = 0
     spans_refused: int = 0
 

@@ -8,6 +8,8 @@ Answers follow the OTLP/HTTP spec and are encoded like the request (protobuf or 
   gzip stream or an unsupported `Content-Encoding`; aiohttp itself answers 400 (plain text) to
   broken HTTP framing, and those are logged at DEBUG here, not as aiohttp's ERROR tracebacks;
 - 413 with a Status (RESOURCE_EXHAUSTED) for a body over `max_message_bytes`, compressed or not;
+- 408 with a Status (DEADLINE_EXCEEDED) when the body has not arrived within `read_timeout`
+  (the connection is closed: a stalled sender holds none for ever);
 - 415 (plain text) for a content type other than protobuf or JSON;
 - 429 with `Retry-After` and a Status (RESOURCE_EXHAUSTED + RetryInfo) when the consumer refuses.
 Wrong methods (405) and paths (404) are answered by aiohttp's router.
@@ -57,6 +59,7 @@ from sampler.receive.consumer import (
     admit,
 )
 from sampler.receive.status import (
+    DEADLINE_EXCEEDED,
     INVALID_ARGUMENT,
     RESOURCE_EXHAUSTED,
     UNAUTHENTICATED,
@@ -168,6 +171,7 @@ class HttpReceiver:
         listen: str,
         *,
         max_message_bytes: int,
+        read_timeout: float = 30.0,
         shutdown_grace: float = 5.0,
         tls: ServerTls | None = None,
         auth: BearerAuth | None = None,
@@ -177,6 +181,7 @@ class HttpReceiver:
         self._consumer = consumer
         self._address = parse_listen(listen)
         self._max_message_bytes = max_message_bytes
+        self._read_timeout = read_timeout if read_timeout > 0 else None  # None: no limit
         self._shutdown_grace = shutdown_grace
         self._tls = tls
         self._auth = auth
@@ -256,7 +261,17 @@ class HttpReceiver:
         if encoding not in ("", "identity", "gzip", "x-gzip"):
             return self._invalid(codec, f"unsupported content encoding {encoding!r}; use gzip")
         try:
-            body = await self._read_body(request, gzip=encoding in ("gzip", "x-gzip"))
+            async with asyncio.timeout(self._read_timeout):
+                body = await self._read_body(request, gzip=encoding in ("gzip", "x-gzip"))
+        except TimeoutError:
+            self.stats.requests_timed_out += 1
+            _log.debug("OTLP/HTTP request body from %s timed out", request.remote)
+            status = error_status(
+                DEADLINE_EXCEEDED, f"request body not received within {self._read_timeout:g}s"
+            )
+            response = codec.response(408, status)
+            response.force_close()  # the rest of the body is not read
+            return response
         except _BodyTooLarge:
             self.stats.requests_too_large += 1
             status = error_status(

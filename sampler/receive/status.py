@@ -8,6 +8,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 INVALID_ARGUMENT: int = code_pb2.INVALID_ARGUMENT
 RESOURCE_EXHAUSTED: int = code_pb2.RESOURCE_EXHAUSTED
 UNAUTHENTICATED: int = code_pb2.UNAUTHENTICATED
+DEADLINE_EXCEEDED: int = code_pb2.DEADLINE_EXCEEDED
 
 
 def error_status(code: int, message: str) -> status_pb2.Status:

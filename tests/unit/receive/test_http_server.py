@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -84,9 +85,11 @@ class Client:
 
 @asynccontextmanager
 async def serving(
-    consumer: RecordingConsumer, max_bytes: int = MAX_BYTES
+    consumer: RecordingConsumer, max_bytes: int = MAX_BYTES, read_timeout: float = 30.0
 ) -> AsyncIterator[tuple[HttpReceiver, Client]]:
-    receiver = HttpReceiver(consumer, "127.0.0.1:0", max_message_bytes=max_bytes)
+    receiver = HttpReceiver(
+        consumer, "127.0.0.1:0", max_message_bytes=max_bytes, read_timeout=read_timeout
+    )
     port = await receiver.start()
     try:
         # auto_decompress=False: the tests look at the bytes the server sent.
@@ -259,6 +262,37 @@ def test_oversize_bodies_are_a_clean_413() -> None:
     assert after.status == 200
     assert consumer.requests and len(consumer.requests) == 1
     assert stats == ReceiverStats(requests_ok=1, requests_too_large=3, spans_received=1)
+
+
+def test_a_body_that_stalls_is_408_and_its_connection_closed() -> None:
+    consumer = RecordingConsumer()
+    body = make_request(1).SerializeToString()
+
+    async def scenario() -> tuple[bytes, bytes, Reply, ReceiverStats]:
+        async with serving(consumer, read_timeout=0.3) as (receiver, client):
+            port = client.url.split(":")[2].split("/")[0]
+            reader, writer = await asyncio.open_connection("127.0.0.1", int(port))
+            head = (
+                f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: {PROTOBUF}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            writer.write(head.encode() + body[:5])  # and then nothing
+            await writer.drain()
+            head_in = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
+            length = re.search(rb"Content-Length: (\d+)", head_in)
+            assert length is not None, head_in
+            status = await reader.readexactly(int(length.group(1)))
+            writer.close()
+            after = await client.post(body)  # others are served as before
+            return head_in, status, after, receiver.stats
+
+    head_in, status, after, stats = run(scenario())
+    assert head_in.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"Connection: close" in head_in
+    assert status_pb2.Status.FromString(status).code == code_pb2.DEADLINE_EXCEEDED
+    assert after.status == 200
+    assert len(consumer.requests) == 1  # the stalled request never reached the consumer
+    assert stats == ReceiverStats(requests_ok=1, requests_timed_out=1, spans_received=1)
 
 
 def test_wrong_method_and_path() -> None:
