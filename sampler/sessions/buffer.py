@@ -181,6 +181,7 @@ _RELEASED = SessionFeatures()  # shared by every released session: never observe
 class SessionBuffer:
     def __init__(self, settings: SessionsConfig, cache: DecisionCache) -> None:
         self.settings = settings
+        self._max_session_spans = settings.max_session_spans  # read per span
         self.cache = cache
         # Weakly: a session decided before its deadline (most are, by activity or stress relief)
         # must not stay alive until its stale entry fires, up to open_trace_wait later. Under a
@@ -230,7 +231,7 @@ class SessionBuffer:
         session.add_span(block, span, facts, now)
         self.span_count += 1
         self.span_bytes += len(span)
-        if moved or session.span_count >= self.settings.max_session_spans:
+        if moved or session.features.span_count >= self._max_session_spans:
             self._reschedule(session)
         return None
 

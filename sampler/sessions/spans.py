@@ -229,17 +229,17 @@ class SpanExtractor:
     ) -> tuple[str, str, str, str, int, int]:
         """Kind, agent name, tool name, arguments digest, tokens and error bits, from the span's
         GenAI or OpenInference attributes."""
-        name = span.name
-        kind = _GEN_AI_KINDS.get(str(attrs.get(GEN_AI_OPERATION, "")), "")
+        # attribute values are all hashable (tuples for arrays): looked up as they are
+        kind = _GEN_AI_KINDS.get(attrs.get(GEN_AI_OPERATION), "")  # type: ignore[arg-type]
         if not kind:
-            kind = _OI_KINDS.get(str(attrs.get(OI_SPAN_KIND, "")), KIND_OTHER)
+            kind = _OI_KINDS.get(attrs.get(OI_SPAN_KIND), KIND_OTHER)  # type: ignore[arg-type]
         agent_name = tool_name = tool_args = ""
         if kind == KIND_AGENT:
             agent = attrs.get(GEN_AI_AGENT_NAME)
-            agent_name = self._shared(agent if isinstance(agent, str) and agent else name)
+            agent_name = self._shared(agent if isinstance(agent, str) and agent else span.name)
         elif kind == KIND_TOOL:
             tool = attrs.get(GEN_AI_TOOL_NAME) or attrs.get(OI_TOOL_NAME)
-            tool_name = self._shared(tool if isinstance(tool, str) and tool else name)
+            tool_name = self._shared(tool if isinstance(tool, str) and tool else span.name)
             arguments = attrs.get(GEN_AI_TOOL_ARGS)
             if arguments is None and OI_SPAN_KIND in attrs:
                 arguments = next((any_value(kv.value) for kv in span.attributes
