@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-# Memory a buffered span holds beyond its serialized bytes: the bytes object's header, its slot
-# in a block list, its share of the session's features and maps. Measured with the throughput
-# benchmark (resident growth per buffered span minus its serialized size: about 350 bytes).
+# Memory a buffered span holds beyond its serialized bytes, as the limits count it: its size
+# prefix in the block's run, its share of the session's features, maps and timer entry.
+# Measured (resident growth per buffered span minus its serialized size): 140-190 bytes in
+# process, keyed conversations and lone traces (docs/architecture.md), about 200 with the
+# throughput benchmark. The rest is headroom for what the allocator keeps of freed memory,
+# which grows with what passes through (the flood test in docs/operations.md).
 SPAN_OVERHEAD_BYTES = 360
 
 
