@@ -57,14 +57,15 @@ _SIZE_BYTES = _SIZE.size
 
 
 def spans_of(run: bytearray) -> Iterator[bytes]:
-    """The spans of one block's run, in arrival order."""
-    view = memoryview(run)
-    pos, end = 0, len(run)
-    while pos < end:
-        (size,) = _SIZE.unpack_from(run, pos)
-        pos += _SIZE_BYTES
-        yield bytes(view[pos : pos + size])
-        pos += size
+    """The spans of one block's run, in arrival order. (While the view is held the run cannot
+    grow: released when the generator ends, however it ends.)"""
+    with memoryview(run) as view:
+        pos, end = 0, len(run)
+        while pos < end:
+            (size,) = _SIZE.unpack_from(view, pos)
+            pos += _SIZE_BYTES
+            yield bytes(view[pos : pos + size])
+            pos += size
 
 
 class SessionState(enum.Enum):

@@ -21,7 +21,7 @@ import pytest
 
 from sampler.config.model import SessionsConfig
 from sampler.rules.verdict import Verdict
-from sampler.sessions.buffer import Session, SessionBuffer
+from sampler.sessions.buffer import Session, SessionBuffer, spans_of
 from sampler.sessions.decision_cache import DecisionCache
 from sampler.sessions.timers import TimerWheel
 from tests.unit.sessions.builders import BLOCK, facts, trace_name
@@ -683,3 +683,28 @@ def test_deadline_is_the_earliest_completion_rule(
     session.last_seen = 5.0
 
     assert buffer.deadline(session) == expected
+
+
+def test_a_sessions_spans_come_back_as_they_were_added_block_by_block() -> None:
+    other_block = (b"resource-2", "", b"", "")
+    spans = [b"first", b"", b"x" * 70_000, b"last"]  # empty, and larger than 64 KiB
+    session = Session("s", True, 0.0)
+    for index, span in enumerate(spans):
+        session.add_span(BLOCK if index != 1 else other_block, span, facts("t"), 0.0)
+    merged = Session("m", True, 0.0)
+    merged.add_span(BLOCK, b"before", facts("u"), 0.0)
+    merged.absorb(session)
+    out = {block: list(spans) for block, spans in merged.span_blocks().items()}
+    assert out == {BLOCK: [b"before", b"first", b"x" * 70_000, b"last"], other_block: [b""]}
+    assert merged.span_bytes == sum(map(len, spans)) + len(b"before")
+
+
+def test_a_run_can_grow_again_once_a_reader_is_dropped_half_way() -> None:
+    session = Session("s", True, 0.0)
+    session.add_span(BLOCK, b"one", facts("t"), 0.0)
+    session.add_span(BLOCK, b"two", facts("t"), 0.0)
+    reader = spans_of(session.blocks[BLOCK])
+    assert next(reader) == b"one"
+    del reader  # its view of the run is released with it
+    session.add_span(BLOCK, b"three", facts("t"), 0.0)
+    assert list(spans_of(session.blocks[BLOCK])) == [b"one", b"two", b"three"]
