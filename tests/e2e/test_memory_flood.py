@@ -71,7 +71,7 @@ REFUSED_PAUSE_S = 0.02
 # 4 MB, the one being consumed also parsed and cut into spans (about 24 MiB at most); the
 # decision cache, 54,000-59,000 entries after this flood (5 MiB); rarity sketches, exporter
 # batches and gRPC buffers (a few MiB); and room for the allocator (a quarter of the cap).
-# Measured: VmHWM 49-55 MiB above idle + cap in 4 runs.
+# Measured: VmHWM 48-58 MiB above idle + cap in 7 runs.
 OVERHEAD_MARGIN_MIB = 64
 
 # Each agent's usual tool paths, most common first: ordinary sessions have common shapes, so
