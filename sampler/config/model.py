@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from sampler.otlp.limits import DEFAULT_MAX_SPANS_PER_REQUEST
 from sampler.rules.spec import RuleSpec
 
 
@@ -98,6 +99,13 @@ class ReceiversConfig:
     http: HttpReceiverConfig = opt(HttpReceiverConfig(), "OTLP/HTTP receiver (protobuf and JSON).")
     max_message_size: int = opt(
         16 << 20, "Largest accepted request body (after decompression).", "size"
+    )
+    max_spans_per_request: int = opt(
+        DEFAULT_MAX_SPANS_PER_REQUEST,
+        "Spans one request may hold; a request with more is refused before it is parsed "
+        "(RESOURCE_EXHAUSTED / HTTP 413, not retried: parsed, each span costs about 170 bytes "
+        "however small it is on the wire). OTLP/protobuf only; JSON is bounded by "
+        "max_message_size.",
     )
     max_attributes_per_span: int = opt(
         1024,

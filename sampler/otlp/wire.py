@@ -35,6 +35,7 @@ __all__ = [
     "span_attribute_string",
     "span_attribute_string_array",
     "span_trace_state",
+    "spans_over",
     "split_request",
 ]
 
@@ -239,6 +240,46 @@ def split_request(data: bytes | bytearray | memoryview) -> list[ResourceBlock]:
         else:
             pos = _skip_field(buf, pos, end, number, wire_type)
     return blocks
+
+
+def spans_over(data: bytes, limit: int) -> bool:
+    """Whether a serialized ``ExportTraceServiceRequest`` holds more than ``limit`` spans, told
+    without parsing it (parsed, a span costs about 170 bytes however small it is on the wire:
+    16 MiB of empty spans would take 1.3 GB). False for malformed input: the parser says what
+    is wrong with it.
+
+    Ordinary requests cost nothing or one C-speed scan: a span takes two bytes at least, and
+    each is framed by the byte 0x12 (``ScopeSpans.spans`` is field 2), so a body shorter than
+    two bytes a span, or with fewer 0x12 bytes than ``limit``, cannot hold more. Otherwise the
+    spans are counted, walking the two levels above them, and the walk stops past ``limit``.
+    """
+    if len(data) <= 2 * limit or data.count(_LEN_TAG_2) <= limit:
+        return False
+    count = 0
+    try:
+        pos, end = 0, len(data)
+        while pos < end:
+            number, wire_type, pos = _read_tag(data, pos, end)
+            if number != _REQUEST_RESOURCE_SPANS:
+                pos = _skip_field(data, pos, end, number, wire_type)
+                continue
+            rs_pos, pos = _read_len(data, pos, end, wire_type, "resource_spans")
+            while rs_pos < pos:
+                number, wire_type, rs_pos = _read_tag(data, rs_pos, pos)
+                if number != _RS_SCOPE_SPANS:
+                    rs_pos = _skip_field(data, rs_pos, pos, number, wire_type)
+                    continue
+                ss_pos, rs_pos = _read_len(data, rs_pos, pos, wire_type, "scope_spans")
+                while ss_pos < rs_pos:
+                    number, wire_type, ss_pos = _read_tag(data, ss_pos, rs_pos)
+                    ss_pos = _skip_field(data, ss_pos, rs_pos, number, wire_type)
+                    if number == _SS_SPANS and wire_type == _WIRE_LEN:
+                        count += 1
+                        if count > limit:
+                            return True
+    except WireFormatError:
+        return False
+    return False
 
 
 def _split_resource_spans(buf: bytes, pos: int, end: int) -> ResourceBlock:

@@ -18,7 +18,8 @@ Status codes a sender sees:
   refuses it before our handler runs ("Received message larger than max (N vs. M)"), so such
   requests are not counted in `stats`. Without RetryInfo the collector's exporter does not retry
   it, which is right: the same message would be refused again. The same holds for a compressed
-  message that inflates beyond the limit.
+  message that inflates beyond the limit, and for one holding more than `max_spans` spans
+  (found before parsing, `sampler.otlp.wire.spans_over`; counted as too large).
 
 grpc core also answers, before the handler, INTERNAL to a compressed message it cannot inflate
 or a `grpc-encoding` it does not know, and it waits (until the client's deadline) for the rest of
@@ -43,6 +44,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from sampler.otlp.limits import DEFAULT_MAX_SPANS_PER_REQUEST, too_many_spans
+from sampler.otlp.wire import spans_over
 from sampler.receive.address import parse_listen
 from sampler.receive.auth import UNAUTHENTICATED_MESSAGE, BearerAuth, security_summary
 from sampler.receive.consumer import REFUSED_DEFAULT_REASON, ReceiverStats, TraceConsumer, admit
@@ -74,6 +77,7 @@ class GrpcReceiver:
         listen: str,
         *,
         max_message_bytes: int,
+        max_spans: int = DEFAULT_MAX_SPANS_PER_REQUEST,
         tls: ServerTls | None = None,
         auth: BearerAuth | None = None,
         health: health_aio.HealthServicer | None = None,
@@ -83,6 +87,7 @@ class GrpcReceiver:
         self._consumer = consumer
         self._address = parse_listen(listen)
         self._max_message_bytes = max_message_bytes
+        self._max_spans = max_spans
         self._tls = tls
         self._auth = auth
         self._health = health  # the standard grpc.health.v1 service, served beside Export
@@ -159,6 +164,10 @@ class GrpcReceiver:
             self.stats.requests_unauthenticated += 1
             _log.debug("unauthenticated OTLP/gRPC request from %s", context.peer())
             return _Abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+        if spans_over(body, self._max_spans):  # before parsing: see spans_over
+            self.stats.requests_too_large += 1
+            _log.debug("OTLP/gRPC request from %s: over %d spans", context.peer(), self._max_spans)
+            return _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, too_many_spans(self._max_spans))
         try:
             request = ExportTraceServiceRequest.FromString(body)
         except DecodeError as exc:

@@ -7,7 +7,8 @@ Answers follow the OTLP/HTTP spec and are encoded like the request (protobuf or 
 - 400 with a `google.rpc.Status` (INVALID_ARGUMENT) for a body that does not decode, a broken
   gzip stream or an unsupported `Content-Encoding`; aiohttp itself answers 400 (plain text) to
   broken HTTP framing, and those are logged at DEBUG here, not as aiohttp's ERROR tracebacks;
-- 413 with a Status (RESOURCE_EXHAUSTED) for a body over `max_message_bytes`, compressed or not;
+- 413 with a Status (RESOURCE_EXHAUSTED) for a body over `max_message_bytes`, compressed or not,
+  and for a protobuf body holding more than `max_spans` spans (found before parsing);
 - 408 with a Status (DEADLINE_EXCEEDED) when the body has not arrived within `read_timeout`
   (the connection is closed: a stalled sender holds none for ever);
 - 415 (plain text) for a content type other than protobuf or JSON;
@@ -45,6 +46,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from sampler.otlp.json_codec import OtlpDecodeError, request_from_json
+from sampler.otlp.limits import DEFAULT_MAX_SPANS_PER_REQUEST, too_many_spans
+from sampler.otlp.wire import spans_over
 from sampler.receive.address import parse_listen
 from sampler.receive.auth import (
     HTTP_CHALLENGE,
@@ -171,6 +174,7 @@ class HttpReceiver:
         listen: str,
         *,
         max_message_bytes: int,
+        max_spans: int = DEFAULT_MAX_SPANS_PER_REQUEST,
         read_timeout: float = 30.0,
         shutdown_grace: float = 5.0,
         tls: ServerTls | None = None,
@@ -181,6 +185,7 @@ class HttpReceiver:
         self._consumer = consumer
         self._address = parse_listen(listen)
         self._max_message_bytes = max_message_bytes
+        self._max_spans = max_spans
         self._read_timeout = read_timeout if read_timeout > 0 else None  # None: no limit
         self._shutdown_grace = shutdown_grace
         self._tls = tls
@@ -283,6 +288,11 @@ class HttpReceiver:
             return response
         except _BadBody as exc:
             return self._invalid(codec, str(exc))
+        if not codec.is_json and spans_over(body, self._max_spans):  # before parsing
+            self.stats.requests_too_large += 1
+            return codec.response(
+                413, error_status(RESOURCE_EXHAUSTED, too_many_spans(self._max_spans))
+            )
         try:
             if codec.is_json and self._json_decoding is not None:
                 loop = asyncio.get_running_loop()

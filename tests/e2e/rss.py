@@ -16,8 +16,14 @@ def rss_mib(pid: int) -> float:
 
 
 def peak_rss_mib(pid: int) -> float:
-    """VmHWM: the largest resident set the process ever had."""
+    """VmHWM: the largest resident set the process ever had (since ``reset_peak_rss``)."""
     return status_kib(pid, "VmHWM") / 1024
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start VmHWM over from the current resident set (Linux: clear_refs 5)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as refs:
+        refs.write("5")
 
 
 @dataclass

@@ -32,6 +32,7 @@ from sampler.otlp.wire import (
     span_attribute_string,
     span_attribute_string_array,
     span_trace_state,
+    spans_over,
     split_request,
 )
 
@@ -389,3 +390,53 @@ def test_split_request_fails_only_with_wire_format_error(data: bytes) -> None:
         split_request(data)
     except WireFormatError:
         pass
+
+
+# -- spans_over: how many spans, without parsing ------------------------------------------------
+
+
+def _request_of(*scopes: int, resources: int = 1, span: bytes = b"") -> bytes:
+    """A request with ``resources`` ResourceSpans, each holding ScopeSpans of these sizes."""
+    scope_blocks = [ScopeBlock(b"", "", [span] * n) for n in scopes]
+    return encode_request([ResourceBlock(b"", "", scope_blocks)] * resources)
+
+
+@pytest.mark.parametrize(("scopes", "resources"), [((11,), 1), ((4, 7), 1), ((3, 2), 2)])
+def test_spans_over_counts_every_scope_of_every_resource(
+    scopes: tuple[int, ...], resources: int
+) -> None:
+    body = _request_of(*scopes, resources=resources)  # 11 or 10 empty spans in all
+    total = sum(scopes) * resources
+    assert spans_over(body, total - 1)
+    assert not spans_over(body, total)
+
+
+def test_spans_over_is_not_fooled_by_0x12_bytes_inside_spans() -> None:
+    span = Span(name="\x12" * 40, trace_id=b"\x12" * 16).SerializeToString()
+    body = _request_of(3, span=span)
+    assert body.count(b"\x12") > 50
+    assert not spans_over(body, 3)
+    assert spans_over(body, 2)
+
+
+def _scope_then_garbage(spans: int) -> bytes:
+    """One ScopeSpans of ``spans`` empty spans, then a field that claims bytes it lacks."""
+    scope = length_delimited(2, b"") * spans + b"\x12\x05"
+    return length_delimited(1, length_delimited(2, scope))
+
+
+def test_spans_over_stops_counting_past_the_limit() -> None:
+    body = _scope_then_garbage(11)
+    assert spans_over(body, 10)  # decided at the eleventh span, before the broken field
+    assert not spans_over(body, 11)  # counting on reaches it: malformed, left to the parser
+
+
+def test_spans_over_leaves_malformed_bodies_to_the_parser() -> None:
+    assert not spans_over(b"\x0a\xff\xff\xff\xff\x0f" + b"\x12" * 100, 10)  # length past the end
+    assert not spans_over(b"\x12" * 100, 10)  # spans at the top level: not a request's
+
+
+def test_sixteen_mebibytes_of_empty_spans_are_over_the_default_limit() -> None:
+    body = length_delimited(1, length_delimited(2, b"\x12\x00" * (8 << 20)))
+    assert len(body) > 16 << 20  # parsed, 8 Mi spans would take about 1.3 GB
+    assert spans_over(body, 200_000)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import zlib
 
 import grpc
@@ -18,6 +19,7 @@ from google.rpc import code_pb2
 from sampler.otlp.json_codec import request_to_json
 from sampler.otlp.wire import ResourceBlock, ScopeBlock, encode_request, length_delimited
 from sampler.receive.http_server import JSON, PROTOBUF
+from tests.e2e.rss import peak_rss_mib, reset_peak_rss, rss_mib
 from tests.unit.receive._hostile import (
     MAX_BYTES,
     Front,
@@ -82,6 +84,28 @@ def test_bodies_just_over_the_limit() -> None:
         assert answer.code is grpc.StatusCode.RESOURCE_EXHAUSTED, answer
         front.check_still_serving()
         front.check_sentinel_unharmed()
+
+
+def test_millions_of_empty_spans_are_refused_before_parsing() -> None:
+    """14 MiB of empty spans (7 Mi of them, about 1.2 GB once parsed) are over the default
+    receivers.max_spans_per_request: refused whole, without retry information, before they
+    are parsed; the resident memory of this process barely moves."""
+    body = length_delimited(1, length_delimited(2, b"\x12\x00" * (7 << 20)))
+    assert len(body) < MAX_BYTES
+    with Front().started() as front:
+        pid = os.getpid()
+        reset_peak_rss(pid)
+        before = rss_mib(pid)
+        answer = front.grpc(body)
+        assert answer.code is grpc.StatusCode.RESOURCE_EXHAUSTED, answer
+        assert "max_spans_per_request" in answer.details
+        assert_too_large(front.http(body))
+        # the bodies themselves, a few copies on the way in; parsed, one would be 1.2 GB
+        assert peak_rss_mib(pid) - before < 200
+        front.check_still_serving()
+        front.check_sentinel_unharmed()
+    assert front.grpc_receiver.stats.requests_too_large == 1
+    assert front.http_receiver.stats.requests_too_large == 1
 
 
 @pytest.mark.parametrize(
