@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -257,29 +257,27 @@ def spans_over(data: bytes, limit: int) -> bool:
         return False
     count = 0
     try:
-        pos, end = 0, len(data)
-        while pos < end:
-            number, wire_type, pos = _read_tag(data, pos, end)
-            if number != _REQUEST_RESOURCE_SPANS:
-                pos = _skip_field(data, pos, end, number, wire_type)
-                continue
-            rs_pos, pos = _read_len(data, pos, end, wire_type, "resource_spans")
-            while rs_pos < pos:
-                number, wire_type, rs_pos = _read_tag(data, rs_pos, pos)
-                if number != _RS_SCOPE_SPANS:
-                    rs_pos = _skip_field(data, rs_pos, pos, number, wire_type)
-                    continue
-                ss_pos, rs_pos = _read_len(data, rs_pos, pos, wire_type, "scope_spans")
-                while ss_pos < rs_pos:
-                    number, wire_type, ss_pos = _read_tag(data, ss_pos, rs_pos)
-                    ss_pos = _skip_field(data, ss_pos, rs_pos, number, wire_type)
-                    if number == _SS_SPANS and wire_type == _WIRE_LEN:
-                        count += 1
-                        if count > limit:
-                            return True
+        for rs_start, rs_end in _payloads(data, 0, len(data), _REQUEST_RESOURCE_SPANS):
+            for ss_start, ss_end in _payloads(data, rs_start, rs_end, _RS_SCOPE_SPANS):
+                for _ in _payloads(data, ss_start, ss_end, _SS_SPANS):
+                    count += 1
+                    if count > limit:
+                        return True
     except WireFormatError:
         return False
     return False
+
+
+def _payloads(buf: bytes, pos: int, end: int, wanted: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each length-delimited field ``wanted`` in ``buf[pos:end]``; other
+    fields are skipped."""
+    while pos < end:
+        number, wire_type, pos = _read_tag(buf, pos, end)
+        if number == wanted and wire_type == _WIRE_LEN:
+            start, pos = _read_len(buf, pos, end, wire_type, f"field {wanted}")
+            yield start, pos
+        else:
+            pos = _skip_field(buf, pos, end, number, wire_type)
 
 
 def _split_resource_spans(buf: bytes, pos: int, end: int) -> ResourceBlock:
