@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from sampler.export.base import Exporter
 from sampler.pipeline import Pipeline
-from sampler.receive.consumer import ReceiverStats
+from sampler.receive.intake import ReceiverStats
 
 Sample = tuple[tuple[str, ...], float]
 
@@ -178,14 +178,14 @@ METRICS: tuple[MetricSpec, ...] = (
         "gauge",
         "Spans of dropped sessions held for a second look (sessions.dropped_hold).",
         (),
-        _one(lambda s: s.pipeline.hold.span_count),
+        _one(lambda s: s.pipeline.buffer.held_spans),
     ),
     MetricSpec(
         "agent_sampler_held_released_early",
         "counter",
         "Held dropped sessions given up before their time to make room.",
         (),
-        _one(lambda s: s.pipeline.hold.released_early),
+        _one(lambda s: s.pipeline.buffer.released_early),
     ),
     MetricSpec(
         "agent_sampler_reopened_sessions",
@@ -206,7 +206,7 @@ METRICS: tuple[MetricSpec, ...] = (
         "gauge",
         "Decided sessions and traces remembered for late spans.",
         (),
-        _one(lambda s: len(s.pipeline.buffer.cache)),
+        _one(lambda s: s.pipeline.buffer.cache_entries),
     ),
     MetricSpec(
         "agent_sampler_exporter_queue_spans",

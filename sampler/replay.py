@@ -12,18 +12,19 @@ stays bounded however long the recording. ``sampler.report`` renders them as an 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
 
+from sampler._native import InvalidRequest, Request, RequestTooLarge, validate
 from sampler.clock import ManualClock
 from sampler.config.model import SamplerConfig
 from sampler.export.base import ExporterSettings
 from sampler.export.file_exporter import FileExporter
-from sampler.otlp.json_codec import iter_json_lines
+from sampler.otlp.json_codec import OtlpDecodeError
 from sampler.pipeline import Pipeline, PipelineStats, RuleTally
-from sampler.rules.engine import RuleEngine
-from sampler.rules.facts import DecisionFacts, SpanTest
+from sampler.receive.intake import json_to_protobuf
+from sampler.rules.facts import DecisionFacts
 from sampler.rules.verdict import Verdict
 
 NO_SIGNAL = "(no signal)"  # the row of sessions on which no signal fired
@@ -120,18 +121,25 @@ class ReplayObservations:
     timeline: KeptTimeline = field(default_factory=KeptTimeline)
     scores: dict[str, ScoreHistogram] = field(default_factory=dict)  # rarity dimension ->
 
-    def observe(self, facts: DecisionFacts, verdict: Verdict, now: float) -> None:
+    def decided(
+        self, facts: DecisionFacts, verdict: Verdict, now: float, *, second_look: bool = False
+    ) -> None:
+        """One decision. A second look keeps a session whose drop was counted already: it is
+        seen once, and kept now."""
         spans, keep = facts.span_count, verdict.keep
         for signal in facts.signals or (NO_SIGNAL,):
             tally = self.by_signal.get(signal)
             if tally is None:
                 tally = self.by_signal[signal] = RuleTally()
-            tally.sessions_seen += 1
-            tally.spans_seen += spans
+            if not second_look:
+                tally.sessions_seen += 1
+                tally.spans_seen += spans
             if keep:
                 tally.sessions_kept += 1
                 tally.spans_kept += spans
         self.timeline.add(verdict.rule, now, spans if keep else 0)
+        if second_look:
+            return
         # A session decided before (a continuation, or reopened) has only a latency score:
         # its shape describes a piece, so it is left out of the shape table as well.
         for dimension, score in facts.rarity.items():
@@ -164,28 +172,6 @@ def _rarest_first(item: tuple[str, ShapeTally]) -> tuple[float, int, str]:
     return (-tally.peak_score, tally.sessions, shape)
 
 
-class _ObservedEngine:
-    """Stands in for the pipeline's RuleEngine: forwards every call to it, and shows each
-    decision (facts, verdict, time) to the observations. This lets the replay watch decisions
-    without a hook in Pipeline, whose decisions stay exactly those of the live sampler."""
-
-    def __init__(self, engine: RuleEngine, observations: ReplayObservations) -> None:
-        self._engine = engine
-        self._observations = observations
-
-    @property
-    def span_tests(self) -> tuple[SpanTest, ...]:
-        return self._engine.span_tests
-
-    def decide(self, facts: DecisionFacts, now: float) -> Verdict:
-        verdict = self._engine.decide(facts, now)
-        self._observations.observe(facts, verdict, now)
-        return verdict
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-
 class _FileSink:
     def __init__(self, writer: FileExporter) -> None:
         self.writer = writer
@@ -207,29 +193,31 @@ def replay(config: SamplerConfig, inputs: Sequence[str], output: str) -> ReplayR
     observed = ReplayObservations()
     writer = FileExporter(output, ExporterSettings())
     try:
-        pipeline = Pipeline(config, _FileSink(writer), clock)
-        # The pipeline types its engine as RuleEngine; the stand-in has the same interface.
-        pipeline.engine = cast(RuleEngine, _ObservedEngine(pipeline.engine, observed))
+        pipeline = Pipeline(config, _FileSink(writer), clock, observer=observed)
         requests = 0
         for path in inputs:
-            for request in iter_json_lines(path):
-                latest_end = max(
-                    (
-                        span.end_time_unix_nano
-                        for rs in request.resource_spans
-                        for ss in rs.scope_spans
-                        for span in ss.spans
-                    ),
-                    default=0,
-                )
-                clock.advance_to(latest_end / 1e9)
+            for request in read_requests(path, config.receivers.max_spans_per_request):
+                clock.advance_to(request.max_end_ns / 1e9)
                 pipeline.decide_due()
-                pipeline.consume(request, transport="replay")
+                pipeline.consume(request)
                 requests += 1
         pipeline.decide_all()
     finally:
         writer.close()
     return ReplayResult(pipeline.stats, requests, observed)
+
+
+def read_requests(path: str | os.PathLike[str], max_spans: int) -> Iterator[Request]:
+    """The requests of a file of OTLP/JSON lines (blank lines skipped). A bad line raises
+    ``OtlpDecodeError`` whose message starts with ``PATH:LINE:``."""
+    with open(path, "rb") as file:
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield validate(json_to_protobuf(line), max_spans)
+            except (InvalidRequest, RequestTooLarge) as err:
+                raise OtlpDecodeError(f"{os.fspath(path)}:{number}: {err}") from None
 
 
 def _tally_row(name_key: str, name: str, t: RuleTally) -> dict[str, object]:

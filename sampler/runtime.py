@@ -20,6 +20,7 @@ import gc
 import logging
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -35,14 +36,17 @@ from sampler.metrics import Sources, build_registry
 from sampler.pipeline import Pipeline, PipelineStats
 from sampler.receive.address import parse_listen
 from sampler.receive.auth import BearerAuth
-from sampler.receive.consumer import ReceiverStats
 from sampler.receive.grpc_server import SERVICE_NAME as OTLP_TRACE_SERVICE
 from sampler.receive.grpc_server import GrpcReceiver
 from sampler.receive.http_server import HttpReceiver
+from sampler.receive.intake import ReceiveFlow, ReceiverStats
 from sampler.tls import ClientTls, ServerTls
 
 log = logging.getLogger(__name__)
 
+# Threads decoding large request bodies (the native core validates without the GIL): two,
+# so one process can use a second core for them.
+DECODING_THREADS = 2
 SHUTDOWN_FLUSH_TIMEOUT_S = 25.0  # below Kubernetes' default 30 s termination grace period
 RECEIVER_STOP_GRACE_S = 5.0
 OVERLOAD_QUIET_S = 10.0  # an overload episode is over after this long without refusal or relief
@@ -159,6 +163,8 @@ class SamplerApp:
     _http: HttpReceiver | None = None
     _metrics_runner: web.AppRunner | None = None
     _ticker: asyncio.Task[None] | None = None
+    # Large bodies are decoded here, without the GIL, while the event loop answers others.
+    _decoding: ThreadPoolExecutor | None = None
     _ready: bool = False
     _overload: OverloadLog = field(default_factory=OverloadLog)
     _young: YoungCollections = field(default_factory=lambda: YoungCollections())
@@ -175,12 +181,17 @@ class SamplerApp:
         await self.exporter.start()
         receivers: dict[str, ReceiverStats] = {}
         limit = cfg.receivers.max_message_size
+        self._decoding = ThreadPoolExecutor(
+            max_workers=DECODING_THREADS, thread_name_prefix="decode"
+        )
+        flow = ReceiveFlow(
+            self.pipeline, max_spans=cfg.receivers.max_spans_per_request, decoding=self._decoding
+        )
         if cfg.receivers.grpc.listen:
             self._grpc = GrpcReceiver(
-                self.pipeline,
+                flow,
                 cfg.receivers.grpc.listen,
                 max_message_bytes=limit,
-                max_spans=cfg.receivers.max_spans_per_request,
                 tls=tls,
                 auth=auth,
                 health=self._health,
@@ -189,10 +200,9 @@ class SamplerApp:
             receivers["grpc"] = self._grpc.stats
         if cfg.receivers.http.listen:
             self._http = HttpReceiver(
-                self.pipeline,
+                flow,
                 cfg.receivers.http.listen,
                 max_message_bytes=limit,
-                max_spans=cfg.receivers.max_spans_per_request,
                 read_timeout=cfg.receivers.http.read_timeout,
                 tls=tls,
                 auth=auth,
@@ -229,7 +239,9 @@ class SamplerApp:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        buffered = self.pipeline.buffer.span_count
+        if self._decoding is not None:
+            self._decoding.shutdown(wait=False)
+        buffered = self.pipeline.core.span_count
         decided = self.pipeline.decide_all()
         log.info("shutdown: decided %d buffered session(s) (%d spans)", decided, buffered)
         deadline = started + SHUTDOWN_FLUSH_TIMEOUT_S

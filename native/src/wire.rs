@@ -17,25 +17,71 @@ pub const SGROUP: u8 = 3;
 pub const EGROUP: u8 = 4;
 pub const I32: u8 = 5;
 
-/// Why bytes are not a well-formed message. `offset` is from the start of the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why bytes are not a well-formed message. Small on purpose (no text until it is shown):
+/// results of the readers below are returned by the million.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WireError {
+    /// From the start of the request.
     pub offset: usize,
-    pub what: String,
+    pub kind: WireErrorKind,
+    /// The field (or group) number concerned, where there is one.
+    pub number: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireErrorKind {
+    TruncatedVarint,
+    LongVarint,
+    FieldNumber,
+    Truncated,
+    LengthOverflow,
+    UnexpectedEndGroup,
+    WireType(u8),
+    TooDeep,
+    UnclosedGroup,
+    MismatchedEndGroup(u32),
+    Utf8,
+    NoField,
 }
 
 impl WireError {
-    pub fn new(offset: usize, what: impl Into<String>) -> Self {
+    pub fn new(offset: usize, kind: WireErrorKind) -> Self {
         WireError {
             offset,
-            what: what.into(),
+            kind,
+            number: 0,
+        }
+    }
+
+    fn field(offset: usize, kind: WireErrorKind, number: u32) -> Self {
+        WireError {
+            offset,
+            kind,
+            number,
         }
     }
 }
 
 impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (at byte {})", self.what, self.offset)
+        let n = self.number;
+        match self.kind {
+            WireErrorKind::TruncatedVarint => write!(f, "truncated varint"),
+            WireErrorKind::LongVarint => write!(f, "varint longer than 10 bytes"),
+            WireErrorKind::FieldNumber => write!(f, "invalid field number {n}"),
+            WireErrorKind::Truncated => write!(f, "field {n} runs past the end of its message"),
+            WireErrorKind::LengthOverflow => write!(f, "field {n}: length overflows"),
+            WireErrorKind::UnexpectedEndGroup => write!(f, "unexpected end-group tag {n}"),
+            WireErrorKind::WireType(t) => write!(f, "field {n}: invalid wire type {t}"),
+            WireErrorKind::TooDeep => write!(f, "message nested too deeply (more than 100 levels)"),
+            WireErrorKind::UnclosedGroup => write!(f, "group {n} has no end-group tag"),
+            WireErrorKind::MismatchedEndGroup(end) => {
+                write!(f, "group {n} closed by end-group tag {end}")
+            }
+            WireErrorKind::Utf8 => write!(f, "field {n}: string is not valid UTF-8"),
+            WireErrorKind::NoField => write!(f, "no field where one was expected"),
+        }?;
+        write!(f, " (at byte {})", self.offset)
     }
 }
 
@@ -77,12 +123,23 @@ impl<'a> Reader<'a> {
         self.base + self.pos
     }
 
+    #[inline]
     pub fn read_varint(&mut self) -> WireResult<u64> {
+        match self.buf.get(self.pos) {
+            Some(&byte) if byte < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(byte)) // tags and short lengths: the common case
+            }
+            _ => self.read_long_varint(),
+        }
+    }
+
+    fn read_long_varint(&mut self) -> WireResult<u64> {
         let start = self.offset();
         let mut result: u64 = 0;
         for i in 0..10 {
             let Some(&byte) = self.buf.get(self.pos) else {
-                return Err(WireError::new(start, "truncated varint"));
+                return Err(WireError::new(start, WireErrorKind::TruncatedVarint));
             };
             self.pos += 1;
             // bits beyond 64 (the 10th byte's upper bits) are ignored, as upb does
@@ -91,39 +148,72 @@ impl<'a> Reader<'a> {
                 return Ok(result);
             }
         }
-        Err(WireError::new(start, "varint longer than 10 bytes"))
+        Err(WireError::new(start, WireErrorKind::LongVarint))
     }
 
     /// The next field's number and wire type.
+    #[inline]
     pub fn read_tag(&mut self) -> WireResult<(u32, u8)> {
-        let start = self.offset();
+        let start = self.pos;
         let key = self.read_varint()?;
         let number = key >> 3;
-        let wire_type = (key & 7) as u8;
         if number == 0 || number >= 1 << 29 {
-            return Err(WireError::new(
-                start,
-                format!("invalid field number {number}"),
+            return Err(WireError::field(
+                self.base + start,
+                WireErrorKind::FieldNumber,
+                number as u32,
             ));
         }
-        Ok((number as u32, wire_type))
+        Ok((number as u32, (key & 7) as u8))
     }
 
-    fn take(&mut self, n: usize, what: &str) -> WireResult<&'a [u8]> {
+    #[inline]
+    fn take(&mut self, n: usize, number: u32) -> WireResult<&'a [u8]> {
         let start = self.pos;
-        let left = self.buf.len() - start;
-        if n > left {
-            return Err(WireError::new(
+        if n > self.buf.len() - start {
+            return Err(WireError::field(
                 self.base + start,
-                format!("{what}: {n} bytes run past the end of the message ({left} left)"),
+                WireErrorKind::Truncated,
+                number,
             ));
         }
         self.pos += n;
         Ok(&self.buf[start..start + n])
     }
 
+    /// The payload of a length-delimited field whose tag was just read, and its offset in the
+    /// request.
+    #[inline]
+    pub fn read_len(&mut self, number: u32) -> WireResult<(&'a [u8], usize)> {
+        let at = self.pos;
+        let len = self.read_varint()?;
+        let len = usize::try_from(len)
+            .map_err(|_| WireError::field(self.base + at, WireErrorKind::LengthOverflow, number))?;
+        let payload_at = self.offset();
+        Ok((self.take(len, number)?, payload_at))
+    }
+
+    #[inline]
+    pub fn read_fixed64(&mut self, number: u32) -> WireResult<u64> {
+        let b = self.take(8, number)?;
+        Ok(u64::from_le_bytes(b.try_into().unwrap_or_default()))
+    }
+
+    /// Skips the value of a field whose tag was just read (a group through its end tag).
+    #[inline]
+    pub fn skip(&mut self, number: u32, wire_type: u8, depth_left: u32) -> WireResult<()> {
+        match wire_type {
+            LEN => self.read_len(number).map(|_| ()),
+            VARINT => self.read_varint().map(|_| ()),
+            I64 => self.take(8, number).map(|_| ()),
+            I32 => self.take(4, number).map(|_| ()),
+            _ => self.read_value(number, wire_type, depth_left).map(|_| ()),
+        }
+    }
+
     /// Reads the value of a field whose tag was just read; a group is skipped through its
     /// end tag, entering nested groups at most `depth_left` levels deep.
+    #[inline]
     pub fn read_value(
         &mut self,
         number: u32,
@@ -131,39 +221,36 @@ impl<'a> Reader<'a> {
         depth_left: u32,
     ) -> WireResult<Value<'a>> {
         match wire_type {
+            LEN => {
+                let (payload, payload_at) = self.read_len(number)?;
+                Ok(Value::Len(payload, payload_at))
+            }
             VARINT => Ok(Value::Varint(self.read_varint()?)),
             I64 => {
-                let b = self.take(8, "fixed64 value")?;
+                let b = self.take(8, number)?;
                 Ok(Value::Fixed64(u64::from_le_bytes(
-                    b.try_into().expect("8 bytes"),
+                    b.try_into().unwrap_or_default(),
                 )))
             }
             I32 => {
-                let b = self.take(4, "fixed32 value")?;
+                let b = self.take(4, number)?;
                 Ok(Value::Fixed32(u32::from_le_bytes(
-                    b.try_into().expect("4 bytes"),
+                    b.try_into().unwrap_or_default(),
                 )))
-            }
-            LEN => {
-                let at = self.offset();
-                let len = self.read_varint()?;
-                let len =
-                    usize::try_from(len).map_err(|_| WireError::new(at, "length overflows"))?;
-                let payload_at = self.offset();
-                let payload = self.take(len, "length-delimited field")?;
-                Ok(Value::Len(payload, payload_at))
             }
             SGROUP => {
                 self.skip_group(number, depth_left)?;
                 Ok(Value::Group)
             }
-            EGROUP => Err(WireError::new(
+            EGROUP => Err(WireError::field(
                 self.offset(),
-                format!("unexpected end-group tag {number}"),
+                WireErrorKind::UnexpectedEndGroup,
+                number,
             )),
-            _ => Err(WireError::new(
+            _ => Err(WireError::field(
                 self.offset(),
-                format!("invalid wire type {wire_type}"),
+                WireErrorKind::WireType(wire_type),
+                number,
             )),
         }
     }
@@ -172,24 +259,27 @@ impl<'a> Reader<'a> {
     /// level of nesting, as in upb; `depth_left` is how many more levels are allowed.
     fn skip_group(&mut self, number: u32, depth_left: u32) -> WireResult<()> {
         if depth_left == 0 {
-            return Err(WireError::new(
+            return Err(WireError::field(
                 self.offset(),
-                "message nested too deeply (more than 100 levels)",
+                WireErrorKind::TooDeep,
+                number,
             ));
         }
         loop {
             if self.at_end() {
-                return Err(WireError::new(
+                return Err(WireError::field(
                     self.offset(),
-                    format!("group {number} has no end-group tag"),
+                    WireErrorKind::UnclosedGroup,
+                    number,
                 ));
             }
             let (inner, inner_type) = self.read_tag()?;
             if inner_type == EGROUP {
                 if inner != number {
-                    return Err(WireError::new(
+                    return Err(WireError::field(
                         self.offset(),
-                        format!("group {number} closed by end-group tag {inner}"),
+                        WireErrorKind::MismatchedEndGroup(inner),
+                        number,
                     ));
                 }
                 return Ok(());
@@ -199,6 +289,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field: (number, value), or None at the end of the message.
+    #[inline]
     pub fn next_field(&mut self, depth_left: u32) -> WireResult<Option<(u32, Value<'a>)>> {
         if self.at_end() {
             return Ok(None);

@@ -1,25 +1,26 @@
 """OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
 
-The method is registered with an identity request deserializer so that this module parses the
-bytes itself: a malformed body becomes INVALID_ARGUMENT with the protobuf error text instead of
-grpc's generic "failed to deserialize" INTERNAL error. gzip-compressed requests are decompressed
+The method is registered with an identity request deserializer: the body goes as bytes to the
+receive flow (`receive/intake.py`), which the native core validates, so a malformed body
+becomes INVALID_ARGUMENT with the reason instead of grpc's generic "failed to deserialize"
+INTERNAL error. gzip-compressed requests are decompressed
 by grpc itself. The gRPC health service (`grpc.health.v1`) is served beside Export, on the same
 port and without authentication (probes do not carry tokens); /healthz and /readyz are on the
 metrics port.
 
 Status codes a sender sees:
-- OK with an optional `partial_success` when the consumer kept the request (or part of it);
+- OK with an optional `partial_success` when the pipeline took the request (or part of it);
 - UNAUTHENTICATED when a bearer token is configured and the `authorization` metadata does not
   carry it (checked before the body is parsed);
 - INVALID_ARGUMENT when the body is not an `ExportTraceServiceRequest`;
-- RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` in `grpc-status-details-bin` when the consumer
+- RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` in `grpc-status-details-bin` when the pipeline
   refused the request (retryable: the OTLP exporters honour the delay);
 - RESOURCE_EXHAUSTED without RetryInfo when the message exceeds `max_message_bytes`. grpc core
   refuses it before our handler runs ("Received message larger than max (N vs. M)"), so such
   requests are not counted in `stats`. Without RetryInfo the collector's exporter does not retry
   it, which is right: the same message would be refused again. The same holds for a compressed
-  message that inflates beyond the limit, and for one holding more than `max_spans` spans
-  (found before parsing, `sampler.otlp.wire.spans_over`; counted as too large).
+  message that inflates beyond the limit, and for one holding more than
+  `receivers.max_spans_per_request` spans (found while validating; counted as too large).
 
 grpc core also answers, before the handler, INTERNAL to a compressed message it cannot inflate
 or a `grpc-encoding` it does not know, and it waits (until the client's deadline) for the rest of
@@ -36,19 +37,19 @@ from dataclasses import dataclass, replace
 
 import grpc
 import grpc.aio
-from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # (set at import)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from sampler.otlp.limits import DEFAULT_MAX_SPANS_PER_REQUEST, too_many_spans
-from sampler.otlp.wire import spans_over
 from sampler.receive.address import parse_listen
 from sampler.receive.auth import UNAUTHENTICATED_MESSAGE, BearerAuth, security_summary
-from sampler.receive.consumer import REFUSED_DEFAULT_REASON, ReceiverStats, TraceConsumer, admit
+from sampler.receive.intake import (
+    REFUSED_DEFAULT_REASON,
+    Answer,
+    Outcome,
+    ReceiveFlow,
+    ReceiverStats,
+)
 from sampler.receive.status import throttle_status
 from sampler.tls import ServerTls
 
@@ -69,25 +70,23 @@ class _Abort:
 
 
 class GrpcReceiver:
-    """Serves OTLP/gRPC trace exports and hands decoded requests to a `TraceConsumer`."""
+    """Serves OTLP/gRPC trace exports: bodies go to the receive flow, answers become statuses."""
 
     def __init__(
         self,
-        consumer: TraceConsumer,
+        flow: ReceiveFlow,
         listen: str,
         *,
         max_message_bytes: int,
-        max_spans: int = DEFAULT_MAX_SPANS_PER_REQUEST,
         tls: ServerTls | None = None,
         auth: BearerAuth | None = None,
         health: health_aio.HealthServicer | None = None,
     ) -> None:
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
-        self._consumer = consumer
+        self._flow = flow
         self._address = parse_listen(listen)
         self._max_message_bytes = max_message_bytes
-        self._max_spans = max_spans
         self._tls = tls
         self._auth = auth
         self._health = health  # the standard grpc.health.v1 service, served beside Export
@@ -144,53 +143,47 @@ class GrpcReceiver:
         body: bytes,
         context: grpc.aio.ServicerContext[bytes, ExportTraceServiceResponse],
     ) -> ExportTraceServiceResponse:
-        answer = self._answer(body, context)
-        # context.abort() raises, and grpc.aio keeps the exception, and with it this frame, in a
-        # reference cycle: what the frame still refers to lives until a full garbage collection,
-        # rare here (runtime.tune_garbage_collector). Under a flood of refused requests, their
-        # bodies (up to max_message_size each) and parsed requests piled up by the hundred MiB.
-        # So the body goes now, and the request never was in this frame (``_answer``'s).
-        del body
-        if isinstance(answer, _Abort):
-            await context.abort(answer.code, answer.details, answer.trailing_metadata)
-        return answer
-
-    def _answer(
-        self,
-        body: bytes,
-        context: grpc.aio.ServicerContext[bytes, ExportTraceServiceResponse],
-    ) -> ExportTraceServiceResponse | _Abort:
         if self._auth is not None and not self._auth.allows(_authorization(context)):
             self.stats.requests_unauthenticated += 1
             _log.debug("unauthenticated OTLP/gRPC request from %s", context.peer())
-            return _Abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
-        if spans_over(body, self._max_spans):  # before parsing: see spans_over
-            self.stats.requests_too_large += 1
-            _log.debug("OTLP/gRPC request from %s: over %d spans", context.peer(), self._max_spans)
-            return _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, too_many_spans(self._max_spans))
-        try:
-            request = ExportTraceServiceRequest.FromString(body)
-        except DecodeError as exc:
-            self.stats.requests_invalid += 1
-            _log.debug("invalid OTLP/gRPC request from %s: %s", context.peer(), exc)
-            return _Abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"cannot decode ExportTraceServiceRequest: {exc}"
-            )
-        admission = admit(self._consumer, request, "grpc", self.stats)
-        if not admission.accepted:
-            reason = admission.reason or REFUSED_DEFAULT_REASON
-            status = throttle_status(reason, admission.retry_after_s)
-            # the trailing metadata travels with the status to the client
-            return _Abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                reason,
-                ((STATUS_DETAILS_KEY, status.SerializeToString()),),
-            )
-        response = ExportTraceServiceResponse()
-        if admission.rejected_spans:
-            response.partial_success.rejected_spans = admission.rejected_spans
-            response.partial_success.error_message = admission.reason
-        return response
+            del body
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+        answer = await self._flow.receive(body, "protobuf", self.stats)
+        # context.abort() raises, and grpc.aio keeps the exception, and with it this frame, in a
+        # reference cycle: what the frame still refers to lives until a full garbage collection,
+        # rare here (runtime.tune_garbage_collector). Under a flood of refused requests their
+        # bodies (up to max_message_size each) piled up by the hundred MiB: the body goes now.
+        del body
+        if answer.outcome is Outcome.OK:
+            response = ExportTraceServiceResponse()
+            if answer.rejected_spans:
+                response.partial_success.rejected_spans = answer.rejected_spans
+                response.partial_success.error_message = answer.message
+            return response
+        _log.debug(
+            "OTLP/gRPC request from %s: %s: %s",
+            context.peer(),
+            answer.outcome.value,
+            answer.message,
+        )
+        abort = _abort_of(answer)
+        await context.abort(abort.code, abort.details, abort.trailing_metadata)
+        raise AssertionError("context.abort returned")  # it raises: for the type checker
+
+
+def _abort_of(answer: Answer) -> _Abort:
+    if answer.outcome is Outcome.REFUSED:
+        reason = answer.message or REFUSED_DEFAULT_REASON
+        status = throttle_status(reason, answer.retry_after_s)
+        # the trailing metadata travels with the status to the client
+        return _Abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            reason,
+            ((STATUS_DETAILS_KEY, status.SerializeToString()),),
+        )
+    if answer.outcome is Outcome.TOO_LARGE:
+        return _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, answer.message)
+    return _Abort(grpc.StatusCode.INVALID_ARGUMENT, answer.message)
 
 
 def _authorization(

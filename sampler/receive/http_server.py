@@ -8,11 +8,11 @@ Answers follow the OTLP/HTTP spec and are encoded like the request (protobuf or 
   gzip stream or an unsupported `Content-Encoding`; aiohttp itself answers 400 (plain text) to
   broken HTTP framing, and those are logged at DEBUG here, not as aiohttp's ERROR tracebacks;
 - 413 with a Status (RESOURCE_EXHAUSTED) for a body over `max_message_bytes`, compressed or not,
-  and for a protobuf body holding more than `max_spans` spans (found before parsing);
+  and for a body holding more than `receivers.max_spans_per_request` spans;
 - 408 with a Status (DEADLINE_EXCEEDED) when the body has not arrived within `read_timeout`
   (the connection is closed: a stalled sender holds none for ever);
 - 415 (plain text) for a content type other than protobuf or JSON;
-- 429 with `Retry-After` and a Status (RESOURCE_EXHAUSTED + RetryInfo) when the consumer refuses.
+- 429 with `Retry-After` and a Status (RESOURCE_EXHAUSTED + RetryInfo) when the pipeline refuses.
 Wrong methods (405) and paths (404) are answered by aiohttp's router.
 
 aiohttp's own body decompression is switched off: the body is read and gunzipped here chunk by
@@ -33,21 +33,14 @@ import logging
 import math
 import zlib
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from sampler.otlp.json_codec import OtlpDecodeError, request_from_json
-from sampler.otlp.limits import DEFAULT_MAX_SPANS_PER_REQUEST, too_many_spans
-from sampler.otlp.wire import spans_over
 from sampler.receive.address import parse_listen
 from sampler.receive.auth import (
     HTTP_CHALLENGE,
@@ -55,11 +48,12 @@ from sampler.receive.auth import (
     BearerAuth,
     security_summary,
 )
-from sampler.receive.consumer import (
+from sampler.receive.intake import (
     REFUSED_DEFAULT_REASON,
+    Encoding,
+    Outcome,
+    ReceiveFlow,
     ReceiverStats,
-    TraceConsumer,
-    admit,
 )
 from sampler.receive.status import (
     DEADLINE_EXCEEDED,
@@ -119,10 +113,9 @@ class _Codec:
     def is_json(self) -> bool:
         return self.content_type == JSON
 
-    def decode(self, body: bytes) -> ExportTraceServiceRequest:
-        if self.is_json:
-            return request_from_json(body)
-        return ExportTraceServiceRequest.FromString(body)
+    @property
+    def encoding(self) -> Encoding:
+        return "json" if self.is_json else "protobuf"
 
     def response(
         self, status: int, message: Message, headers: Mapping[str, str] | None = None
@@ -166,15 +159,14 @@ class _GunzipLimited:
 
 
 class HttpReceiver:
-    """Serves OTLP/HTTP trace exports and hands decoded requests to a `TraceConsumer`."""
+    """Serves OTLP/HTTP trace exports: bodies go to the receive flow, answers become statuses."""
 
     def __init__(
         self,
-        consumer: TraceConsumer,
+        flow: ReceiveFlow,
         listen: str,
         *,
         max_message_bytes: int,
-        max_spans: int = DEFAULT_MAX_SPANS_PER_REQUEST,
         read_timeout: float = 30.0,
         shutdown_grace: float = 5.0,
         tls: ServerTls | None = None,
@@ -182,19 +174,14 @@ class HttpReceiver:
     ) -> None:
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
-        self._consumer = consumer
+        self._flow = flow
         self._address = parse_listen(listen)
         self._max_message_bytes = max_message_bytes
-        self._max_spans = max_spans
         self._read_timeout = read_timeout if read_timeout > 0 else None  # None: no limit
         self._shutdown_grace = shutdown_grace
         self._tls = tls
         self._auth = auth
         self._runner: web.AppRunner | None = None
-        # OTLP/JSON is decoded by protobuf's pure-Python json_format, about 0.4 s a MiB: on a
-        # thread of its own the event loop (gRPC intake, deciding, other requests) keeps its
-        # turns on the GIL meanwhile. One thread: JSON requests decode one at a time.
-        self._json_decoding: ThreadPoolExecutor | None = None
         self.stats = ReceiverStats()
 
     async def start(self) -> int:
@@ -225,7 +212,6 @@ class HttpReceiver:
                 exc.errno, f"cannot listen for OTLP/HTTP on {self._address}: {exc.strerror}"
             ) from exc
         self._runner = runner
-        self._json_decoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otlp-json")
         _log.info(
             "OTLP/HTTP receiver listening on %s (%s)",
             replace(self._address, port=site.port),
@@ -238,9 +224,6 @@ class HttpReceiver:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-        decoding, self._json_decoding = self._json_decoding, None
-        if decoding is not None:
-            decoding.shutdown(wait=False)  # requests still decoding finished with the runner
 
     async def _export(self, request: web.Request) -> web.Response:
         media_type = _media_type(request)
@@ -288,30 +271,22 @@ class HttpReceiver:
             return response
         except _BadBody as exc:
             return self._invalid(codec, str(exc))
-        if not codec.is_json and spans_over(body, self._max_spans):  # before parsing
-            self.stats.requests_too_large += 1
-            return codec.response(
-                413, error_status(RESOURCE_EXHAUSTED, too_many_spans(self._max_spans))
-            )
-        try:
-            if codec.is_json and self._json_decoding is not None:
-                loop = asyncio.get_running_loop()
-                export = await loop.run_in_executor(self._json_decoding, codec.decode, body)
-            else:
-                export = codec.decode(body)
-        except (DecodeError, OtlpDecodeError) as exc:
-            return self._invalid(codec, f"cannot decode ExportTraceServiceRequest: {exc}")
-
-        admission = admit(self._consumer, export, "http", self.stats)
-        if not admission.accepted:
-            reason = admission.reason or REFUSED_DEFAULT_REASON
-            retry_after = max(1, math.ceil(admission.retry_after_s))
-            status = throttle_status(reason, admission.retry_after_s)
+        answer = await self._flow.receive(body, codec.encoding, self.stats)
+        del body
+        if answer.outcome is Outcome.REFUSED:
+            reason = answer.message or REFUSED_DEFAULT_REASON
+            retry_after = max(1, math.ceil(answer.retry_after_s))
+            status = throttle_status(reason, answer.retry_after_s)
             return codec.response(429, status, {hdrs.RETRY_AFTER: str(retry_after)})
+        if answer.outcome is Outcome.TOO_LARGE:
+            return codec.response(413, error_status(RESOURCE_EXHAUSTED, answer.message))
+        if answer.outcome is Outcome.INVALID:
+            _log.debug("invalid OTLP/HTTP request: %s", answer.message)
+            return codec.response(400, error_status(INVALID_ARGUMENT, answer.message))
         result = ExportTraceServiceResponse()
-        if admission.rejected_spans:
-            result.partial_success.rejected_spans = admission.rejected_spans
-            result.partial_success.error_message = admission.reason
+        if answer.rejected_spans:
+            result.partial_success.rejected_spans = answer.rejected_spans
+            result.partial_success.error_message = answer.message
         return codec.response(200, result)
 
     def _invalid(self, codec: _Codec, reason: str) -> web.Response:

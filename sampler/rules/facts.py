@@ -11,22 +11,22 @@ AttrValue = str | bool | int | float | bytes | tuple[object, ...] | None
 
 
 class SpanTest(Protocol):
-    """A predicate over one span, evaluated once per span as it arrives.
+    """A predicate over one span, evaluated once per span as it arrives, by the native core.
 
-    A session remembers which tests matched *any* of its spans, so that a condition such as
-    "some span has gen_ai.agent.name == billing" costs one bit test at decision time instead
-    of a scan of the buffered spans. Implementations are frozen dataclasses: equal tests from
-    different rules are evaluated once.
+    A session remembers which tests matched *any* of its spans (one bit each), so that a
+    condition such as "some span has gen_ai.agent.name == billing" costs one bit test at
+    decision time instead of a scan of the buffered spans. Implementations are frozen
+    dataclasses: equal tests from different rules are evaluated once.
     """
 
     @property
     def keys(self) -> tuple[str, ...]:
-        """Attribute keys this test reads (the ingest path extracts only these)."""
+        """Attribute keys this test reads (the ingest path decodes only these)."""
         ...
 
-    def evaluate(
-        self, name: str, attrs: Mapping[str, AttrValue], resource: Mapping[str, AttrValue]
-    ) -> bool: ...
+    def native_spec(self) -> tuple[object, ...]:
+        """The test as the native core builds it (``native/src/python.rs``, ``parse_test``)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

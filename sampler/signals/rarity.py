@@ -51,7 +51,7 @@ minutes of traffic, or again after a gap longer than the ring), every score is 0
 rarity keeps nothing yet; error and tool-cycle signals do not depend on this model and work
 from the first session. A group with fewer than `min_group_values` values of a dimension in the
 live windows scores 0 on that dimension. Such scores say `cold`: the pipeline holds the sessions
-they dropped and scores them again later (`sampler.sessions.held`), so the first rare sessions
+they dropped and scores them again later (the pipeline's second look), so the first rare sessions
 after a start are not lost.
 
 Determinism. Scores depend only on the sequence of `observe`/`score` calls and their `now`s:

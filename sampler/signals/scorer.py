@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from sampler._native import SessionView as SessionFeatures
 from sampler.config.model import SignalsConfig
-from sampler.sessions.features import SessionFeatures
 from sampler.signals.errors import error_signals
 from sampler.signals.rarity import RARE_SHAPE, TAIL_SIGNALS, RarityModel, RaritySettings
 from sampler.signals.tool_cycles import AgentSpan, CycleThresholds, ToolCall, detect_cycles

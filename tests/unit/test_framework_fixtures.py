@@ -27,8 +27,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from sampler.config.load import load_config, load_config_text
 from sampler.config.model import SamplerConfig
 from sampler.otlp.json_codec import iter_json_lines
-from sampler.pipeline import RULE_ATTRIBUTE, SIGNALS_ATTRIBUTE
 from sampler.replay import replay
+from sampler.rules.verdict import RULE_ATTRIBUTE, SIGNALS_ATTRIBUTE
 
 DATA = Path(__file__).resolve().parents[1] / "testdata" / "frameworks"
 LOOP_REPEATS = 5  # make_fixtures.py: the same tool call, the same arguments, 5 times

@@ -11,7 +11,13 @@ from sampler.clock import ManualClock
 from sampler.export.base import ExporterStats
 from sampler.metrics import METRICS, Sources, build_registry
 from sampler.pipeline import Pipeline
-from tests.unit.sessions.builders import RecordingSink, sampler_config, simple_request, span
+from tests.unit.sessions.builders import (
+    RecordingSink,
+    consume,
+    sampler_config,
+    simple_request,
+    span,
+)
 
 CONV = "gen_ai.conversation.id"
 RULES = """\
@@ -58,15 +64,15 @@ def test_the_hold_metrics_follow_the_pipeline() -> None:
     registry = registry_of(pipeline)
     assert hold_values(registry) == dict.fromkeys(HOLD_METRICS, 0.0)
 
-    pipeline.consume(simple_request(*turn("t1", "c1")))
+    consume(pipeline, simple_request(*turn("t1", "c1")))
     clock.advance(30.05)
     pipeline.decide_due()  # dropped, held
     assert registry.get_sample_value("agent_sampler_held_spans") == 2.0
 
-    pipeline.consume(simple_request(*turn("t2", "c1")))  # reopens c1: 4 buffered spans
+    consume(pipeline, simple_request(*turn("t2", "c1")))  # reopens c1: 4 buffered spans
     clock.advance(30.05)
     pipeline.decide_due()  # dropped again, held again
-    pipeline.consume(simple_request(*turn("t3", "c3")))  # 4 held + 2 > 4: c1 given up
+    consume(pipeline, simple_request(*turn("t3", "c3")))  # 4 held + 2 > 4: c1 given up
     pipeline.stats.second_look_sessions = 2  # (kept by a second look: see test_pipeline)
 
     assert hold_values(registry) == {

@@ -20,24 +20,20 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from sampler.clock import ManualClock
-from sampler.pipeline import (
-    ADJUSTED_COUNT_ATTRIBUTE,
-    RULE_ATTRIBUTE,
-    SIGNALS_ATTRIBUTE,
-    Pipeline,
-)
-from sampler.receive.consumer import ACCEPTED, Admission
+from sampler.pipeline import Pipeline
+from sampler.receive.intake import ACCEPTED, Admission
 from sampler.rules.randomness import keeps, randomness_of_key
-from sampler.sessions.held import MAX_LOOKS
+from sampler.rules.verdict import ADJUSTED_COUNT_ATTRIBUTE, RULE_ATTRIBUTE, SIGNALS_ATTRIBUTE
+from sampler.sessions.native import MAX_LOOKS
 from tests.unit.sessions.builders import (
     RecordingSink,
+    consume,
     request,
     resource_spans,
     sampler_config,
     scope_spans,
     simple_request,
     span,
-    trace_id,
 )
 
 CONV = "gen_ai.conversation.id"
@@ -132,7 +128,7 @@ def test_kept_session_arrives_whole_and_annotated(
 ) -> None:
     pipeline, sink, clock = make_pipeline()
 
-    assert pipeline.consume(simple_request(*spans)) == ACCEPTED
+    assert consume(pipeline, simple_request(*spans)) == ACCEPTED
     assert settle(pipeline, clock) == 1
 
     if expected is None:
@@ -161,7 +157,7 @@ def test_only_kept_sessions_arrive_from_a_mixed_request() -> None:
         *conversation("t4", DROPPED_AT_HALF, root={"attrs": {"team": "blue"}}),
     ]
 
-    pipeline.consume(simple_request(*spans))
+    consume(pipeline, simple_request(*spans))
     assert settle(pipeline, clock) == 4
 
     assert sorted({s.trace_id.lstrip(b"\0") for s in sink.spans()}) == [b"t1", b"t3"]
@@ -234,7 +230,7 @@ def _bare() -> ExportTraceServiceRequest:
 def test_resource_and_scope_grouping_is_preserved(make_request: Any) -> None:
     pipeline, sink, clock = make_pipeline(KEEP_ALL)
 
-    pipeline.consume(make_request())
+    consume(pipeline, make_request())
     assert settle(pipeline, clock) == 1
 
     assert structure(sink.requests()) == structure([make_request()])
@@ -246,10 +242,10 @@ def test_resource_and_scope_grouping_is_preserved(make_request: Any) -> None:
 def test_multi_trace_session_is_decided_once() -> None:
     pipeline, sink, clock = make_pipeline(KEEP_ALL)
 
-    pipeline.consume(simple_request(*conversation("t1", "c1")))
+    consume(pipeline, simple_request(*conversation("t1", "c1")))
     clock.advance(10.0)  # past root_end_grace: the conversation still waits for another turn
     assert pipeline.decide_due() == 0
-    pipeline.consume(simple_request(*conversation("t2", "c1")))
+    consume(pipeline, simple_request(*conversation("t2", "c1")))
     clock.advance(29.95)
     assert pipeline.decide_due() == 0  # decision_wait counts from the second turn
     assert settle(pipeline, clock, 0.1) == 1
@@ -268,11 +264,11 @@ def wait_out_the_hold(pipeline: Pipeline, clock: ManualClock) -> None:
     """Move time on until nothing is held. Here the rarity model is cold (fewer than
     warmup_sessions seen), and a session still cold when its hold ends may be held again."""
     for _ in range(10):
-        if not len(pipeline.hold):
+        if not pipeline.buffer.held_sessions:
             return
         clock.advance(pipeline.config.sessions.dropped_hold + 0.1)
         pipeline.decide_due()
-    raise AssertionError(f"still held: {len(pipeline.hold)} sessions")
+    raise AssertionError(f"still held: {pipeline.buffer.held_sessions} sessions")
 
 
 @pytest.mark.parametrize(
@@ -330,7 +326,7 @@ def test_late_spans_follow_the_decision(
     """Late spans of a kept session follow it at once; those of a dropped one once it is no
     longer held (while held, they reopen it: see the dropped-hold tests below)."""
     pipeline, sink, clock = make_pipeline(sessions=sessions)
-    pipeline.consume(simple_request(*first))
+    consume(pipeline, simple_request(*first))
     settle(pipeline, clock)
     decided = list(sink.submitted)
     first_annotations = {repr(annotations(s)) for s in sink.spans()}
@@ -338,7 +334,7 @@ def test_late_spans_follow_the_decision(
 
     for late in late_requests:
         clock.advance(1.0)
-        assert pipeline.consume(simple_request(*late)) == ACCEPTED
+        assert consume(pipeline, simple_request(*late)) == ACCEPTED
     pipeline.decide_all()
 
     late_spans = [s for body, _ in sink.submitted[len(decided) :] for s in _spans_of(body)]
@@ -375,14 +371,14 @@ def test_new_trace_of_a_dropped_conversation_is_decided_on_its_own(
     """Once turn one's spans are gone (no hold, or the hold is over), a new turn is a
     continuation decided alone: an error in it keeps it without the turns before."""
     pipeline, sink, clock = make_pipeline(sessions=sessions)
-    pipeline.consume(simple_request(*conversation("t1", "c1")))
+    consume(pipeline, simple_request(*conversation("t1", "c1")))
     assert settle(pipeline, clock) == 1  # turn one: dropped by `rest`
 
     clock.advance(1.0)
     wait_out_the_hold(pipeline, clock)
-    pipeline.consume(simple_request(span("t2", 2, parent=1, error=turn_two_error)))
-    pipeline.consume(simple_request(span("t2", 1, attrs={CONV: "c1"})))
-    pipeline.consume(simple_request(span("t1", 9, parent=1)))  # turn one's own late span
+    consume(pipeline, simple_request(span("t2", 2, parent=1, error=turn_two_error)))
+    consume(pipeline, simple_request(span("t2", 1, attrs={CONV: "c1"})))
+    consume(pipeline, simple_request(span("t1", 9, parent=1)))  # turn one's own late span
     assert pipeline.buffer.span_count == 2  # turn two buffered, not dropped on arrival
     assert (pipeline.stats.late_spans_kept, pipeline.stats.late_spans_dropped) == (0, 1)
     clock.advance(29.95)
@@ -422,9 +418,11 @@ def test_buffer_full_refuses_the_whole_request(
         KEEP_ALL, sessions={"max_buffered_spans": 4, "stress_relief_at": 1.0}
     )
     if buffered:
-        assert pipeline.consume(simple_request(*conversation("t1", "c1", buffered - 1))) == ACCEPTED
+        assert (
+            consume(pipeline, simple_request(*conversation("t1", "c1", buffered - 1))) == ACCEPTED
+        )
 
-    admission = pipeline.consume(simple_request(*conversation("t2", "c2", incoming - 1)))
+    admission = consume(pipeline, simple_request(*conversation("t2", "c2", incoming - 1)))
 
     if admitted:
         assert admission == ACCEPTED
@@ -442,10 +440,10 @@ def test_buffer_full_loses_nothing_and_accepts_again_after_deciding() -> None:
     first = simple_request(*conversation("t1", "c1"))
     second = simple_request(*conversation("t2", "c2", 1))
 
-    assert pipeline.consume(first) == ACCEPTED
-    assert pipeline.consume(second).reason == "session buffer full"
+    assert consume(pipeline, first) == ACCEPTED
+    assert consume(pipeline, second).reason == "session buffer full"
     settle(pipeline, clock)
-    assert pipeline.consume(second) == ACCEPTED  # the sender's retry
+    assert consume(pipeline, second) == ACCEPTED  # the sender's retry
     pipeline.decide_all()
 
     assert sorted(sink.span_names()) == ["t1/1", "t1/2", "t1/3", "t2/1", "t2/2"]
@@ -454,9 +452,9 @@ def test_buffer_full_loses_nothing_and_accepts_again_after_deciding() -> None:
 def test_sink_refusal_holds_requests_and_refuses_intake_until_it_drains() -> None:
     pipeline, sink, clock = make_pipeline(KEEP_ALL)
     sink.accepting = False
-    pipeline.consume(simple_request(*conversation("ta", "a", 1)))
+    consume(pipeline, simple_request(*conversation("ta", "a", 1)))
     clock.advance(1.0)
-    pipeline.consume(simple_request(*conversation("tb", "b", 1)))
+    consume(pipeline, simple_request(*conversation("tb", "b", 1)))
 
     clock.advance_to(30.05)
     assert pipeline.decide_due() == 1  # a decided, its request waits
@@ -466,14 +464,14 @@ def test_sink_refusal_holds_requests_and_refuses_intake_until_it_drains() -> Non
     assert pipeline.pending_spans == 4
 
     third = simple_request(*conversation("tc", "c", 1))
-    assert pipeline.consume(third) == Admission(False, "exporter queue full", 1.0)
+    assert consume(pipeline, third) == Admission(False, "exporter queue full", 1.0)
     assert pipeline.buffer.span_count == 0
     assert sink.submitted == []
 
     sink.accepting = True
     assert pipeline.decide_due() == 0
     assert pipeline.pending_spans == 0
-    assert pipeline.consume(third) == ACCEPTED
+    assert consume(pipeline, third) == ACCEPTED
     pipeline.decide_all()
 
     assert sink.span_names() == ["ta/2", "ta/1", "tb/2", "tb/1", "tc/2", "tc/1"]
@@ -505,7 +503,7 @@ def test_output_is_split_within_the_batch_limits(
     names = [f"{'n' * 60}{i}" for i in range(5)]
     spans = [span("t1", i + 1, name=name, attrs={CONV: "c1"}) for i, name in enumerate(names)]
 
-    pipeline.consume(simple_request(*spans, resource={"service.name": "x" * 40}))
+    consume(pipeline, simple_request(*spans, resource={"service.name": "x" * 40}))
     pipeline.decide_all()
 
     assert sink.span_names() == names
@@ -538,7 +536,7 @@ def test_invalid_ids_are_a_partial_rejection(trace_id: bytes, span_id: bytes) ->
     bad = Span(trace_id=trace_id, span_id=span_id, name="bad")
     good = conversation("t1", "c1", 1)
 
-    admission = pipeline.consume(simple_request(good[0], bad, good[1]))
+    admission = consume(pipeline, simple_request(good[0], bad, good[1]))
     pipeline.decide_all()
 
     assert (admission.accepted, admission.rejected_spans) == (True, 1)
@@ -559,9 +557,9 @@ def test_invalid_ids_are_a_partial_rejection(trace_id: bytes, span_id: bytes) ->
 )
 def test_decide_all_decides_everything_buffered(rules: str, expected_names: list[str]) -> None:
     pipeline, sink, clock = make_pipeline(rules)
-    pipeline.consume(simple_request(span("k1", 2, parent=1), span("k1", 1, attrs={CONV: "c1"})))
-    pipeline.consume(simple_request(span("p1", 2, parent=1)))  # no root, no key yet
-    pipeline.consume(simple_request(span("t9", 1)))  # keyless root
+    consume(pipeline, simple_request(span("k1", 2, parent=1), span("k1", 1, attrs={CONV: "c1"})))
+    consume(pipeline, simple_request(span("p1", 2, parent=1)))  # no root, no key yet
+    consume(pipeline, simple_request(span("t9", 1)))  # keyless root
     clock.advance(1.0)
 
     assert pipeline.decide_due() == 0
@@ -582,10 +580,10 @@ def _run_script() -> list[bytes]:
         conversation("t5", "c-err", 2),
     ]
     for spans in script:
-        pipeline.consume(simple_request(*spans))
+        consume(pipeline, simple_request(*spans))
         clock.advance(0.7)
     settle(pipeline, clock)
-    pipeline.consume(simple_request(span("t1", 50, parent=1)))
+    consume(pipeline, simple_request(span("t1", 50, parent=1)))
     pipeline.decide_all()
     return [body for body, _ in sink.submitted]
 
@@ -604,7 +602,7 @@ def test_reannotated_span_has_each_annotation_once() -> None:
     pipeline, sink, clock = make_pipeline(KEEP_ALL)
     already = span("t1", 1, attrs={CONV: "c1", RULE_ATTRIBUTE: "upstream"})
 
-    pipeline.consume(simple_request(already))
+    consume(pipeline, simple_request(already))
     pipeline.decide_all()
 
     (got,) = sink.spans()
@@ -636,15 +634,19 @@ def test_a_later_turn_reopens_a_held_conversation(
     held_after: int,
 ) -> None:
     pipeline, sink, clock = make_pipeline()
-    pipeline.consume(simple_request(*conversation("t1", "c1")))
+    consume(pipeline, simple_request(*conversation("t1", "c1")))
     assert settle(pipeline, clock) == 1  # turn one: dropped by `rest`, and held
-    assert (len(pipeline.hold), pipeline.hold.span_count, pipeline.buffer.span_count) == (1, 3, 0)
+    assert (
+        pipeline.buffer.held_sessions,
+        pipeline.buffer.held_spans,
+        pipeline.buffer.span_count,
+    ) == (1, 3, 0)
 
     clock.advance(1.0)
-    pipeline.consume(simple_request(span("t2", 2, parent=1, error=turn_two_error)))
-    pipeline.consume(simple_request(span("t2", 1, attrs={CONV: "c1"})))  # the key: reopened
-    pipeline.consume(simple_request(span("t1", 9, parent=1)))  # turn one's late span joins it
-    assert (pipeline.buffer.reopened, len(pipeline.hold)) == (1, 0)
+    consume(pipeline, simple_request(span("t2", 2, parent=1, error=turn_two_error)))
+    consume(pipeline, simple_request(span("t2", 1, attrs={CONV: "c1"})))  # the key: reopened
+    consume(pipeline, simple_request(span("t1", 9, parent=1)))  # turn one's late span joins it
+    assert (pipeline.buffer.reopened, pipeline.buffer.held_sessions) == (1, 0)
     assert pipeline.buffer.span_count == 6  # turn one is buffered again, with turn two
     assert (pipeline.stats.late_spans_kept, pipeline.stats.late_spans_dropped) == (0, 0)
     clock.advance(29.95)
@@ -655,7 +657,7 @@ def test_a_later_turn_reopens_a_held_conversation(
     assert all(annotations(s)[RULE_ATTRIBUTE] == ("string_value", "errors") for s in sink.spans())
     tallies = {rule: t.sessions_seen for rule, t in pipeline.stats.by_rule.items()}
     assert tallies == sessions_by_rule
-    assert (pipeline.hold.span_count, pipeline.buffer.span_count) == (held_after, 0)
+    assert (pipeline.buffer.held_spans, pipeline.buffer.span_count) == (held_after, 0)
 
 
 @pytest.mark.parametrize(
@@ -671,13 +673,13 @@ def test_late_spans_of_a_held_rootless_trace_reopen_it(
     """A trace without its root (a model call silent for longer than open_trace_wait) is
     decided without it; its root arrives later and the trace is decided again, whole."""
     pipeline, sink, clock = make_pipeline()
-    pipeline.consume(simple_request(span("t1", 2, parent=1), span("t1", 3, parent=1)))
+    consume(pipeline, simple_request(span("t1", 2, parent=1), span("t1", 3, parent=1)))
     clock.advance(90.05)
     assert pipeline.decide_due() == 1  # open_trace_wait: dropped by `rest`, held (rootless)
-    assert pipeline.hold.key_of_trace(trace_id("t1")) is not None
+    assert (pipeline.buffer.held_sessions, pipeline.buffer.held_spans) == (1, 2)
 
     clock.advance(10.0)
-    assert pipeline.consume(simple_request(span("t1", 1, error=root_error))) == ACCEPTED
+    assert consume(pipeline, simple_request(span("t1", 1, error=root_error))) == ACCEPTED
     assert (pipeline.buffer.reopened, pipeline.buffer.span_count) == (1, 3)
     assert pipeline.stats.late_spans_dropped == 0
     clock.advance(2.05)  # root_end_grace
@@ -689,17 +691,20 @@ def test_late_spans_of_a_held_rootless_trace_reopen_it(
     # complete now, unkeyed, and scored as a fragment (never cold): nothing to wait for
     # dropped again, it is held again: it was dropped while the model was cold, and its second
     # look is still due
-    assert (len(pipeline.hold), pipeline.buffer.span_count) == (0 if root_error else 1, 0)
+    assert (pipeline.buffer.held_sessions, pipeline.buffer.span_count) == (
+        0 if root_error else 1,
+        0,
+    )
 
 
 def test_with_no_hold_a_later_failing_turn_is_kept_without_the_earlier_ones() -> None:
     pipeline, sink, clock = make_pipeline(sessions=NO_HOLD)
-    pipeline.consume(simple_request(*conversation("t1", "c1")))
+    consume(pipeline, simple_request(*conversation("t1", "c1")))
     assert settle(pipeline, clock) == 1
-    assert len(pipeline.hold) == 0
+    assert pipeline.buffer.held_sessions == 0
 
     clock.advance(1.0)
-    pipeline.consume(simple_request(*conversation("t2", "c1", 1, child={"error": True})))
+    consume(pipeline, simple_request(*conversation("t2", "c1", 1, child={"error": True})))
     settle(pipeline, clock)
 
     assert sorted(sink.span_names()) == ["t2/1", "t2/2"]  # turn one is lost
@@ -715,32 +720,32 @@ def test_with_no_hold_a_later_failing_turn_is_kept_without_the_earlier_ones() ->
 )
 def test_decide_all_decides_everything_then_ends_every_hold(rules: str, held: int) -> None:
     pipeline, sink, clock = make_pipeline(rules)
-    pipeline.consume(simple_request(*conversation("t1", "c1")))
+    consume(pipeline, simple_request(*conversation("t1", "c1")))
     settle(pipeline, clock)
-    pipeline.consume(simple_request(*conversation("t2", "c2")))
-    assert len(pipeline.hold) == held
+    consume(pipeline, simple_request(*conversation("t2", "c2")))
+    assert pipeline.buffer.held_sessions == held
 
     assert pipeline.decide_all() == 1  # c2; c1 is held, not buffered
 
-    assert (len(pipeline.hold), pipeline.hold.span_count) == (0, 0)
+    assert (pipeline.buffer.held_sessions, pipeline.buffer.held_spans) == (0, 0)
     assert (pipeline.buffer.session_count, pipeline.buffer.span_count) == (0, 0)
     assert len(sink.span_names()) == (6 if rules == KEEP_ALL else 0)
-    assert pipeline.hold.released_early == 0  # ended, not given up for room
+    assert pipeline.buffer.released_early == 0  # ended, not given up for room
 
 
 def test_held_spans_make_room_in_a_full_buffer_instead_of_a_refusal() -> None:
     pipeline, _, clock = make_pipeline(sessions={"max_buffered_spans": 4})
-    pipeline.consume(simple_request(*conversation("t1", "c1")))  # 3 spans
+    consume(pipeline, simple_request(*conversation("t1", "c1")))  # 3 spans
     settle(pipeline, clock)
-    assert (pipeline.hold.span_count, pipeline.buffer.span_count) == (3, 0)
+    assert (pipeline.buffer.held_spans, pipeline.buffer.span_count) == (3, 0)
 
-    assert pipeline.consume(simple_request(*conversation("t2", "c2"))) == ACCEPTED  # 3 + 3 > 4
+    assert consume(pipeline, simple_request(*conversation("t2", "c2"))) == ACCEPTED  # 3 + 3 > 4
 
-    assert (pipeline.hold.span_count, pipeline.hold.released_early) == (0, 1)
+    assert (pipeline.buffer.held_spans, pipeline.buffer.released_early) == (0, 1)
     assert pipeline.buffer.span_count == 3
     assert pipeline.stats.requests_refused == {}
     clock.advance(1.0)
-    pipeline.consume(simple_request(span("t1", 9, parent=1)))  # c1 is gone: its drop stands
+    consume(pipeline, simple_request(span("t1", 9, parent=1)))  # c1 is gone: its drop stands
     assert pipeline.stats.late_spans_dropped == 1
 
 
@@ -757,18 +762,15 @@ def test_held_sessions_are_given_up_oldest_first(
 ) -> None:
     pipeline, _, clock = make_pipeline(sessions={"max_buffered_spans": 5})
     for i, count in enumerate(held_spans):
-        pipeline.consume(simple_request(*conversation(f"h{i}", f"held-{i}", count - 1)))
+        consume(pipeline, simple_request(*conversation(f"h{i}", f"held-{i}", count - 1)))
         settle(pipeline, clock)
-    assert pipeline.hold.span_count == sum(held_spans)
+    assert pipeline.buffer.held_spans == sum(held_spans)
 
-    admission = pipeline.consume(simple_request(*conversation("t9", "c9", incoming - 1)))
+    admission = consume(pipeline, simple_request(*conversation("t9", "c9", incoming - 1)))
 
     assert admission == ACCEPTED
-    assert pipeline.hold.released_early == released
-    still_held = [f"h{i}" for i in range(len(held_spans)) if i >= released]
-    assert [
-        name for name in ("h0", "h1") if pipeline.hold.key_of_trace(trace_id(name)) is not None
-    ] == still_held
+    assert pipeline.buffer.released_early == released
+    assert pipeline.buffer.held_spans == sum(held_spans[released:])  # the oldest went first
 
 
 # -- a second look at sessions dropped while the rarity model was cold ---------------------------
@@ -821,7 +823,7 @@ def warming_pipeline(
 
 def usual_traffic(pipeline: Pipeline, clock: ManualClock, sessions: int) -> None:
     for i in range(sessions):
-        pipeline.consume(simple_request(*agent_trace(f"u{i}", ["search", "answer"])))
+        consume(pipeline, simple_request(*agent_trace(f"u{i}", ["search", "answer"])))
         clock.advance(0.5)
         pipeline.decide_due()
     clock.advance(2.05)  # root_end_grace: every one is decided
@@ -848,26 +850,25 @@ def test_a_session_dropped_while_cold_is_kept_if_rare_when_looked_at_again(
     tools: list[str], kept: bool, end_of_hold: str
 ) -> None:
     pipeline, sink, clock = warming_pipeline(warmup_sessions=20, max_buffered_spans=400)
-    pipeline.consume(simple_request(*agent_trace("first", tools)))
+    consume(pipeline, simple_request(*agent_trace("first", tools)))
     clock.advance(2.05)  # root_end_grace
     assert pipeline.decide_due() == 1  # nothing seen yet: cold, so dropped by `rest`...
-    assert pipeline.hold.key_of_trace(trace_id("first")) is not None  # ...and held
+    assert pipeline.buffer.held_sessions == 1  # ...and held
     assert pipeline.stats.by_rule["rest"].sessions_seen == 1
 
     usual_traffic(pipeline, clock, 150)  # 77 s: the model warms up on the usual path
     assert sink.submitted == []  # the usual sessions are dropped alike
-    assert pipeline.hold.released_early == 0
-    assert pipeline.hold.span_count + 300 > 400  # the cold sessions of the warm-up are held
+    assert pipeline.buffer.released_early == 0
+    assert pipeline.buffer.held_spans + 300 > 400  # the cold sessions of the warm-up are held
     if end_of_hold == "hold-over":
         clock.advance(pipeline.config.sessions.dropped_hold)
         pipeline.decide_due()
     elif end_of_hold == "shutdown":
         pipeline.decide_all()
     else:  # 300 spans: held sessions are given up, oldest ("first") first
-        assert pipeline.consume(simple_request(*conversation("big", "c-big", 299))) == ACCEPTED
-        assert pipeline.hold.released_early > 0
+        assert consume(pipeline, simple_request(*conversation("big", "c-big", 299))) == ACCEPTED
+        assert pipeline.buffer.released_early > 0
 
-    assert pipeline.hold.key_of_trace(trace_id("first")) is None
     stats = pipeline.stats
     if not kept:
         assert sink.submitted == []
@@ -881,7 +882,7 @@ def test_a_session_dropped_while_cold_is_kept_if_rare_when_looked_at_again(
     assert (stats.second_look_sessions, stats.second_look_spans) == (1, 3)
     assert stats.by_rule["rest"].sessions_seen == 151  # its first decision stays counted
     assert "rare" not in stats.by_rule
-    pipeline.consume(simple_request(span("first", 9, parent=1)))  # late: follows the keep now
+    consume(pipeline, simple_request(span("first", 9, parent=1)))  # late: follows the keep now
     pipeline.decide_all()
     assert sink.span_names()[3:] == ["first/9"]
     assert stats.late_spans_kept == 1
@@ -889,12 +890,12 @@ def test_a_session_dropped_while_cold_is_kept_if_rare_when_looked_at_again(
 
 def test_a_session_still_cold_at_its_second_look_waits_for_another_max_looks_in_all() -> None:
     pipeline, sink, clock = warming_pipeline(warmup_sessions=200)  # never warm here
-    pipeline.consume(simple_request(*agent_trace("first", ["refund"])))
+    consume(pipeline, simple_request(*agent_trace("first", ["refund"])))
     clock.advance(2.05)
     pipeline.decide_due()
 
     looks = 0
-    while len(pipeline.hold):
+    while pipeline.buffer.held_sessions:
         clock.advance(pipeline.config.sessions.dropped_hold + 0.1)
         pipeline.decide_due()
         looks += 1
@@ -902,7 +903,7 @@ def test_a_session_still_cold_at_its_second_look_waits_for_another_max_looks_in_
 
     assert looks == MAX_LOOKS
     assert sink.submitted == []
-    assert pipeline.hold.released_early == 0
+    assert pipeline.buffer.released_early == 0
 
 
 @pytest.mark.parametrize(
@@ -912,41 +913,40 @@ def test_a_session_still_cold_at_its_second_look_waits_for_another_max_looks_in_
 def test_a_held_session_leaving_early_is_not_held_again(leave: str) -> None:
     """Still cold, but leaving before its time (shutdown, or room needed): no further look."""
     pipeline, sink, clock = warming_pipeline(warmup_sessions=200, max_buffered_spans=4)
-    pipeline.consume(simple_request(*agent_trace("first", ["refund"])))  # 2 spans
+    consume(pipeline, simple_request(*agent_trace("first", ["refund"])))  # 2 spans
     clock.advance(2.05)
     pipeline.decide_due()
-    assert len(pipeline.hold) == 1
+    assert pipeline.buffer.held_sessions == 1
 
     if leave == "shutdown":
         pipeline.decide_all()
     else:
-        assert pipeline.consume(simple_request(*conversation("t2", "c2", 2))) == ACCEPTED
+        assert consume(pipeline, simple_request(*conversation("t2", "c2", 2))) == ACCEPTED
 
-    assert (len(pipeline.hold), pipeline.hold.span_count) == (0, 0)
+    assert (pipeline.buffer.held_sessions, pipeline.buffer.held_spans) == (0, 0)
     assert sink.submitted == []
 
 
 def test_a_cold_session_pushed_out_by_the_hold_cap_still_gets_its_second_look() -> None:
     pipeline, sink, clock = warming_pipeline(warmup_sessions=20, dropped_hold_max_spans=200)
-    pipeline.consume(simple_request(*agent_trace("first", ["refund", "escalate"])))
+    consume(pipeline, simple_request(*agent_trace("first", ["refund", "escalate"])))
     clock.advance(2.05)
     pipeline.decide_due()
     usual_traffic(pipeline, clock, 150)  # warm now; 150 spans held from the warm-up
-    assert pipeline.hold.span_count == 150
+    assert pipeline.buffer.held_spans == 150
 
-    pipeline.consume(simple_request(*conversation("big", "c-big", 99)))  # 100 spans...
+    consume(pipeline, simple_request(*conversation("big", "c-big", 99)))  # 100 spans...
     settle(pipeline, clock)  # ...dropped and held: over the cap, "first" is pushed out
 
-    assert pipeline.hold.key_of_trace(trace_id("first")) is None
     assert sorted(sink.span_names()) == ["first/1", "first/2", "first/3"]
 
 
 def test_a_reopened_cold_conversation_keeps_its_second_look() -> None:
     pipeline, sink, clock = warming_pipeline(warmup_sessions=20)
-    pipeline.consume(simple_request(*agent_trace("first", ["refund", "escalate"], key="c-odd")))
+    consume(pipeline, simple_request(*agent_trace("first", ["refund", "escalate"], key="c-odd")))
     settle(pipeline, clock)  # keyed and cold: dropped by `rest`, held
     usual_traffic(pipeline, clock, 150)  # the model warms up: its path is rare now
-    pipeline.consume(simple_request(span("second", 1, attrs={CONV: "c-odd"})))  # reopens it
+    consume(pipeline, simple_request(span("second", 1, attrs={CONV: "c-odd"})))  # reopens it
     settle(pipeline, clock)  # a quiet turn: dropped again, held again
     assert pipeline.buffer.reopened == 1
 
@@ -957,11 +957,11 @@ def test_a_reopened_cold_conversation_keeps_its_second_look() -> None:
 
 def test_held_sessions_are_not_given_up_for_a_request_that_is_refused_anyway() -> None:
     pipeline, _, clock = make_pipeline(sessions={"max_buffered_spans": 5})
-    pipeline.consume(simple_request(*conversation("h1", "held", 1)))  # 2 spans
+    consume(pipeline, simple_request(*conversation("h1", "held", 1)))  # 2 spans
     settle(pipeline, clock)  # dropped, held
-    pipeline.consume(simple_request(*conversation("t1", "c1", 2)))  # 3 live spans
+    consume(pipeline, simple_request(*conversation("t1", "c1", 2)))  # 3 live spans
 
-    refused = pipeline.consume(simple_request(*conversation("t2", "c2", 2)))  # 3 + 3 > 5
+    refused = consume(pipeline, simple_request(*conversation("t2", "c2", 2)))  # 3 + 3 > 5
 
     assert refused == Admission(False, "session buffer full", 1.0)
-    assert (pipeline.hold.span_count, pipeline.hold.released_early) == (2, 0)
+    assert (pipeline.buffer.held_spans, pipeline.buffer.released_early) == (2, 0)

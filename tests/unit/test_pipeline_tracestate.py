@@ -10,10 +10,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from sampler.clock import ManualClock
-from sampler.otlp.tracestate import parse_threshold
 from sampler.pipeline import Pipeline
 from sampler.rules.randomness import RANDOMNESS_SPAN, keeps, randomness_of_key
-from tests.unit.sessions.builders import RecordingSink, sampler_config
+from tests.unit.sessions.builders import RecordingSink, consume, sampler_config
+
+
+def parse_threshold(text: str) -> int | None:
+    """The 56-bit threshold of an `ot=th:` value (up to 14 hex digits, trailing zeros cut)."""
+    if not 1 <= len(text) <= 14 or any(c not in "0123456789abcdef" for c in text):
+        return None
+    return int(text.ljust(14, "0"), 16)
+
 
 ALWAYS_KEPT_TRACE = b"\xff" * 16  # low 56 bits all ones: kept by any probability
 # a session key whose hashed randomness a probability of 0.25 keeps
@@ -51,7 +58,7 @@ def one_trace_request(trace_state: str, key: str | None) -> ExportTraceServiceRe
 def kept_spans(rules: str, trace_state: str, key: str | None = None) -> list[Span]:
     sink, clock = RecordingSink(), ManualClock(0.0)
     pipeline = Pipeline(sampler_config(rules), sink, clock)
-    pipeline.consume(one_trace_request(trace_state, key))
+    consume(pipeline, one_trace_request(trace_state, key))
     pipeline.decide_all()
     return [
         span

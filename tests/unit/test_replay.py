@@ -260,7 +260,7 @@ def facts(shape: str, score: float) -> DecisionFacts:
 def test_shape_memory_is_bounded_and_keeps_the_rarest() -> None:
     observed = ReplayObservations(max_shapes=10)
     for number in range(100):
-        observed.observe(facts(f"s{number}", number / 100), Verdict(False, "r"), 1.0)
+        observed.decided(facts(f"s{number}", number / 100), Verdict(False, "r"), 1.0)
 
     assert len(observed.shapes) <= 10
     assert [shape for shape, _ in observed.rarest_shapes(3)] == ["s99", "s98", "s97"]
@@ -268,7 +268,7 @@ def test_shape_memory_is_bounded_and_keeps_the_rarest() -> None:
 
 def test_a_continuation_without_scores_is_left_out_of_shapes_and_histograms() -> None:
     observed = ReplayObservations()
-    observed.observe(dataclasses.replace(facts("a:b", 0.0), rarity={}), Verdict(True, "r"), 1.0)
+    observed.decided(dataclasses.replace(facts("a:b", 0.0), rarity={}), Verdict(True, "r"), 1.0)
 
     assert observed.shapes == {} and observed.scores == {}
     assert observed.by_signal[NO_SIGNAL].sessions_kept == 1

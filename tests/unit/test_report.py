@@ -96,7 +96,7 @@ def result_of(decisions: list[tuple[DecisionFacts, Verdict, float]]) -> ReplayRe
         if verdict.keep:
             tally.sessions_kept += 1
             tally.spans_kept += decision_facts.span_count
-        observed.observe(decision_facts, verdict, now)
+        observed.decided(decision_facts, verdict, now)
     return ReplayResult(stats, len(decisions), observed)
 
 

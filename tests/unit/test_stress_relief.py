@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from sampler.receive.consumer import ACCEPTED, Admission
-from sampler.sessions.memory import memory_of
-from tests.unit.sessions.builders import simple_request, span
+from sampler.pipeline import request_memory
+from sampler.receive.intake import ACCEPTED, Admission
+from tests.unit.sessions.builders import consume, simple_request, span
 from tests.unit.test_pipeline import RULES, conversation, make_pipeline
 
 
@@ -19,13 +19,13 @@ def running_trace(trace: str, spans: int, *, error: bool = False) -> list[Span]:
 
 def test_the_oldest_sessions_are_decided_early_with_the_normal_rules() -> None:
     pipeline, sink, _ = make_pipeline(RULES, sessions={"max_buffered_spans": 20})
-    assert pipeline.consume(simple_request(*running_trace("old-error", 6, error=True))) == ACCEPTED
-    assert pipeline.consume(simple_request(*running_trace("old-quiet", 6))) == ACCEPTED
+    assert consume(pipeline, simple_request(*running_trace("old-error", 6, error=True))) == ACCEPTED
+    assert consume(pipeline, simple_request(*running_trace("old-quiet", 6))) == ACCEPTED
     assert pipeline.stats.relief_sessions == 0  # 12 spans: below 90% of 20
 
     # 19 spans > 18 (90% of 20): relief decides the oldest sessions until the buffer is at
     # most 16 (80%): the oldest trace goes, with its error
-    assert pipeline.consume(simple_request(*running_trace("new", 7))) == ACCEPTED
+    assert consume(pipeline, simple_request(*running_trace("new", 7))) == ACCEPTED
 
     assert pipeline.stats.relief_sessions == 1
     assert pipeline.buffer.span_count == 13
@@ -35,14 +35,14 @@ def test_the_oldest_sessions_are_decided_early_with_the_normal_rules() -> None:
 
 def test_memory_is_a_limit_too() -> None:
     request = simple_request(*conversation("t1", "c1", 3))
-    one = memory_of(4, request.ByteSize())
+    one = request_memory(4, request.ByteSize())
     pipeline, _, _ = make_pipeline(
         RULES,
         sessions={"max_buffered_memory": int(one * 1.5), "stress_relief_at": 1.0},
     )
-    assert pipeline.consume(request) == ACCEPTED
+    assert consume(pipeline, request) == ACCEPTED
     second = simple_request(*conversation("t2", "c2", 3))
-    assert pipeline.consume(second) == Admission(False, "session buffer memory full", 1.0)
+    assert consume(pipeline, second) == Admission(False, "session buffer memory full", 1.0)
     assert pipeline.buffer.span_count == 4
 
 
@@ -51,14 +51,14 @@ def test_held_spans_go_before_buffered_sessions(hold: float) -> None:
     pipeline, _, clock = make_pipeline(
         RULES, sessions={"max_buffered_spans": 20, "dropped_hold": hold}
     )
-    assert pipeline.consume(simple_request(*conversation("t1", "c1", 7))) == ACCEPTED
+    assert consume(pipeline, simple_request(*conversation("t1", "c1", 7))) == ACCEPTED
     clock.advance(30.05)
     pipeline.decide_due()  # dropped by `rest`: held (when holding) as a keyed conversation
-    assert pipeline.hold.span_count == (8 if hold else 0)
+    assert pipeline.buffer.held_spans == (8 if hold else 0)
 
-    assert pipeline.consume(simple_request(*running_trace("new", 12))) == ACCEPTED
+    assert consume(pipeline, simple_request(*running_trace("new", 12))) == ACCEPTED
 
-    assert pipeline.hold.span_count == 0  # 8 held + 12 > 18: the hold went first
+    assert pipeline.buffer.held_spans == 0  # 8 held + 12 > 18: the hold went first
     assert pipeline.stats.relief_sessions == 0  # and that was enough
     assert pipeline.buffer.span_count == 12
 
@@ -72,7 +72,7 @@ def test_attributes_over_the_receivers_limits_are_cut_and_counted() -> None:
     huge = span("t1", 3, parent=1, attrs={"input.value": "z" * 1000})
     plain = span("t1", 1, attrs={"gen_ai.conversation.id": "c1"})
 
-    assert pipeline.consume(simple_request(many, huge, plain)) == ACCEPTED
+    assert consume(pipeline, simple_request(many, huge, plain)) == ACCEPTED
     assert pipeline.stats.spans_limited == 2
     clock.advance(31.0)
     pipeline.decide_due()

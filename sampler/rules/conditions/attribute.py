@@ -17,13 +17,13 @@ compare by value (`1` equals `1.0`), booleans only with booleans; numeric string
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sampler._native import check_regex
 from sampler.config.reader import Node
 from sampler.rules.conditions.registry import ParseContext, condition_kind
-from sampler.rules.facts import AttrValue, DecisionFacts, SpanTest
+from sampler.rules.facts import DecisionFacts, SpanTest
 from sampler.rules.spec import Condition
 
 Scalar = str | int | float | bool
@@ -45,48 +45,17 @@ def typed(value: Scalar) -> Typed:
     return ("str", value)
 
 
-def typed_of_attribute(value: AttrValue) -> Typed | None:
-    if isinstance(value, bool | int | float | str):
-        return typed(value)
-    return None  # bytes, kvlists: never equal to a YAML scalar
-
-
-def scalar_equal(value: AttrValue, expected: Typed) -> bool:
-    """An attribute value against a typed YAML scalar: numbers compare by value (1 == 1.0),
-    booleans only with booleans, strings only with strings; an array matches if any element
-    does."""
-    if isinstance(value, tuple):
-        return any(scalar_equal(item, expected) for item in value)  # type: ignore[arg-type]
-    return typed_of_attribute(value) == expected
-
-
-def _in_range(value: AttrValue, low: float | None, high: float | None) -> bool:
-    if isinstance(value, tuple):
-        return any(_in_range(item, low, high) for item in value)  # type: ignore[arg-type]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        if isinstance(value, str):  # numbers sent as strings are common in the wild
-            try:
-                value = float(value)
-            except ValueError:
-                return False
-        else:
-            return False
-    return (low is None or value >= low) and (high is None or value <= high)
-
-
-def _regex_search(value: AttrValue, pattern: re.Pattern[str]) -> bool:
-    if isinstance(value, tuple):
-        return any(_regex_search(item, pattern) for item in value)  # type: ignore[arg-type]
-    return isinstance(value, str) and pattern.search(value) is not None
-
-
 @dataclass(frozen=True, slots=True)
 class AttributeTest:
+    """Evaluated natively on every span (``native/src/span_tests.rs``): numbers compare by
+    value (1 == 1.0), booleans only with booleans, strings only with strings, numeric strings
+    count for `min`/`max`, an array matches when any element does."""
+
     key: str
     scope: str
     exists: bool = False
     equals: tuple[Typed, ...] = ()  # `equals: v` is `in: [v]`
-    pattern: re.Pattern[str] | None = None
+    pattern: str | None = None  # a regular expression, searched
     low: float | None = None
     high: float | None = None
 
@@ -94,24 +63,16 @@ class AttributeTest:
     def keys(self) -> tuple[str, ...]:
         return (self.key,)
 
-    def _value_matches(self, value: AttrValue) -> bool:
+    def native_spec(self) -> tuple[object, ...]:
         if self.exists:
-            return True
-        if self.equals:
-            return any(scalar_equal(value, expected) for expected in self.equals)
-        if self.pattern is not None:
-            return _regex_search(value, self.pattern)
-        return _in_range(value, self.low, self.high)
-
-    def evaluate(
-        self, name: str, attrs: Mapping[str, AttrValue], resource: Mapping[str, AttrValue]
-    ) -> bool:
-        if self.scope != "resource" and self.key in attrs:
-            if self._value_matches(attrs[self.key]):
-                return True
-        if self.scope != "span" and self.key in resource:
-            return self._value_matches(resource[self.key])
-        return False
+            op: tuple[object, ...] = ("exists", None)
+        elif self.equals:
+            op = ("in", list(self.equals))
+        elif self.pattern is not None:
+            op = ("regex", self.pattern)
+        else:
+            op = ("range", (self.low, self.high))
+        return ("attribute", self.key, self.scope, *op)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,15 +102,18 @@ def scalar_list(node: Node, ctx: ParseContext) -> tuple[Scalar, ...] | None:
     return tuple(values)
 
 
-def compile_regex(node: Node, ctx: ParseContext) -> re.Pattern[str] | None:
+def compile_regex(node: Node, ctx: ParseContext) -> str | None:
+    """A rule's regular expression, checked against the engine that runs it (the native core's:
+    Python's syntax for anchors, classes, alternation and repetition; no look-around or
+    backreferences)."""
     source = ctx.string(node)
     if source is None:
         return None
-    try:
-        return re.compile(source)
-    except re.error as exc:
-        ctx.problem(node, f"invalid regular expression: {exc}")
+    problem = check_regex(source)
+    if problem is not None:
+        ctx.problem(node, f"invalid regular expression: {problem}")
         return None
+    return source
 
 
 @condition_kind("attribute")
@@ -199,7 +163,7 @@ def parse_attribute(node: Node, ctx: ParseContext) -> Condition | None:
         test = AttributeTest(key, scope, equals=tuple(map(typed, values))) if values else None
     elif op == "regex":
         pattern = compile_regex(fields["regex"], ctx.at("regex"))
-        test = AttributeTest(key, scope, pattern=pattern) if pattern else None
+        test = AttributeTest(key, scope, pattern=pattern) if pattern is not None else None
     else:
         low = ctx.at("min").number(fields["min"]) if "min" in fields else None
         high = ctx.at("max").number(fields["max"]) if "max" in fields else None

@@ -9,32 +9,27 @@ span_name: {regex: "^execute_tool "}
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sampler.config.reader import Node
 from sampler.rules.conditions.attribute import AnySpanMatches, compile_regex
 from sampler.rules.conditions.registry import ParseContext, condition_kind
-from sampler.rules.facts import AttrValue
 from sampler.rules.spec import Condition
 
 
 @dataclass(frozen=True, slots=True)
 class SpanNameTest:
     names: frozenset[str] = frozenset()
-    pattern: re.Pattern[str] | None = None
+    pattern: str | None = None  # a regular expression, searched
 
     @property
     def keys(self) -> tuple[str, ...]:
         return ()
 
-    def evaluate(
-        self, name: str, attrs: Mapping[str, AttrValue], resource: Mapping[str, AttrValue]
-    ) -> bool:
+    def native_spec(self) -> tuple[object, ...]:
         if self.pattern is not None:
-            return self.pattern.search(name) is not None
-        return name in self.names
+            return ("span_name_regex", self.pattern)
+        return ("span_name", sorted(self.names))
 
 
 @condition_kind("span_name")
@@ -52,7 +47,7 @@ def parse_span_name(node: Node, ctx: ParseContext) -> Condition | None:
         op_ctx = ctx.at(op)
     if op == "regex":
         pattern = compile_regex(value, op_ctx)
-        return AnySpanMatches(SpanNameTest(pattern=pattern)) if pattern else None
+        return AnySpanMatches(SpanNameTest(pattern=pattern)) if pattern is not None else None
     items = value.value if op == "in" else [value]
     if (
         not isinstance(items, list)

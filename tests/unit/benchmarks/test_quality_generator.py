@@ -34,7 +34,7 @@ from benchmarks.quality.generator import (
     generate,
 )
 from sampler.otlp.json_codec import request_from_json
-from sampler.sessions.spans import any_value
+from tests.reference.legacy.spans import any_value
 
 SPEC = TrafficSpec(seed=7, sessions=400)
 

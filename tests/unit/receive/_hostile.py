@@ -15,6 +15,7 @@ import asyncio
 import gzip
 import io
 from collections.abc import Coroutine, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,11 +34,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from sampler.clock import ManualClock
 from sampler.otlp.json_codec import request_to_json
-from sampler.otlp.wire import ResourceBlock, ScopeBlock, encode_request, length_delimited
 from sampler.pipeline import Pipeline
 from sampler.receive.grpc_server import EXPORT_METHOD, GrpcReceiver
 from sampler.receive.http_server import JSON, PROTOBUF, HttpReceiver
+from sampler.receive.intake import ReceiveFlow
 from sampler.rules.verdict import ANNOTATION_KEYS
+from tests.protowire import length_delimited, request_of
 from tests.unit.sessions.builders import (
     RecordingSink,
     resource_spans,
@@ -109,7 +111,7 @@ def request_with_value(name: str, key: str, value: bytes) -> bytes:
     """A one-span request whose span has the attribute `key` set to the serialized `value`."""
     carrier = span(name, 1, name="carrier").SerializeToString()
     carrier += length_delimited(9, length_delimited(1, key.encode()) + length_delimited(2, value))
-    return encode_request([ResourceBlock(b"", "", [ScopeBlock(b"", "", [carrier])])])
+    return request_of([carrier])
 
 
 def rich_request() -> ExportTraceServiceRequest:
@@ -227,8 +229,15 @@ class Front:
         self.sink = RecordingSink()
         self.clock = ManualClock()  # never moved: nothing is decided until the end
         self.pipeline = Pipeline(sampler_config(KEEP_ALL), self.sink, self.clock)
-        self.grpc_receiver = GrpcReceiver(self.pipeline, "127.0.0.1:0", max_message_bytes=max_bytes)
-        self.http_receiver = HttpReceiver(self.pipeline, "127.0.0.1:0", max_message_bytes=max_bytes)
+        # large bodies decode on worker threads, as in `run` (runtime.SamplerApp)
+        self.decoding = ThreadPoolExecutor(2, thread_name_prefix="decode")
+        flow = ReceiveFlow(
+            self.pipeline,
+            max_spans=self.pipeline.config.receivers.max_spans_per_request,
+            decoding=self.decoding,
+        )
+        self.grpc_receiver = GrpcReceiver(flow, "127.0.0.1:0", max_message_bytes=max_bytes)
+        self.http_receiver = HttpReceiver(flow, "127.0.0.1:0", max_message_bytes=max_bytes)
         self.grpc_port = self.http_port = 0
         self._channel: grpc.aio.Channel | None = None
         self._gzip_channel: grpc.aio.Channel | None = None
@@ -267,6 +276,7 @@ class Front:
                 self.run(self._stop())
             finally:
                 self.loop.close()
+                self.decoding.shutdown(wait=True)
 
     # -- sending ---------------------------------------------------------------------------
 

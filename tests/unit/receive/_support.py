@@ -12,7 +12,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sampler.receive.consumer import ACCEPTED, Admission
+from sampler._native import Request
+from sampler.config.model import DEFAULT_MAX_SPANS_PER_REQUEST
+from sampler.receive.intake import ACCEPTED, Admission, Intake, ReceiveFlow
 
 T = TypeVar("T")
 
@@ -25,30 +27,65 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
+class _Answered(Intake):
+    """An intake whose answer is set by the test."""
+
+    __slots__ = ("answer",)
+
+    def __init__(self, request: Request, answer: Admission) -> None:
+        super().__init__(request, 0)
+        self.answer = answer
+
+    def admission(self) -> Admission:
+        return self.answer
+
+
 class RecordingConsumer:
-    """The other side of the receiver interface: records requests, answers `admission`."""
+    """The pipeline's side of the receive flow (``IntakeTarget``): records the validated
+    requests and answers ``admission`` (a refusal, or an acceptance, maybe partial)."""
 
-    def __init__(self, admission: Admission = ACCEPTED) -> None:
+    def __init__(self, admission: Admission = ACCEPTED, *, room: bool = True) -> None:
         self.admission = admission
-        self.requests: list[tuple[ExportTraceServiceRequest, str]] = []
+        self.room = room  # False: no room to decode anything
+        self.requests: list[ExportTraceServiceRequest] = []
+        self.reserved = 0
 
-    def consume(self, request: ExportTraceServiceRequest, *, transport: str) -> Admission:
-        self.requests.append((request, transport))
-        return self.admission
+    def reserve(self, size: int) -> bool:
+        if self.room:
+            self.reserved += size
+        return self.room
+
+    def unreserve(self, size: int) -> None:
+        self.reserved -= size
+
+    def admit(self, request: Request) -> Intake | Admission:
+        self.requests.append(ExportTraceServiceRequest.FromString(request.to_bytes()))
+        if not self.admission.accepted:
+            return self.admission
+        return _Answered(request, self.admission)
+
+    def ingest(self, intake: Intake, max_spans: int = 0) -> bool:
+        return True
 
     def spans(self) -> list[Span]:
         return [
             span
-            for request, _ in self.requests
+            for request in self.requests
             for resource_spans in request.resource_spans
             for scope_spans in resource_spans.scope_spans
             for span in scope_spans.spans
         ]
 
 
+def flow(
+    consumer: RecordingConsumer, max_spans: int = DEFAULT_MAX_SPANS_PER_REQUEST
+) -> ReceiveFlow:
+    return ReceiveFlow(consumer, max_spans=max_spans)
+
+
 def make_request(span_count: int = 1, name: str = "chat") -> ExportTraceServiceRequest:
     spans = [
-        Span(trace_id=TRACE_ID, span_id=SPAN_ID[:-1] + bytes([i]), name=name)
+        Span(trace_id=TRACE_ID, span_id=SPAN_ID[:-4] + (i + 1).to_bytes(4, "big"), name=name)
         for i in range(span_count)
     ]
     return ExportTraceServiceRequest(

@@ -25,9 +25,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from sampler.otlp.json_codec import request_to_json
-from sampler.otlp.wire import encode_varint
 from sampler.receive.http_server import JSON, PROTOBUF
-from sampler.sessions.spans import CONVENTION_KEYS
+from tests.protowire import encode_varint
 from tests.unit.receive._hostile import (
     CONV,
     RICH_BYTES,
@@ -178,6 +177,14 @@ def test_mutated_requests(front: Front) -> None:
 
 # -- span contents: ids, times, attribute values ------------------------------------------------
 
+# the keys the native core reads (native/src/extract.rs, CONVENTION_KEYS), and others
+CONVENTION_KEYS = {
+    "gen_ai.operation.name", "gen_ai.agent.name", "gen_ai.tool.name",
+    "gen_ai.tool.call.arguments", "gen_ai.response.finish_reasons", "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens", "openinference.span.kind", "tool.name",
+    "llm.token_count.prompt", "llm.token_count.completion", "error.type",
+    "http.response.status_code", "http.status_code",
+}  # fmt: skip
 KEYS = sorted(CONVENTION_KEYS | {CONV, "session.id", "agent_sampler.rule", "input.value", "x"})
 # Values that once broke, or could break, the code reading attributes: numbers the extractor
 # converts (token counts, HTTP status codes), JSON it normalises (tool arguments), strings

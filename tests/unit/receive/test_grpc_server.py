@@ -16,10 +16,11 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from sampler.receive.consumer import ACCEPTED, Admission, ReceiverStats
 from sampler.receive.grpc_server import EXPORT_METHOD, STATUS_DETAILS_KEY, GrpcReceiver
+from sampler.receive.intake import ACCEPTED, Admission, ReceiverStats
 from tests.unit.receive._support import (
     RecordingConsumer,
+    flow,
     ids_of,
     make_request,
     received_ids,
@@ -34,7 +35,7 @@ MAX_BYTES = 64 * 1024
 async def serving(
     consumer: RecordingConsumer, listen: str = "127.0.0.1:0", max_bytes: int = MAX_BYTES
 ) -> AsyncIterator[tuple[GrpcReceiver, str]]:
-    receiver = GrpcReceiver(consumer, listen, max_message_bytes=max_bytes)
+    receiver = GrpcReceiver(flow(consumer), listen, max_message_bytes=max_bytes)
     port = await receiver.start()
     host = listen.rpartition(":")[0]
     try:
@@ -77,7 +78,6 @@ def test_sdk_exporter_delivers_spans_with_their_ids() -> None:
 
     stats = run(scenario())
     assert received_ids(consumer) == ids_of(spans)
-    assert [transport for _, transport in consumer.requests] == ["grpc"]
     assert {span.name for span in consumer.spans()} == {"invoke_agent", "execute_tool", "chat"}
     assert stats == ReceiverStats(requests_ok=1, spans_received=3)
 
@@ -199,7 +199,7 @@ def test_bind_failure_is_an_os_error() -> None:
             taken.listen()
             port = taken.getsockname()[1]
             receiver = GrpcReceiver(
-                RecordingConsumer(), f"127.0.0.1:{port}", max_message_bytes=MAX_BYTES
+                flow(RecordingConsumer()), f"127.0.0.1:{port}", max_message_bytes=MAX_BYTES
             )
             with pytest.raises(OSError, match="cannot listen for OTLP/gRPC"):
                 await receiver.start()

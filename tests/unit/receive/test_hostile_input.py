@@ -17,9 +17,9 @@ import pytest
 from google.rpc import code_pb2
 
 from sampler.otlp.json_codec import request_to_json
-from sampler.otlp.wire import ResourceBlock, ScopeBlock, encode_request, length_delimited
 from sampler.receive.http_server import JSON, PROTOBUF
 from tests.e2e.rss import peak_rss_mib, reset_peak_rss, rss_mib
+from tests.protowire import length_delimited, request_of
 from tests.unit.receive._hostile import (
     MAX_BYTES,
     Front,
@@ -151,7 +151,7 @@ def test_a_million_attributes_in_one_span() -> None:
     count = 1_000_000
     attribute = length_delimited(9, length_delimited(1, b"a") + length_delimited(2, b"\x18\x01"))
     big_span = span("many-attrs", 1).SerializeToString() + attribute * count  # a = int 1
-    body = encode_request([ResourceBlock(b"", "", [ScopeBlock(b"", "", [big_span])])])
+    body = request_of([big_span])
     assert len(body) < MAX_BYTES
     with Front().started() as front:
         limit = front.pipeline.config.receivers.max_attributes_per_span

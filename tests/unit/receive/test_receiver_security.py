@@ -22,13 +22,14 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from sampler.receive.auth import BearerAuth
-from sampler.receive.consumer import ReceiverStats
 from sampler.receive.grpc_server import EXPORT_METHOD, GrpcReceiver
 from sampler.receive.http_server import PROTOBUF, HttpReceiver
+from sampler.receive.intake import ReceiverStats
 from sampler.tls import ServerTls
 from tests.certificates import Certificates, make_certificates
 from tests.unit.receive._support import (
     RecordingConsumer,
+    flow,
     ids_of,
     make_request,
     received_ids,
@@ -75,7 +76,7 @@ async def grpc_serving(
     consumer: RecordingConsumer, tls: ServerTls | None, auth: BearerAuth | None = None
 ) -> AsyncIterator[tuple[GrpcReceiver, str]]:
     receiver = GrpcReceiver(
-        consumer, "127.0.0.1:0", max_message_bytes=MAX_BYTES, tls=tls, auth=auth
+        flow(consumer), "127.0.0.1:0", max_message_bytes=MAX_BYTES, tls=tls, auth=auth
     )
     port = await receiver.start()
     try:
@@ -216,7 +217,7 @@ async def http_serving(
     consumer: RecordingConsumer, tls: ServerTls | None, auth: BearerAuth | None = None
 ) -> AsyncIterator[tuple[HttpReceiver, str]]:
     receiver = HttpReceiver(
-        consumer, "127.0.0.1:0", max_message_bytes=MAX_BYTES, tls=tls, auth=auth
+        flow(consumer), "127.0.0.1:0", max_message_bytes=MAX_BYTES, tls=tls, auth=auth
     )
     port = await receiver.start()
     scheme = "http" if tls is None else "https"

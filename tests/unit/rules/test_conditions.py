@@ -1,8 +1,9 @@
 """What each condition kind means, from YAML to verdict.
 
-Per-span kinds (attribute, span_name) are tested twice: their SpanTest directly on one span
-(name, attributes, resource attributes), and a whole session through RuleEngine, with
-``matched_tests`` built the way the pipeline builds it: the engine's tests that matched any span.
+Per-span kinds (attribute, span_name) are tested twice: their SpanTest on one span (name,
+attributes, resource attributes), evaluated by the native core as it ingests the span, and a
+whole session through RuleEngine, with ``matched_tests`` built the way the pipeline builds it:
+the engine's tests that matched any span.
 """
 
 from __future__ import annotations
@@ -13,16 +14,34 @@ from typing import Any
 
 import pytest
 
+from sampler.config.model import SamplerConfig
 from sampler.config.reader import Problems, parse_yaml
 from sampler.rules.conditions import ParseContext, kinds
 from sampler.rules.engine import RuleEngine
-from sampler.rules.facts import AttrValue, DecisionFacts, SpanTest
+from sampler.rules.facts import DecisionFacts, SpanTest
 from sampler.rules.parse import parse_rules
 from sampler.rules.spec import Condition
+from sampler.sessions.native import build_core
 from sampler.signals.errors import ErrorKind
+from tests.unit.sessions.builders import native, simple_request, span
 
-Attrs = Mapping[str, AttrValue]
+Attrs = Mapping[str, Any]
 Span = tuple[str, Attrs, Attrs]  # name, span attributes, resource attributes
+
+
+def evaluate(test: SpanTest, name: str, attrs: Attrs, resource: Attrs) -> bool:
+    """Whether the native core finds that ``test`` matches this span."""
+    return 0 in matched_by_native((test,), (name, attrs, resource))
+
+
+def matched_by_native(tests: Sequence[SpanTest], span_of: Span) -> set[int]:
+    """The indexes of the tests the native core finds matching this span."""
+    name, attrs, resource = span_of
+    core = build_core(SamplerConfig(), tests)
+    one = span("t1", 1, name=name, attrs=attrs)
+    core.ingest(native(simple_request(one, resource=dict(resource) or {"x": 1})), 0.0, 100)
+    (session,) = core.pop_all()
+    return {i for i in range(len(tests)) if session.test_bits >> i & 1}
 
 
 def parse_condition(text: str) -> Condition:
@@ -71,7 +90,11 @@ def session_matches(
     rules = parse_rules(parse_yaml(f"[{{name: hit, when: {when}, action: keep}}]", "t"), problems)
     assert not problems.found, [str(p) for p in problems.found]
     engine = RuleEngine.build(rules)
-    matched = frozenset(t for t in engine.span_tests if any(t.evaluate(*s) for s in spans))
+    matched = frozenset(
+        t
+        for i, t in enumerate(engine.span_tests)
+        if any(i in matched_by_native(engine.span_tests, s) for s in spans)
+    )
     facts = make_facts(
         matched, span_count=span_count, error_spans=error_spans, duration_s=duration_s
     )
@@ -142,7 +165,7 @@ def test_attribute_test_on_one_span(
     condition: str, attrs: Attrs, resource: Attrs, expected: bool
 ) -> None:
     test = span_test(f"{{attribute: {condition}}}")
-    assert test.evaluate("any-name", attrs, resource) is expected
+    assert evaluate(test, "any-name", attrs, resource) is expected
 
 
 def test_attribute_test_names_the_key_it_reads() -> None:
@@ -169,13 +192,13 @@ SPAN_NAME_CASES = [
 )
 def test_span_name_test_on_one_span(condition: str, name: str, expected: bool) -> None:
     test = span_test(f"{{span_name: {condition}}}")
-    assert test.evaluate(name, {"name": name}, {}) is expected
+    assert evaluate(test, name, {"name": name}, {}) is expected
     assert test.keys == ()
 
 
 def test_span_name_ignores_attributes() -> None:
     test = span_test("{span_name: checkout}")
-    assert not test.evaluate("other", {"span.name": "checkout"}, {"name": "checkout"})
+    assert not evaluate(test, "other", {"span.name": "checkout"}, {"name": "checkout"})
 
 
 SESSION_CASES = [
@@ -417,7 +440,7 @@ def test_every_kind_keeps_the_condition_contract(kind: str) -> None:
     assert hash(condition) == hash(parse_condition(SAMPLES[kind]))
     for test in condition.span_tests():
         assert isinstance(test.keys, tuple)
-        assert isinstance(test.evaluate("x", {}, {}), bool)
+        assert isinstance(evaluate(test, "x", {}, {}), bool)
     assert isinstance(condition.matches(make_facts()), bool)
 
 
@@ -450,5 +473,9 @@ def test_equals_true_and_equals_one_stay_distinct_tests() -> None:
     )
     engine = RuleEngine.build(rules)
     span: Span = ("s", {"n": 1}, {})
-    matched = frozenset(t for t in engine.span_tests if t.evaluate(*span))
+    matched = frozenset(
+        t
+        for i, t in enumerate(engine.span_tests)
+        if i in matched_by_native(engine.span_tests, span)
+    )
     assert engine.decide(make_facts(matched), now=0.0).rule == "one"

@@ -12,15 +12,13 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from sampler._native import Request, validate
 from sampler.config.load import load_config_text
 from sampler.config.model import SamplerConfig
-from sampler.sessions.buffer import BlockKey
-from sampler.sessions.spans import SpanFacts
-from sampler.signals.errors import ErrorKind
+from sampler.pipeline import Pipeline
+from sampler.receive.intake import Admission
 
 Scalar = str | int | float | bool
-
-BLOCK: BlockKey = (b"", "", b"", "")
 
 
 def trace_id(name: str) -> bytes:
@@ -38,7 +36,7 @@ def span_id(number: int) -> bytes:
     return number.to_bytes(8, "big")
 
 
-def any_value(value: Scalar | Sequence[str]) -> AnyValue:
+def any_value(value: Scalar | bytes | Sequence[object]) -> AnyValue:
     if isinstance(value, bool):
         return AnyValue(bool_value=value)
     if isinstance(value, int):
@@ -47,12 +45,14 @@ def any_value(value: Scalar | Sequence[str]) -> AnyValue:
         return AnyValue(double_value=value)
     if isinstance(value, str):
         return AnyValue(string_value=value)
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
     array = AnyValue()
-    array.array_value.values.extend(AnyValue(string_value=v) for v in value)
+    array.array_value.values.extend(any_value(v) for v in value)  # type: ignore[arg-type]
     return array
 
 
-def attributes(values: Mapping[str, Scalar | Sequence[str]]) -> list[KeyValue]:
+def attributes(values: Mapping[str, Scalar | bytes | Sequence[object]]) -> list[KeyValue]:
     return [KeyValue(key=k, value=any_value(v)) for k, v in values.items()]
 
 
@@ -62,7 +62,7 @@ def span(
     *,
     parent: int | None = None,
     name: str = "",
-    attrs: Mapping[str, Scalar | Sequence[str]] | None = None,
+    attrs: Mapping[str, Scalar | bytes | Sequence[object]] | None = None,
     error: bool = False,
     events: Sequence[str] = (),
     start_ns: int = 1_000,
@@ -121,24 +121,14 @@ def simple_request(
     )
 
 
-def facts(
-    trace: str,
-    *,
-    key: str | None = None,
-    root: bool = False,
-    error: bool = False,
-    start_ns: int = 0,
-    end_ns: int = 0,
-) -> SpanFacts:
-    return SpanFacts(
-        trace_id=trace_id(trace),
-        session_key=key,
-        is_root=root,
-        start_ns=start_ns,
-        end_ns=end_ns,
-        test_bits=0,
-        error_kinds=int(ErrorKind.STATUS) if error else 0,
-    )
+def native(request: ExportTraceServiceRequest, max_spans: int = 200_000) -> Request:
+    """A request as the receivers hand it to the pipeline: validated by the native core."""
+    return validate(request.SerializeToString(), max_spans)
+
+
+def consume(pipeline: Pipeline, request: ExportTraceServiceRequest) -> Admission:
+    """Admits and ingests a whole request, as the receive flow does."""
+    return pipeline.consume(native(request, pipeline.config.receivers.max_spans_per_request))
 
 
 def sampler_config(

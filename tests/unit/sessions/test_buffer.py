@@ -1,32 +1,28 @@
-"""SessionBuffer scenarios, each a row: spans arrive at given times, the timer is popped by hand.
+"""The native session buffer, scenario by scenario: spans arrive at given times (one a request),
+due sessions are popped by hand and decided at once.
 
 A scenario is a list of steps; running it yields a log that the row compares as a whole:
   ("due", now, [sessions])        what pop_due(now) / pop_all() returned (sorted)
-  ("follows", trace, keep)        add() returned a verdict: the span follows a decided session
-  ("followed", session, keep)     a provisional session joined a decided one (buffer.followed)
+  ("follows", trace, keep)        the span followed the verdict of a decided session
+  ("followed", spans, keep)       a provisional session of that many spans joined a decided one
 A session is written (key, trace names, span count); a provisional one's key is "~" + trace name.
-Every popped session is decided at once with the step's verdict and recorded in the cache; with
-``hold=True`` a dropped one is also held (as the pipeline holds it), so new spans can reopen it.
+Every popped session is decided with the step's verdict (and so remembered for late spans);
+with ``hold=True`` a dropped one is also held, so that new spans can reopen it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from sampler.config.model import SessionsConfig
-from sampler.rules.verdict import Verdict
-from sampler.sessions.buffer import Session, SessionBuffer, spans_of
-from sampler.sessions.decision_cache import DecisionCache
-from sampler.sessions.timers import TimerWheel
-from tests.unit.sessions.builders import BLOCK, facts, trace_name
-
-PAYLOAD = b"s" * 10  # every buffered span is 10 bytes
+from sampler._native import Core, SessionView
+from sampler.config.model import SamplerConfig, SessionsConfig
+from sampler.sessions.native import BufferStats, build_core
+from tests.unit.sessions.builders import native, simple_request, span, trace_name
 
 
 @dataclass(frozen=True)
@@ -54,62 +50,59 @@ Step = Add | Pop | PopAll
 Summary = tuple[str, tuple[str, ...], int]
 
 
-class RescheduleLoop(RuntimeError):
-    """pop_due kept putting a session back into a tick it was already draining."""
-
-
 class Harness:
     def __init__(self, settings: dict[str, Any], cache_sessions: int = 100) -> None:
-        self.buffer = SessionBuffer(
-            dataclasses.replace(SessionsConfig(), **settings), DecisionCache(cache_sessions)
+        config = SamplerConfig()
+        config = dataclasses.replace(
+            config,
+            sessions=dataclasses.replace(SessionsConfig(), **settings),
+            decision_cache=dataclasses.replace(config.decision_cache, max_sessions=cache_sessions),
         )
-        self._guard_wheel(self.buffer._wheel)
+        self.core: Core = build_core(config, ())
+        self._span_ids = 1
 
-    @staticmethod
-    def _guard_wheel(wheel: TimerWheel[Session]) -> None:
-        """Turn an endless reschedule loop inside one pop_due into an exception, not a hang."""
-        schedule = wheel.schedule
-        calls = 0
+    @property
+    def stats(self) -> BufferStats:
+        return BufferStats.of(self.core)
 
-        def guarded(item: Session, deadline: float) -> int:
-            nonlocal calls
-            calls += 1
-            if calls > 10_000:
-                raise RescheduleLoop(f"rescheduled {calls} times (deadline {deadline!r})")
-            return schedule(item, deadline)
-
-        wheel.schedule = guarded  # type: ignore[method-assign]
+    def add(self, step: Add) -> tuple[int, int]:
+        """Ingests one span: (spans kept late, spans dropped late)."""
+        self._span_ids += 1
+        attrs = {"gen_ai.conversation.id": step.key} if step.key else {}
+        one = span(step.trace, self._span_ids, parent=None if step.root else 1, attrs=attrs)
+        request = native(simple_request(one))
+        *_, late_kept, late_dropped, _ = self.core.ingest(request, step.at, 4096)
+        assert request.done
+        return late_kept, late_dropped
 
     def run(self, steps: Sequence[Step]) -> list[tuple[Any, ...]]:
         log: list[tuple[Any, ...]] = []
         for step in steps:
             if isinstance(step, Add):
-                verdict = self.buffer.add(
-                    facts(step.trace, key=step.key, root=step.root), BLOCK, PAYLOAD, step.at
-                )
-                if verdict is not None:
-                    log.append(("follows", step.trace, verdict.keep))
-                for session, followed in self.buffer.followed:
-                    log.append(("followed", summary(session), followed.keep))
-                self.buffer.followed.clear()
+                kept, dropped = self.add(step)
+                if kept or dropped:
+                    log.append(("follows", step.trace, bool(kept)))
+                    if kept + dropped > 1:  # the span, and a provisional session before it
+                        log.append(("followed", kept + dropped - 1, bool(kept)))
                 continue
-            if isinstance(step, Pop):
-                sessions = self.buffer.pop_due(step.at)
-            else:
-                sessions = self.buffer.pop_all()
-            for session in sessions:
-                verdict = Verdict(step.keep, "kept" if step.keep else "dropped")
-                self.buffer.record(session, verdict)
-                if isinstance(step, Pop) and step.hold and not step.keep:
-                    assert self.buffer.hold.hold(session, verdict, cold=False, now=step.at)
-            log.append(("due", step.at, sorted(summary(s) for s in sessions)))
+            views = self.core.pop_due(step.at) if isinstance(step, Pop) else self.core.pop_all()
+            for view in views:
+                rule = "kept" if step.keep else "dropped"
+                self.core.decide(view.handle, step.keep, rule, 1.0, (), not view.keyed)
+                if step.keep:
+                    continue
+                if isinstance(step, Pop) and step.hold:
+                    assert self.core.hold(view.handle, False, step.at, 1)
+                else:
+                    self.core.release(view.handle)
+            log.append(("due", step.at, sorted(summary(v) for v in views)))
         return log
 
 
-def summary(session: Session) -> Summary:
-    names = tuple(trace_name(t) for t in session.trace_ids)
-    key = session.key if session.keyed else f"~{names[0]}"
-    return (key, names, session.span_count)
+def summary(view: SessionView) -> Summary:
+    names = tuple(trace_name(t) for t in view.trace_ids)
+    key = view.key if view.keyed else f"~{names[0]}"
+    return (key, names, view.span_count)
 
 
 # Default settings: open_trace_wait 90s, decision_wait 30s, root_end_grace 2s,
@@ -212,7 +205,7 @@ SCENARIOS = [
         [
             ("due", 30.05, [("c1", ("t1",), 1)]),
             ("follows", "t2", True),
-            ("followed", ("~t2", ("t2",), 2), True),
+            ("followed", 2, True),
             ("follows", "t2", True),
             ("due", 1000, []),
         ],
@@ -497,9 +490,9 @@ def test_counters_return_to_zero_once_everything_is_decided(
     harness = Harness(settings)
     harness.run([*steps, PopAll(10_000)])
 
-    buffer = harness.buffer
-    assert (buffer.session_count, buffer.span_count, buffer.span_bytes) == (0, 0, 0)
-    assert (buffer._traces, buffer._keyed) == ({}, {})
+    stats = harness.stats
+    assert (stats.session_count, stats.span_count, stats.span_bytes, stats.memory) == (0, 0, 0, 0)
+    assert stats.undecided == 0
 
 
 @pytest.mark.parametrize(
@@ -561,10 +554,10 @@ def test_counters_track_buffered_sessions_and_spans(
     harness = Harness({})
     harness.run(steps)
 
-    buffer = harness.buffer
+    stats = harness.stats
     sessions, spans = expected_counts
-    assert (buffer.session_count, buffer.span_count) == (sessions, spans)
-    assert buffer.span_bytes == spans * len(PAYLOAD)
+    assert (stats.session_count, stats.span_count) == (sessions, spans)
+    assert (stats.span_bytes > 0, stats.memory > 0) == (spans > 0, sessions > 0)
 
 
 @pytest.mark.parametrize(
@@ -579,13 +572,14 @@ def test_a_reopened_session_leaves_the_hold_and_is_known_as_decided_before(
 ) -> None:
     harness = Harness({})
     harness.run([Add(0, "t1", key="c1", root=True), Pop(30.05, keep=False, hold=True)])
-    buffer = harness.buffer
-    assert (len(buffer.hold), buffer.hold.span_count, buffer.reopened) == (1, 1, 0)
+    stats = harness.stats
+    assert (stats.held_sessions, stats.held_spans, stats.reopened) == (1, 1, 0)
 
     harness.run([reopen])
 
-    assert (len(buffer.hold), buffer.hold.span_count, buffer.reopened) == (0, 0, 1)
-    (session,) = buffer.pop_all()
+    stats = harness.stats
+    assert (stats.held_sessions, stats.held_spans, stats.reopened) == (0, 0, 1)
+    (session,) = harness.core.pop_all()
     assert (session.key, session.decided_before, session.span_count) == (key, True, 2)
 
 
@@ -640,71 +634,3 @@ def test_decision_cache_eviction_forgets_the_oldest(
 
     late: list[Step] = [Add(6, trace) for trace in late_traces]
     assert harness.run([*late, PopAll(99)]) == expected
-
-
-def _deadline_rows() -> list[Any]:
-    base = {
-        "open_trace_wait": 90.0,
-        "decision_wait": 30.0,
-        "root_end_grace": 2.0,
-        "max_session_duration": 300.0,
-    }
-    running = {b"t"}  # a trace whose root has not arrived
-    # name, settings, keyed, rootless, roots_done_at, expected (last span at 5)
-    rows: list[tuple[str, dict[str, float], bool, set[bytes], float, float]] = [
-        ("open-trace-keyed", {}, True, running, math.inf, 5 + 90.0),
-        ("open-trace-unkeyed", {}, False, running, math.inf, 5 + 90.0),
-        ("keyed-roots-done-ignores-grace", {}, True, set(), 4.0, 5 + 30.0),
-        ("unkeyed-roots-done-grace", {}, False, set(), 4.0, 4 + 2.0),
-        ("unkeyed-grace-off", {"root_end_grace": 0.0}, False, set(), 4.0, 5 + 30.0),
-        ("duration-cap-keyed", {"max_session_duration": 20.0}, True, set(), 4.0, 20.0),
-        ("duration-cap-open", {"max_session_duration": 60.0}, False, running, math.inf, 60.0),
-    ]
-    return [
-        pytest.param({**base, **over}, keyed, rootless, done, want, id=name)
-        for name, over, keyed, rootless, done, want in rows
-    ]
-
-
-@pytest.mark.parametrize(
-    ("settings", "keyed", "rootless", "roots_done_at", "expected"), _deadline_rows()
-)
-def test_deadline_is_the_earliest_completion_rule(
-    settings: dict[str, float],
-    keyed: bool,
-    rootless: set[bytes],
-    roots_done_at: float,
-    expected: float,
-) -> None:
-    buffer = Harness(settings).buffer
-    session = Session("k", keyed, 0.0)
-    session.rootless = set(rootless)
-    session.roots_done_at = roots_done_at
-    session.last_seen = 5.0
-
-    assert buffer.deadline(session) == expected
-
-
-def test_a_sessions_spans_come_back_as_they_were_added_block_by_block() -> None:
-    other_block = (b"resource-2", "", b"", "")
-    spans = [b"first", b"", b"x" * 70_000, b"last"]  # empty, and larger than 64 KiB
-    session = Session("s", True, 0.0)
-    for index, span in enumerate(spans):
-        session.add_span(BLOCK if index != 1 else other_block, span, facts("t"), 0.0)
-    merged = Session("m", True, 0.0)
-    merged.add_span(BLOCK, b"before", facts("u"), 0.0)
-    merged.absorb(session)
-    out = {block: list(spans) for block, spans in merged.span_blocks().items()}
-    assert out == {BLOCK: [b"before", b"first", b"x" * 70_000, b"last"], other_block: [b""]}
-    assert merged.span_bytes == sum(map(len, spans)) + len(b"before")
-
-
-def test_a_run_can_grow_again_once_a_reader_is_dropped_half_way() -> None:
-    session = Session("s", True, 0.0)
-    session.add_span(BLOCK, b"one", facts("t"), 0.0)
-    session.add_span(BLOCK, b"two", facts("t"), 0.0)
-    reader = spans_of(session.blocks[BLOCK])
-    assert next(reader) == b"one"
-    del reader  # its view of the run is released with it
-    session.add_span(BLOCK, b"three", facts("t"), 0.0)
-    assert list(spans_of(session.blocks[BLOCK])) == [b"one", b"two", b"three"]

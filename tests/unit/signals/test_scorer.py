@@ -12,11 +12,11 @@ import dataclasses
 import pytest
 
 from sampler.config.model import RarityConfig, ShapeConfig, SignalsConfig
-from sampler.sessions.features import SessionFeatures
-from sampler.sessions.spans import KIND_AGENT, KIND_LLM, KIND_OTHER, KIND_TOOL, SpanFacts
 from sampler.signals.errors import ErrorKind
 from sampler.signals.rarity import RarityModel
 from sampler.signals.scorer import SessionScorer
+from tests.reference.legacy.features import SessionFeatures
+from tests.reference.legacy.spans import KIND_AGENT, KIND_LLM, KIND_OTHER, KIND_TOOL, SpanFacts
 
 TRACE = b"\0" * 15 + b"t"
 ROOT = (1).to_bytes(8, "big")

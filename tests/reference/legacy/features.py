@@ -7,7 +7,7 @@ and sums keep counting.
 
 from __future__ import annotations
 
-from sampler.sessions.spans import KIND_AGENT, KIND_LLM, KIND_TOOL, SpanFacts
+from tests.reference.legacy.spans import KIND_AGENT, KIND_LLM, KIND_TOOL, SpanFacts
 
 MAX_TOOL_CALLS = 1024
 MAX_STRUCTURE = 4096

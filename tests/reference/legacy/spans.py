@@ -13,13 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from sampler.rules.facts import AttrValue, SpanTest
+from sampler.rules.conditions.attribute import AttributeTest
+from sampler.rules.conditions.span_name import SpanNameTest
+from sampler.rules.facts import SpanTest
 from sampler.rules.verdict import ANNOTATION_KEYS
 from sampler.signals.errors import ErrorKind
 
@@ -44,6 +47,7 @@ OI_COMPLETION_TOKENS = "llm.token_count.completion"
 ERROR_TYPE = "error.type"
 HTTP_STATUS_KEYS = ("http.response.status_code", "http.status_code")
 
+AttrValue = str | bool | int | float | bytes | tuple[object, ...] | None
 _INT64_LIMIT = 2**63
 # Distinct agent and tool names shared as one str each (``SpanExtractor._shared``); beyond this
 # many the table starts over, so a flood of unique names costs nothing lasting.
@@ -194,7 +198,7 @@ class SpanExtractor:
         if self.tests:
             name = span.name
             for index, test in enumerate(self.tests):
-                if test.evaluate(name, attrs, resource):
+                if evaluate(test, name, attrs, resource):
                     bits |= 1 << index
         errors = _STATUS if span.status.code == STATUS_ERROR else 0
         events = span.events
@@ -280,3 +284,68 @@ class SpanExtractor:
         if len(names) >= MAX_SHARED_NAMES:
             names.clear()
         return names.setdefault(name, name)
+
+
+# --- the span tests as Python evaluated them (moved here from sampler.rules.conditions) --------
+
+
+def evaluate(
+    test: SpanTest, name: str, attrs: Mapping[str, AttrValue], resource: Mapping[str, AttrValue]
+) -> bool:
+    if isinstance(test, SpanNameTest):
+        if test.pattern is not None:
+            return re.search(test.pattern, name) is not None
+        return name in test.names
+    assert isinstance(test, AttributeTest)
+    if test.scope != "resource" and test.key in attrs:
+        if _value_matches(test, attrs[test.key]):
+            return True
+    if test.scope != "span" and test.key in resource:
+        return _value_matches(test, resource[test.key])
+    return False
+
+
+def _value_matches(test: AttributeTest, value: AttrValue) -> bool:
+    if test.exists:
+        return True
+    if test.equals:
+        return any(_scalar_equal(value, expected) for expected in test.equals)
+    if test.pattern is not None:
+        return _regex_search(value, re.compile(test.pattern))
+    return _in_range(value, test.low, test.high)
+
+
+def _typed(value: AttrValue) -> tuple[str, object] | None:
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int | float):
+        return ("number", float(value))
+    if isinstance(value, str):
+        return ("str", value)
+    return None
+
+
+def _scalar_equal(value: AttrValue, expected: tuple[str, object]) -> bool:
+    if isinstance(value, tuple):
+        return any(_scalar_equal(item, expected) for item in value)  # type: ignore[arg-type]
+    return _typed(value) == expected
+
+
+def _in_range(value: AttrValue, low: float | None, high: float | None) -> bool:
+    if isinstance(value, tuple):
+        return any(_in_range(item, low, high) for item in value)  # type: ignore[arg-type]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                return False
+        else:
+            return False
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def _regex_search(value: AttrValue, pattern: re.Pattern[str]) -> bool:
+    if isinstance(value, tuple):
+        return any(_regex_search(item, pattern) for item in value)  # type: ignore[arg-type]
+    return isinstance(value, str) and pattern.search(value) is not None

@@ -39,12 +39,12 @@ from collections.abc import Iterator
 
 from sampler.config.model import SessionsConfig
 from sampler.rules.verdict import Verdict
-from sampler.sessions.decision_cache import DecisionCache
-from sampler.sessions.features import SessionFeatures
-from sampler.sessions.held import DroppedHold
-from sampler.sessions.memory import memory_of
-from sampler.sessions.spans import SpanFacts
-from sampler.sessions.timers import TimerWheel
+from tests.reference.legacy.decision_cache import DecisionCache
+from tests.reference.legacy.features import SessionFeatures
+from tests.reference.legacy.held import DroppedHold
+from tests.reference.legacy.memory import memory_of
+from tests.reference.legacy.spans import SpanFacts
+from tests.reference.legacy.timers import TimerWheel
 
 # Serialized Resource, its schema_url, serialized InstrumentationScope, its schema_url.
 BlockKey = tuple[bytes, str, bytes, str]

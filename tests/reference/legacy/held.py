@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sampler.rules.verdict import Verdict
-from sampler.sessions.memory import memory_of
+from tests.reference.legacy.memory import memory_of
 
 # A session still cold at its second look (its agent is little seen yet) is held for another
 # look, this many in all: enough for a young agent to warm up, bounded for one that never does.
 MAX_LOOKS = 3
 
 if TYPE_CHECKING:  # buffer.py holds a DroppedHold
-    from sampler.sessions.buffer import Session
+    from tests.reference.legacy.buffer import Session
 
 
 @dataclass(slots=True)

@@ -1,0 +1,1316 @@
+//! The session buffer: spans wait here, grouped into sessions, until their session is complete.
+//!
+//! Grouping rules (why they are this way):
+//! - Spans are held by trace id first. In real instrumentation the session key is often only
+//!   on the agent's root span, and the root ends (so arrives) last; a trace without a known
+//!   key waits in a *provisional* session of its own, and joins its keyed session as soon as
+//!   any of its spans reveals the key.
+//! - A trace's session never changes once keyed: a conflicting key on a later span is ignored.
+//! - A session holding several traces (a multi-turn conversation) is decided once, as a whole.
+//!   Late spans of a decided trace follow its decision (`DecisionCache`). A *new* trace of a
+//!   decided conversation follows it if it was kept; if it was dropped, the conversation is
+//!   *reopened* while its spans are still held (`Hold`): taken back into the buffer and decided
+//!   again as a whole, so an error in turn five keeps turns one to four with it. Once the hold
+//!   is over, new traces form a continuation session, decided on its own.
+//!
+//! Completion: a session is due
+//! - while one of its traces has not delivered its root span (the agent is still running),
+//!   after `open_trace_wait` without spans;
+//! - once every trace's root arrived: a session without a key (a lone trace) `root_end_grace`
+//!   later; a keyed session (a conversation) after `decision_wait` without spans;
+//! - at the latest `max_session_duration` after it began, and at once at `max_session_spans`.
+//!
+//! Deadlines live in a `TimerWheel`, so finding due sessions never scans the buffer.
+//!
+//! Sessions live in a slab and are named by a `SessionId` (index and generation): a stale id
+//! (a timer entry of a session decided since) finds nothing. A session leaves the buffer
+//! exactly once (popped: due, oldest or all; merged into another; or followed a decision); a
+//! popped or held session is Python's to resolve (keep, hold, or release).
+#![forbid(unsafe_code)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+use hashlink::LinkedHashMap;
+
+use crate::features::{Features, SpanFeatures};
+use crate::verdict::Verdict;
+use crate::wire::{put_varint, Reader};
+
+pub type TraceId = [u8; 16];
+
+/// A (resource, scope) block: spans are kept, and written out, grouped by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    /// The serialized `Resource` (its occurrences back to back), empty when absent.
+    pub resource: Box<[u8]>,
+    pub resource_url: Box<str>,
+    pub scope: Box<[u8]>,
+    pub scope_url: Box<str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(u64);
+
+impl SessionId {
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    pub fn from_u64(raw: u64) -> SessionId {
+        SessionId(raw)
+    }
+
+    fn index(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Buffering,
+    /// Left the buffer to be decided: Python keeps it, holds it or releases it.
+    Out,
+    Held,
+}
+
+/// Timer tick meaning "no timer entry"; `DUE_NOW` means "in `due_now`, at its span cap".
+const NO_TICK: i64 = i64::MAX;
+const DUE_NOW: i64 = -1;
+
+#[derive(Debug)]
+pub struct Session {
+    /// The session key, or the trace id in hex for a session without one.
+    pub key: Box<str>,
+    pub keyed: bool,
+    pub trace_ids: Vec<TraceId>,
+    /// Traces whose root span has not arrived.
+    pub rootless: Vec<TraceId>,
+    /// Serialized spans by block, back to back, each after its size (a varint).
+    pub blocks: Vec<(Arc<BlockKey>, Vec<u8>)>,
+    pub features: Features,
+    pub span_bytes: usize,
+    pub created: f64,
+    pub last_seen: f64,
+    pub roots_done_at: f64,
+    timer_tick: i64,
+    pub state: State,
+    /// Non-empty upstream tracestates, by trace.
+    pub trace_states: Vec<(TraceId, Box<str>)>,
+    /// A conversation decided (and dropped) before: its later traces (a continuation), or the
+    /// whole of it reopened; its rarity was judged, and learned, the first time.
+    pub decided_before: bool,
+    /// Dropped while the rarity model was cold, then reopened: its second look is still due.
+    pub awaiting_look: bool,
+    /// The verdict it was last given (a held session's drop).
+    pub verdict: Option<Arc<Verdict>>,
+    age: u64,
+    /// Memory accounted to this session (`memory()` when last measured).
+    accounted: usize,
+}
+
+/// Memory a session holds besides its heap parts: the struct, its slab slot, map entries.
+const SESSION_FIXED_BYTES: usize = std::mem::size_of::<Session>() + 64;
+/// A trace id in the buffer's map and the session's lists.
+const TRACE_ENTRY_BYTES: usize = 64;
+
+impl Session {
+    fn new(key: Box<str>, keyed: bool, now: f64, age: u64) -> Session {
+        Session {
+            key,
+            keyed,
+            trace_ids: Vec::new(),
+            rootless: Vec::new(),
+            blocks: Vec::new(),
+            features: Features::default(),
+            span_bytes: 0,
+            created: now,
+            last_seen: now,
+            roots_done_at: f64::INFINITY,
+            timer_tick: NO_TICK,
+            state: State::Buffering,
+            trace_states: Vec::new(),
+            decided_before: false,
+            awaiting_look: false,
+            verdict: None,
+            age,
+            accounted: 0,
+        }
+    }
+
+    pub fn span_count(&self) -> u64 {
+        self.features.span_count
+    }
+
+    fn add_trace(&mut self, trace_id: TraceId) {
+        self.trace_ids.push(trace_id);
+        self.rootless.push(trace_id);
+        self.roots_done_at = f64::INFINITY;
+    }
+
+    fn add_span(&mut self, span: &Arrival<'_>, now: f64) {
+        let run = match self
+            .blocks
+            .iter()
+            .position(|(b, _)| Arc::ptr_eq(b, span.block))
+        {
+            Some(i) => &mut self.blocks[i].1,
+            None => {
+                self.blocks.push((span.block.clone(), Vec::new()));
+                &mut self.blocks.last_mut().expect("just pushed").1
+            }
+        };
+        let needed = span.bytes.len() + 5;
+        if run.capacity() - run.len() < needed {
+            // grow by a quarter, not double: the slack is memory every buffered span pays for
+            let grow = needed.max(run.capacity() / 4).max(256);
+            run.reserve_exact(grow);
+        }
+        put_varint(run, span.bytes.len() as u64);
+        run.extend_from_slice(span.bytes);
+        self.span_bytes += span.bytes.len();
+        self.features.observe(&span.features);
+        self.last_seen = now;
+        if !span.trace_state.is_empty()
+            && !self.trace_states.iter().any(|(t, _)| *t == span.trace_id)
+        {
+            self.trace_states
+                .push((span.trace_id, span.trace_state.into()));
+        }
+        if span.is_root() {
+            if let Some(i) = self.rootless.iter().position(|t| *t == span.trace_id) {
+                self.rootless.remove(i);
+                if self.rootless.is_empty() {
+                    self.roots_done_at = now;
+                }
+            }
+        }
+    }
+
+    fn absorb(&mut self, other: Session) {
+        for (block, run) in other.blocks {
+            match self.blocks.iter_mut().find(|(b, _)| Arc::ptr_eq(b, &block)) {
+                Some((_, mine)) => mine.extend_from_slice(&run),
+                None => self.blocks.push((block, run)),
+            }
+        }
+        self.span_bytes += other.span_bytes;
+        self.features.merge(other.features);
+        self.trace_ids.extend(other.trace_ids);
+        for (trace_id, state) in other.trace_states {
+            if !self.trace_states.iter().any(|(t, _)| *t == trace_id) {
+                self.trace_states.push((trace_id, state));
+            }
+        }
+        self.rootless.extend(other.rootless); // a trace is in one session: no duplicates
+        self.decided_before |= other.decided_before;
+        self.created = self.created.min(other.created);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.roots_done_at = if self.rootless.is_empty() {
+            self.roots_done_at.max(other.roots_done_at)
+        } else {
+            f64::INFINITY
+        };
+    }
+
+    /// Memory this session holds, as the buffer's limits count it.
+    pub fn memory(&self) -> usize {
+        SESSION_FIXED_BYTES
+            + self.key.len()
+            + self.trace_ids.len() * TRACE_ENTRY_BYTES
+            + self
+                .blocks
+                .iter()
+                .map(|(_, run)| run.capacity() + 48)
+                .sum::<usize>()
+            + self.features.heap_bytes()
+            + self
+                .trace_states
+                .iter()
+                .map(|(_, s)| s.len() + 40)
+                .sum::<usize>()
+    }
+
+    /// The session's spans, block by block, in arrival order.
+    pub fn spans(&self) -> impl Iterator<Item = (&Arc<BlockKey>, SpanRun<'_>)> {
+        self.blocks
+            .iter()
+            .map(|(block, run)| (block, SpanRun { run, pos: 0 }))
+    }
+}
+
+/// The spans of one block's run.
+pub struct SpanRun<'a> {
+    run: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for SpanRun<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.pos >= self.run.len() {
+            return None;
+        }
+        let mut reader = Reader::new(&self.run[self.pos..], 0);
+        let size = reader.read_varint().ok()? as usize; // written by add_span: cannot fail
+        let start = self.pos + reader.position();
+        self.pos = (start + size).min(self.run.len());
+        self.run.get(start..self.pos)
+    }
+}
+
+/// One span arriving at the buffer.
+pub struct Arrival<'a> {
+    pub trace_id: TraceId,
+    pub session_key: Option<&'a str>,
+    pub trace_state: &'a str,
+    pub block: &'a Arc<BlockKey>,
+    /// The span's serialized bytes, as kept (limits applied).
+    pub bytes: &'a [u8],
+    pub features: SpanFeatures<'a>,
+}
+
+impl Arrival<'_> {
+    fn is_root(&self) -> bool {
+        self.features.parent == crate::features::Parent::Root
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionSettings {
+    pub decision_wait: f64,
+    pub root_end_grace: f64,
+    pub open_trace_wait: f64,
+    pub max_session_duration: f64,
+    pub max_session_spans: u64,
+    pub tick: f64,
+    pub dropped_hold: f64,
+    pub dropped_hold_max_spans: u64,
+    pub decision_cache_max: usize,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            decision_wait: 30.0,
+            root_end_grace: 2.0,
+            open_trace_wait: 90.0,
+            max_session_duration: 300.0,
+            max_session_spans: 10_000,
+            tick: 0.1,
+            dropped_hold: 120.0,
+            dropped_hold_max_spans: 200_000,
+            decision_cache_max: 200_000,
+        }
+    }
+}
+
+// --- timers ----------------------------------------------------------------------------------
+
+/// Deadlines rounded up to integer ticks; each tick owns a bucket, and a heap holds one entry
+/// per non-empty bucket, not per session, so its size is bounded by (longest deadline / tick)
+/// whatever the number of sessions. Entries are never removed: a session's `timer_tick` says
+/// which entry is current, the others are stale and skipped (the collector's idea of one id
+/// batch per second, at a finer grain).
+struct TimerWheel {
+    tick_s: f64,
+    buckets: HashMap<i64, Vec<SessionId>>,
+    ticks: BinaryHeap<Reverse<i64>>,
+}
+
+/// In ticks: 0.3 / 0.1 is 2.9999999999999996, and must count as tick 3.
+const TOLERANCE: f64 = 1e-9;
+
+impl TimerWheel {
+    fn new(tick_s: f64) -> Self {
+        TimerWheel {
+            tick_s,
+            buckets: HashMap::new(),
+            ticks: BinaryHeap::new(),
+        }
+    }
+
+    /// The first tick at or after `deadline`.
+    fn tick_of(&self, deadline: f64) -> i64 {
+        to_tick((deadline / self.tick_s - TOLERANCE).ceil())
+    }
+
+    /// The last tick at or before `now`: entries of this tick and earlier are due.
+    fn current_tick(&self, now: f64) -> i64 {
+        to_tick((now / self.tick_s + TOLERANCE).floor())
+    }
+
+    fn schedule(&mut self, id: SessionId, deadline: f64) -> i64 {
+        let tick = self.tick_of(deadline);
+        self.buckets
+            .entry(tick)
+            .or_insert_with(|| {
+                self.ticks.push(Reverse(tick));
+                Vec::new()
+            })
+            .push(id);
+        tick
+    }
+
+    fn pop_due(&mut self, now: f64) -> Vec<(i64, SessionId)> {
+        let limit = self.current_tick(now);
+        let mut out = Vec::new();
+        while let Some(&Reverse(tick)) = self.ticks.peek() {
+            if tick > limit {
+                break;
+            }
+            self.ticks.pop();
+            if let Some(bucket) = self.buckets.remove(&tick) {
+                out.extend(bucket.into_iter().map(|id| (tick, id)));
+            }
+        }
+        out
+    }
+}
+
+fn to_tick(value: f64) -> i64 {
+    if value.is_nan() {
+        NO_TICK
+    } else {
+        value.clamp(-9.0e18, 9.0e18) as i64 // +inf: never (a far tick)
+    }
+}
+
+// --- decision cache ------------------------------------------------------------------------
+
+/// Memory of recent decisions, so that spans arriving after their session was decided follow
+/// the same decision. Bounded: the oldest entries are forgotten first.
+pub struct DecisionCache {
+    max_entries: usize,
+    by_key: LinkedHashMap<Box<str>, Arc<Verdict>>,
+    by_trace: LinkedHashMap<TraceId, Arc<Verdict>>,
+}
+
+impl DecisionCache {
+    fn new(max_entries: usize) -> Self {
+        DecisionCache {
+            max_entries: max_entries.max(1),
+            by_key: LinkedHashMap::new(),
+            by_trace: LinkedHashMap::new(),
+        }
+    }
+
+    fn remember(&mut self, key: Option<&str>, trace_ids: &[TraceId], verdict: &Arc<Verdict>) {
+        if let Some(key) = key {
+            self.by_key.remove(key); // re-inserting moves the key to the young end
+            self.by_key.insert(key.into(), verdict.clone());
+            if self.by_key.len() > self.max_entries {
+                self.by_key.pop_front();
+            }
+        }
+        for trace_id in trace_ids {
+            self.by_trace.remove(trace_id);
+            self.by_trace.insert(*trace_id, verdict.clone());
+            if self.by_trace.len() > self.max_entries {
+                self.by_trace.pop_front();
+            }
+        }
+    }
+
+    fn for_key(&self, key: &str) -> Option<&Arc<Verdict>> {
+        self.by_key.get(key)
+    }
+
+    fn for_trace(&self, trace_id: &TraceId) -> Option<&Arc<Verdict>> {
+        self.by_trace.get(trace_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len() + self.by_trace.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+// --- the hold ------------------------------------------------------------------------------
+
+/// A dropped session held a little longer: a drop is final only once the hold is over.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub id: SessionId,
+    /// The drop.
+    pub verdict: Arc<Verdict>,
+    /// Decided before the rarity model could score it: look again on the way out.
+    pub cold: bool,
+    pub expires: f64,
+    /// Second looks that will have been taken when this hold ends.
+    pub looks: u32,
+}
+
+/// Dropped sessions, held (bounded) instead of discarded, because three things can still change
+/// a drop and all need the spans: a later turn (the session is reopened and decided again as a
+/// whole), late spans of a trace still running when it was decided, and a second look for a
+/// session decided while the rarity model was cold. Held spans are the first to go when room is
+/// needed, oldest first.
+struct Hold {
+    hold_s: f64,
+    max_spans: u64,
+    held: LinkedHashMap<Box<str>, Held>,
+    by_trace: HashMap<TraceId, Box<str>>,
+    span_count: u64,
+    span_bytes: usize,
+    memory: usize,
+    released_early: u64,
+}
+
+// --- the buffer ----------------------------------------------------------------------------
+
+pub struct Buffer {
+    settings: SessionSettings,
+    slots: Vec<(u32, Option<Session>)>,
+    free: Vec<u32>,
+    wheel: TimerWheel,
+    traces: HashMap<TraceId, SessionId>,
+    keyed: HashMap<Box<str>, SessionId>,
+    due_now: Vec<SessionId>,
+    /// Buffered sessions, oldest first: stress relief decides the oldest early without a scan.
+    by_age: BTreeMap<u64, SessionId>,
+    next_age: u64,
+    hold: Hold,
+    pub cache: DecisionCache,
+    /// Provisional sessions that joined an already decided (kept) session: they follow it.
+    pub followed: Vec<(SessionId, Arc<Verdict>)>,
+    pub span_count: u64,
+    pub span_bytes: usize,
+    pub session_count: u64,
+    /// Memory of the buffered sessions (`Session::memory`, summed).
+    pub memory: usize,
+    /// Dropped sessions taken back from the hold by new spans.
+    pub reopened: u64,
+}
+
+/// What became of one span given to `Buffer::add`.
+pub enum Added {
+    Buffered,
+    /// Its session was decided already: the span follows this verdict.
+    Follows(Arc<Verdict>),
+}
+
+impl Buffer {
+    pub fn new(settings: SessionSettings) -> Buffer {
+        Buffer {
+            settings,
+            slots: Vec::new(),
+            free: Vec::new(),
+            wheel: TimerWheel::new(settings.tick),
+            traces: HashMap::new(),
+            keyed: HashMap::new(),
+            due_now: Vec::new(),
+            by_age: BTreeMap::new(),
+            next_age: 0,
+            hold: Hold {
+                hold_s: settings.dropped_hold,
+                max_spans: settings.dropped_hold_max_spans,
+                held: LinkedHashMap::new(),
+                by_trace: HashMap::new(),
+                span_count: 0,
+                span_bytes: 0,
+                memory: 0,
+                released_early: 0,
+            },
+            cache: DecisionCache::new(settings.decision_cache_max),
+            followed: Vec::new(),
+            span_count: 0,
+            span_bytes: 0,
+            session_count: 0,
+            memory: 0,
+            reopened: 0,
+        }
+    }
+
+    pub fn settings(&self) -> &SessionSettings {
+        &self.settings
+    }
+
+    // -- the slab --------------------------------------------------------------------------
+
+    pub fn get(&self, id: SessionId) -> Option<&Session> {
+        match self.slots.get(id.index()) {
+            Some((generation, Some(session))) if *generation == id.generation() => Some(session),
+            _ => None,
+        }
+    }
+
+    fn get_mut(&mut self, id: SessionId) -> Option<&mut Session> {
+        match self.slots.get_mut(id.index()) {
+            Some((generation, Some(session))) if *generation == id.generation() => Some(session),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, session: Session) -> SessionId {
+        match self.free.pop() {
+            Some(index) => {
+                let slot = &mut self.slots[index as usize];
+                slot.1 = Some(session);
+                SessionId((u64::from(slot.0) << 32) | u64::from(index))
+            }
+            None => {
+                self.slots.push((0, Some(session)));
+                SessionId((self.slots.len() - 1) as u64)
+            }
+        }
+    }
+
+    /// Frees a session that left the buffer (merged away, followed, or released by Python).
+    pub fn free(&mut self, id: SessionId) -> Option<Session> {
+        let slot = self.slots.get_mut(id.index())?;
+        if slot.0 != id.generation() || slot.1.is_none() {
+            return None;
+        }
+        let session = slot.1.take();
+        slot.0 = slot.0.wrapping_add(1);
+        self.free.push(id.index() as u32);
+        session
+    }
+
+    fn new_session(&mut self, key: Box<str>, keyed: bool, now: f64) -> SessionId {
+        let age = self.next_age;
+        self.next_age += 1;
+        let id = self.insert(Session::new(key, keyed, now, age));
+        self.by_age.insert(age, id);
+        self.session_count += 1;
+        id
+    }
+
+    // -- intake ----------------------------------------------------------------------------
+
+    /// Buffers one span, or says which verdict it must follow (its session was decided).
+    pub fn add(&mut self, span: &Arrival<'_>, now: f64) -> Added {
+        let trace_id = span.trace_id;
+        let mut id = self.traces.get(&trace_id).copied();
+        // Most spans join a buffered session and only push its deadline later, which the
+        // timer wheel finds out by itself when the old deadline fires: re-filing is needed
+        // only when the deadline may move earlier (a root arrived, a session opened, joined or
+        // was reopened) or the session reached its span cap.
+        let mut moved = span.is_root();
+        if id.is_none() && self.hold.span_count > 0 {
+            id = self.reopen_trace(&trace_id, now);
+            moved = true;
+        }
+        let id = match id {
+            None => {
+                if let Some(verdict) = self.cache.for_trace(&trace_id) {
+                    return Added::Follows(verdict.clone());
+                }
+                moved = true;
+                match self.open(trace_id, span.session_key, now) {
+                    Some(id) => id,
+                    None => return self.follow_trace(&trace_id), // the key names a decided session
+                }
+            }
+            Some(id) => match span.session_key {
+                Some(key) if !self.get(id).is_some_and(|s| s.keyed) => {
+                    moved = true;
+                    match self.join(id, key, now) {
+                        Some(id) => id,
+                        None => return self.follow_trace(&trace_id),
+                    }
+                }
+                _ => id,
+            },
+        };
+        let max_spans = self.settings.max_session_spans;
+        let Some(session) = self.get_mut(id) else {
+            return Added::Buffered; // cannot happen: every id above names a buffered session
+        };
+        let before = session.accounted;
+        session.add_span(span, now);
+        let after = session.memory();
+        session.accounted = after;
+        let at_cap = session.span_count() >= max_spans;
+        self.memory = self.memory + after - before;
+        self.span_count += 1;
+        self.span_bytes += span.bytes.len();
+        if moved || at_cap {
+            self.reschedule(id);
+        }
+        Added::Buffered
+    }
+
+    fn follow_trace(&self, trace_id: &TraceId) -> Added {
+        match self.cache.for_trace(trace_id) {
+            Some(verdict) => Added::Follows(verdict.clone()),
+            None => Added::Buffered, // cannot happen: open/join remembered the trace
+        }
+    }
+
+    fn open(&mut self, trace_id: TraceId, key: Option<&str>, now: f64) -> Option<SessionId> {
+        let id = match key {
+            None => self.new_session(hex(&trace_id).into(), false, now),
+            Some(key) => match self
+                .keyed
+                .get(key)
+                .copied()
+                .or_else(|| self.reopen(key, now))
+            {
+                Some(id) => id,
+                None => {
+                    let decided = self.cache.for_key(key).cloned();
+                    if let Some(verdict) = decided.as_ref().filter(|v| v.keep) {
+                        self.cache.remember(None, &[trace_id], verdict);
+                        return None;
+                    }
+                    let id = self.new_session(key.into(), true, now);
+                    self.keyed.insert(key.into(), id);
+                    if let Some(session) = self.get_mut(id) {
+                        session.decided_before = decided.is_some();
+                    }
+                    id
+                }
+            },
+        };
+        if let Some(session) = self.get_mut(id) {
+            session.add_trace(trace_id);
+            let (before, after) = (session.accounted, session.memory());
+            session.accounted = after;
+            self.memory = self.memory + after - before;
+        }
+        self.traces.insert(trace_id, id);
+        Some(id)
+    }
+
+    fn join(&mut self, provisional: SessionId, key: &str, now: f64) -> Option<SessionId> {
+        let target = self
+            .keyed
+            .get(key)
+            .copied()
+            .or_else(|| self.reopen(key, now));
+        let Some(target) = target else {
+            let decided = self.cache.for_key(key).cloned();
+            if let Some(verdict) = decided.as_ref().filter(|v| v.keep) {
+                self.remove(provisional);
+                let trace_ids = self
+                    .get(provisional)
+                    .map(|s| s.trace_ids.clone())
+                    .unwrap_or_default();
+                self.cache.remember(None, &trace_ids, verdict);
+                self.followed.push((provisional, verdict.clone()));
+                return None;
+            }
+            let session = self.get_mut(provisional)?;
+            session.key = key.into(); // promote in place: no copy
+            session.keyed = true;
+            session.decided_before = decided.is_some();
+            self.keyed.insert(key.into(), provisional);
+            return Some(provisional);
+        };
+        if target == provisional {
+            return Some(target);
+        }
+        self.remove(provisional);
+        let absorbed = self.free(provisional)?;
+        for trace_id in &absorbed.trace_ids {
+            self.traces.insert(*trace_id, target);
+        }
+        // `remove` took the provisional session's spans out of the totals; they come back in
+        let (spans, bytes) = (absorbed.span_count(), absorbed.span_bytes);
+        let session = self.get_mut(target)?;
+        let before = session.accounted;
+        session.absorb(absorbed);
+        let after = session.memory();
+        session.accounted = after;
+        self.memory = self.memory + after - before;
+        self.span_count += spans;
+        self.span_bytes += bytes;
+        Some(target)
+    }
+
+    /// Takes a held dropped session back into the buffer, to be decided again.
+    fn reopen(&mut self, key: &str, now: f64) -> Option<SessionId> {
+        if self.hold.span_count == 0 {
+            return None;
+        }
+        let held = self.hold_take(key)?;
+        let id = held.id;
+        let age = self.next_age;
+        self.next_age += 1;
+        let session = self.get_mut(id)?;
+        session.decided_before = true;
+        session.awaiting_look |= held.cold;
+        session.state = State::Buffering;
+        session.timer_tick = NO_TICK;
+        session.last_seen = now;
+        session.age = age;
+        let trace_ids = session.trace_ids.clone();
+        let (keyed, key) = (session.keyed, session.key.clone());
+        let (spans, bytes, memory) = (session.span_count(), session.span_bytes, session.accounted);
+        for trace_id in trace_ids {
+            self.traces.insert(trace_id, id);
+        }
+        if keyed {
+            self.keyed.insert(key, id);
+        }
+        self.span_count += spans;
+        self.span_bytes += bytes;
+        self.memory += memory;
+        self.by_age.insert(age, id);
+        self.session_count += 1;
+        self.reopened += 1;
+        Some(id)
+    }
+
+    fn reopen_trace(&mut self, trace_id: &TraceId, now: f64) -> Option<SessionId> {
+        let key = self.hold.by_trace.get(trace_id)?.clone();
+        self.reopen(&key, now)
+    }
+
+    fn reschedule(&mut self, id: SessionId) {
+        let max_spans = self.settings.max_session_spans;
+        let Some(session) = self.get(id) else { return };
+        if session.span_count() >= max_spans {
+            if session.timer_tick != DUE_NOW {
+                if let Some(session) = self.get_mut(id) {
+                    session.timer_tick = DUE_NOW; // no wheel entry matches: only due_now holds it
+                }
+                self.due_now.push(id);
+            }
+            return;
+        }
+        let deadline = self.deadline(session);
+        if self.wheel.tick_of(deadline) < session.timer_tick {
+            let tick = self.wheel.schedule(id, deadline);
+            if let Some(session) = self.get_mut(id) {
+                session.timer_tick = tick;
+            }
+        }
+    }
+
+    /// When a session is complete (see the module's docs).
+    pub fn deadline(&self, session: &Session) -> f64 {
+        let s = &self.settings;
+        let idle = if !session.rootless.is_empty() {
+            session.last_seen + s.open_trace_wait // a trace is still running: its root arrives last
+        } else if !session.keyed && s.root_end_grace > 0.0 {
+            session.roots_done_at + s.root_end_grace // a lone trace, complete
+        } else {
+            session.last_seen + s.decision_wait // a conversation may get another turn
+        };
+        idle.min(session.created + s.max_session_duration)
+    }
+
+    // -- leaving the buffer ----------------------------------------------------------------
+
+    /// Takes a session out of the buffer's indexes (it stays in the slab).
+    fn remove(&mut self, id: SessionId) {
+        let Some(session) = self.get_mut(id) else {
+            return;
+        };
+        if session.state != State::Buffering {
+            return;
+        }
+        session.state = State::Out;
+        let (age, keyed) = (session.age, session.keyed);
+        let key = session.key.clone();
+        let trace_ids = session.trace_ids.clone();
+        let (spans, bytes, memory) = (session.span_count(), session.span_bytes, session.accounted);
+        self.by_age.remove(&age);
+        for trace_id in trace_ids {
+            if self.traces.get(&trace_id) == Some(&id) {
+                self.traces.remove(&trace_id);
+            }
+        }
+        if keyed && self.keyed.get(&key) == Some(&id) {
+            self.keyed.remove(&key);
+        }
+        self.span_count -= spans;
+        self.span_bytes -= bytes;
+        self.memory -= memory;
+        self.session_count -= 1;
+    }
+
+    /// Removes and returns every session whose completion deadline has passed.
+    pub fn pop_due(&mut self, now: f64) -> Vec<SessionId> {
+        let mut due: Vec<SessionId> = std::mem::take(&mut self.due_now)
+            .into_iter()
+            .filter(|id| self.get(*id).is_some_and(|s| s.state == State::Buffering))
+            .collect();
+        let current = self.wheel.current_tick(now);
+        for (tick, id) in self.wheel.pop_due(now) {
+            let Some(session) = self.get(id) else {
+                continue;
+            }; // decided, and gone
+            if session.state != State::Buffering || session.timer_tick != tick {
+                continue; // stale entry: decided, merged, or rescheduled earlier
+            }
+            let deadline = self.deadline(session);
+            if self.wheel.tick_of(deadline) > current {
+                let tick = self.wheel.schedule(id, deadline); // activity moved it later: re-file
+                if let Some(session) = self.get_mut(id) {
+                    session.timer_tick = tick;
+                }
+                continue;
+            }
+            if let Some(session) = self.get_mut(id) {
+                session.timer_tick = NO_TICK; // another stale entry of this tick must not match
+            }
+            due.push(id);
+        }
+        for id in &due {
+            self.remove(*id);
+        }
+        due
+    }
+
+    /// Removes and returns the oldest sessions until at least `spans` spans and `memory` bytes
+    /// are freed: stress relief decides them early.
+    pub fn pop_oldest(&mut self, spans: i64, memory: i64) -> Vec<SessionId> {
+        let mut out = Vec::new();
+        let (mut freed_spans, mut freed_memory) = (0i64, 0i64);
+        while freed_spans < spans || freed_memory < memory {
+            let Some((_, &id)) = self.by_age.iter().next() else {
+                break;
+            };
+            if let Some(session) = self.get(id) {
+                freed_spans += session.span_count() as i64;
+                freed_memory += session.accounted as i64;
+            }
+            self.remove(id);
+            out.push(id);
+        }
+        out
+    }
+
+    /// Removes and returns every buffered session, oldest first (shutdown, end of replay).
+    pub fn pop_all(&mut self) -> Vec<SessionId> {
+        let mut out: Vec<SessionId> = self.by_age.values().copied().collect();
+        out.sort_by(|a, b| {
+            let created = |id: &SessionId| self.get(*id).map_or(0.0, |s| s.created);
+            created(a).total_cmp(&created(b))
+        });
+        for id in &out {
+            self.remove(*id);
+        }
+        self.due_now.clear();
+        out
+    }
+
+    pub fn set_verdict(&mut self, id: SessionId, verdict: Arc<Verdict>) {
+        if let Some(session) = self.get_mut(id) {
+            session.verdict = Some(verdict);
+        }
+    }
+
+    /// Remembers a decided session's verdict for its late spans.
+    pub fn record(&mut self, id: SessionId, verdict: &Arc<Verdict>) {
+        if let Some(session) = self.get(id) {
+            let key = session.keyed.then(|| session.key.clone());
+            let trace_ids = session.trace_ids.clone();
+            self.cache.remember(key.as_deref(), &trace_ids, verdict);
+        }
+    }
+
+    // -- the hold --------------------------------------------------------------------------
+
+    pub fn hold_enabled(&self) -> bool {
+        self.hold.hold_s > 0.0 && self.hold.max_spans > 0
+    }
+
+    /// Holds a dropped session (popped, not buffered); false, holding nothing, when holding is
+    /// off or the session is too big. The caller releases the oldest while `hold_over_cap`.
+    pub fn hold(
+        &mut self,
+        id: SessionId,
+        verdict: Arc<Verdict>,
+        cold: bool,
+        now: f64,
+        looks: u32,
+    ) -> bool {
+        let enabled = self.hold_enabled();
+        let max_spans = self.hold.max_spans;
+        let Some(session) = self.get_mut(id) else {
+            return false;
+        };
+        if !enabled || session.span_count() > max_spans || session.state != State::Out {
+            return false;
+        }
+        session.state = State::Held;
+        let key = session.key.clone();
+        let trace_ids = session.trace_ids.clone();
+        let (spans, bytes, memory) = (session.span_count(), session.span_bytes, session.accounted);
+        if let Some(previous) = self.hold.held.remove(&key) {
+            // cannot happen for one decision; keep the sums right anyway
+            self.hold_forget(&previous);
+        }
+        let expires = now + self.hold.hold_s;
+        self.hold.held.insert(
+            key.clone(),
+            Held {
+                id,
+                verdict,
+                cold,
+                expires,
+                looks,
+            },
+        );
+        for trace_id in trace_ids {
+            self.hold.by_trace.insert(trace_id, key.clone());
+        }
+        self.hold.span_count += spans;
+        self.hold.span_bytes += bytes;
+        self.hold.memory += memory;
+        true
+    }
+
+    pub fn hold_over_cap(&self) -> bool {
+        self.hold.span_count > self.hold.max_spans
+    }
+
+    fn hold_take(&mut self, key: &str) -> Option<Held> {
+        let held = self.hold.held.remove(key)?;
+        self.hold_forget(&held);
+        Some(held)
+    }
+
+    fn hold_forget(&mut self, held: &Held) {
+        let Some(session) = self
+            .slots
+            .get_mut(held.id.index())
+            .and_then(|(_, s)| s.as_mut())
+        else {
+            return;
+        };
+        session.state = State::Out;
+        for trace_id in &session.trace_ids {
+            if self
+                .hold
+                .by_trace
+                .get(trace_id)
+                .is_some_and(|k| **k == *session.key)
+            {
+                self.hold.by_trace.remove(trace_id);
+            }
+        }
+        self.hold.span_count -= session.span_count();
+        self.hold.span_bytes -= session.span_bytes;
+        self.hold.memory -= session.accounted;
+    }
+
+    /// Sessions whose hold is over, oldest first (expiry times grow with insertion).
+    pub fn hold_pop_expired(&mut self, now: f64) -> Vec<Held> {
+        let mut out = Vec::new();
+        while let Some((_, held)) = self.hold.held.front() {
+            if held.expires > now {
+                break;
+            }
+            if let Some((_, held)) = self.hold.held.pop_front() {
+                self.hold_forget(&held);
+                out.push(held);
+            }
+        }
+        out
+    }
+
+    /// The oldest held session, removed early to make room (its second look comes now).
+    pub fn hold_release_oldest(&mut self) -> Option<Held> {
+        let (_, held) = self.hold.held.pop_front()?;
+        self.hold_forget(&held);
+        self.hold.released_early += 1;
+        Some(held)
+    }
+
+    pub fn hold_pop_all(&mut self) -> Vec<Held> {
+        let mut out = Vec::with_capacity(self.hold.held.len());
+        while let Some((_, held)) = self.hold.held.pop_front() {
+            self.hold_forget(&held);
+            out.push(held);
+        }
+        out
+    }
+
+    pub fn held_sessions(&self) -> usize {
+        self.hold.held.len()
+    }
+
+    pub fn held_spans(&self) -> u64 {
+        self.hold.span_count
+    }
+
+    pub fn held_bytes(&self) -> usize {
+        self.hold.span_bytes
+    }
+
+    pub fn held_memory(&self) -> usize {
+        self.hold.memory
+    }
+
+    pub fn released_early(&self) -> u64 {
+        self.hold.released_early
+    }
+
+    /// Sessions in the slab: buffered, held, or out waiting for Python.
+    pub fn live_sessions(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::{Kind, Parent, SpanFeatures};
+
+    fn block(resource: &[u8]) -> Arc<BlockKey> {
+        Arc::new(BlockKey {
+            resource: resource.into(),
+            resource_url: "".into(),
+            scope: Box::default(),
+            scope_url: "".into(),
+        })
+    }
+
+    fn trace(n: u8) -> TraceId {
+        [n; 16]
+    }
+
+    fn arrival<'a>(
+        trace_id: TraceId,
+        key: Option<&'a str>,
+        root: bool,
+        bytes: &'a [u8],
+        block: &'a Arc<BlockKey>,
+    ) -> Arrival<'a> {
+        Arrival {
+            trace_id,
+            session_key: key,
+            trace_state: "",
+            block,
+            bytes,
+            features: SpanFeatures {
+                span_id: [bytes.len() as u8 + 1; 8],
+                parent: if root {
+                    Parent::Root
+                } else {
+                    Parent::Id([9; 8])
+                },
+                start_ns: 1,
+                end_ns: 2,
+                error_kinds: 0,
+                test_bits: 0,
+                tokens: 0,
+                kind: Kind::Other,
+                agent_name: None,
+                tool_name: None,
+                args_digest: 0,
+                links: &[],
+            },
+        }
+    }
+
+    fn drop_verdict() -> Arc<Verdict> {
+        Arc::new(Verdict::new(false, "baseline", 1.0, &[]))
+    }
+
+    /// A buffer holding one popped, dropped session per (key, traces, spans) row.
+    fn popped(
+        settings: SessionSettings,
+        rows: &[(&str, &[u8], usize)],
+    ) -> (Buffer, Vec<SessionId>) {
+        let mut buffer = Buffer::new(settings);
+        let b = block(b"r");
+        for (key, traces, spans) in rows {
+            for i in 0..*spans {
+                let t = trace(traces[i % traces.len()]);
+                buffer.add(&arrival(t, Some(key), true, b"0123456789", &b), 0.0);
+            }
+        }
+        let ids = buffer.pop_all();
+        for id in &ids {
+            buffer.set_verdict(*id, drop_verdict());
+        }
+        (buffer, ids)
+    }
+
+    #[test]
+    fn timer_ticks_round_up_and_tolerate_float_error() {
+        let wheel = TimerWheel::new(0.1);
+        assert_eq!(wheel.tick_of(0.3), 3); // 0.3 / 0.1 is 2.9999999999999996
+        assert_eq!(wheel.tick_of(0.31), 4);
+        assert_eq!(wheel.current_tick(0.3), 3);
+        assert_eq!(wheel.current_tick(0.29), 2);
+        assert_eq!(wheel.tick_of(f64::INFINITY), 9_000_000_000_000_000_000);
+    }
+
+    #[test]
+    fn timers_pop_in_tick_order_with_one_heap_entry_per_tick() {
+        let mut wheel = TimerWheel::new(1.0);
+        let ids: Vec<SessionId> = (0..6).map(SessionId).collect();
+        for (i, deadline) in [5.0, 1.0, 3.0, 1.0, 1e12, 3.0].iter().enumerate() {
+            wheel.schedule(ids[i], *deadline);
+        }
+        assert_eq!(wheel.ticks.len(), 4);
+        let due: Vec<(i64, u64)> = wheel
+            .pop_due(3.0)
+            .into_iter()
+            .map(|(t, id)| (t, id.0))
+            .collect();
+        assert_eq!(due, vec![(1, 1), (1, 3), (3, 2), (3, 5)]);
+        assert!(wheel.pop_due(4.9).is_empty());
+        assert_eq!(wheel.pop_due(1e13).len(), 2); // a far jump does not walk empty ticks
+    }
+
+    #[test]
+    fn deadlines_are_the_earliest_completion_rule() {
+        let s = SessionSettings::default();
+        let b = block(b"r");
+        let at = |settings: SessionSettings, key: Option<&str>, root: bool| {
+            let mut buffer = Buffer::new(settings);
+            buffer.add(&arrival(trace(1), key, root, b"x", &b), 5.0);
+            let id = buffer.by_age.values().next().copied().unwrap();
+            buffer.deadline(buffer.get(id).unwrap())
+        };
+        assert_eq!(at(s, Some("c"), false), 5.0 + 90.0); // a trace still running
+        assert_eq!(at(s, None, false), 5.0 + 90.0);
+        assert_eq!(at(s, Some("c"), true), 5.0 + 30.0); // a conversation: decision_wait
+        assert_eq!(at(s, None, true), 5.0 + 2.0); // a lone trace: root_end_grace
+        let no_grace = SessionSettings {
+            root_end_grace: 0.0,
+            ..s
+        };
+        assert_eq!(at(no_grace, None, true), 5.0 + 30.0);
+        let capped = SessionSettings {
+            max_session_duration: 20.0,
+            ..s
+        };
+        assert_eq!(at(capped, Some("c"), true), 5.0 + 20.0);
+    }
+
+    #[test]
+    fn spans_come_back_block_by_block_in_arrival_order_through_a_merge() {
+        let mut buffer = Buffer::new(SessionSettings::default());
+        let (one, two) = (block(b"r1"), block(b"r2"));
+        let big = vec![7u8; 70_000];
+        buffer.add(&arrival(trace(1), None, false, b"first", &one), 0.0);
+        buffer.add(&arrival(trace(1), None, false, b"", &two), 0.0);
+        buffer.add(&arrival(trace(1), None, false, &big, &one), 0.0);
+        buffer.add(&arrival(trace(2), Some("c"), true, b"before", &one), 0.0);
+        buffer.add(&arrival(trace(1), Some("c"), true, b"last", &one), 0.0); // joins c
+        let ids = buffer.pop_all();
+        assert_eq!(ids.len(), 1);
+        let session = buffer.get(ids[0]).unwrap();
+        let runs: Vec<(&[u8], Vec<&[u8]>)> = session
+            .spans()
+            .map(|(b, r)| (&*b.resource, r.collect()))
+            .collect();
+        assert_eq!(
+            runs,
+            vec![
+                (&b"r1"[..], vec![&b"before"[..], b"first", &big, b"last"]),
+                (&b"r2"[..], vec![&b""[..]])
+            ]
+        );
+        assert_eq!(session.span_bytes, 5 + 70_000 + 6 + 4);
+    }
+
+    #[test]
+    fn the_cache_forgets_the_oldest_and_a_new_verdict_replaces_an_old_one() {
+        let mut cache = DecisionCache::new(2);
+        let (keep, drop) = (Arc::new(Verdict::new(true, "k", 1.0, &[])), drop_verdict());
+        cache.remember(Some("a"), &[trace(1)], &keep);
+        cache.remember(Some("b"), &[trace(2), trace(3)], &keep); // trace 1 forgotten
+        assert!(cache.for_trace(&trace(1)).is_none());
+        cache.remember(Some("a"), &[], &drop); // "a" is young again, and dropped
+        cache.remember(Some("c"), &[], &keep); // so "b" goes
+        assert!(cache.for_key("b").is_none());
+        assert!(!cache.for_key("a").unwrap().keep);
+        assert_eq!(cache.len(), 4);
+    }
+
+    #[test]
+    fn a_held_session_is_found_by_each_trace_and_taken_once() {
+        let (mut buffer, ids) = popped(SessionSettings::default(), &[("conv", &[1, 2], 3)]);
+        assert!(buffer.hold(ids[0], drop_verdict(), true, 5.0, 1));
+        assert_eq!(
+            (
+                buffer.held_sessions(),
+                buffer.held_spans(),
+                buffer.held_bytes()
+            ),
+            (1, 3, 30)
+        );
+        assert_eq!(buffer.hold.by_trace.len(), 2);
+        assert!(!buffer.hold(ids[0], drop_verdict(), true, 5.0, 1)); // held already
+        let held = buffer.hold_take("conv").unwrap();
+        assert_eq!((held.cold, held.expires, held.looks), (true, 125.0, 1));
+        assert!(buffer.hold_take("conv").is_none());
+        assert_eq!(
+            (
+                buffer.held_sessions(),
+                buffer.held_spans(),
+                buffer.held_memory()
+            ),
+            (0, 0, 0)
+        );
+        assert!(buffer.hold.by_trace.is_empty());
+    }
+
+    #[test]
+    fn the_hold_ends_oldest_first_and_releases_the_oldest_for_room() {
+        let settings = SessionSettings {
+            dropped_hold: 60.0,
+            ..SessionSettings::default()
+        };
+        let (mut buffer, ids) = popped(settings, &[("a", &[1], 1), ("b", &[2], 2), ("c", &[3], 1)]);
+        for (i, id) in ids.iter().enumerate() {
+            assert!(buffer.hold(*id, drop_verdict(), false, i as f64, 1));
+        }
+        let expired: Vec<_> = buffer.hold_pop_expired(61.5).iter().map(|h| h.id).collect();
+        assert_eq!(expired, ids[..2]);
+        assert_eq!(buffer.hold_release_oldest().map(|h| h.id), Some(ids[2]));
+        assert_eq!((buffer.released_early(), buffer.held_spans()), (1, 0));
+        assert!(buffer.hold_release_oldest().is_none());
+    }
+
+    #[test]
+    fn the_hold_is_bounded_and_can_be_off() {
+        let small = SessionSettings {
+            dropped_hold_max_spans: 2,
+            ..SessionSettings::default()
+        };
+        let (mut buffer, ids) = popped(small, &[("big", &[1], 3), ("a", &[2], 2), ("b", &[3], 1)]);
+        assert!(!buffer.hold(ids[0], drop_verdict(), false, 0.0, 1)); // larger than the hold
+        assert!(buffer.hold(ids[1], drop_verdict(), false, 0.0, 1));
+        assert!(buffer.hold(ids[2], drop_verdict(), false, 0.0, 1));
+        assert!(buffer.hold_over_cap()); // the caller releases the oldest
+        assert_eq!(buffer.hold_release_oldest().map(|h| h.id), Some(ids[1]));
+        assert!(!buffer.hold_over_cap());
+        assert_eq!(buffer.hold_pop_all().len(), 1);
+        for off in [
+            SessionSettings {
+                dropped_hold: 0.0,
+                ..small
+            },
+            SessionSettings {
+                dropped_hold_max_spans: 0,
+                ..small
+            },
+        ] {
+            let (mut buffer, ids) = popped(off, &[("a", &[1], 1)]);
+            assert!(!buffer.hold_enabled());
+            assert!(!buffer.hold(ids[0], drop_verdict(), false, 0.0, 1));
+        }
+    }
+}

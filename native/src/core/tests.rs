@@ -1,0 +1,278 @@
+//! The core as Python drives it: requests in (whole or in chunks), sessions out, verdicts back.
+use super::*;
+use crate::extract::{ExtractorSettings, KeyTable};
+use crate::otlp::validate_request;
+use crate::wire::{put_len, put_tag, put_varint, I64, VARINT};
+
+fn ld(number: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_len(&mut out, number, payload);
+    out
+}
+
+/// A span of trace `trace` (16 bytes of that value), span id `id`, a root unless `parent`.
+fn span(trace: u8, id: u8, parent: Option<u8>, key: Option<&str>) -> Vec<u8> {
+    let mut out = [ld(1, &[trace; 16]), ld(2, &[id; 8])].concat();
+    if let Some(parent) = parent {
+        out.extend(ld(4, &[parent; 8]));
+    }
+    out.extend(ld(5, format!("span-{id}").as_bytes()));
+    put_tag(&mut out, 8, I64);
+    out.extend_from_slice(&u64::from(id).to_le_bytes());
+    if let Some(key) = key {
+        let kv = [ld(1, b"session.id"), ld(2, &ld(1, key.as_bytes()))].concat();
+        out.extend(ld(9, &kv));
+    }
+    out
+}
+
+/// A request with `spans` split over two resources, two scopes each.
+fn request(spans: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (r, resource_spans) in spans.chunks(spans.len().div_ceil(2).max(1)).enumerate() {
+        let mut rs = ld(
+            1,
+            &ld(
+                1,
+                &[
+                    ld(1, b"service.name"),
+                    ld(2, &ld(1, format!("svc{r}").as_bytes())),
+                ]
+                .concat(),
+            ),
+        );
+        for (s, scope_spans) in resource_spans
+            .chunks(resource_spans.len().div_ceil(2).max(1))
+            .enumerate()
+        {
+            let mut ss = ld(1, &ld(1, format!("scope{s}").as_bytes()));
+            for one in scope_spans {
+                ss.extend(ld(2, one));
+            }
+            rs.extend(ld(2, &ss));
+        }
+        out.extend(ld(1, &rs));
+    }
+    out
+}
+
+fn core() -> Core {
+    let extractor = Extractor::new(
+        &ExtractorSettings::default(),
+        Vec::new(),
+        KeyTable::default(),
+    );
+    Core::new(
+        extractor,
+        SessionSettings::default(),
+        RequestLimits {
+            max_spans: 100,
+            max_bytes: 1 << 20,
+        },
+    )
+}
+
+fn ingest_all(core: &mut Core, body: &[u8], now: f64, chunk: usize) -> Ingested {
+    validate_request(body, 1000).expect("valid");
+    let mut cursor = Cursor::default();
+    let mut total = Ingested::default();
+    while !cursor.done {
+        let part = core.ingest(body, &mut cursor, now, chunk).expect("ingests");
+        total.accepted += part.accepted;
+        total.invalid += part.invalid;
+        total.late_kept += part.late_kept;
+        total.requests.extend(part.requests);
+    }
+    total
+}
+
+fn conversation() -> Vec<Vec<u8>> {
+    vec![
+        span(1, 2, Some(1), None),
+        span(1, 3, Some(1), None),
+        span(1, 1, None, Some("conv")),
+        span(2, 5, Some(4), None),
+        span(2, 4, None, Some("conv")),
+        span(3, 7, None, None), // a lone trace
+    ]
+}
+
+/// (key, span count, trace count) of each session, sorted.
+fn sessions(core: &mut Core) -> Vec<(String, u64, usize)> {
+    let ids = core.buffer.pop_all();
+    let mut out: Vec<_> = core
+        .views(&ids)
+        .into_iter()
+        .map(|v| (v.key.to_string(), v.span_count, v.trace_ids.len()))
+        .collect();
+    for id in ids {
+        core.release(id);
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn spans_group_into_conversations_and_lone_traces() {
+    let mut core = core();
+    let ingested = ingest_all(&mut core, &request(&conversation()), 0.0, 4096);
+    assert_eq!((ingested.accepted, ingested.invalid), (6, 0));
+    assert_eq!(
+        sessions(&mut core),
+        vec![
+            ("03030303030303030303030303030303".into(), 1, 1),
+            ("conv".into(), 5, 2)
+        ]
+    );
+}
+
+#[test]
+fn a_request_ingested_in_chunks_groups_as_a_whole_one() {
+    for chunk in [1, 2, 4, 5] {
+        let mut core = core();
+        ingest_all(&mut core, &request(&conversation()), 0.0, chunk);
+        assert_eq!(sessions(&mut core).len(), 2, "chunks of {chunk}");
+    }
+}
+
+#[test]
+fn invalid_ids_are_counted_not_buffered() {
+    let mut core = core();
+    let mut no_trace = ld(2, &[1; 8]);
+    no_trace.extend(ld(5, b"x"));
+    let zero_span = [ld(1, &[1; 16]), ld(2, &[0; 8])].concat();
+    let short_trace = [ld(1, &[1; 15]), ld(2, &[1; 8])].concat();
+    let ingested = ingest_all(
+        &mut core,
+        &request(&[no_trace, zero_span, short_trace, span(4, 1, None, None)]),
+        0.0,
+        4096,
+    );
+    assert_eq!((ingested.accepted, ingested.invalid), (1, 3));
+    assert_eq!(core.buffer.span_count, 1);
+}
+
+#[test]
+fn a_kept_session_comes_back_annotated_and_its_late_spans_follow_it() {
+    let mut core = core();
+    ingest_all(&mut core, &request(&conversation()[..5]), 0.0, 4096);
+    let ids = core.buffer.pop_all();
+    let verdict = core.verdict(true, "errors", 1.0, &["error"]);
+    let requests = core.decide(ids[0], verdict, false);
+    assert_eq!(requests.iter().map(|r| r.1).sum::<usize>(), 5);
+    let body = &requests[0].0;
+    assert!(validate_request(body, 100).is_ok());
+    assert!(body
+        .windows(b"agent_sampler.rule".len())
+        .any(|w| w == b"agent_sampler.rule"));
+    assert_eq!(core.buffer.live_sessions(), 0); // kept: freed
+    let late = ingest_all(&mut core, &request(&[span(2, 9, Some(4), None)]), 1.0, 4096);
+    assert_eq!((late.accepted, late.late_kept), (1, 1));
+    assert_eq!(late.requests.iter().map(|r| r.1).sum::<usize>(), 1);
+}
+
+#[test]
+fn a_dropped_session_is_held_then_reopened_by_a_new_turn() {
+    let mut core = core();
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    let ids = core.buffer.pop_all();
+    let drop = core.verdict(false, "baseline", 1.0, &[]);
+    assert!(core.decide(ids[0], drop, false).is_empty());
+    assert!(core.hold(ids[0], false, 0.0, 1));
+    assert_eq!((core.buffer.held_spans(), core.buffer.span_count), (3, 0));
+    ingest_all(&mut core, &request(&conversation()[3..5]), 1.0, 4096);
+    assert_eq!(
+        (
+            core.buffer.held_spans(),
+            core.buffer.span_count,
+            core.buffer.reopened
+        ),
+        (0, 5, 1)
+    );
+    let ids = core.buffer.pop_all();
+    let views = core.views(&ids);
+    assert!(views[0].decided_before);
+}
+
+#[test]
+fn memory_is_accounted_and_given_back() {
+    let mut core = core();
+    ingest_all(&mut core, &request(&conversation()), 0.0, 4096);
+    let bytes = core.buffer.span_bytes;
+    assert!(core.buffer.memory > bytes);
+    let ids = core.buffer.pop_all();
+    assert_eq!((core.buffer.memory, core.buffer.span_bytes), (0, 0));
+    for id in ids {
+        core.release(id);
+    }
+    assert_eq!(core.buffer.live_sessions(), 0);
+}
+
+#[test]
+fn an_unreadable_request_is_an_error_not_a_panic() {
+    let mut core = core();
+    let mut cursor = Cursor::default();
+    let body = [0x0a, 0x05, 0x12];
+    assert!(core.ingest(&body, &mut cursor, 0.0, 10).is_err());
+    let mut varint = Vec::new();
+    put_tag(&mut varint, 1, VARINT);
+    put_varint(&mut varint, 1);
+    let mut cursor = Cursor::default();
+    assert!(core.ingest(&varint, &mut cursor, 0.0, 10).is_ok()); // an unknown-typed field: skipped
+    assert!(cursor.done);
+}
+
+mod arbitrary {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A valid request, then bytes overwritten, inserted or cut at random places.
+    fn mutated() -> impl Strategy<Value = Vec<u8>> {
+        let base = request(&conversation());
+        let len = base.len();
+        proptest::collection::vec((0..len, any::<u8>(), 0u8..3), 0..8).prop_map(move |edits| {
+            let mut body = base.clone();
+            for (at, byte, how) in edits {
+                let at = at.min(body.len().saturating_sub(1));
+                match how {
+                    0 if !body.is_empty() => body[at] = byte,
+                    1 => body.insert(at, byte),
+                    _ => body.truncate(at.max(1)),
+                }
+            }
+            body
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_are_refused_or_read_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if validate_request(&bytes, 1000).is_ok() {
+                let mut core = core();
+                ingest_all(&mut core, &bytes, 0.0, 3);
+            }
+        }
+
+        #[test]
+        fn whatever_validates_is_ingested_whole(body in mutated()) {
+            let Ok(summary) = validate_request(&body, 1000) else { return Ok(()) };
+            let mut core = core();
+            let mut cursor = Cursor::default();
+            let mut seen = 0;
+            while !cursor.done {
+                let part = core.ingest(&body, &mut cursor, 0.0, 2).expect("a validated request ingests");
+                seen += part.accepted + part.invalid;
+            }
+            prop_assert_eq!(seen as usize, summary.spans);
+            let ids = core.buffer.pop_all();
+            let verdict = core.verdict(true, "r", 2.0, &[]);
+            for id in ids {
+                for (request, _) in core.decide(id, verdict.clone(), true) {
+                    prop_assert!(validate_request(&request, 1000).is_ok()); // what goes out is valid
+                }
+            }
+        }
+    }
+}

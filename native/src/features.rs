@@ -1,0 +1,293 @@
+//! Session features, kept up to date span by span so that deciding costs little per session.
+//!
+//! Bounded whatever the session: the tool-call sequence and the agent/tool structure keep their
+//! first `MAX_TOOL_CALLS` / `MAX_STRUCTURE` entries (a loop shows long before that); counts and
+//! sums keep counting. Merging two gives the features of the union; sequences stay in arrival
+//! order (the signals sort them by start time).
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+pub const MAX_TOOL_CALLS: usize = 1024;
+pub const MAX_STRUCTURE: usize = 4096;
+
+pub type SpanId = [u8; 8];
+
+/// A span's parent as the structure walks need it: no parent (a root), a span id, or a value
+/// of another length, which is not a root yet can match no span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Parent {
+    Root,
+    Id(SpanId),
+    Unmatched,
+}
+
+impl Parent {
+    pub fn of(bytes: &[u8]) -> Parent {
+        match bytes.len() {
+            0 => Parent::Root,
+            8 => Parent::Id(bytes.try_into().unwrap_or_default()),
+            _ => Parent::Unmatched,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Agent,
+    Tool,
+    Llm,
+    Other,
+}
+
+/// One tool call, as the loop detectors read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub start_ns: u64,
+    pub name: Arc<str>,
+    /// A digest of the call's arguments, 0 when none were recorded.
+    pub args_digest: u64,
+}
+
+/// What one span contributes to its session's features.
+#[derive(Debug, Clone)]
+pub struct SpanFeatures<'a> {
+    pub span_id: SpanId,
+    pub parent: Parent,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub error_kinds: u8,
+    pub test_bits: u64,
+    pub tokens: i128,
+    pub kind: Kind,
+    pub agent_name: Option<Arc<str>>,
+    pub tool_name: Option<Arc<str>>,
+    pub args_digest: u64,
+    pub links: &'a [Parent],
+}
+
+/// An insertion-ordered map (a Python dict's order): iteration order is first insertion, a
+/// later insert of the same key replaces the value in place.
+#[derive(Debug, Clone)]
+pub struct OrderedMap<V> {
+    entries: Vec<(SpanId, V)>,
+    index: HashMap<SpanId, usize>,
+}
+
+impl<V> Default for OrderedMap<V> {
+    fn default() -> Self {
+        OrderedMap {
+            entries: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<V> OrderedMap<V> {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn insert(&mut self, key: SpanId, value: V) {
+        match self.index.get(&key) {
+            Some(&i) => self.entries[i].1 = value,
+            None => {
+                self.index.insert(key, self.entries.len());
+                self.entries.push((key, value));
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(SpanId, V)> {
+        self.entries.iter()
+    }
+
+    /// Heap bytes held, roughly (for the buffer's memory figure).
+    pub fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<(SpanId, V)>()
+            + self.index.capacity() * (std::mem::size_of::<(SpanId, usize)>() + 1)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Features {
+    pub span_count: u64,
+    pub error_spans: u64,
+    pub error_kinds: u8,
+    /// 0: no span yet
+    pub first_start_ns: u64,
+    pub last_end_ns: u64,
+    pub test_bits: u64,
+    pub tokens: i128,
+    pub tool_call_count: u64,
+    pub tool_calls: Vec<ToolCall>,
+    pub agents: Vec<(SpanId, Arc<str>)>,
+    /// span id -> parent, for agent and tool spans only: enough to see agents nested in agents
+    /// (directly or through agent-as-tool calls) without an entry per span
+    pub parents: OrderedMap<Parent>,
+    pub links: OrderedMap<Box<[Parent]>>,
+    /// the agent of a trace's root span: the session's agent
+    pub root_agent: Option<Arc<str>>,
+    /// the longest root span: the longest a user waited for one turn (a trace) to finish
+    pub longest_root_ns: u64,
+    pub slowest_llm_ns: u64,
+}
+
+fn duration(start: u64, end: u64) -> u64 {
+    end.saturating_sub(start)
+}
+
+impl Features {
+    pub fn observe(&mut self, span: &SpanFeatures<'_>) {
+        self.span_count += 1;
+        if span.error_kinds != 0 {
+            self.error_spans += 1;
+            self.error_kinds |= span.error_kinds;
+        }
+        if span.start_ns != 0 && (self.first_start_ns == 0 || span.start_ns < self.first_start_ns) {
+            self.first_start_ns = span.start_ns;
+        }
+        self.last_end_ns = self.last_end_ns.max(span.end_ns);
+        self.test_bits |= span.test_bits;
+        self.tokens += span.tokens;
+        let took = duration(span.start_ns, span.end_ns);
+        let is_root = span.parent == Parent::Root;
+        if is_root {
+            self.longest_root_ns = self.longest_root_ns.max(took);
+        }
+        match span.kind {
+            Kind::Llm => self.slowest_llm_ns = self.slowest_llm_ns.max(took),
+            Kind::Tool => {
+                self.tool_call_count += 1;
+                if self.tool_calls.len() < MAX_TOOL_CALLS {
+                    self.tool_calls.push(ToolCall {
+                        start_ns: span.start_ns,
+                        name: span.tool_name.clone().unwrap_or_else(|| Arc::from("")),
+                        args_digest: span.args_digest,
+                    });
+                }
+            }
+            Kind::Agent => {
+                let name = span.agent_name.clone().unwrap_or_else(|| Arc::from(""));
+                if self.agents.len() < MAX_STRUCTURE {
+                    self.agents.push((span.span_id, name.clone()));
+                }
+                if is_root || self.root_agent.as_deref().is_none_or(str::is_empty) {
+                    self.root_agent = Some(name);
+                }
+            }
+            Kind::Other => {}
+        }
+        if matches!(span.kind, Kind::Agent | Kind::Tool) && self.parents.len() < MAX_STRUCTURE {
+            self.parents.insert(span.span_id, span.parent);
+        }
+        if !span.links.is_empty() && self.links.len() < MAX_STRUCTURE {
+            self.links.insert(span.span_id, span.links.into());
+        }
+    }
+
+    pub fn merge(&mut self, other: Features) {
+        self.span_count += other.span_count;
+        self.error_spans += other.error_spans;
+        self.error_kinds |= other.error_kinds;
+        if other.first_start_ns != 0
+            && (self.first_start_ns == 0 || other.first_start_ns < self.first_start_ns)
+        {
+            self.first_start_ns = other.first_start_ns;
+        }
+        self.last_end_ns = self.last_end_ns.max(other.last_end_ns);
+        self.test_bits |= other.test_bits;
+        self.tokens += other.tokens;
+        self.tool_call_count += other.tool_call_count;
+        let room = MAX_TOOL_CALLS.saturating_sub(self.tool_calls.len());
+        self.tool_calls
+            .extend(other.tool_calls.into_iter().take(room));
+        let room = MAX_STRUCTURE.saturating_sub(self.agents.len());
+        self.agents.extend(other.agents.into_iter().take(room));
+        for (span_id, parent) in other.parents.entries {
+            if self.parents.len() >= MAX_STRUCTURE {
+                break;
+            }
+            self.parents.insert(span_id, parent);
+        }
+        for (span_id, linked) in other.links.entries {
+            if self.links.len() >= MAX_STRUCTURE {
+                break;
+            }
+            self.links.insert(span_id, linked);
+        }
+        if self.root_agent.as_deref().is_none_or(str::is_empty) {
+            self.root_agent = other.root_agent;
+        }
+        self.longest_root_ns = self.longest_root_ns.max(other.longest_root_ns);
+        self.slowest_llm_ns = self.slowest_llm_ns.max(other.slowest_llm_ns);
+    }
+
+    /// Heap bytes held, roughly (for the buffer's memory figure).
+    pub fn heap_bytes(&self) -> usize {
+        self.tool_calls.capacity() * std::mem::size_of::<ToolCall>()
+            + self.agents.capacity() * std::mem::size_of::<(SpanId, Arc<str>)>()
+            + self.parents.heap_bytes()
+            + self.links.heap_bytes()
+            + self
+                .links
+                .iter()
+                .map(|(_, l)| l.len() * std::mem::size_of::<Parent>())
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(kind: Kind, id: u8, parent: Parent, start: u64, end: u64) -> SpanFeatures<'static> {
+        SpanFeatures {
+            span_id: [id; 8],
+            parent,
+            start_ns: start,
+            end_ns: end,
+            error_kinds: 0,
+            test_bits: 0,
+            tokens: 0,
+            kind,
+            agent_name: (kind == Kind::Agent).then(|| Arc::from(format!("agent{id}").as_str())),
+            tool_name: (kind == Kind::Tool).then(|| Arc::from("search")),
+            args_digest: 0,
+            links: &[],
+        }
+    }
+
+    #[test]
+    fn observes_spans_and_merges_like_the_union() {
+        let mut a = Features::default();
+        a.observe(&span(Kind::Tool, 2, Parent::Id([1; 8]), 10, 20));
+        a.observe(&span(Kind::Agent, 1, Parent::Root, 5, 50));
+        let mut b = Features::default();
+        b.observe(&span(Kind::Llm, 3, Parent::Id([1; 8]), 60, 100));
+        a.merge(b);
+        assert_eq!(a.span_count, 3);
+        assert_eq!((a.first_start_ns, a.last_end_ns), (5, 100));
+        assert_eq!(a.longest_root_ns, 45);
+        assert_eq!(a.slowest_llm_ns, 40);
+        assert_eq!(a.tool_calls.len(), 1);
+        assert_eq!(a.root_agent.as_deref(), Some("agent1"));
+        assert_eq!(
+            a.parents.iter().map(|(k, _)| k[0]).collect::<Vec<_>>(),
+            vec![2, 1]
+        );
+    }
+
+    #[test]
+    fn an_end_before_its_start_counts_as_zero() {
+        let mut f = Features::default();
+        f.observe(&span(Kind::Agent, 1, Parent::Root, 50, 10));
+        assert_eq!(f.longest_root_ns, 0);
+    }
+}
