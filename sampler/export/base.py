@@ -247,6 +247,7 @@ class QueuedExporter(ABC):
         self._spilled_spans = 0
         self._disk_full = False  # refusing at queue_max_bytes; logged once per episode
         self._sync_task: asyncio.Task[None] | None = None
+        self._inflight: _Batch | None = None  # the batch _deliver is working on
 
     # -- transport hooks ------------------------------------------------------------------
 
@@ -609,11 +610,27 @@ class QueuedExporter(ABC):
             # (with a disk queue: so it stays unacknowledged, delivered after the next start).
             self._inflight_spans = batch.span_count
             self._inflight_requests = batch.request_count
+            self._inflight = batch
             await self._deliver(batch)
+            self._inflight = None
             self._inflight_spans = self._inflight_requests = 0
             self._acknowledge(batch)
             if not self._pending and not self._spilled_records:
                 self._idle.set()
+
+    def _settle_in_flight(self, result: SendResult) -> None:
+        """Count the batch in flight as delivered by ``result``, an attempt that finished while
+        the sender was being cancelled. For a transport that cannot abandon an attempt halfway
+        (the file: a line is written whole or not at all), which lets the attempt finish and
+        calls this, so that stop() neither counts the batch lost nor leaves it on disk to be
+        delivered again."""
+        batch = self._inflight
+        if batch is None or result.outcome is not Outcome.OK:
+            return
+        self._inflight = None
+        self._record_success(batch, result)
+        self._inflight_spans = self._inflight_requests = 0
+        self._acknowledge(batch)
 
     def _batch_is_full(self) -> bool:
         """Whether waiting could not make the batch any fuller: it is at a batch limit, or the
