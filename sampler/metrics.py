@@ -233,7 +233,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "agent_sampler_exporter_failed_spans",
         "counter",
-        "Kept spans given up on (permanent downstream error or retries exhausted).",
+        "Kept spans given up on (permanent downstream error, retries exhausted, undelivered at "
+        "shutdown, or lost to damage in the durable queue).",
         (),
         _one(lambda s: s.exporter.stats.failed_spans),
     ),
@@ -268,7 +269,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "agent_sampler_exporter_disk_corrupt_records",
         "counter",
-        "Torn or corrupt records cut off the durable queue (each with the rest of its segment).",
+        "Records lost to damage in the durable queue (torn or corrupt; a damaged stretch without "
+        "a readable record header counts as one); their spans count in failed_spans.",
         (),
         _one(lambda s: s.exporter.stats.disk_corrupt_records),
     ),

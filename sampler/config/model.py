@@ -306,6 +306,7 @@ class RetryConfig:
         "retry until the downstream takes it (with a queue_dir, an outage then fills the queue "
         "up to queue_max_bytes, and intake is refused beyond it).",
         "duration",
+        zero_allowed=True,
     )
 
 

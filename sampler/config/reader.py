@@ -95,12 +95,22 @@ class Node:
         return f"{type(self.value).__name__} {self.value!r}"
 
 
+# Bounds on what a YAML text may expand to. A real config nests about 10 levels and uses few
+# aliases, if any; an "alias bomb" (a few lines whose aliases repeat each other nine times over)
+# expands to billions of nodes, and nesting a few thousand deep overflows the Python stack.
+MAX_DEPTH = 100  # levels of mappings and lists, aliases expanded
+MAX_ALIAS_NODES = 10_000  # nodes that aliases add to the document by repeating their anchor
+
+
 def parse_yaml(text: str, path: str, environ: Mapping[str, str] | None = None) -> Node:
     """Parse YAML text into a Node tree; a syntax error becomes a ConfigError with its line.
 
     ``${env:NAME}`` in string values is replaced by the variable from ``environ`` (default:
-    ``os.environ``), see ``expand_env``."""
+    ``os.environ``), see ``expand_env``. A text nested deeper than MAX_DEPTH, with a recursive
+    alias, or whose aliases add more than MAX_ALIAS_NODES nodes is refused before anything is
+    built from it (``check_bounds``)."""
     try:
+        check_bounds(text, path)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -114,6 +124,90 @@ def parse_yaml(text: str, path: str, environ: Mapping[str, str] | None = None) -
     node = _convert(root, problems, os.environ if environ is None else environ)
     problems.raise_if_any()
     return node
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose scanner stops at the MAX_DEPTH-th nested flow collection. PyYAML's
+    scanner reads up to 1,024 characters ahead while a ``[`` or ``{`` might start a key, and
+    its cost there is quadratic: 1,000 nested ``[`` take it 0.5 s before the first event."""
+
+    def fetch_flow_collection_start(self, TokenClass: type[yaml.Token]) -> None:  # noqa: N803
+        if self.flow_level >= MAX_DEPTH:
+            raise _TooDeep(self.get_mark().line + 1)
+        super().fetch_flow_collection_start(TokenClass)
+
+
+@dataclass(slots=True)
+class _Open:
+    """A mapping or list whose end has not come yet, in ``check_bounds``."""
+
+    anchor: str | None
+    nodes: int = 1  # in it, aliases expanded
+    height: int = 1  # levels of nesting in it, aliases expanded
+
+
+def check_bounds(text: str, path: str) -> None:
+    """Refuse, with a ConfigError at the offending line, a YAML text that nests deeper than
+    MAX_DEPTH, holds an alias to a node that contains the alias, or whose aliases add more than
+    MAX_ALIAS_NODES nodes. Reads the event stream, which PyYAML parses without recursion, and
+    keeps a node count and a height per anchor, so the cost is linear in the text whatever it
+    would expand to. (``yaml.compose`` and ``_convert`` recurse, and ``_convert`` expands
+    aliases: they run only on a text that passed.) Syntax errors are left to ``compose``."""
+    anchors: dict[str, tuple[int, int]] = {}  # anchor -> (nodes, height) of its node
+    stack: list[_Open] = []
+    added = 0  # nodes added by aliases
+
+    def refuse(line: int, message: str) -> ConfigError:
+        return ConfigError([ConfigProblem(path, line, "", message)])
+
+    def add(nodes: int, height: int) -> None:
+        if stack:
+            stack[-1].nodes += nodes
+            stack[-1].height = max(stack[-1].height, height + 1)
+
+    too_deep = f"YAML nested deeper than {MAX_DEPTH} levels"
+    try:
+        for event in yaml.parse(text, Loader=_BoundedLoader):
+            line = event.start_mark.line + 1 if event.start_mark is not None else 1
+            if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+                if len(stack) >= MAX_DEPTH:
+                    raise refuse(line, too_deep)
+                stack.append(_Open(event.anchor))
+            elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                closed = stack.pop()
+                if closed.anchor is not None:
+                    anchors[closed.anchor] = (closed.nodes, closed.height)
+                add(closed.nodes, closed.height)
+            elif isinstance(event, yaml.ScalarEvent):
+                if event.anchor is not None:
+                    anchors[event.anchor] = (1, 0)
+                add(1, 0)
+            elif isinstance(event, yaml.AliasEvent) and event.anchor is not None:
+                name = event.anchor
+                if any(item.anchor == name for item in stack):
+                    raise refuse(
+                        line, f"recursive YAML alias *{name}: it refers to a node holding it"
+                    )
+                if name not in anchors:
+                    continue  # undefined: compose says so
+                nodes, height = anchors[name]
+                added += nodes
+                if added > MAX_ALIAS_NODES:
+                    raise refuse(
+                        line,
+                        f"YAML aliases expand to more than {MAX_ALIAS_NODES} nodes (*{name} "
+                        f"adds {nodes}); a config needs far fewer: is this an alias bomb?",
+                    )
+                if len(stack) + height > MAX_DEPTH:
+                    raise refuse(line, f"{too_deep} (through *{name})")
+                add(nodes, height)
+    except _TooDeep as exc:
+        raise refuse(exc.line, too_deep) from None
 
 
 def _convert(

@@ -13,6 +13,7 @@ import typing
 
 from sampler.config.binder import public_fields
 from sampler.config.model import SamplerConfig
+from sampler.config.reader import MAX_ALIAS_NODES, MAX_DEPTH
 from sampler.rules.conditions.registry import condition_modules
 
 _INTRO = """\
@@ -38,6 +39,14 @@ never shown in error messages or logs. Substitution yields text: use it for secr
 URLs, addresses, durations and sizes, not for plain numbers or booleans.
 File paths (`*_file`) are relative to the working directory; each file is read and checked for
 PEM content when the config is loaded. [security.md](security.md) shows how to use them.
+"""
+
+_YAML_BOUNDS = f"""\
+YAML anchors and aliases (`&name`, `*name`) may share a value. A file is refused, at the line
+that goes too far and before anything is built from it, when it nests mappings and lists
+more than {MAX_DEPTH} levels deep (aliases expanded), when an alias refers to a node that
+contains it, or when its aliases add more than {MAX_ALIAS_NODES:,} nodes: a real config needs a
+few dozen at most, an "alias bomb" of a few lines would add billions.
 """
 
 _RULES = """\
@@ -125,7 +134,13 @@ def _rows(cls: type, prefix: str) -> list[str]:
 
 
 def render() -> str:
-    parts = [_INTRO, "## Keys\n", "| key | type | default | meaning |", "|---|---|---|---|"]
+    parts = [
+        _INTRO,
+        _YAML_BOUNDS,
+        "## Keys\n",
+        "| key | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
     parts.extend(_rows(SamplerConfig, ""))
     parts.append("")
     parts.append(_RULES)

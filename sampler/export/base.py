@@ -32,7 +32,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sampler.export.disk_queue import SYNC_INTERVAL_S, CorruptRecord, DiskQueue, Position
+from sampler.export.disk_queue import (
+    SYNC_INTERVAL_S,
+    CorruptRecord,
+    Damage,
+    DiskQueue,
+    Position,
+)
 from sampler.tls import ClientTls
 
 logger = logging.getLogger(__name__)
@@ -94,7 +100,8 @@ class ExporterStats:
     disk_records: int = 0  # gauge: requests on disk the downstream has not acknowledged
     disk_spilled_spans: int = 0  # written to disk only, the in-memory queue being full
     disk_replayed_spans: int = 0  # found on disk at start (delivered from there)
-    disk_corrupt_records: int = 0  # torn or corrupt records cut off (with the rest of a segment)
+    disk_corrupt_records: int = 0  # records lost to damage on disk (a stretch of unreadable
+    # framing counts as one); their spans, where their headers tell, count in failed_spans
     disk_full_refusals: int = 0  # submits refused at queue_max_bytes or by a failed write
     # (an attempt each: the pipeline offers a waiting request again on every tick and request)
 
@@ -240,6 +247,7 @@ class QueuedExporter(ABC):
         self._spilled_spans = 0
         self._disk_full = False  # refusing at queue_max_bytes; logged once per episode
         self._sync_task: asyncio.Task[None] | None = None
+        self._inflight: _Batch | None = None  # the batch _deliver is working on
 
     # -- transport hooks ------------------------------------------------------------------
 
@@ -398,14 +406,18 @@ class QueuedExporter(ABC):
         disk = DiskQueue.open(self.settings.queue_dir, self.settings.queue_max_bytes)
         self._disk = disk
         found = disk.recovery
-        if found.corrupt_records:
-            self.stats.disk_corrupt_records += found.corrupt_records
+        if found.damage:
+            self._count_damage(found.damage)
             logger.error(
-                "exporter %s: cut %d torn or corrupt record(s) (%d bytes) off the disk queue %s",
+                "exporter %s: disk queue %s: skipped %d damaged stretch(es), %d bytes: lost "
+                "%d record(s) and %d span(s)%s; every valid record after them is delivered",
                 self.name,
-                found.corrupt_records,
-                found.corrupt_bytes,
                 disk.directory,
+                len(found.damage),
+                found.corrupt_bytes,
+                found.corrupt_records,
+                found.corrupt_spans,
+                _unknown_note(found.damage),
             )
         if found.records:
             self._spill_from = disk.head
@@ -435,25 +447,7 @@ class QueuedExporter(ABC):
                 max_bytes=s.batch_max_bytes,
             )
         except (CorruptRecord, OSError) as err:
-            # Framing is lost in that segment (or it cannot be read): go on with the next one,
-            # and count again what is left to read.
-            at = err.position if isinstance(err, CorruptRecord) else self._spill_from
-            self.stats.disk_corrupt_records += 1
-            before = self._spilled_spans
-            self._spill_from = disk.skip_segment(at)
-            try:
-                self._spilled_records, self._spilled_spans = disk.count(self._spill_from)
-            except OSError:  # the disk fails: nothing more can be read back
-                self._spilled_records = self._spilled_spans = 0
-            logger.error(
-                "exporter %s: disk queue %s: %s; skipped to the next segment, losing up to "
-                "%d span(s)",
-                self.name,
-                disk.directory,
-                f"{err} ({err.why})" if isinstance(err, CorruptRecord) else err,
-                before - self._spilled_spans,
-            )
-            self._update_disk_gauges()
+            self._skip_unreadable(disk, err)
             return
         if not records:  # the count was off (cannot happen): trust the disk, not the count
             logger.error(
@@ -471,6 +465,59 @@ class QueuedExporter(ABC):
             self._spilled_spans -= record.span_count
         self._spilled_records -= len(records)
         self._spill_from = after
+
+    def _skip_unreadable(self, disk: DiskQueue, err: CorruptRecord | OSError) -> None:
+        """Go on reading after damage found while reading back, from the next valid record of
+        the segment (or from the next segment when this one cannot be read at all), and count
+        again what is left to read."""
+        if isinstance(err, CorruptRecord):
+            try:
+                damage = disk.skip_damage(err.position)
+            except OSError as unreadable:
+                self._skip_segment(disk, err.position, unreadable)
+                return
+            self._count_damage((damage,))
+            self._spill_from = Position(damage.segment, damage.end)
+            self._recount_spilled(disk)
+            logger.error(
+                "exporter %s: disk queue %s: %s (%s); skipped %s",
+                self.name,
+                disk.directory,
+                err,
+                err.why,
+                damage.describe(),
+            )
+            self._update_disk_gauges()
+        else:
+            self._skip_segment(disk, self._spill_from, err)
+
+    def _skip_segment(self, disk: DiskQueue, at: Position, err: OSError) -> None:
+        self.stats.disk_corrupt_records += 1
+        before = self._spilled_spans
+        self._spill_from = disk.skip_segment(at)
+        self._recount_spilled(disk)
+        logger.error(
+            "exporter %s: disk queue %s: %s; skipped to the next segment, losing up to %d span(s)",
+            self.name,
+            disk.directory,
+            err,
+            before - self._spilled_spans,
+        )
+        self._update_disk_gauges()
+
+    def _recount_spilled(self, disk: DiskQueue) -> None:
+        try:
+            self._spilled_records, self._spilled_spans = disk.count(self._spill_from)
+        except OSError:  # the disk fails: nothing more can be read back
+            self._spilled_records = self._spilled_spans = 0
+
+    def _count_damage(self, damage: tuple[Damage, ...]) -> None:
+        """Records lost to damage on disk are kept data lost: counted as failed as well."""
+        lost_records = sum(d.lost_records for d in damage)
+        lost_spans = sum(d.spans for d in damage)
+        self.stats.disk_corrupt_records += lost_records
+        self.stats.failed_requests += lost_records
+        self.stats.failed_spans += lost_spans
 
     def _acknowledge(self, batch: _Batch) -> None:
         if self._disk is None or batch.end is None:
@@ -563,11 +610,27 @@ class QueuedExporter(ABC):
             # (with a disk queue: so it stays unacknowledged, delivered after the next start).
             self._inflight_spans = batch.span_count
             self._inflight_requests = batch.request_count
+            self._inflight = batch
             await self._deliver(batch)
+            self._inflight = None
             self._inflight_spans = self._inflight_requests = 0
             self._acknowledge(batch)
             if not self._pending and not self._spilled_records:
                 self._idle.set()
+
+    def _settle_in_flight(self, result: SendResult) -> None:
+        """Count the batch in flight as delivered by ``result``, an attempt that finished while
+        the sender was being cancelled. For a transport that cannot abandon an attempt halfway
+        (the file: a line is written whole or not at all), which lets the attempt finish and
+        calls this, so that stop() neither counts the batch lost nor leaves it on disk to be
+        delivered again."""
+        batch = self._inflight
+        if batch is None or result.outcome is not Outcome.OK:
+            return
+        self._inflight = None
+        self._record_success(batch, result)
+        self._inflight_spans = self._inflight_requests = 0
+        self._acknowledge(batch)
 
     def _batch_is_full(self) -> bool:
         """Whether waiting could not make the batch any fuller: it is at a batch limit, or the
@@ -699,3 +762,13 @@ class QueuedExporter(ABC):
     def _log_crash(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             logger.error("exporter %s: sender task died", self.name, exc_info=task.exception())
+
+
+def _unknown_note(damage: tuple[Damage, ...]) -> str:
+    unframed = sum(1 for d in damage if d.unframed)
+    if not unframed:
+        return ""
+    return (
+        f" ({unframed} stretch(es) without a readable record header, each counted as one "
+        "record; the spans they held, if any, are not known)"
+    )

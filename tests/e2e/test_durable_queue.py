@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from sampler.export.disk_queue import HEADER
 from tests.e2e.harness import (
     LOOPBACK,
     GrpcSink,
@@ -125,5 +126,51 @@ def test_after_sigkill_what_the_queue_accepted_is_delivered_and_only_undecided_i
         assert_whole_and_once(sink.spans(), queued)
         assert not delivered & {s.trace_id for s in sink.spans()}
         assert undecided.hex() not in {s.trace_id for s in sink.spans()}
+    finally:
+        sink.stop()
+
+
+def test_a_damaged_record_on_disk_costs_that_session_only_and_is_counted(
+    tmp_path: Path,
+) -> None:
+    """A flipped byte in the middle of the queue's segment: after the restart every other kept
+    session arrives whole, and the metrics say one record and its spans were lost."""
+    port = free_port()  # the downstream is down while the sessions are kept
+    downstream = f"grpc://{LOOPBACK}:{port}"
+    queue_dir = tmp_path / "queue"
+    queue = ("--queue-dir", str(queue_dir))
+    with running_sampler(config(wait="1s"), tmp_path, downstream, args=queue) as sampler:
+        client = grpc_client(sampler)
+        kept = {client.turn(f"conv-err-{i}", error=True) for i in range(5)}
+        client.close()
+        wait_until(lambda: queued_records(sampler) == 5, 15, "the kept sessions on disk")
+        assert sampler.terminate() == 0
+
+    (segment,) = [p for p in queue_dir.glob("*.seg") if p.stat().st_size]
+    data = bytearray(segment.read_bytes())
+    records = []  # (offset, length, trace id) of each record, in order
+    offset = 0
+    while offset < len(data):
+        length, _, _ = HEADER.unpack_from(data, offset)
+        body = bytes(data[offset + HEADER.size : offset + HEADER.size + length])
+        trace = ExportTraceServiceRequest.FromString(body).resource_spans[0]
+        records.append((offset, length, trace.scope_spans[0].spans[0].trace_id.hex()))
+        offset += HEADER.size + length
+    assert len(records) == 5
+    hit_offset, hit_length, lost = records[2]
+    data[hit_offset + HEADER.size + hit_length // 2] ^= 0x20
+    segment.write_bytes(bytes(data))
+
+    sink = GrpcSink(port=port).start()
+    try:
+        with running_sampler(config(wait="1s"), tmp_path, downstream, args=queue) as sampler:
+            wait_until(lambda: len(sink.spans()) >= 4 * SPANS_PER_TURN, 15, "the queue delivered")
+            wait_until(lambda: queued_records(sampler) == 0, 10, "the queue acknowledged")
+            assert sampler.metric("agent_sampler_exporter_disk_corrupt_records") == 1
+            assert sampler.metric("agent_sampler_exporter_failed_spans") == SPANS_PER_TURN
+            assert sampler.metric("agent_sampler_exporter_disk_replayed_spans") == 16
+            assert sampler.terminate() == 0
+        assert_whole_and_once(sink.spans(), kept - {lost})
+        assert "1 record(s) and 4 span(s)" in sampler.logs()
     finally:
         sink.stop()

@@ -77,3 +77,23 @@ def test_missing_file_exits_2_with_a_readable_message(
     assert out == ""
     assert err.startswith(path) and err.rstrip().endswith("cannot read: No such file or directory")
     assert len(err.splitlines()) == 1
+
+
+def test_retry_max_elapsed_time_zero_is_accepted(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`0s` is documented as "never give up"; check-config must not call it an error."""
+    path = tmp_path / "forever.yaml"
+    path.write_text(
+        "exporter:\n"
+        "  queue_dir: /var/lib/agent-sampler/queue\n"
+        "  retry:\n"
+        "    max_elapsed_time: 0s\n"
+        "rules:\n"
+        "  - name: all\n"
+        "    action: keep\n",
+        encoding="utf-8",
+    )
+    assert main(["check-config", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert (out, err) == (f"{path}: OK (1 rules)\n", "")

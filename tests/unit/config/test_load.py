@@ -26,7 +26,7 @@ from sampler.config.model import (
     SignalsConfig,
 )
 from sampler.config.reader import ConfigError, ConfigProblem
-from sampler.export.base import ExporterSettings
+from sampler.export.base import ExporterSettings, SendResult
 from sampler.export.factory import exporter_from_url
 from sampler.rules.conditions.error import ANY_ERROR, HasError
 from sampler.rules.conditions.rare import DIMENSIONS, IsRare
@@ -251,3 +251,52 @@ def test_unreadable_file_is_a_config_error(
         load_config(path)
     (problem,) = caught.value.problems
     assert (problem.path, problem.message) == (str(path), message)
+
+
+def test_retry_max_elapsed_time_zero_means_never_give_up() -> None:
+    """Documented as "0s: never give up": the config must accept it and hand the exporter a
+    policy that retries a batch through an outage far longer than the 5m default."""
+    from sampler.runtime import exporter_settings
+    from tests.unit.export.support import (
+        FakeClock,
+        ScriptedExporter,
+        expected_names,
+        make_request,
+        run,
+        span_names,
+    )
+
+    config = load_config_text(
+        "exporter:\n  retry: {max_elapsed_time: 0s}\nrules: [{name: a, action: keep}]\n", "c.yaml"
+    )
+    assert config.exporter.retry.max_elapsed_time == 0.0
+    settings = exporter_settings(config)
+    assert settings.retry.max_elapsed_s == 0.0
+
+    clock = FakeClock()
+    outage = [SendResult.retryable("UNAVAILABLE")] * 500  # hours at 30 s between retries
+
+    async def scenario() -> ScriptedExporter:
+        exporter = ScriptedExporter(settings, outage, clock=clock)
+        exporter.try_submit(make_request("a", 3), 3)
+        await exporter.start()
+        assert await exporter.flush(2.0)
+        await exporter.stop(1.0)
+        return exporter
+
+    exporter = run(scenario())
+    assert sum(clock.sleeps) > 3600.0
+    assert exporter.stats.failed_spans == 0
+    assert span_names(exporter.delivered) == expected_names(("a", 3))
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["initial_interval", "max_interval"],
+    ids=["initial-interval", "max-interval"],
+)
+def test_other_retry_durations_still_refuse_zero(key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"exporter\.retry\.{key}: expected a duration above 0s"):
+        load_config_text(
+            f"exporter:\n  retry: {{{key}: 0s}}\nrules: [{{name: a, action: keep}}]\n", "c.yaml"
+        )

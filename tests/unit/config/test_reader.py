@@ -3,6 +3,8 @@ numbers, and how problems are printed."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from sampler.config import reader
@@ -269,3 +271,84 @@ def test_config_error_lists_one_problem_per_line_sorted_by_line() -> None:
 def test_did_you_mean(word: str, hint: str) -> None:
     choices = ["receivers", "sessions", "error", "warning", "info"]
     assert did_you_mean(word, choices) == hint
+
+
+# -- bounds: what a YAML text may expand to ----------------------------------------------------
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "x" + "]" * depth
+
+
+def test_nesting_up_to_the_bound_is_read_and_one_more_level_is_refused() -> None:
+    node = parse_yaml(f"a: {nested(reader.MAX_DEPTH - 1)}\n", "c.yaml")  # the mapping is one
+    assert node.is_mapping
+    with pytest.raises(ConfigError) as caught:
+        parse_yaml(f"a: {nested(reader.MAX_DEPTH)}\n", "c.yaml")
+    assert str(caught.value) == f"c.yaml:1: YAML nested deeper than {reader.MAX_DEPTH} levels"
+
+
+def test_block_nesting_is_refused_at_the_line_that_goes_too_deep() -> None:
+    text = "".join("  " * i + f"k{i}:\n" for i in range(reader.MAX_DEPTH + 5))
+    with pytest.raises(ConfigError) as caught:
+        parse_yaml(text, "c.yaml")
+    assert [p.line for p in caught.value.problems] == [reader.MAX_DEPTH + 1]
+
+
+def test_deep_flow_nesting_is_refused_without_the_scanners_quadratic_look_ahead() -> None:
+    """PyYAML reads 1,024 characters ahead while ``[`` may start a key, quadratically: 0.5 s
+    for the first event of 20,000 nested lists, before any depth check could run."""
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="nested deeper"):
+        parse_yaml(f"a: {nested(20_000)}\n", "c.yaml")
+    assert time.perf_counter() - started < 0.1
+
+
+def test_aliases_may_add_up_to_the_bound_and_not_one_node_more() -> None:
+    # an anchored list of 99 strings is 100 nodes; each alias to it adds 100
+    anchor = "a: &a [" + ", ".join(["v"] * 99) + "]\n"
+    uses = reader.MAX_ALIAS_NODES // 100
+    text = anchor + "b: [" + ", ".join(["*a"] * uses) + "]\n"
+    node = parse_yaml(text, "c.yaml")
+    assert node.is_mapping and len(node.value["b"].value) == uses
+    with pytest.raises(ConfigError) as caught:
+        parse_yaml(text + "c: *a\n", "c.yaml")
+    (problem,) = caught.value.problems
+    assert problem.line == 3
+    assert problem.message.startswith(f"YAML aliases expand to more than {reader.MAX_ALIAS_NODES}")
+
+
+def test_an_alias_bomb_is_refused_at_once() -> None:
+    levels = ['l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 30):  # 9**30 strings if expanded
+        levels.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="alias bomb"):
+        parse_yaml("\n".join(levels), "c.yaml")
+    assert time.perf_counter() - started < 0.1
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("a: &a [*a]\n", 1),
+        ("a: &a\n  b:\n    c: *a\n", 3),
+        ("a: &a {b: [1, {c: *a}]}\n", 1),
+    ],
+    ids=["list", "mapping", "nested"],
+)
+def test_a_recursive_alias_is_refused_at_its_line(text: str, line: int) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_yaml(text, "c.yaml")
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.message) == (
+        line,
+        "recursive YAML alias *a: it refers to a node holding it",
+    )
+
+
+def test_ordinary_aliases_still_share_a_value() -> None:
+    text = "base: &wait 10s\nsessions: {decision_wait: *wait}\ndefaults: &d {x: 1}\nother: *d\n"
+    node = parse_yaml(text, "c.yaml")
+    assert node.value["sessions"].value["decision_wait"].value == "10s"
+    assert node.value["other"].value["x"].value == 1

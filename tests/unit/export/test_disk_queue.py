@@ -1,11 +1,13 @@
 """The disk queue's core: records go in and come back in order, survive a restart until they
-are acknowledged, a torn or corrupt tail is cut off and counted, and the cap is kept."""
+are acknowledged, damage costs only the damaged records (reading resynchronises at the next
+valid one) and is counted, and the cap is kept."""
 
 from __future__ import annotations
 
 import os
+import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -168,23 +170,178 @@ def test_a_torn_header_is_cut_off(opened: list[DiskQueue], queue_dir: Path) -> N
     assert (queue.recovery.records, queue.recovery.corrupt_records) == (1, 1)
 
 
-def test_a_corrupt_record_loses_the_rest_of_its_segment_only(
+# -- damage: reading resynchronises at the next valid record ----------------------------------
+
+MANY = 200  # records in one segment for the damage tests
+
+
+def varied(index: int) -> bytes:
+    """Bodies of random bytes and varying size (a few hundred to a few thousand bytes), so that
+    record boundaries fall anywhere and the damaged bytes look like data, not like padding."""
+    rng = random.Random(index)
+    return rng.randbytes(rng.randrange(200, 3000))
+
+
+def spans_of(index: int) -> int:
+    return 1 + index % 7
+
+
+@pytest.fixture
+def many(opened: list[DiskQueue], queue_dir: Path) -> tuple[Path, list[int]]:
+    """A closed queue whose one segment holds MANY records; returns the segment and the offset
+    of each record in it."""
+    queue = open_queue(opened, queue_dir)
+    offsets = []
+    for i in range(MANY):
+        offsets.append(queue.tail.offset)
+        queue.append(varied(i), spans_of(i))
+    queue.close()
+    (segment,) = [p for p in segments(queue_dir) if p.stat().st_size]
+    return segment, offsets
+
+
+def damaged(segment: Path, change: Callable[[bytearray], None]) -> None:
+    data = bytearray(segment.read_bytes())
+    change(data)
+    segment.write_bytes(bytes(data))
+
+
+def bodies_after_recovery(opened: list[DiskQueue], queue_dir: Path) -> tuple[DiskQueue, list[int]]:
+    """Reopen; the indexes of the records that come back, in order."""
+    queue = open_queue(opened, queue_dir)
+    index = {varied(i): i for i in range(MANY)}
+    return queue, [index[r.body] for r in read_all(queue)]
+
+
+def test_a_flipped_byte_mid_segment_loses_that_record_only_and_counts_its_spans(
+    opened: list[DiskQueue], queue_dir: Path, many: tuple[Path, list[int]]
+) -> None:
+    segment, offsets = many
+    hit = MANY // 2
+    damaged(
+        segment,
+        lambda d: d.__setitem__(
+            offsets[hit] + HEADER.size + 100, d[offsets[hit] + HEADER.size + 100] ^ 0x10
+        ),
+    )
+    queue, back = bodies_after_recovery(opened, queue_dir)
+    assert back == [i for i in range(MANY) if i != hit]
+    found = queue.recovery
+    assert (found.records, found.spans) == (MANY - 1, sum(map(spans_of, back)))
+    (damage,) = found.damage
+    assert (damage.start, damage.end) == (offsets[hit], offsets[hit + 1])
+    assert (damage.records, damage.spans, damage.unframed) == (1, spans_of(hit), False)
+    assert (found.corrupt_records, found.corrupt_spans) == (1, spans_of(hit))
+    assert found.corrupt_bytes == offsets[hit + 1] - offsets[hit]
+
+
+def test_a_header_written_over_loses_that_record_and_says_its_spans_are_unknown(
+    opened: list[DiskQueue], queue_dir: Path, many: tuple[Path, list[int]]
+) -> None:
+    segment, offsets = many
+    hit = 50
+    damaged(
+        segment,
+        lambda d: d.__setitem__(
+            slice(offsets[hit], offsets[hit] + HEADER.size), b"\xee" * HEADER.size
+        ),
+    )
+    queue, back = bodies_after_recovery(opened, queue_dir)
+    assert back == [i for i in range(MANY) if i != hit]
+    (damage,) = queue.recovery.damage
+    assert (damage.start, damage.end) == (offsets[hit], offsets[hit + 1])
+    assert (damage.records, damage.spans) == (0, 0)
+    assert damage.unframed_bytes == offsets[hit + 1] - offsets[hit]
+    assert queue.recovery.corrupt_records == 1  # a stretch without framing counts as one
+    assert "unknown" in damage.describe()
+
+
+def test_a_record_truncated_mid_segment_loses_only_itself(
+    opened: list[DiskQueue], queue_dir: Path, many: tuple[Path, list[int]]
+) -> None:
+    segment, offsets = many
+    hit = 120
+    cut = slice(offsets[hit] + HEADER.size + 50, offsets[hit + 1] - 10)  # bytes lost from inside
+    damaged(segment, lambda d: d.__delitem__(cut))
+    queue, back = bodies_after_recovery(opened, queue_dir)
+    assert back == [i for i in range(MANY) if i != hit]
+    (damage,) = queue.recovery.damage
+    assert (damage.records, damage.spans, damage.unframed) == (1, spans_of(hit), False)
+
+
+def test_garbage_between_records_loses_nothing_but_is_counted(
+    opened: list[DiskQueue], queue_dir: Path, many: tuple[Path, list[int]]
+) -> None:
+    segment, offsets = many
+    at = offsets[80]
+    garbage = random.Random("garbage").randbytes(1000)
+    damaged(segment, lambda d: d.__setitem__(slice(at, at), garbage))
+    queue, back = bodies_after_recovery(opened, queue_dir)
+    assert back == list(range(MANY))
+    (damage,) = queue.recovery.damage
+    assert (damage.start, damage.end, damage.unframed_bytes) == (at, at + 1000, 1000)
+    assert queue.recovery.corrupt_records == 1  # no record lost, but nothing says so
+
+
+def test_zeroes_over_several_records_lose_just_those(
+    opened: list[DiskQueue], queue_dir: Path, many: tuple[Path, list[int]]
+) -> None:
+    segment, offsets = many
+    start, end = offsets[30] + 20, offsets[33] + 5  # records 30 to 33 touched
+    damaged(segment, lambda d: d.__setitem__(slice(start, end), bytes(end - start)))
+    queue, back = bodies_after_recovery(opened, queue_dir)
+    assert back == [i for i in range(MANY) if not 30 <= i <= 33]
+    (damage,) = queue.recovery.damage
+    assert (damage.start, damage.end) == (offsets[30], offsets[34])
+    # record 30's header is intact: it and its spans are known; the rest is not
+    assert (damage.records, damage.spans, damage.unframed) == (1, spans_of(30), True)
+    assert queue.recovery.corrupt_records == 2
+
+
+def test_damage_in_many_places_loses_each_damaged_record_only(
+    opened: list[DiskQueue], queue_dir: Path, many: tuple[Path, list[int]]
+) -> None:
+    segment, offsets = many
+    hits = sorted(random.Random(5).sample(range(MANY), 20))
+
+    def flip(data: bytearray) -> None:
+        for i in hits:
+            data[offsets[i] + HEADER.size + 7] ^= 0x01
+
+    damaged(segment, flip)
+    queue, back = bodies_after_recovery(opened, queue_dir)
+    assert back == [i for i in range(MANY) if i not in hits]
+    found = queue.recovery
+    assert (found.corrupt_records, found.corrupt_spans) == (20, sum(map(spans_of, hits)))
+
+
+def test_a_torn_last_write_is_cut_off_and_counted_with_its_spans(
+    opened: list[DiskQueue], queue_dir: Path, many: tuple[Path, list[int]]
+) -> None:
+    segment, offsets = many
+    os.truncate(segment, offsets[-1] + HEADER.size + 30)  # the process died mid-write
+    queue, back = bodies_after_recovery(opened, queue_dir)
+    assert back == list(range(MANY - 1))
+    (damage,) = queue.recovery.damage
+    assert (damage.records, damage.spans, damage.unframed) == (1, spans_of(MANY - 1), False)
+    assert segment.stat().st_size == offsets[-1]  # cut off: nothing valid after it
+
+
+def test_a_random_segment_yields_no_record_and_a_bounded_search(
     opened: list[DiskQueue], queue_dir: Path
 ) -> None:
-    queue = open_queue(opened, queue_dir, segment_bytes=250)  # two records per segment
-    for i in range(6):
-        queue.append(body(i), 1)
+    """A false resync needs a CRC32 to match by chance: 4 MiB of random bytes hold none, and
+    the search stops spending CRC work at its budget rather than hashing every candidate."""
+    queue = open_queue(opened, queue_dir)
     queue.close()
-    second = segments(queue_dir)[1]
-    data = bytearray(second.read_bytes())
-    data[HEADER.size + 50] ^= 0xFF  # a flipped bit in record 2's body
-    second.write_bytes(bytes(data))
-    queue = open_queue(opened, queue_dir, segment_bytes=250)
-    assert (queue.recovery.records, queue.recovery.corrupt_records) == (4, 1)
-    assert [r.body for r in read_all(queue)] == [body(0), body(1), body(4), body(5)]
+    (queue_dir / f"{1:020d}.seg").write_bytes(random.Random(11).randbytes(4 << 20))
+    queue = open_queue(opened, queue_dir)
+    assert queue.recovery.records == 0
+    (damage,) = queue.recovery.damage
+    assert (damage.start, damage.end, damage.unframed_bytes) == (0, 4 << 20, 4 << 20)
 
 
-def test_corruption_found_while_reading_names_its_place_and_reading_goes_on_after_it(
+def test_damage_found_while_reading_is_skipped_to_the_next_valid_record(
     opened: list[DiskQueue], queue_dir: Path
 ) -> None:
     queue = open_queue(opened, queue_dir, segment_bytes=250)
@@ -197,9 +354,43 @@ def test_corruption_found_while_reading_names_its_place_and_reading_goes_on_afte
     with pytest.raises(CorruptRecord) as caught:
         read_all(queue)
     assert caught.value.position == Position(caught.value.position.segment, 0)
-    resume = queue.skip_segment(caught.value.position)
-    assert queue.count(resume) == (2, 4)
-    assert [r.body for r in read_all(queue, resume)] == [body(4), body(5)]
+    damage = queue.skip_damage(caught.value.position)
+    assert (damage.records, damage.spans) == (1, 2)
+    assert (damage.start, damage.end) == (0, HEADER.size + 100)
+    # reads, counts and the queue's emptiness step over it from now on
+    assert queue.count(queue.head) == (5, 10)
+    assert [r.body for r in read_all(queue)] == [body(i) for i in (0, 1, 3, 4, 5)]
+
+
+def test_acknowledging_up_to_damage_moves_past_it_so_a_restart_does_not_count_it_again(
+    opened: list[DiskQueue], queue_dir: Path, many: tuple[Path, list[int]]
+) -> None:
+    segment, offsets = many
+    damaged(
+        segment,
+        lambda d: d.__setitem__(offsets[10] + HEADER.size, d[offsets[10] + HEADER.size] ^ 1),
+    )
+    queue, _ = bodies_after_recovery(opened, queue_dir)
+    assert queue.recovery.corrupt_records == 1
+    records = read_all(queue)
+    queue.ack(records[9].end)  # the record just before the damage
+    assert queue.head == Position(records[9].end.segment, offsets[11])
+    queue.close()
+    queue, back = bodies_after_recovery(opened, queue_dir)
+    assert back == list(range(11, MANY))
+    assert queue.recovery.damage == ()
+
+
+def test_damage_at_the_head_is_acknowledged_past_at_open(
+    opened: list[DiskQueue], queue_dir: Path, many: tuple[Path, list[int]]
+) -> None:
+    segment, offsets = many
+    damaged(segment, lambda d: d.__setitem__(HEADER.size + 3, d[HEADER.size + 3] ^ 1))
+    queue, back = bodies_after_recovery(opened, queue_dir)
+    assert back == list(range(1, MANY))
+    assert queue.recovery.corrupt_records == 1
+    queue = reopen(opened, queue)
+    assert (queue.recovery.records, queue.recovery.damage) == (MANY - 1, ())
 
 
 def test_an_unreadable_ack_file_means_delivering_again_not_losing(

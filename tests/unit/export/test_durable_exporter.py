@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sampler.export.base import ExporterSettings, QueuedExporter, RetryPolicy, SendResult
-from sampler.export.disk_queue import DiskQueue
+from sampler.export.disk_queue import HEADER, DiskQueue
 from tests.unit.export.support import (
     ScriptedExporter,
     expected_names,
@@ -182,3 +182,71 @@ def test_a_corrupt_spilled_record_is_skipped_and_counted(tmp_path: Path) -> None
     exporter = run(scenario())
     assert span_names(exporter.delivered) == expected_names(("a", 1))
     assert exporter.stats.disk_corrupt_records == 1
+    assert exporter.stats.failed_spans == 1  # b's header was readable: its span is counted
+
+
+def test_damage_among_spilled_records_loses_only_the_damaged_one(tmp_path: Path) -> None:
+    """Found while reading back: the exporter resynchronises at the next valid record, delivers
+    everything after it, and counts the lost request and its spans as failed."""
+
+    async def scenario() -> ScriptedExporter:
+        gate = asyncio.Event()
+        exporter = ScriptedExporter(
+            durable(tmp_path, queue_max_spans=1, queue_max_bytes=1 << 20), gate=gate
+        )
+        await exporter.start()
+        assert exporter.try_submit(make_request("a", 1), 1)
+        await asyncio.sleep(0.05)  # in flight
+        offsets = {}
+        segment = sorted(tmp_path.glob("*.seg"))[-1]
+        for prefix in "bcdefg":
+            offsets[prefix] = segment.stat().st_size
+            assert exporter.try_submit(make_request(prefix, 3), 3)  # spilled
+        assert exporter.queued_spans() == 1 + 6 * 3
+        with segment.open("r+b") as file:  # damage "d" on disk, in its body
+            file.seek(offsets["d"] + HEADER.size + 20)
+            file.write(b"\xff\xff\xff")
+        gate.set()
+        assert await exporter.flush(2.0)
+        await exporter.stop(1.0)
+        return exporter
+
+    exporter = run(scenario())
+    assert span_names(exporter.delivered) == expected_names(
+        ("a", 1), ("b", 3), ("c", 3), ("e", 3), ("f", 3), ("g", 3)
+    )
+    assert exporter.stats.disk_corrupt_records == 1
+    assert (exporter.stats.failed_requests, exporter.stats.failed_spans) == (1, 3)
+    assert exporter.queued_spans() == 0
+
+
+def test_damage_found_at_start_is_counted_as_lost_and_the_rest_delivered(
+    tmp_path: Path,
+) -> None:
+    queue = DiskQueue.open(tmp_path, 1 << 30)
+    offsets = {}
+    for prefix in "abcde":
+        offsets[prefix] = queue.tail.offset
+        queue.append(make_request(prefix, 4), 4)
+    queue.close()
+    segment = max(tmp_path.glob("*.seg"), key=lambda p: p.stat().st_size)
+    with segment.open("r+b") as file:  # "b" loses a byte of its body, "d" its header
+        file.seek(offsets["b"] + HEADER.size + 5)
+        file.write(b"\x00")
+        file.seek(offsets["d"])
+        file.write(b"\xab" * HEADER.size)
+
+    async def scenario() -> ScriptedExporter:
+        exporter = ScriptedExporter(durable(tmp_path))
+        await exporter.start()
+        assert exporter.stats.disk_replayed_spans == 12
+        assert await exporter.flush(2.0)
+        await exporter.stop(1.0)
+        return exporter
+
+    exporter = run(scenario())
+    assert span_names(exporter.delivered) == expected_names(("a", 4), ("c", 4), ("e", 4))
+    # b: one record and its 4 spans, from its header; d: a stretch with no readable header,
+    # one record, spans unknown
+    assert exporter.stats.disk_corrupt_records == 2
+    assert (exporter.stats.failed_requests, exporter.stats.failed_spans) == (2, 4)

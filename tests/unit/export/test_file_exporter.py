@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from pathlib import Path
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from sampler.export import file_exporter
 from sampler.export.file_exporter import FileExporter
 from sampler.otlp.json_codec import request_from_json
 from tests.unit.export.support import (
@@ -109,3 +114,142 @@ def test_bytes_that_are_not_a_request_fail_permanently(tmp_path: Path) -> None:
     exporter = run(scenario())
     assert clock.sleeps == []
     assert (exporter.stats.failed_requests, exporter.stats.failed_spans) == (1, 1)
+
+
+# -- conversion and writing happen in a worker thread ------------------------------------------
+
+BIG_SPANS = 60_000  # about 0.5 s to convert to JSON: a stall the loop must not see
+
+
+def largest_loop_gap_while_sending(path: Path, body: bytes) -> tuple[float, float]:
+    """(largest gap between 10 ms ticks of a coroutine, seconds the send took) while a batch of
+    BIG_SPANS goes to ``path``; the file then holds exactly its line."""
+
+    async def scenario() -> tuple[float, float]:
+        exporter = FileExporter(
+            str(path), settings(batch_max_spans=BIG_SPANS, batch_max_bytes=64 << 20)
+        )
+        await exporter.start()
+        gaps: list[float] = []
+
+        async def tick() -> None:
+            last = time.perf_counter()
+            while True:
+                await asyncio.sleep(0.01)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0.05)
+        started = time.perf_counter()
+        assert exporter.try_submit(body, BIG_SPANS)
+        assert await exporter.flush(30.0)
+        took = time.perf_counter() - started
+        await asyncio.sleep(0.05)  # the ticker notes the gap it woke up from
+        ticker.cancel()
+        await exporter.stop(1.0)
+        assert exporter.stats.spans_sent == BIG_SPANS
+        return max(gaps), took
+
+    gap, took = run(scenario(), timeout_s=60.0)
+    assert path.read_bytes() == file_exporter._json_line(body)  # one whole line
+    path.unlink()
+    return gap, took
+
+
+def test_the_loop_keeps_answering_while_a_large_batch_is_converted(tmp_path: Path) -> None:
+    """A coroutine ticking every 10 ms sees no gap over 100 ms while a batch that takes about
+    half a second to convert goes to the file. On the loop, the gap is the whole conversion,
+    every time; best of three attempts, so that a machine busy with other work cannot fail
+    the test by descheduling the process."""
+    body = make_request("big", BIG_SPANS)
+    attempts = []
+    for _ in range(3):
+        gap, took = largest_loop_gap_while_sending(tmp_path / "kept.jsonl", body)
+        assert took > 0.2  # the batch was large enough for a stall to show
+        attempts.append((round(gap, 3), round(took, 3)))
+        if gap < 0.1:
+            break
+    assert min(gap for gap, _ in attempts) < 0.1, f"(largest gap, send) in s: {attempts}"
+
+
+def test_lines_keep_the_order_of_the_batches(tmp_path: Path) -> None:
+    path = tmp_path / "kept.jsonl"
+    sizes = [3000, 1, 2000, 5, 4000, 2]  # slow and fast conversions in turn
+
+    async def scenario() -> None:
+        exporter = FileExporter(str(path), settings(batch_max_spans=1))  # a batch per request
+        await exporter.start()
+        for i, size in enumerate(sizes):
+            assert exporter.try_submit(make_request(f"r{i}", size), size)
+        assert await exporter.flush(10.0)
+        await exporter.stop(1.0)
+
+    run(scenario())
+    lines = [span_names([line.SerializeToString()]) for line in read_lines(path)]
+    assert lines == [expected_names((f"r{i}", size)) for i, size in enumerate(sizes)]
+
+
+def worker_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("file-exporter")]
+
+
+def test_stop_abandons_a_batch_still_being_converted_and_counts_it_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "kept.jsonl"
+    converting, release = threading.Event(), threading.Event()
+    convert = file_exporter._json_line
+
+    def slow_json_line(request: bytes) -> bytes:
+        converting.set()
+        release.wait(10)
+        return convert(request)
+
+    monkeypatch.setattr(file_exporter, "_json_line", slow_json_line)
+
+    async def scenario() -> FileExporter:
+        exporter = FileExporter(str(path), settings())
+        await exporter.start()
+        assert exporter.try_submit(make_request("a", 3), 3)
+        assert await asyncio.to_thread(converting.wait, 5)
+        await exporter.stop(0.05)  # gives up while "a" is converting
+        return exporter
+
+    exporter = run(scenario())
+    assert (exporter.stats.failed_spans, exporter.stats.spans_sent) == (3, 0)
+    release.set()
+    deadline = time.monotonic() + 5
+    while worker_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not worker_threads()
+    assert not path.exists() or path.read_bytes() == b""  # counted lost, and not written
+
+
+def test_stop_waits_for_a_line_being_written_and_counts_it_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "kept.jsonl"
+    writing, release = threading.Event(), threading.Event()
+    append = FileExporter._append
+
+    def slow_append(self: FileExporter, line: bytes) -> None:
+        writing.set()
+        release.wait(10)
+        append(self, line)
+
+    monkeypatch.setattr(FileExporter, "_append", slow_append)
+
+    async def scenario() -> FileExporter:
+        exporter = FileExporter(str(path), settings())
+        await exporter.start()
+        assert exporter.try_submit(make_request("a", 3), 3)
+        assert await asyncio.to_thread(writing.wait, 5)
+        threading.Timer(0.2, release.set).start()  # the write ends after stop() gave up
+        await exporter.stop(0.05)
+        return exporter
+
+    exporter = run(scenario())
+    assert (exporter.stats.spans_sent, exporter.stats.failed_spans) == (3, 0)
+    assert span_names(r.SerializeToString() for r in read_lines(path)) == expected_names(("a", 3))
