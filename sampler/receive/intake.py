@@ -2,15 +2,15 @@
 request body here and maps the `Answer` to its own status codes.
 
 The flow, for one body:
-1. **room to decode**: the body's bytes count against the buffer's memory limit while it is
-   decoded (``IntakeTarget.reserve``); without room the request is refused at once, retryable;
-2. **decode, bounded**: OTLP/JSON becomes protobuf bytes, and the protobuf is validated by the
-   native core without building anything (``sampler._native.validate``): malformed input is
-   INVALID_ARGUMENT, more than ``max_spans`` spans RESOURCE_EXHAUSTED (not retryable). A body
-   larger than a few hundred KiB is decoded on a worker thread, without the GIL, so the event
-   loop keeps answering;
-3. **admission**: the pipeline takes the request or refuses it whole (retryable);
-4. **ingest**, chunk by chunk, yielding to the event loop between chunks.
+1. **decode, bounded**: the protobuf is validated by the native core without building anything
+   (``sampler._native.validate``): malformed input is INVALID_ARGUMENT, more than ``max_spans``
+   spans RESOURCE_EXHAUSTED (not retryable). OTLP/JSON becomes protobuf bytes first, the one
+   decode that takes memory: while it runs the body counts against the buffer's memory limit
+   (``IntakeTarget.reserve``), and without room for it the request is refused at once,
+   retryable. A body larger than a few hundred KiB is decoded on a worker thread, without
+   the GIL, so the event loop keeps answering;
+2. **admission**: the pipeline takes the request or refuses it whole (retryable);
+3. **ingest**, chunk by chunk, yielding to the event loop between chunks.
 """
 
 from __future__ import annotations
@@ -150,8 +150,10 @@ class ReceiveFlow:
         self._decoding = decoding  # None: decode on the loop (tests, tiny deployments)
 
     async def receive(self, body: bytes, encoding: Encoding, stats: ReceiverStats) -> Answer:
-        size = len(body) * (2 if encoding == "json" else 1)  # JSON: the body and its protobuf
-        if not self._target.reserve(size):
+        # Only JSON takes memory to decode (its protobuf form, no larger than the body): the
+        # spans of a JSON body refused here are not known, so not counted as refused spans.
+        size = len(body) if encoding == "json" else 0
+        if size and not self._target.reserve(size):
             stats.requests_refused += 1
             return Answer(Outcome.REFUSED, "session buffer memory full", 1.0)
         try:
@@ -163,7 +165,8 @@ class ReceiveFlow:
             stats.requests_too_large += 1
             return Answer(Outcome.TOO_LARGE, str(exc))
         finally:
-            self._target.unreserve(size)
+            if size:
+                self._target.unreserve(size)
         del body  # the request holds what is needed of it
         stats.spans_received += request.spans
         intake = self._target.admit(request)

@@ -85,11 +85,14 @@ def test_too_many_spans_is_too_large_and_not_admitted() -> None:
     assert consumer.requests == []
 
 
-def test_without_room_to_decode_a_request_is_refused_before_decoding() -> None:
+def test_without_room_to_decode_json_the_request_is_refused_before_decoding() -> None:
     consumer = RecordingConsumer(room=False)
-    answer, stats = receive(consumer, b"not even protobuf")
+    answer, stats = receive(consumer, b"{not even json", "json")
     assert answer.outcome is Outcome.REFUSED and answer.retry_after_s > 0
     assert stats == ReceiverStats(requests_refused=1)
+    # protobuf takes no memory to decode: validated, then admitted (or refused) by the pipeline
+    answer, _ = receive(consumer, make_request(2).SerializeToString())
+    assert answer.outcome is Outcome.OK
 
 
 def test_json_is_decoded_to_the_same_request() -> None:
