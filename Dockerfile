@@ -1,13 +1,25 @@
 # agent-tail-sampler: a slim image running `agent-sampler run` on the embedded default config.
 # tests/e2e/test_dockerfile_command.py runs this file's ENTRYPOINT + CMD outside a container.
-FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# Build stage: the wheel, with the native core (native/, Rust) compiled by maturin.
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 CARGO_HOME=/opt/cargo RUSTUP_HOME=/opt/rustup PATH=/opt/cargo/bin:$PATH
+RUN apt-get update \
+ && apt-get install --no-install-recommends -y build-essential ca-certificates curl \
+ && curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain stable \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY native ./native
 COPY sampler ./sampler
 COPY config ./config
-RUN pip install --disable-pip-version-check . && rm -rf /src
+RUN pip wheel --disable-pip-version-check --wheel-dir /wheels .
+
+# Runtime stage: Python and the wheels, no compiler.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+COPY --from=build /wheels /wheels
+RUN pip install --disable-pip-version-check /wheels/*.whl && rm -rf /wheels
 
 RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/agent-sampler sampler
 USER sampler

@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# Installs agent-tail-sampler with its test dependencies into ./.venv, then runs the linters,
-# the type checker and the whole test suite (unit and end-to-end). Extra arguments go to pytest.
+# Installs agent-tail-sampler with its test dependencies into ./.venv (building the native core,
+# native/, with cargo), then runs the linters, the type checker and the whole test suite:
+# the native core's (cargo fmt, clippy, cargo test), then Python's, unit and end-to-end.
+# Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+(
+    cd native
+    cargo fmt --check
+    cargo clippy --all-targets --locked -- -D warnings
+    cargo clippy --all-targets --locked --features python -- -D warnings
+    cargo test --locked --quiet
+)
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
