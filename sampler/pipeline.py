@@ -328,6 +328,7 @@ class Pipeline:
                 self._trim_hold(now)
             else:
                 core.release(view.handle)  # dropped for good
+        self.scorer.flush()  # the batch's numbers count for the next batch (signals/rarity.py)
         return decided
 
     def _trim_hold(self, now: float) -> None:

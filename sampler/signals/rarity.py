@@ -54,8 +54,15 @@ live windows scores 0 on that dimension. Such scores say `cold`: the pipeline ho
 they dropped and scores them again later (the pipeline's second look), so the first rare sessions
 after a start are not lost.
 
-Determinism. Scores depend only on the sequence of `observe`/`score` calls and their `now`s:
-replicas differ only in the traffic they saw. `score` reads and never changes the model.
+Batches. A session's numbers reach the quantile sketches when the batch of sessions it was
+decided with ends (`flush`, called by the pipeline after each batch of due sessions): a
+t-digest folds new values into its centroids when it is next read, and doing that once a
+batch rather than once a session costs a few microseconds less per dimension and session.
+Shapes are counted at once. So a session is scored against the shapes of every session
+before it and against the numbers of the batches before its own.
+
+Determinism. Scores depend only on the sequence of `observe`/`score`/`flush` calls and their
+`now`s: replicas differ only in the traffic they saw. `score` reads and never changes the model.
 """
 
 from __future__ import annotations
@@ -153,7 +160,7 @@ class _Window:
 
 
 class _GroupWindow:
-    __slots__ = ("index", "values", "sessions", "shapes")
+    __slots__ = ("index", "values", "sessions", "shapes", "below", "lower_bounds")
 
     def __init__(self, index: int, lg_max_k: int) -> None:
         self.index = index
@@ -162,6 +169,25 @@ class _GroupWindow:
         # the group's own shapes: its share is measured among its sessions, and a small
         # group's common shape is tracked even when it is below the global sketch's resolution
         self.shapes = FrequentStrings(lg_max_k)
+        # Answers of a window that no longer changes (older than the current window), kept so
+        # that scoring asks its sketches once, not once per session: per dimension the
+        # largest value ranking below the tail quantile, and shapes' lower bounds.
+        self.below: dict[str, float] = {}
+        self.lower_bounds: dict[str, int] = {}
+
+    def lower_bound(self, shape: str, settled: bool) -> int:
+        if not settled:
+            return self.shapes.lower_bound(shape)
+        bound = self.lower_bounds.get(shape)
+        if bound is None:
+            if len(self.lower_bounds) >= _MAX_REMEMBERED_SHAPES:
+                self.lower_bounds.clear()
+            bound = self.lower_bounds[shape] = self.shapes.lower_bound(shape)
+        return bound
+
+
+# Shapes whose lower bound a settled window remembers, at most (then it starts over).
+_MAX_REMEMBERED_SHAPES = 4096
 
 
 _W = TypeVar("_W", _Window, _GroupWindow)
@@ -177,6 +203,7 @@ class RarityModel:
         self._windows: deque[_Window] = deque()  # oldest first; only windows that saw traffic
         self._groups: OrderedDict[str, deque[_GroupWindow]] = OrderedDict()  # LRU first
         self._latest = -math.inf
+        self._pending: list[tuple[TailQuantiles, float]] = []  # numbers waiting for `flush`
 
     def score(
         self,
@@ -196,14 +223,14 @@ class RarityModel:
         group_cold = sum(gw.sessions for _, gw in group_live) < self.settings.min_group_values
         shape_score = 0.0
         if not group_cold:
-            known = sum(w * gw.shapes.lower_bound(shape) for w, gw in group_live)
+            known = sum(w * gw.lower_bound(shape, gw.index < index) for w, gw in group_live)
             total = sum(w * gw.sessions for w, gw in group_live)
             shape_score = _shape_score(min(1.0, known / total), self.settings.rare_shape_share)
         numeric = dict.fromkeys(DIMENSIONS, 0.0)
         if group_live:
             for dimension, value in numbers.items():
                 if math.isfinite(value):
-                    numeric[dimension] = self._tail_score(group_live, dimension, value)
+                    numeric[dimension] = self._tail_score(group_live, index, dimension, value)
         return RarityScores(shape_score, MappingProxyType(numeric), cold=group_cold)
 
     def observe(self, shape: str, group: str, numbers: Mapping[str, float], now: float) -> None:
@@ -226,10 +253,17 @@ class RarityModel:
         group_windows[-1].sessions += 1
         group_windows[-1].shapes.update(shape)
         values = group_windows[-1].values
+        pending = self._pending
         for dimension, value in numbers.items():
             sketch = values.get(dimension)
             if sketch is None:
                 sketch = values[dimension] = TailQuantiles(self.settings.quantile_k)
+            pending.append((sketch, value))
+
+    def flush(self) -> None:
+        """Adds the numbers of the sessions observed since the last flush to their sketches."""
+        pending, self._pending = self._pending, []
+        for sketch, value in pending:
             sketch.update(value)
 
     def sessions_seen(self, now: float) -> int:
@@ -267,9 +301,26 @@ class RarityModel:
         return shapes + values
 
     def _tail_score(
-        self, live: list[tuple[float, _GroupWindow]], dimension: str, value: float
+        self, live: list[tuple[float, _GroupWindow]], index: int, dimension: str, value: float
     ) -> float:
+        q = self.settings.tail_quantile
         count = 0
+        below_everywhere = True  # the value ranks below q in every window: scores 0
+        for _, group_window in live:
+            sketch = group_window.values.get(dimension)
+            if sketch is None or sketch.is_empty:
+                continue
+            count += sketch.count
+            if below_everywhere:
+                if group_window.index < index:  # settled: its threshold is asked once
+                    below = group_window.below.get(dimension)
+                    if below is None:
+                        below = group_window.below[dimension] = sketch.below(q)
+                    below_everywhere = value <= below
+                else:
+                    below_everywhere = sketch.rank(value) < q
+        if count < self.settings.min_group_values or below_everywhere:
+            return 0.0
         weighted_rank = 0.0
         weighted_count = 0.0
         for weight, group_window in live:
@@ -277,12 +328,8 @@ class RarityModel:
             if sketch is None or sketch.is_empty:
                 continue
             n = sketch.count
-            count += n
             weighted_count += weight * n
             weighted_rank += weight * n * sketch.rank(value)
-        if count < self.settings.min_group_values:
-            return 0.0
-        q = self.settings.tail_quantile
         rank = weighted_rank / weighted_count
         if rank < q:
             return 0.0

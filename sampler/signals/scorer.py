@@ -56,6 +56,10 @@ class SessionScorer:
         )
         self.rarity_threshold = r.threshold
 
+    def flush(self) -> None:
+        """Ends a batch of sessions: their numbers now count for the next ones (see rarity)."""
+        self.rarity.flush()
+
     def shape_of(self, features: SessionFeatures) -> str:
         """A compact key of the session's structure: agent and tool path, as configured."""
         s = self.shape_config

@@ -253,17 +253,19 @@ class TailQuantiles(_QuantileSketch):
     of memory at k=100 (8 KB at k=200) from its first value on.
     """
 
-    __slots__ = ("_sketch",)
+    __slots__ = ("_sketch", "_count")
 
     def __init__(self, k: int = 100) -> None:
         if not 10 <= k <= 65535:
             raise ValueError(f"k must be in [10, 65535]: {k}")
         self._sketch: Any = _ds.tdigest_float(k)
+        self._count = 0  # kept here: asking the library costs a call per window per score
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TailQuantiles:
         restored = cls.__new__(cls)
         restored._sketch = _ds.tdigest_float.deserialize(data)
+        restored._count = int(restored._sketch.get_total_weight())
         return restored
 
     def to_bytes(self) -> bytes:
@@ -272,9 +274,36 @@ class TailQuantiles(_QuantileSketch):
     def update(self, value: float) -> None:
         if math.isfinite(value):
             self._sketch.update(value)
+            self._count += 1
 
     def merge(self, other: TailQuantiles) -> None:
         self._sketch.merge(other._sketch)
+        self._count = int(self._sketch.get_total_weight())
+
+    @property
+    def is_empty(self) -> bool:
+        return not self._count
+
+    def below(self, q: float) -> float:
+        """The largest value whose rank is below ``q`` (-inf when none is): a value at or below
+        it ranks below ``q``, bit for bit as ``rank`` says. Ranks are monotone in the value,
+        and values are float32 in the sketch, so this is a bisection over float32 values,
+        about 30 ranks. Worth it for a sketch that no longer changes."""
+        self._require_values()
+        rank = self._sketch.get_rank
+        lo = _float32_order(float(self._sketch.get_min_value())) - 1  # below every value: rank 0
+        hi = _float32_order(float(self._sketch.get_max_value())) + 1  # above every value: rank 1
+        if rank(_float32_value(lo)) >= q:
+            return -math.inf
+        if rank(_float32_value(hi)) < q:
+            return _float32_value(hi)
+        while hi - lo > 1:  # rank(lo) < q <= rank(hi)
+            middle = (lo + hi) // 2
+            if rank(_float32_value(middle)) < q:
+                lo = middle
+            else:
+                hi = middle
+        return _float32_value(lo)
 
     def rank(self, value: float) -> float:
         """The approximate share of values below `value` (interpolated), in [0, 1]."""
@@ -289,8 +318,25 @@ class TailQuantiles(_QuantileSketch):
 
     @property
     def count(self) -> int:
-        return int(self._sketch.get_total_weight())
+        return self._count
 
     def approx_bytes(self) -> int:
         """Serialized size (see the class docstring for the memory actually held)."""
         return int(self._sketch.get_serialized_size_bytes())
+
+
+_FLOAT32 = struct.Struct("<f")
+_UINT32 = struct.Struct("<I")
+
+
+def _float32_order(value: float) -> int:
+    """A float32's place in the order of all finite float32s: an int that grows with it."""
+    (bits,) = _UINT32.unpack(_FLOAT32.pack(value))
+    return bits if bits < 0x80000000 else 0x80000000 - bits  # negatives: flipped below zero
+
+
+def _float32_value(order: int) -> float:
+    bits = order if order >= 0 else 0x80000000 - order
+    bits = min(max(bits, 0), 0xFFFFFFFF)
+    (value,) = _FLOAT32.unpack(_UINT32.pack(bits))
+    return float(value)

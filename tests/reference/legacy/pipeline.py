@@ -350,6 +350,7 @@ class Pipeline:
                     self._trim_hold(now)
                     continue
             session.release()  # the spans are in a request now, or dropped
+        self.scorer.flush()  # the batch's numbers count for the next batch (signals/rarity.py)
         return decided
 
     def _trim_hold(self, now: float) -> None:

@@ -36,6 +36,7 @@ def observe_all(
 ) -> None:
     for shape in shapes:
         model.observe(shape, group, numbers, now)
+    model.flush()
 
 
 def shape_score(model: RarityModel, shape: str, now: float) -> float:
@@ -276,6 +277,7 @@ def two_agents() -> RarityModel:
     for a, b in zip(durations(1, 10.0, 1000), durations(2, 100.0, 1000), strict=True):
         model.observe(COMMON[0], "agent-a", {"duration": a, "tool_calls": 2.0}, now=0.0)
         model.observe(COMMON[1], "agent-b", {"duration": b, "tool_calls": 2.0}, now=0.0)
+    model.flush()
     return model
 
 
@@ -313,6 +315,7 @@ def hundred_values() -> RarityModel:
     model = RarityModel(RaritySettings(warmup_sessions=100))
     for i in range(100):
         model.observe("s", "support", {"latency": float(i), "duration": float(i)}, now=0.0)
+    model.flush()
     return model
 
 
@@ -415,6 +418,7 @@ def test_groups_are_bounded_least_recently_observed_evicted() -> None:
         model.observe("s", group, {"duration": 1.0}, now=0.0)
     model.score("s", "b", {"duration": 5.0}, now=0.0)  # scoring is not a use
     model.observe("s", "d", {"duration": 1.0}, now=0.0)
+    model.flush()
 
     assert model.groups == ("c", "a", "d")
     assert model.score("s", "b", {"duration": 5.0}, now=0.0).numeric["duration"] == 0.0
@@ -491,6 +495,7 @@ def replay(seed: int) -> list[RarityScores]:
         now = i * 0.5
         scores.append(model.score(shape, group, numbers, now))
         model.observe(shape, group, numbers, now)
+        model.flush()  # one session a batch
     return scores
 
 
@@ -524,6 +529,7 @@ def test_scores_stay_in_range(sessions: list[tuple[str, str, float, float]]) -> 
         if scores.cold:  # a cold shape is never called rare
             assert scores.shape == 0.0
         model.observe(shape, group, {"duration": value}, now)
+        model.flush()
 
 
 @pytest.mark.parametrize(

@@ -259,6 +259,7 @@ def test_the_longest_turn_and_the_whole_session_are_separate_tails(
     model = scorer(warmup_sessions=5, min_group_values=5)
     for _ in range(60):
         model.score(timed(1.0, 10.0), now=0.0)  # turns of 1 s, sessions of 10 s
+    model.flush()  # the end of a batch: the numbers count from now on
 
     scored = model.score(timed(latency_s, duration_s), now=0.0)
 
@@ -289,6 +290,7 @@ def test_a_fragment_scores_only_its_latency_and_is_not_learned_from() -> None:
     warm_after_5 = scorer(warmup_sessions=5, min_group_values=5)
     for _ in range(60):
         warm_after_5.score(session("search:q1 answer:a1"), now=0.0)  # 500 ns turns
+    warm_after_5.flush()
     looping = session("refund:r1 refund:r1 refund:r1", errors=ErrorKind.HTTP_5XX)
 
     fragment = warm_after_5.score(looping, now=1.0, fragment=True)
@@ -343,6 +345,7 @@ def test_a_slow_model_call_fires_tail_model_latency() -> None:
     model = scorer(warmup_sessions=5, min_group_values=5)
     for _ in range(60):
         model.score(timed(1.0, 1.0), now=0.0)
+    model.flush()
     slow_call = SessionFeatures()
     slow_call.observe(span_facts(1, 1_000, KIND_AGENT, agent_name="support", duration_ns=10**9))
     slow_call.observe(span_facts(2, 1_000, KIND_LLM, duration_ns=5 * 10**9))
