@@ -331,7 +331,7 @@ _UINT32 = struct.Struct("<I")
 
 def _float32_order(value: float) -> int:
     """A float32's place in the order of all finite float32s: an int that grows with it."""
-    (bits,) = _UINT32.unpack(_FLOAT32.pack(value))
+    bits = int(_UINT32.unpack(_FLOAT32.pack(value))[0])
     return bits if bits < 0x80000000 else 0x80000000 - bits  # negatives: flipped below zero
 
 
