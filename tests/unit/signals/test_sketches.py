@@ -7,6 +7,7 @@ from a seed hypothesis draws, so examples stay fast and reproducible.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -347,3 +348,30 @@ def test_tdigest_ignores_non_finite_values_and_stays_small() -> None:
 
     assert sketch.count == 100_000
     assert sketch.approx_bytes() <= 16 * 100
+
+
+@pytest.mark.parametrize("q", [0.5, 0.9, 0.98, 0.999])
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param(list(range(100)), id="0-to-99"),
+        pytest.param([1.0] * 50, id="constant"),
+        pytest.param([-5.0, -1.0, 0.0, 2.5, 1e6], id="negative-and-far"),
+        pytest.param(
+            [float(v) for v in np.random.default_rng(4).lognormal(0, 2, 5000)], id="lognormal"
+        ),
+    ],
+)
+def test_below_is_the_last_value_ranking_below_q(values: list[float], q: float) -> None:
+    """What the rarity model relies on: at or below `below(q)` a value ranks below q, and the
+    very next float32 value does not."""
+    sketch = TailQuantiles()
+    for value in values:
+        sketch.update(value)
+    below = sketch.below(q)
+    if below == -math.inf:
+        assert sketch.rank(float(np.nextafter(np.float32(sketch.min), np.float32(-np.inf)))) >= q
+        return
+    assert sketch.rank(below) < q
+    above = float(np.nextafter(np.float32(below), np.float32(np.inf)))
+    assert sketch.rank(above) >= q
