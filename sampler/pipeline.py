@@ -244,6 +244,7 @@ class Pipeline:
     def decide_due(self) -> int:
         """Decide every session whose deadline passed; called by the ticker."""
         self._flush_pending()
+        self.scorer.flush()  # what was decided since the last tick counts from now on
         now = self.clock.now()
         decided = self._decide(self.core.pop_due(now), now)
         self._end_holds(now)
@@ -251,6 +252,7 @@ class Pipeline:
 
     def decide_all(self) -> int:
         """Decide every buffered session now, and end every hold (shutdown, end of replay)."""
+        self.scorer.flush()
         now = self.clock.now()
         decided = self._decide(self.core.pop_all(), now)
         for held in self.core.hold_pop_all():
@@ -328,7 +330,6 @@ class Pipeline:
                 self._trim_hold(now)
             else:
                 core.release(view.handle)  # dropped for good
-        self.scorer.flush()  # the batch's numbers count for the next batch (signals/rarity.py)
         return decided
 
     def _trim_hold(self, now: float) -> None:

@@ -54,12 +54,12 @@ live windows scores 0 on that dimension. Such scores say `cold`: the pipeline ho
 they dropped and scores them again later (the pipeline's second look), so the first rare sessions
 after a start are not lost.
 
-Batches. A session's numbers reach the quantile sketches when the batch of sessions it was
-decided with ends (`flush`, called by the pipeline after each batch of due sessions): a
-t-digest folds new values into its centroids when it is next read, and doing that once a
-batch rather than once a session costs a few microseconds less per dimension and session.
+Ticks. A session's numbers reach the quantile sketches at the next `flush`, which the
+pipeline calls once a tick of its decision timer (`sessions.tick`, 100 ms; in replay, once a
+request): a t-digest folds new values into its centroids when it is next read, and doing that
+once a tick rather than once a session saves a few microseconds per dimension and session.
 Shapes are counted at once. So a session is scored against the shapes of every session
-before it and against the numbers of the batches before its own.
+before it and against the numbers of the sessions decided before the last tick.
 
 Determinism. Scores depend only on the sequence of `observe`/`score`/`flush` calls and their
 `now`s: replicas differ only in the traffic they saw. `score` reads and never changes the model.
@@ -204,6 +204,9 @@ class RarityModel:
         self._groups: OrderedDict[str, deque[_GroupWindow]] = OrderedDict()  # LRU first
         self._latest = -math.inf
         self._pending: list[tuple[TailQuantiles, float]] = []  # numbers waiting for `flush`
+        # per group, what its settled windows (older than the current one) say per dimension:
+        # (their values counted, the least of their below-the-tail thresholds), for one index
+        self._settled: dict[str, tuple[int, dict[str, tuple[int, float]]]] = {}
 
     def score(
         self,
@@ -215,22 +218,42 @@ class RarityModel:
         """Scores a session against the traffic observed so far; changes nothing."""
         _check_numbers(numbers)
         index = self._index_at(now)
-        live = list(self._live(self._windows, index))
-        if sum(window.sessions for _, window in live) < max(1, self.settings.warmup_sessions):
+        settings = self.settings
+        horizon = index - settings.windows  # windows at or before it are no longer live
+        seen = 0
+        for window in self._windows:
+            if window.index > horizon:
+                seen += window.sessions
+        if seen < max(1, settings.warmup_sessions):
             return COLD
         group_windows = self._groups.get(group)
-        group_live = list(self._live(group_windows, index)) if group_windows else []
-        group_cold = sum(gw.sessions for _, gw in group_live) < self.settings.min_group_values
+        weights = self._weights
+        group_live = (
+            [(weights[index - gw.index], gw) for gw in group_windows if gw.index > horizon]
+            if group_windows
+            else []
+        )
+        group_sessions = 0
+        for _, group_window in group_live:
+            group_sessions += group_window.sessions
+        group_cold = group_sessions < settings.min_group_values
         shape_score = 0.0
         if not group_cold:
-            known = sum(w * gw.lower_bound(shape, gw.index < index) for w, gw in group_live)
-            total = sum(w * gw.sessions for w, gw in group_live)
-            shape_score = _shape_score(min(1.0, known / total), self.settings.rare_shape_share)
+            known = total = 0.0
+            for weight, group_window in group_live:
+                known += weight * group_window.lower_bound(shape, group_window.index < index)
+                total += weight * group_window.sessions
+            shape_score = _shape_score(min(1.0, known / total), settings.rare_shape_share)
         numeric = dict.fromkeys(DIMENSIONS, 0.0)
         if group_live:
+            settled = self._settled.get(group)
+            if settled is None or settled[0] != index:
+                settled = self._settled[group] = (index, {})
             for dimension, value in numbers.items():
                 if math.isfinite(value):
-                    numeric[dimension] = self._tail_score(group_live, index, dimension, value)
+                    numeric[dimension] = self._tail_score(
+                        group_live, index, dimension, value, settled[1]
+                    )
         return RarityScores(shape_score, MappingProxyType(numeric), cold=group_cold)
 
     def observe(self, shape: str, group: str, numbers: Mapping[str, float], now: float) -> None:
@@ -244,7 +267,8 @@ class RarityModel:
         if group_windows is None:
             group_windows = self._groups[group] = deque()
             if len(self._groups) > self.settings.max_groups:
-                self._groups.popitem(last=False)
+                evicted, _ = self._groups.popitem(last=False)
+                self._settled.pop(evicted, None)
         else:
             self._groups.move_to_end(group)
         if not group_windows or group_windows[-1].index != index:
@@ -301,25 +325,37 @@ class RarityModel:
         return shapes + values
 
     def _tail_score(
-        self, live: list[tuple[float, _GroupWindow]], index: int, dimension: str, value: float
+        self,
+        live: list[tuple[float, _GroupWindow]],
+        index: int,
+        dimension: str,
+        value: float,
+        settled: dict[str, tuple[int, float]],
     ) -> float:
         q = self.settings.tail_quantile
-        count = 0
-        below_everywhere = True  # the value ranks below q in every window: scores 0
-        for _, group_window in live:
-            sketch = group_window.values.get(dimension)
-            if sketch is None or sketch.is_empty:
-                continue
-            count += sketch.count
-            if below_everywhere:
-                if group_window.index < index:  # settled: its threshold is asked once
+        # The settled windows no longer change: their count, and the least value ranking at
+        # or above q in any of them, are asked once per index. A value at or below that ranks
+        # below q in each of them; below q in the current window too, it ranks below q in the
+        # weighted mixture: it scores 0 without asking every window.
+        summary = settled.get(dimension)
+        if summary is None:
+            count, low = 0, math.inf
+            for _, group_window in live:
+                sketch = group_window.values.get(dimension)
+                if group_window.index < index and sketch is not None and sketch.count:
+                    count += sketch.count
                     below = group_window.below.get(dimension)
                     if below is None:
                         below = group_window.below[dimension] = sketch.below(q)
-                    below_everywhere = value <= below
-                else:
-                    below_everywhere = sketch.rank(value) < q
-        if count < self.settings.min_group_values or below_everywhere:
+                    low = min(low, below)
+            summary = settled[dimension] = (count, low)
+        settled_count, low = summary
+        newest = live[-1][1]
+        current = newest.values.get(dimension) if newest.index == index else None
+        current_count = current.count if current is not None else 0
+        if settled_count + current_count < self.settings.min_group_values:
+            return 0.0
+        if value <= low and (not current_count or current.rank(value) < q):  # type: ignore[union-attr]
             return 0.0
         weighted_rank = 0.0
         weighted_count = 0.0
@@ -358,6 +394,7 @@ class RarityModel:
             self._expire(group_windows, index)
             if not group_windows:
                 del self._groups[group]
+                self._settled.pop(group, None)
         return index
 
     def _expire(self, windows: deque[_Window] | deque[_GroupWindow], index: int) -> None:

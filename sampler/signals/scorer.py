@@ -57,7 +57,8 @@ class SessionScorer:
         self.rarity_threshold = r.threshold
 
     def flush(self) -> None:
-        """Ends a batch of sessions: their numbers now count for the next ones (see rarity)."""
+        """The numbers of the sessions scored since the last flush count from now on (see
+        rarity: the pipeline flushes once a tick)."""
         self.rarity.flush()
 
     def shape_of(self, features: SessionFeatures) -> str:

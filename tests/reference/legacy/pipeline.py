@@ -271,6 +271,7 @@ class Pipeline:
     def decide_due(self) -> int:
         """Decide every session whose deadline passed; called by the ticker."""
         self._flush_pending()
+        self.scorer.flush()  # what was decided since the last tick counts from now on
         now = self.clock.now()
         decided = self._decide(self.buffer.pop_due(now), now)
         self._end_holds(now)
@@ -278,6 +279,7 @@ class Pipeline:
 
     def decide_all(self) -> int:
         """Decide every buffered session now, and end every hold (shutdown, end of replay)."""
+        self.scorer.flush()
         now = self.clock.now()
         self._drain_followed()
         decided = self._decide(self.buffer.pop_all(), now)
@@ -350,7 +352,6 @@ class Pipeline:
                     self._trim_hold(now)
                     continue
             session.release()  # the spans are in a request now, or dropped
-        self.scorer.flush()  # the batch's numbers count for the next batch (signals/rarity.py)
         return decided
 
     def _trim_hold(self, now: float) -> None:
