@@ -6,6 +6,7 @@
 //! as ready OTLP request bytes. The bindings (`python.rs`, feature `python`) are the only code
 //! that touches Python objects.
 
+pub mod json;
 pub mod wire;
 
 #[cfg(feature = "python")]
