@@ -816,7 +816,7 @@ impl<'a> Lexer<'a> {
                 return Err(syntax_error(i, "expecting a digit in the exponent"));
             }
         }
-        if integer && int_digits > MAX_INT_DIGITS && &input[start..i] != b"-0" {
+        if integer && int_digits > MAX_INT_DIGITS {
             return Err(syntax_error(
                 start,
                 &format!(
@@ -1191,7 +1191,8 @@ impl Converter<'_> {
             Some(b'"') => "a string",
             Some(b't' | b'f') => "a boolean",
             Some(b'n') => "null",
-            _ => "a number",
+            Some(b'-' | b'0'..=b'9' | b'N' | b'I') => "a number",
+            _ => "no JSON value",
         }
     }
 
