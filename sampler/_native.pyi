@@ -28,6 +28,17 @@ class Request:
     def to_bytes(self) -> bytes: ...
 
 def validate(body: bytes, max_spans: int) -> Request: ...
+def validate_json(body: bytes, max_output_bytes: int, max_spans: int) -> Request:
+    """An OTLP/JSON ``ExportTraceServiceRequest`` converted to protobuf and validated, without
+    the GIL (``Request.to_bytes`` gives the protobuf).
+
+    Accepts and rejects what ``sampler.otlp.json_codec.request_from_json`` does (except a field
+    given twice in one object, a UTF-16/32 body, or arrays and objects nested over 512 deep,
+    which it refuses). Raises ``InvalidRequest`` for a body that is not valid, and
+    ``RequestTooLarge`` as soon as the output would exceed ``max_output_bytes`` or the spans
+    ``max_spans``.
+    """
+
 def check_regex(pattern: str) -> str | None: ...
 
 class SessionView:

@@ -16,14 +16,13 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from sampler._native import InvalidRequest, Request, RequestTooLarge, validate
+from sampler._native import InvalidRequest, Request, RequestTooLarge, validate_json
 from sampler.clock import ManualClock
-from sampler.config.model import SamplerConfig
+from sampler.config.model import ReceiversConfig, SamplerConfig
 from sampler.export.base import ExporterSettings
 from sampler.export.file_exporter import FileExporter
 from sampler.otlp.json_codec import OtlpDecodeError
 from sampler.pipeline import Pipeline, PipelineStats, RuleTally
-from sampler.receive.intake import json_to_protobuf
 from sampler.rules.facts import DecisionFacts
 from sampler.rules.verdict import Verdict
 
@@ -196,7 +195,7 @@ def replay(config: SamplerConfig, inputs: Sequence[str], output: str) -> ReplayR
         pipeline = Pipeline(config, _FileSink(writer), clock, observer=observed)
         requests = 0
         for path in inputs:
-            for request in read_requests(path, config.receivers.max_spans_per_request):
+            for request in read_requests(path, config.receivers):
                 clock.advance_to(request.max_end_ns / 1e9)
                 pipeline.decide_due()
                 pipeline.consume(request)
@@ -207,15 +206,15 @@ def replay(config: SamplerConfig, inputs: Sequence[str], output: str) -> ReplayR
     return ReplayResult(pipeline.stats, requests, observed)
 
 
-def read_requests(path: str | os.PathLike[str], max_spans: int) -> Iterator[Request]:
-    """The requests of a file of OTLP/JSON lines (blank lines skipped). A bad line raises
-    ``OtlpDecodeError`` whose message starts with ``PATH:LINE:``."""
+def read_requests(path: str | os.PathLike[str], limits: ReceiversConfig) -> Iterator[Request]:
+    """The requests of a file of OTLP/JSON lines (blank lines skipped), within the receivers'
+    limits. A bad line raises ``OtlpDecodeError`` whose message starts with ``PATH:LINE:``."""
     with open(path, "rb") as file:
         for number, line in enumerate(file, start=1):
             if not line.strip():
                 continue
             try:
-                yield validate(json_to_protobuf(line), max_spans)
+                yield validate_json(line, limits.max_message_size, limits.max_spans_per_request)
             except (InvalidRequest, RequestTooLarge) as err:
                 raise OtlpDecodeError(f"{os.fspath(path)}:{number}: {err}") from None
 

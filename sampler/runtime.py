@@ -185,7 +185,10 @@ class SamplerApp:
             max_workers=DECODING_THREADS, thread_name_prefix="decode"
         )
         flow = ReceiveFlow(
-            self.pipeline, max_spans=cfg.receivers.max_spans_per_request, decoding=self._decoding
+            self.pipeline,
+            max_spans=cfg.receivers.max_spans_per_request,
+            max_message_bytes=limit,
+            decoding=self._decoding,
         )
         if cfg.receivers.grpc.listen:
             self._grpc = GrpcReceiver(

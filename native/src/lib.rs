@@ -19,6 +19,7 @@ pub mod core;
 pub mod emit;
 pub mod extract;
 pub mod features;
+pub mod json;
 pub mod otlp;
 pub mod span_tests;
 pub mod verdict;

@@ -55,7 +55,6 @@ fn request_error(err: RequestError) -> PyErr {
 /// protobuf form of an OTLP/JSON body).
 enum Body {
     Python(PyBackedBytes),
-    #[allow(dead_code)] // until OTLP/JSON is converted natively
     Native(Arc<[u8]>),
 }
 
@@ -761,5 +760,50 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyHeldSession>()?;
     m.add_function(wrap_pyfunction!(validate, m)?)?;
     m.add_function(wrap_pyfunction!(check_regex, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_json, m)?)?;
     Ok(())
+}
+
+// --- OTLP/JSON (json.rs) ---------------------------------------------------------------------
+
+/// Converts an OTLP/JSON `ExportTraceServiceRequest` to protobuf (bounded: at most
+/// `max_output_bytes` of it and `max_spans` spans), then validates it, without the GIL.
+/// Raises `InvalidRequest` for what `request_from_json` would refuse, `RequestTooLarge` past a
+/// limit.
+#[pyfunction]
+fn validate_json(
+    py: Python<'_>,
+    body: &[u8],
+    max_output_bytes: usize,
+    max_spans: usize,
+) -> PyResult<PyRequest> {
+    use crate::json::{otlp_json_to_protobuf, JsonError, JsonLimits};
+    let limits = JsonLimits {
+        max_output_bytes,
+        max_spans,
+    };
+    // `body` borrows the caller's immutable bytes object, which the call keeps alive.
+    let converted = py.detach(|| {
+        catch_unwind(|| {
+            let protobuf = otlp_json_to_protobuf(body, &limits).map_err(|err| match err {
+                JsonError::Invalid(message) => RequestError::Invalid(message),
+                JsonError::TooLarge(message) => RequestError::TooLarge(message),
+            })?;
+            let summary = validate_request(&protobuf, max_spans)?;
+            Ok((protobuf, summary))
+        })
+    });
+    match converted {
+        Ok(Ok((protobuf, summary))) => Ok(PyRequest {
+            body: Arc::new(Body::Native(protobuf.into())),
+            summary,
+            cursor: Cursor::default(),
+        }),
+        Ok(Err(err)) => Err(request_error(err)),
+        // A bug, not the client's fault; still no panic may reach Python.
+        Err(panic) => Err(InvalidRequest::new_err(format!(
+            "cannot read the OTLP/JSON body: {}",
+            panic_text(panic)
+        ))),
+    }
 }

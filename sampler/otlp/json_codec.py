@@ -8,12 +8,13 @@ OTLP/JSON is protobuf's canonical JSON mapping with a few differences, which thi
 * keys are lowerCamelCase on output; receivers also accept the proto field names (snake_case);
 * unknown fields are ignored, as the OTLP specification asks of receivers.
 
-Reading goes through ``json_format.ParseDict`` after the id strings are checked and turned into
-base64. Writing does not use ``json_format``: it walks the message itself, so the text matches
-the collector's ``file`` exporter (pdata's JSON marshaler) byte for byte, including what
-``MessageToDict`` gets differently: fields in declaration order (``Span.flags``, field 16,
-follows ``parentSpanId``), doubles formatted as Go does (``1`` not ``1.0``, ``"+Inf"``), and
-strings escaped as Go does (``\\u0008`` not ``\\b``).
+Reading is native (``sampler._native.validate_json``: a streaming, bounded converter to
+protobuf that accepts and refuses what protobuf's ``json_format.ParseDict`` does once the hex
+ids are base64). Writing does not use ``json_format``: it walks the message itself, so the
+text matches the collector's ``file`` exporter (pdata's JSON marshaler) byte for byte,
+including what ``MessageToDict`` gets differently: fields in declaration order
+(``Span.flags``, field 16, follows ``parentSpanId``), doubles formatted as Go does (``1`` not
+``1.0``, ``"+Inf"``), and strings escaped as Go does (``\\u0008`` not ``\\b``).
 
 Presence: pdata always writes ``resource``, ``scope``, ``status`` and ``KeyValue.value`` (they
 are not nullable there); here they are written exactly when the message has them set, so that
@@ -32,10 +33,11 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from sampler._native import InvalidRequest, RequestTooLarge, validate_json
 
 __all__ = [
     "OtlpDecodeError",
@@ -54,52 +56,20 @@ class OtlpDecodeError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# Reading
+# Reading: natively (native/src/json.rs), the converter every intake uses
 # --------------------------------------------------------------------------------------------
 
-_HEX = re.compile(r"[0-9a-fA-F]*")
-
-# (key as sent, id size in bytes); both spellings are accepted, as pdata does.
-_SPAN_ID_KEYS = (
-    ("traceId", TRACE_ID_BYTES),
-    ("trace_id", TRACE_ID_BYTES),
-    ("spanId", SPAN_ID_BYTES),
-    ("span_id", SPAN_ID_BYTES),
-    ("parentSpanId", SPAN_ID_BYTES),
-    ("parent_span_id", SPAN_ID_BYTES),
-)
-_LINK_ID_KEYS = _SPAN_ID_KEYS[:4]
+_UNBOUNDED = 1 << 62
 
 
 def request_from_json(data: bytes | str) -> ExportTraceServiceRequest:
     """Parse one OTLP/JSON ``ExportTraceServiceRequest``; raise ``OtlpDecodeError`` if invalid."""
+    body = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     try:
-        root = json.loads(data, parse_int=_parse_int)
-    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
-        raise OtlpDecodeError(f"body is not valid JSON: {_clip(str(err))}") from None
-    if not isinstance(root, dict):
-        raise OtlpDecodeError(
-            f"body must be a JSON object (an ExportTraceServiceRequest), got {_kind(root)}"
-        )
-    _hex_ids_to_base64(root)
-    request = ExportTraceServiceRequest()
-    try:
-        json_format.ParseDict(root, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, RecursionError) as err:
-        raise OtlpDecodeError(f"invalid OTLP/JSON: {_clip(str(err))}") from None
-    except SystemError as err:
-        # upb looks every JSON key up as UTF-8: an unpaired surrogate ("\ud800") in a key (or in
-        # a string where an object belongs, which ParseDict walks as keys) fails as SystemError.
-        if not isinstance(err.__cause__, UnicodeError):
-            raise
-        raise OtlpDecodeError("invalid OTLP/JSON: a key holds an unpaired surrogate") from None
-    return request
-
-
-def _parse_int(text: str) -> int | float:
-    # Go writes the double -0.0 as "-0"; int("-0") would lose its sign. ParseDict takes -0.0
-    # for integer fields as well.
-    return -0.0 if text == "-0" else int(text)
+        request = validate_json(body, _UNBOUNDED, _UNBOUNDED)
+    except (InvalidRequest, RequestTooLarge) as err:
+        raise OtlpDecodeError(str(err)) from None
+    return ExportTraceServiceRequest.FromString(request.to_bytes())
 
 
 def iter_json_lines(path: str | os.PathLike[str]) -> Iterator[ExportTraceServiceRequest]:
@@ -115,94 +85,6 @@ def iter_json_lines(path: str | os.PathLike[str]) -> Iterator[ExportTraceService
                 yield request_from_json(line)
             except OtlpDecodeError as err:
                 raise OtlpDecodeError(f"{os.fspath(path)}:{number}: {err}") from None
-
-
-def _hex_ids_to_base64(root: dict[str, Any]) -> None:
-    """Rewrite, in place, the hex ids of spans and links into the base64 that ParseDict expects.
-
-    Only the containers on the way to ids are checked here; everything else is left to ParseDict.
-    """
-    for rs_key, resource_spans in _arrays(root, ("resourceSpans", "resource_spans"), ""):
-        for i, rs in enumerate(resource_spans):
-            rs_path = f"{rs_key}[{i}]"
-            _expect_object(rs, rs_path)
-            for ss_key, scope_spans in _arrays(rs, ("scopeSpans", "scope_spans"), rs_path):
-                for j, ss in enumerate(scope_spans):
-                    ss_path = f"{rs_path}.{ss_key}[{j}]"
-                    _expect_object(ss, ss_path)
-                    for _, spans in _arrays(ss, ("spans",), ss_path):
-                        for k, span in enumerate(spans):
-                            _convert_span(span, f"{ss_path}.spans[{k}]")
-
-
-def _convert_span(span: object, path: str) -> None:
-    span_obj = _expect_object(span, path)
-    _convert_ids(span_obj, _SPAN_ID_KEYS, path)
-    for _, links in _arrays(span_obj, ("links",), path):
-        for n, link in enumerate(links):
-            link_path = f"{path}.links[{n}]"
-            _convert_ids(_expect_object(link, link_path), _LINK_ID_KEYS, link_path)
-
-
-def _convert_ids(obj: dict[str, Any], keys: tuple[tuple[str, int], ...], path: str) -> None:
-    for key, size in keys:
-        value = obj.get(key)
-        if value is None or value == "":  # null or "" both mean "absent"
-            continue
-        if not isinstance(value, str):
-            raise OtlpDecodeError(f"{path}.{key}: expected a hex string, got {_kind(value)}")
-        if len(value) != 2 * size or _HEX.fullmatch(value) is None:
-            raise OtlpDecodeError(
-                f"{path}.{key}: expected {2 * size} hex characters, got {_shorten(value)}"
-            )
-        obj[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
-
-
-def _arrays(
-    obj: dict[str, Any], keys: tuple[str, ...], path: str
-) -> Iterator[tuple[str, list[Any]]]:
-    for key in keys:
-        value = obj.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, list):
-            where = f"{path}.{key}" if path else key
-            raise OtlpDecodeError(f"{where}: expected an array, got {_kind(value)}")
-        yield key, value
-
-
-def _expect_object(value: object, path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise OtlpDecodeError(f"{path}: expected an object, got {_kind(value)}")
-    return value
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-def _shorten(value: str, limit: int = 48) -> str:
-    return repr(value if len(value) <= limit else value[:limit] + "...")
-
-
-def _clip(message: str, limit: int = 1000) -> str:
-    """An error message fit to send back. json_format quotes the offending value: cut to
-    ``limit`` characters keeping both ends (the reason comes last), so that nobody gets
-    megabytes echoed, and with unpaired surrogates escaped, so that it is valid UTF-8."""
-    if len(message) > limit:
-        half = (limit - 5) // 2
-        message = f"{message[:half]} ... {message[-half:]}"
-    return message.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,8 +22,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from sampler._native import InternalError, InvalidRequest, Request, RequestTooLarge, validate
-from sampler.otlp.json_codec import OtlpDecodeError, request_from_json
+from sampler._native import (
+    InternalError,
+    InvalidRequest,
+    Request,
+    RequestTooLarge,
+    validate,
+    validate_json,
+)
 
 Encoding = Literal["protobuf", "json"]
 
@@ -121,19 +127,12 @@ class ReceiverStats:
     spans_refused: int = 0
 
 
-def json_to_protobuf(body: bytes) -> bytes:
-    """An OTLP/JSON body as protobuf bytes; raises ``InvalidRequest``."""
-    try:
-        return request_from_json(body).SerializeToString()
-    except OtlpDecodeError as exc:
-        raise InvalidRequest(str(exc)) from None
-
-
-def decode(body: bytes, encoding: Encoding, max_spans: int) -> Request:
-    """Validates a body (``InvalidRequest``, ``RequestTooLarge``). Runs without the GIL for the
-    protobuf part: fine on a worker thread."""
+def decode(body: bytes, encoding: Encoding, max_spans: int, max_bytes: int) -> Request:
+    """Validates a body (``InvalidRequest``, ``RequestTooLarge``), OTLP/JSON converted to
+    protobuf first (at most ``max_bytes`` of it). Runs without the GIL: fine on a worker
+    thread."""
     if encoding == "json":
-        body = json_to_protobuf(body)
+        return validate_json(body, max_bytes, max_spans)
     return validate(body, max_spans)
 
 
@@ -143,10 +142,12 @@ class ReceiveFlow:
         target: IntakeTarget,
         *,
         max_spans: int,
+        max_message_bytes: int = 16 << 20,
         decoding: Executor | None = None,
     ) -> None:
         self._target = target
         self._max_spans = max_spans
+        self._max_bytes = max_message_bytes
         self._decoding = decoding  # None: decode on the loop (tests, tiny deployments)
 
     async def receive(self, body: bytes, encoding: Encoding, stats: ReceiverStats) -> Answer:
@@ -189,10 +190,12 @@ class ReceiveFlow:
         return Answer(Outcome.OK, admission.reason, rejected_spans=admission.rejected_spans)
 
     async def _decode(self, body: bytes, encoding: Encoding) -> Request:
-        if self._decoding is None or (encoding == "protobuf" and len(body) <= INLINE_DECODE_BYTES):
-            return decode(body, encoding, self._max_spans)
+        if self._decoding is None or len(body) <= INLINE_DECODE_BYTES:
+            return decode(body, encoding, self._max_spans, self._max_bytes)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._decoding, decode, body, encoding, self._max_spans)
+        return await loop.run_in_executor(
+            self._decoding, decode, body, encoding, self._max_spans, self._max_bytes
+        )
 
 
 def _clip(message: str, limit: int = 1000) -> str:

@@ -352,7 +352,8 @@ def _body_with_span(**span: object) -> str:
         ),
         (
             {"trace_id": "5b8efff798038103d269b633813fc60c00"},
-            "resourceSpans[0].scopeSpans[0].spans[3].trace_id: expected 32 hex characters",
+            # named as OTLP/JSON writes it, whichever spelling came in
+            "resourceSpans[0].scopeSpans[0].spans[3].traceId: expected 32 hex characters",
         ),
         (
             {"spanId": "eee19b7ec3c1b17g"},
@@ -369,7 +370,7 @@ def _body_with_span(**span: object) -> str:
         ),
         (
             {"spanId": 12345},
-            "spans[3].spanId: expected a hex string, got a number",
+            "spans[3].spanId: expected a hex string, got '12345'",
         ),
         (
             {"links": [{}, {"traceId": "abcd"}]},
@@ -377,7 +378,7 @@ def _body_with_span(**span: object) -> str:
         ),
         (
             {"links": [{"span_id": "00"}]},
-            "spans[3].links[0].span_id: expected 16 hex characters, got '00'",
+            "spans[3].links[0].spanId: expected 16 hex characters, got '00'",
         ),
         (
             {"links": {"traceId": TRACE_ID.hex()}},
@@ -407,7 +408,7 @@ def test_invalid_ids_are_reported_with_their_path(span: dict[str, object], messa
     ("body", "message"),
     [
         (b"{not json", "body is not valid JSON"),
-        (b"", "body is not valid JSON"),
+        (b"", "body is empty"),
         (b"\xff\xfe\x00garbage", "body is not valid JSON"),
         ("[1, 2]", "body must be a JSON object (an ExportTraceServiceRequest), got an array"),
         ("null", "got null"),
@@ -418,11 +419,12 @@ def test_invalid_ids_are_reported_with_their_path(span: dict[str, object], messa
         ('{"resourceSpans": [{"scopeSpans": [{"spans": [[]]}]}]}', "spans[0]: expected an obj"),
         (
             '{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}',
-            "invalid OTLP/JSON: Failed to parse resourceSpans field",
+            "invalid OTLP/JSON: resourceSpans[0].scopeSpans[0].spans[0].startTimeUnixNano: "
+            "not an integer, got 'soon'",
         ),
         (
             '{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": 5}]}]}]}',
-            "Failed to parse name field",
+            "spans[0].name: expected a string, got '5'",
         ),
     ],
     ids=[
@@ -463,7 +465,9 @@ def test_iter_json_lines_skips_blank_lines_and_names_the_bad_line(tmp_path: Path
     bad.write_text(f'{request_to_json(first)}\n\n{{"resourceSpans": 1}}\n')
 
     assert list(iter_json_lines(good)) == [first, second]
-    with pytest.raises(OtlpDecodeError, match=r"bad\.jsonl:3: resourceSpans: expected an array"):
+    with pytest.raises(
+        OtlpDecodeError, match=r"bad\.jsonl:3: invalid OTLP/JSON: resourceSpans: expected an array"
+    ):
         list(iter_json_lines(str(bad)))
 
 
