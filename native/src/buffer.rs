@@ -28,18 +28,23 @@
 //! popped or held session is Python's to resolve (keep, hold, or release).
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
 use hashbrown::HashMap;
 use hashlink::LinkedHashMap;
+use smallvec::SmallVec;
 
 use crate::features::{Features, SpanFeatures};
 use crate::verdict::Verdict;
 use crate::wire::{put_varint, Reader};
 
 pub type TraceId = [u8; 16];
+
+/// A session's trace ids: one, almost always, kept inline (no allocation).
+pub type TraceIds = SmallVec<[TraceId; 1]>;
 
 /// A (resource, scope) block: spans are kept, and written out, grouped by it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -86,14 +91,15 @@ const DUE_NOW: i64 = -1;
 
 #[derive(Debug)]
 pub struct Session {
-    /// The session key, or the trace id in hex for a session without one.
-    pub key: Box<str>,
+    /// The session key; empty for a session without one (`key()` names it by its trace).
+    keyed_key: Box<str>,
     pub keyed: bool,
-    pub trace_ids: Vec<TraceId>,
+    pub trace_ids: TraceIds,
     /// Traces whose root span has not arrived.
-    pub rootless: Vec<TraceId>,
-    /// Serialized spans by block, back to back, each after its size (a varint).
-    pub blocks: Vec<(Arc<BlockKey>, Vec<u8>)>,
+    pub rootless: TraceIds,
+    /// Serialized spans by block, back to back, each after its size (a varint); one block,
+    /// almost always, kept inline.
+    pub blocks: SmallVec<[(Arc<BlockKey>, Vec<u8>); 1]>,
     pub features: Features,
     pub span_bytes: usize,
     pub created: f64,
@@ -123,11 +129,11 @@ const TRACE_ENTRY_BYTES: usize = 64;
 impl Session {
     fn new(key: Box<str>, keyed: bool, now: f64, age: u64) -> Session {
         Session {
-            key,
+            keyed_key: key,
             keyed,
-            trace_ids: Vec::new(),
-            rootless: Vec::new(),
-            blocks: Vec::new(),
+            trace_ids: TraceIds::new(),
+            rootless: TraceIds::new(),
+            blocks: SmallVec::new(),
             features: Features::default(),
             span_bytes: 0,
             created: now,
@@ -146,6 +152,15 @@ impl Session {
 
     pub fn span_count(&self) -> u64 {
         self.features.span_count
+    }
+
+    /// The session key, or the (first) trace id in hex for a session without one.
+    pub fn key(&self) -> Cow<'_, str> {
+        if self.keyed {
+            Cow::Borrowed(&self.keyed_key)
+        } else {
+            Cow::Owned(hex(self.trace_ids.first().map_or(&[][..], |t| &t[..])))
+        }
     }
 
     fn add_trace(&mut self, trace_id: TraceId) {
@@ -222,7 +237,7 @@ impl Session {
     /// Memory this session holds, as the buffer's limits count it.
     pub fn memory(&self) -> usize {
         SESSION_FIXED_BYTES
-            + self.key.len()
+            + self.keyed_key.len()
             + self.trace_ids.len() * TRACE_ENTRY_BYTES
             + self
                 .blocks
@@ -651,7 +666,7 @@ impl Buffer {
 
     fn open(&mut self, trace_id: TraceId, key: Option<&str>, now: f64) -> Option<SessionId> {
         let id = match key {
-            None => self.new_session(hex(&trace_id).into(), false, now),
+            None => self.new_session(Box::default(), false, now),
             Some(key) => match self
                 .keyed
                 .get(key)
@@ -703,7 +718,7 @@ impl Buffer {
                 return None;
             }
             let session = self.get_mut(provisional)?;
-            session.key = key.into(); // promote in place: no copy
+            session.keyed_key = key.into(); // promote in place: no copy
             session.keyed = true;
             session.decided_before = decided.is_some();
             self.keyed.insert(key.into(), provisional);
@@ -747,12 +762,12 @@ impl Buffer {
         session.last_seen = now;
         session.age = age;
         let trace_ids = session.trace_ids.clone();
-        let (keyed, key) = (session.keyed, session.key.clone());
+        let keyed = session.keyed.then(|| session.keyed_key.clone());
         let (spans, bytes, memory) = (session.span_count(), session.span_bytes, session.accounted);
         for trace_id in trace_ids {
             self.traces.insert(trace_id, id);
         }
-        if keyed {
+        if let Some(key) = keyed {
             self.keyed.insert(key, id);
         }
         self.span_count += spans;
@@ -815,7 +830,7 @@ impl Buffer {
         }
         session.state = State::Out;
         let (age, keyed) = (session.age, session.keyed);
-        let key = session.key.clone();
+        let key = session.keyed_key.clone();
         let trace_ids = session.trace_ids.clone();
         let (spans, bytes, memory) = (session.span_count(), session.span_bytes, session.accounted);
         self.by_age.remove(&age);
@@ -908,7 +923,7 @@ impl Buffer {
     /// Remembers a decided session's verdict for its late spans.
     pub fn record(&mut self, id: SessionId, verdict: &Arc<Verdict>) {
         if let Some(session) = self.get(id) {
-            let key = session.keyed.then(|| session.key.clone());
+            let key = session.keyed.then(|| session.keyed_key.clone());
             let trace_ids = session.trace_ids.clone();
             self.cache.remember(key.as_deref(), &trace_ids, verdict);
         }
@@ -939,7 +954,7 @@ impl Buffer {
             return false;
         }
         session.state = State::Held;
-        let key = session.key.clone();
+        let key: Box<str> = session.key().into();
         let trace_ids = session.trace_ids.clone();
         let (spans, bytes, memory) = (session.span_count(), session.span_bytes, session.accounted);
         if let Some(previous) = self.hold.held.remove(&key) {
@@ -990,7 +1005,7 @@ impl Buffer {
                 .hold
                 .by_trace
                 .get(trace_id)
-                .is_some_and(|k| **k == *session.key)
+                .is_some_and(|k| **k == *session.key())
             {
                 self.hold.by_trace.remove(trace_id);
             }

@@ -385,11 +385,11 @@ impl Core {
         let first_trace = s.trace_ids.first().copied().unwrap_or_default();
         Some(SessionView {
             id,
-            key: s.key.clone(),
+            key: s.key().into(),
             keyed: s.keyed,
-            trace_ids: s.trace_ids.clone(),
+            trace_ids: s.trace_ids.to_vec(),
             randomness: if s.keyed {
-                randomness_of_key(&s.key)
+                randomness_of_key(&s.key())
             } else {
                 randomness_of_trace_id(&first_trace)
             },
