@@ -9,7 +9,6 @@ fires and every rarity score is 0.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -268,7 +267,7 @@ def test_shape_memory_is_bounded_and_keeps_the_rarest() -> None:
 
 def test_a_continuation_without_scores_is_left_out_of_shapes_and_histograms() -> None:
     observed = ReplayObservations()
-    observed.decided(dataclasses.replace(facts("a:b", 0.0), rarity={}), Verdict(True, "r"), 1.0)
+    observed.decided(facts("a:b", 0.0)._replace(rarity={}), Verdict(True, "r"), 1.0)
 
     assert observed.shapes == {} and observed.scores == {}
     assert observed.by_signal[NO_SIGNAL].sessions_kept == 1
