@@ -284,14 +284,14 @@ class RarityModel:
             self._expire(group_windows, index)
         group_windows[-1].sessions += 1
         group_windows[-1].shapes.update(shape)
-        window = group_windows[-1]
-        values = window.values
+        group_window = group_windows[-1]
+        values = group_window.values
         pending = self._pending
         for dimension, value in numbers.items():
             sketch = values.get(dimension)
             if sketch is None:
                 sketch = values[dimension] = TailQuantiles(self.settings.quantile_k)
-            pending.append((window, dimension, sketch, value))
+            pending.append((group_window, dimension, sketch, value))
 
     def flush(self) -> None:
         """Adds the numbers of the sessions observed since the last flush to their sketches."""
