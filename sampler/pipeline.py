@@ -39,6 +39,7 @@ from sampler.signals.scorer import SessionScorer
 log = logging.getLogger(__name__)
 
 REFUSAL_RETRY_AFTER_S = 1.0
+_ALL = 2**62  # no limit on the sessions decided at once
 # What a span of an incoming request is expected to cost in the buffer beyond its bytes (its
 # size prefix, its share of a session and of the trace map): the admission estimate, before
 # the request is ingested and the buffer measures it.
@@ -101,11 +102,16 @@ class Pipeline:
         sink: KeptSink,
         clock: Clock,
         observer: DecisionObserver | None = None,
+        decide_slice: int | None = None,
     ) -> None:
+        """``decide_slice``: decide at most this many due sessions after a chunk of intake
+        (the rest at the next chunk, or the ticker's next slice), so that a tick's worth of
+        due sessions does not hold one Export call; None (replay, tests): all of them."""
         self.config = config
         self.sink = sink
         self.clock = clock
         self.observer = observer
+        self._slice = decide_slice if decide_slice is not None else _ALL
         self.engine = RuleEngine.build(
             config.rules, BudgetSettings.from_config(config.budget), config.budget.strata
         )
@@ -170,7 +176,7 @@ class Pipeline:
         stats.late_spans_dropped += late_dropped
         intake.invalid += invalid
         self._submit_all(requests)
-        self._decide(self.core.pop_due(now), now)
+        self._decide(self.core.pop_due(now, self._slice), now)
         self._end_holds(now)
         self._relieve(now)
         return intake.request.done
@@ -241,12 +247,13 @@ class Pipeline:
 
     # -- deciding ------------------------------------------------------------------------------
 
-    def decide_due(self) -> int:
-        """Decide every session whose deadline passed; called by the ticker."""
+    def decide_due(self, limit: int | None = None) -> int:
+        """Decide the sessions whose deadline passed, at most ``limit`` of them (the ticker
+        calls again while there may be more); returns how many were decided."""
         self._flush_pending()
         self.scorer.flush()  # what was decided since the last tick counts from now on
         now = self.clock.now()
-        decided = self._decide(self.core.pop_due(now), now)
+        decided = self._decide(self.core.pop_due(now, _ALL if limit is None else limit), now)
         self._end_holds(now)
         return decided
 

@@ -44,6 +44,9 @@ from sampler.tls import ClientTls, ServerTls
 
 log = logging.getLogger(__name__)
 
+# Due sessions decided in one go (a few milliseconds of scoring), the event loop answering
+# calls in between: a tick's worth (thousands at full load) would hold one call for tens of ms.
+DECIDE_SLICE = 64
 # Threads decoding large request bodies (the native core validates without the GIL): two,
 # so one process can use a second core for them.
 DECODING_THREADS = 2
@@ -173,7 +176,7 @@ class SamplerApp:
 
     def __post_init__(self) -> None:
         self.exporter = exporter_from_url(self.config.exporter.url, exporter_settings(self.config))
-        self.pipeline = Pipeline(self.config, self.exporter, self.clock)
+        self.pipeline = Pipeline(self.config, self.exporter, self.clock, decide_slice=DECIDE_SLICE)
 
     async def start(self) -> None:
         cfg = self.config
@@ -264,7 +267,9 @@ class SamplerApp:
         while True:
             await asyncio.sleep(period)
             try:
-                self.pipeline.decide_due()
+                # a slice at a time, the loop answering calls between slices
+                while self.pipeline.decide_due(DECIDE_SLICE) >= DECIDE_SLICE:
+                    await asyncio.sleep(0)
             except Exception:  # a bug must not stop all future decisions; it is logged loudly
                 log.exception("deciding due sessions failed")
             self._overload.observe(self.pipeline.stats, self.clock.now())

@@ -850,15 +850,19 @@ impl Buffer {
 
     /// Removes and returns every session whose completion deadline has passed.
     pub fn pop_due(&mut self, now: f64) -> Vec<SessionId> {
-        let mut due: Vec<SessionId> = std::mem::take(&mut self.due_now)
-            .into_iter()
-            .filter(|id| self.get(*id).is_some_and(|s| s.state == State::Buffering))
-            .collect();
+        self.pop_due_at_most(now, usize::MAX)
+    }
+
+    /// Removes and returns at most `limit` sessions whose completion deadline has passed,
+    /// oldest deadline first; the others stay due for the next call (so that deciding a tick's
+    /// worth of sessions can be spread over several turns of the event loop).
+    pub fn pop_due_at_most(&mut self, now: f64, limit: usize) -> Vec<SessionId> {
+        let mut candidates = std::mem::take(&mut self.due_now);
         let current = self.wheel.current_tick(now);
         for (tick, id) in self.wheel.pop_due(now) {
             let Some(session) = self.get(id) else {
-                continue;
-            }; // decided, and gone
+                continue; // decided, and gone
+            };
             if session.state != State::Buffering || session.timer_tick != tick {
                 continue; // stale entry: decided, merged, or rescheduled earlier
             }
@@ -873,10 +877,19 @@ impl Buffer {
             if let Some(session) = self.get_mut(id) {
                 session.timer_tick = NO_TICK; // another stale entry of this tick must not match
             }
-            due.push(id);
+            candidates.push(id);
         }
-        for id in &due {
-            self.remove(*id);
+        let mut due = Vec::with_capacity(candidates.len().min(limit));
+        for id in candidates {
+            if !self.get(id).is_some_and(|s| s.state == State::Buffering) {
+                continue; // decided since, or listed twice
+            }
+            if due.len() < limit {
+                self.remove(id); // out of the buffer: a second listing of it is skipped
+                due.push(id);
+            } else {
+                self.due_now.push(id); // due still: the next call takes it (a double is skipped)
+            }
         }
         due
     }
@@ -1185,6 +1198,28 @@ mod tests {
         assert_eq!(due, vec![(1, 1), (1, 3), (3, 2), (3, 5)]);
         assert!(wheel.pop_due(4.9).is_empty());
         assert_eq!(wheel.pop_due(1e13).len(), 2); // a far jump does not walk empty ticks
+    }
+
+    #[test]
+    fn due_sessions_come_out_a_slice_at_a_time_and_none_is_lost() {
+        let mut buffer = Buffer::new(SessionSettings::default());
+        let b = block(b"r");
+        for n in 0..10 {
+            buffer.add(&arrival(trace(n), None, true, b"x", &b), 0.0); // a lone trace: 2 s grace
+        }
+        let mut seen = Vec::new();
+        for expected in [4, 4, 2, 0] {
+            let slice = buffer.pop_due_at_most(10.0, 4);
+            assert_eq!(slice.len(), expected);
+            for id in &slice {
+                assert!(buffer.get(*id).is_some_and(|s| s.state == State::Out));
+            }
+            seen.extend(slice);
+        }
+        seen.sort_by_key(|id| id.0);
+        seen.dedup();
+        assert_eq!(seen.len(), 10);
+        assert_eq!(buffer.by_age.len(), 0);
     }
 
     #[test]

@@ -583,10 +583,12 @@ impl PyCore {
         ))
     }
 
-    /// Removes and returns every session whose completion deadline has passed.
-    fn pop_due(&self, py: Python<'_>, now: f64) -> PyResult<Vec<Py<PySessionView>>> {
+    /// Removes and returns the sessions whose completion deadline has passed, at most
+    /// `limit` (the others stay due for the next call).
+    #[pyo3(signature = (now, limit = usize::MAX))]
+    fn pop_due(&self, py: Python<'_>, now: f64, limit: usize) -> PyResult<Vec<Py<PySessionView>>> {
         let views = self.with(|core| {
-            let ids = core.buffer.pop_due(now);
+            let ids = core.buffer.pop_due_at_most(now, limit);
             core.views(&ids)
         })?;
         views_to_python(py, views)
