@@ -39,7 +39,6 @@ from sampler.signals.scorer import SessionScorer
 log = logging.getLogger(__name__)
 
 REFUSAL_RETRY_AFTER_S = 1.0
-_ALL = 2**62  # no limit on the sessions decided at once
 # What a span of an incoming request is expected to cost in the buffer beyond its bytes (its
 # size prefix, its share of a session and of the trace map): the admission estimate, before
 # the request is ingested and the buffer measures it.
@@ -102,16 +101,17 @@ class Pipeline:
         sink: KeptSink,
         clock: Clock,
         observer: DecisionObserver | None = None,
-        decide_slice: int | None = None,
+        decide_on_intake: bool = True,
     ) -> None:
-        """``decide_slice``: decide at most this many due sessions after a chunk of intake
-        (the rest at the next chunk, or the ticker's next slice), so that a tick's worth of
-        due sessions does not hold one Export call; None (replay, tests): all of them."""
+        """``decide_on_intake``: decide what is due after each chunk of intake (replay, tests,
+        where time moves with the data). The server leaves it to its ticker, which decides in
+        slices between calls: deciding in the intake path would add it to an Export call's
+        latency."""
         self.config = config
         self.sink = sink
         self.clock = clock
         self.observer = observer
-        self._slice = decide_slice if decide_slice is not None else _ALL
+        self._decide_on_intake = decide_on_intake
         self.engine = RuleEngine.build(
             config.rules, BudgetSettings.from_config(config.budget), config.budget.strata
         )
@@ -157,9 +157,10 @@ class Pipeline:
         return intake
 
     def ingest(self, intake: Intake, max_spans: int = INGEST_CHUNK_SPANS) -> bool:
-        """Ingests the next ``max_spans`` spans of an admitted request, then decides what is
-        due; True once the request is all in. Raises ``InvalidRequest`` if the native core
-        cannot read it (a bug: it was validated), having taken what came before."""
+        """Ingests the next ``max_spans`` spans of an admitted request (then decides what is
+        due, if ``decide_on_intake``); True once the request is all in. Raises
+        ``InvalidRequest`` if the native core cannot read it (a bug: it was validated), having
+        taken what came before."""
         now = self.clock.now()
         try:
             accepted, invalid, limited, late_kept, late_dropped, requests = self.core.ingest(
@@ -176,8 +177,9 @@ class Pipeline:
         stats.late_spans_dropped += late_dropped
         intake.invalid += invalid
         self._submit_all(requests)
-        self._decide(self.core.pop_due(now, self._slice), now)
-        self._end_holds(now)
+        if self._decide_on_intake:
+            self._decide(self.core.pop_due(now), now)
+            self._end_holds(now)
         self._relieve(now)
         return intake.request.done
 
@@ -247,13 +249,17 @@ class Pipeline:
 
     # -- deciding ------------------------------------------------------------------------------
 
-    def decide_due(self, limit: int | None = None) -> int:
-        """Decide the sessions whose deadline passed, at most ``limit`` of them (the ticker
-        calls again while there may be more); returns how many were decided."""
-        self._flush_pending()
-        self.scorer.flush()  # what was decided since the last tick counts from now on
+    def decide_due(self, limit: int | None = None, *, new_tick: bool = True) -> int:
+        """Decide the sessions whose deadline passed, at most ``limit`` of them; returns how
+        many were decided. ``new_tick``: what was decided before now counts in the rarity
+        sketches from here on (the ticker's later slices of one tick pass False, so that a
+        tick's sessions are scored alike however it is sliced)."""
+        if new_tick:
+            self._flush_pending()
+            self.scorer.flush()
         now = self.clock.now()
-        decided = self._decide(self.core.pop_due(now, _ALL if limit is None else limit), now)
+        due = self.core.pop_due(now) if limit is None else self.core.pop_due(now, limit)
+        decided = self._decide(due, now)
         self._end_holds(now)
         return decided
 

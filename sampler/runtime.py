@@ -1,10 +1,12 @@
 """The live sampler: one asyncio event loop running the receivers, the decision ticker, the
 exporter and the metrics endpoint, all around one Pipeline.
 
-Threading model: everything runs on the loop's thread. The gRPC (grpc.aio) and HTTP (aiohttp)
-servers decode a request and call ``Pipeline.consume`` synchronously; the ticker calls
-``Pipeline.decide_due`` every ``sessions.tick``; the exporter's sender task does network I/O.
-So the pipeline's state needs no lock, and one process uses about one core.
+Threading model: the pipeline's state lives on the loop's thread, so it needs no lock. The
+gRPC (grpc.aio) and HTTP (aiohttp) servers hand a request to ``ReceiveFlow``, which validates
+it natively (a large body on a decoding thread, without the GIL) and ingests it in chunks; the
+ticker decides the due sessions every ``sessions.tick``, in turns of a few milliseconds between
+which Export calls are answered (deciding is not done in a call's path); the exporter's sender
+task does network I/O.
 
 Shutdown (SIGTERM/SIGINT): stop intake, decide every buffered session, flush the exporter,
 exit 0. With ``exporter.queue_dir``, what the downstream does not take stays in the disk queue
@@ -44,9 +46,11 @@ from sampler.tls import ClientTls, ServerTls
 
 log = logging.getLogger(__name__)
 
-# Due sessions decided in one go (a few milliseconds of scoring), the event loop answering
-# calls in between: a tick's worth (thousands at full load) would hold one call for tens of ms.
-DECIDE_SLICE = 64
+# Deciding a tick's due sessions (hundreds at full load, tens of ms) is done in turns of about
+# this long, the event loop answering Export calls between turns; a turn checks the time
+# after every few sessions.
+DECIDE_TURN_S = 0.002
+DECIDE_BATCH = 4
 # Threads decoding large request bodies (the native core validates without the GIL): two,
 # so one process can use a second core for them.
 DECODING_THREADS = 2
@@ -176,7 +180,7 @@ class SamplerApp:
 
     def __post_init__(self) -> None:
         self.exporter = exporter_from_url(self.config.exporter.url, exporter_settings(self.config))
-        self.pipeline = Pipeline(self.config, self.exporter, self.clock, decide_slice=DECIDE_SLICE)
+        self.pipeline = Pipeline(self.config, self.exporter, self.clock, decide_on_intake=False)
 
     async def start(self) -> None:
         cfg = self.config
@@ -267,13 +271,20 @@ class SamplerApp:
         while True:
             await asyncio.sleep(period)
             try:
-                # a slice at a time, the loop answering calls between slices
-                while self.pipeline.decide_due(DECIDE_SLICE) >= DECIDE_SLICE:
-                    await asyncio.sleep(0)
+                await self._decide_due_in_turns()
             except Exception:  # a bug must not stop all future decisions; it is logged loudly
                 log.exception("deciding due sessions failed")
             self._overload.observe(self.pipeline.stats, self.clock.now())
             self._young.tick(time.monotonic())
+
+    async def _decide_due_in_turns(self) -> None:
+        decide_due = self.pipeline.decide_due
+        more = decide_due(DECIDE_BATCH) == DECIDE_BATCH
+        while more:
+            await asyncio.sleep(0)  # calls waiting are answered
+            turn_ends = time.perf_counter() + DECIDE_TURN_S
+            while more and time.perf_counter() < turn_ends:
+                more = decide_due(DECIDE_BATCH, new_tick=False) == DECIDE_BATCH
 
     async def _start_metrics(self, sources: Sources) -> int:
         registry = build_registry(sources)

@@ -257,16 +257,15 @@ def test_multi_trace_session_is_decided_once() -> None:
     assert pipeline.decide_all() == 0
 
 
-def test_due_sessions_are_decided_a_slice_at_a_time_and_all_of_them_are() -> None:
+def test_a_server_pipeline_decides_only_when_asked_a_slice_at_a_time() -> None:
     sink, clock = RecordingSink(), ManualClock()
-    pipeline = Pipeline(sampler_config(KEEP_ALL), sink, clock, decide_slice=3)
+    pipeline = Pipeline(sampler_config(KEEP_ALL), sink, clock, decide_on_intake=False)
     for n in range(8):
         consume(pipeline, simple_request(*conversation(f"t{n}", f"c{n}")))
     clock.advance(30.05)
-    # the intake path decides a slice after each request, the ticker slice by slice
-    consume(pipeline, simple_request(span("late-lone", 1)))
-    assert pipeline.stats.by_rule["everything"].sessions_seen == 3
-    assert [pipeline.decide_due(3) for _ in range(4)] == [3, 2, 0, 0]
+    consume(pipeline, simple_request(span("late-lone", 1)))  # intake does not decide
+    assert "everything" not in pipeline.stats.by_rule
+    assert [pipeline.decide_due(3) for _ in range(4)] == [3, 3, 2, 0]
     assert pipeline.stats.by_rule["everything"].sessions_seen == 8
     assert len(sink.spans()) == 8 * 3
 
