@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from sampler._native import InvalidRequest, Request, RequestTooLarge, validate_json
 from sampler.clock import ManualClock
 from sampler.config.model import ReceiversConfig, SamplerConfig
-from sampler.export.base import ExporterSettings
-from sampler.export.file_exporter import FileExporter
+from sampler.export.jsonl_file import JsonlFile
 from sampler.otlp.json_codec import OtlpDecodeError
 from sampler.pipeline import Pipeline, PipelineStats, RuleTally
 from sampler.rules.facts import DecisionFacts
@@ -172,11 +171,11 @@ def _rarest_first(item: tuple[str, ShapeTally]) -> tuple[float, int, str]:
 
 
 class _FileSink:
-    def __init__(self, writer: FileExporter) -> None:
+    def __init__(self, writer: JsonlFile) -> None:
         self.writer = writer
 
     def try_submit(self, request: bytes, span_count: int) -> bool:
-        self.writer.write_now(request)
+        self.writer.write_request(request)
         return True
 
 
@@ -190,7 +189,7 @@ class ReplayResult:
 def replay(config: SamplerConfig, inputs: Sequence[str], output: str) -> ReplayResult:
     clock = ManualClock(0.0)
     observed = ReplayObservations()
-    writer = FileExporter(output, ExporterSettings())
+    writer = JsonlFile(output)
     try:
         pipeline = Pipeline(config, _FileSink(writer), clock, observer=observed)
         requests = 0

@@ -32,8 +32,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sampler.clock import Clock, MonotonicClock
 from sampler.config.model import SamplerConfig
-from sampler.export.base import Exporter, ExporterSettings, RetryPolicy
+from sampler.export.base import Exporter, ExporterSettings
 from sampler.export.factory import exporter_from_url
+from sampler.export.retry import RetryPolicy
 from sampler.metrics import Sources, build_registry
 from sampler.pipeline import Pipeline, PipelineStats
 from sampler.receive.address import parse_listen

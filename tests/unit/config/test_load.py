@@ -26,8 +26,9 @@ from sampler.config.model import (
     SignalsConfig,
 )
 from sampler.config.reader import ConfigError, ConfigProblem
-from sampler.export.base import ExporterSettings, SendResult
+from sampler.export.base import ExporterSettings
 from sampler.export.factory import exporter_from_url
+from sampler.export.retry import SendResult
 from sampler.rules.conditions.error import ANY_ERROR, HasError
 from sampler.rules.conditions.rare import DIMENSIONS, IsRare
 from sampler.rules.conditions.tool_cycle import CYCLE_KINDS, HasToolCycle

@@ -1,4 +1,4 @@
-"""FileExporter: OTLP/JSON lines that read back into the same requests."""
+"""The file downstream: OTLP/JSON lines that read back into the same requests."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from sampler.export import file_exporter
-from sampler.export.file_exporter import FileExporter
+from sampler.export.base import ExporterSettings
+from sampler.export.delivery import QueuedExporter, RetryClock
+from sampler.export.factory import exporter_from_url
+from sampler.export.file_transport import FileTransport
+from sampler.export.jsonl_file import JsonlFile, json_line
 from sampler.otlp.json_codec import request_from_json
 from tests.unit.export.support import (
     FakeClock,
@@ -29,12 +32,18 @@ def read_lines(path: Path) -> list[ExportTraceServiceRequest]:
     return [request_from_json(line) for line in text.splitlines()]
 
 
+def file_exporter(
+    path: Path, exporter_settings: ExporterSettings, clock: RetryClock | None = None
+) -> QueuedExporter:
+    return exporter_from_url(f"file://{path}", exporter_settings, clock=clock)
+
+
 def test_each_batch_is_one_line_that_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "out" / "nested" / "kept.jsonl"  # parent directories are created
     a, b, c = make_request("a", 2), make_request("b", 3), make_request("c", 1)
 
-    async def scenario() -> FileExporter:
-        exporter = FileExporter(str(path), settings(batch_max_spans=5))
+    async def scenario() -> QueuedExporter:
+        exporter = file_exporter(path, settings(batch_max_spans=5))
         await exporter.start()
         for body, count in ((a, 2), (b, 3), (c, 1)):
             exporter.try_submit(body, count)
@@ -53,12 +62,12 @@ def test_each_batch_is_one_line_that_round_trips(tmp_path: Path) -> None:
 
 def test_appends_to_an_existing_file(tmp_path: Path) -> None:
     path = tmp_path / "kept.jsonl"
-    earlier = FileExporter(str(path), settings())
-    earlier.write_now(make_request("old", 1))
+    earlier = JsonlFile(path)
+    earlier.write_request(make_request("old", 1))
     earlier.close()
 
     async def scenario() -> None:
-        exporter = FileExporter(str(path), settings())
+        exporter = file_exporter(path, settings())
         await exporter.start()
         exporter.try_submit(make_request("new", 2), 2)
         await exporter.stop(5.0)
@@ -68,12 +77,12 @@ def test_appends_to_an_existing_file(tmp_path: Path) -> None:
     assert names == expected_names(("old", 1), ("new", 2))
 
 
-def test_write_now_writes_synchronously(tmp_path: Path) -> None:
+def test_the_file_writes_synchronously_for_replay(tmp_path: Path) -> None:
     path = tmp_path / "replay" / "out.jsonl"
-    exporter = FileExporter(str(path), settings())
+    exporter = JsonlFile(path)
     requests = [make_request("x", 2), make_request("y", 1)]
     for request in requests:
-        exporter.write_now(request)
+        exporter.write_request(request)
     assert read_lines(path) == [ExportTraceServiceRequest.FromString(r) for r in requests]
     exporter.close()
 
@@ -87,8 +96,8 @@ def test_a_failed_write_is_retried_with_backoff(tmp_path: Path) -> None:
     clock = FakeClock()
     clock.on_sleep = lambda _s: blocker.unlink(missing_ok=True)
 
-    async def scenario() -> FileExporter:
-        exporter = FileExporter(str(path), settings(), clock=clock)
+    async def scenario() -> QueuedExporter:
+        exporter = file_exporter(path, settings(), clock=clock)
         await exporter.start()
         exporter.try_submit(make_request("a", 2), 2)
         assert await exporter.flush(5.0)
@@ -104,8 +113,8 @@ def test_a_failed_write_is_retried_with_backoff(tmp_path: Path) -> None:
 def test_bytes_that_are_not_a_request_fail_permanently(tmp_path: Path) -> None:
     clock = FakeClock()
 
-    async def scenario() -> FileExporter:
-        exporter = FileExporter(str(tmp_path / "kept.jsonl"), settings(), clock=clock)
+    async def scenario() -> QueuedExporter:
+        exporter = file_exporter(tmp_path / "kept.jsonl", settings(), clock=clock)
         await exporter.start()
         exporter.try_submit(b"\xff\xff\xff", 1)
         await exporter.stop(5.0)
@@ -126,8 +135,8 @@ def largest_loop_gap_while_sending(path: Path, body: bytes) -> tuple[float, floa
     BIG_SPANS goes to ``path``; the file then holds exactly its line."""
 
     async def scenario() -> tuple[float, float]:
-        exporter = FileExporter(
-            str(path), settings(batch_max_spans=BIG_SPANS, batch_max_bytes=64 << 20)
+        exporter = file_exporter(
+            path, settings(batch_max_spans=BIG_SPANS, batch_max_bytes=64 << 20)
         )
         await exporter.start()
         gaps: list[float] = []
@@ -153,7 +162,7 @@ def largest_loop_gap_while_sending(path: Path, body: bytes) -> tuple[float, floa
         return max(gaps), took
 
     gap, took = run(scenario(), timeout_s=60.0)
-    assert path.read_bytes() == file_exporter._json_line(body)  # one whole line
+    assert path.read_bytes() == json_line(body)  # one whole line
     path.unlink()
     return gap, took
 
@@ -179,7 +188,7 @@ def test_lines_keep_the_order_of_the_batches(tmp_path: Path) -> None:
     sizes = [3000, 1, 2000, 5, 4000, 2]  # slow and fast conversions in turn
 
     async def scenario() -> None:
-        exporter = FileExporter(str(path), settings(batch_max_spans=1))  # a batch per request
+        exporter = file_exporter(path, settings(batch_max_spans=1))  # a batch per request
         await exporter.start()
         for i, size in enumerate(sizes):
             assert exporter.try_submit(make_request(f"r{i}", size), size)
@@ -195,22 +204,17 @@ def worker_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("file-exporter")]
 
 
-def test_stop_abandons_a_batch_still_being_converted_and_counts_it_lost(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_stop_abandons_a_batch_still_being_converted_and_counts_it_lost(tmp_path: Path) -> None:
     path = tmp_path / "kept.jsonl"
     converting, release = threading.Event(), threading.Event()
-    convert = file_exporter._json_line
 
     def slow_json_line(request: bytes) -> bytes:
         converting.set()
         release.wait(10)
-        return convert(request)
+        return json_line(request)
 
-    monkeypatch.setattr(file_exporter, "_json_line", slow_json_line)
-
-    async def scenario() -> FileExporter:
-        exporter = FileExporter(str(path), settings())
+    async def scenario() -> QueuedExporter:
+        exporter = QueuedExporter(FileTransport(str(path), encode=slow_json_line), settings())
         await exporter.start()
         assert exporter.try_submit(make_request("a", 3), 3)
         assert await asyncio.to_thread(converting.wait, 5)
@@ -232,17 +236,17 @@ def test_stop_waits_for_a_line_being_written_and_counts_it_sent(
 ) -> None:
     path = tmp_path / "kept.jsonl"
     writing, release = threading.Event(), threading.Event()
-    append = FileExporter._append
+    append = JsonlFile.append
 
-    def slow_append(self: FileExporter, line: bytes) -> None:
+    def slow_append(self: JsonlFile, line: bytes) -> None:
         writing.set()
         release.wait(10)
         append(self, line)
 
-    monkeypatch.setattr(FileExporter, "_append", slow_append)
+    monkeypatch.setattr(JsonlFile, "append", slow_append)
 
-    async def scenario() -> FileExporter:
-        exporter = FileExporter(str(path), settings())
+    async def scenario() -> QueuedExporter:
+        exporter = file_exporter(path, settings())
         await exporter.start()
         assert exporter.try_submit(make_request("a", 3), 3)
         assert await asyncio.to_thread(writing.wait, 5)
