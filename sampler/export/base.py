@@ -34,7 +34,7 @@ class ExporterSettings:
     retry: RetryPolicy = RetryPolicy()
     # gRPC metadata / HTTP headers; may hold credentials, so kept out of repr()
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    compression: str = "none"  # "none" | "gzip"
+    compression: str = "gzip"  # "none" | "gzip"
     tls: ClientTls | None = None  # for grpcs:// and https://; None: the system's trusted roots
     queue_dir: str = ""  # a durable queue there (disk_queue.py); "": in memory only
     queue_max_bytes: int = 1 << 30  # disk use of queue_dir at most

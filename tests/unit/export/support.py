@@ -295,3 +295,53 @@ class HttpCollector:
     async def __aexit__(self, *exc: object) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+# -- a loopback TCP relay that counts bytes -----------------------------------------------
+
+
+class CountingRelay:
+    """Relays TCP connections from 127.0.0.1:<free port> to ``target_port``, counting the bytes
+    the client sends: what went over the wire, whatever the protocol above it."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.bytes_up = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, up: bool
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if up:
+                    self.bytes_up += len(data)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        for task in (
+            asyncio.ensure_future(self._pipe(reader, up_writer, up=True)),
+            asyncio.ensure_future(self._pipe(up_reader, writer, up=False)),
+        ):
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def __aenter__(self) -> CountingRelay:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in list(self._pipes):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
