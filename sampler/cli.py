@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -108,19 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def apply_overrides(config: SamplerConfig, args: argparse.Namespace) -> SamplerConfig:
     r, s, e, m = config.receivers, config.sessions, config.exporter, config.metrics
+    flags: list[tuple[str, str]] = []  # (key, flag) of each flag given
     if args.listen is not None:
         r = dataclasses.replace(r, grpc=dataclasses.replace(r.grpc, listen=args.listen))
+        flags.append(("receivers.grpc.listen", "--listen"))
     if args.http_listen is not None:
         r = dataclasses.replace(r, http=dataclasses.replace(r.http, listen=args.http_listen))
+        flags.append(("receivers.http.listen", "--http-listen"))
     if args.downstream is not None:
         e = dataclasses.replace(e, url=args.downstream)
+        flags.append(("exporter.url", "--downstream"))
     if args.queue_dir is not None:
         e = dataclasses.replace(e, queue_dir=args.queue_dir)
+        flags.append(("exporter.queue_dir", "--queue-dir"))
     if args.decision_wait is not None:
         s = dataclasses.replace(s, decision_wait=args.decision_wait)
+        flags.append(("sessions.decision_wait", "--decision-wait"))
     if args.metrics_listen is not None:
         m = dataclasses.replace(m, listen=args.metrics_listen)
-    return dataclasses.replace(config, receivers=r, sessions=s, exporter=e, metrics=m)
+        flags.append(("metrics.listen", "--metrics-listen"))
+    config = dataclasses.replace(config, receivers=r, sessions=s, exporter=e, metrics=m)
+    for key, flag in flags:
+        config = config.set_by(f"flag {flag}", key)
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,10 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(config: SamplerConfig) -> int:
+    from sampler.export.otel_env import apply_otel_env
     from sampler.logs import configure_logging
     from sampler.runtime import serve
 
     configure_logging(config.logging.level, config.logging.format)
+    config, notes = apply_otel_env(config, os.environ)  # below the file and the flags
+    for note in notes:
+        logging.getLogger("sampler").warning("%s", note)
     try:
         asyncio.run(serve(config))
     except ValueError as exc:  # e.g. a downstream URL the exporter cannot use

@@ -187,6 +187,10 @@ class SamplerApp:
         cfg = self.config
         tls, auth = receiver_security(cfg)  # before anything starts: bad files stop us here
         await self.exporter.start()
+        where = cfg.origin("exporter.url")
+        log.info(
+            "downstream %s (%s)", self.exporter.name, "default" if where == "default" else where
+        )
         receivers: dict[str, ReceiverStats] = {}
         limit = cfg.receivers.max_message_size
         self._decoding = ThreadPoolExecutor(

@@ -7,6 +7,7 @@ described in exactly one place.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -344,7 +345,8 @@ class ExporterConfig:
         "file://agent-sampler-kept.jsonl",
         "Where kept sessions go: grpc://HOST:PORT (OTLP/gRPC), grpcs://HOST:PORT (OTLP/gRPC "
         "over TLS), http://HOST:PORT or https://HOST[:PORT] (OTLP/HTTP protobuf) or file://PATH "
-        "(OTLP/JSON lines, as the collector's file exporter writes).",
+        "(OTLP/JSON lines, as the collector's file exporter writes). Left out of the file: "
+        "OTEL_EXPORTER_OTLP_ENDPOINT with OTEL_EXPORTER_OTLP_PROTOCOL, if set.",
         "url",
     )
     timeout: float = opt(10.0, "Timeout of one export attempt.", "duration")
@@ -426,3 +428,21 @@ class SamplerConfig:
     metrics: MetricsConfig = opt(MetricsConfig(), "Self-metrics and health endpoints.")
     logging: LoggingConfig = opt(LoggingConfig(), "Logs.")
     source: str = field(default="<defaults>", metadata={"internal": True})
+    # Where values that are not defaults came from, as (key path, origin) pairs in the order
+    # they were set: "config file PATH", "flag --downstream", "environment: NAME". Not part of
+    # the value: two configs with the same settings are equal wherever they came from.
+    origins: tuple[tuple[str, str], ...] = field(
+        default=(), compare=False, metadata={"internal": True}
+    )
+
+    def origin(self, key: str) -> str:
+        """Where the value of ``key`` (a path such as ``exporter.url``) came from: the last
+        source that set it, or ``default``."""
+        for path, where in reversed(self.origins):
+            if path == key:
+                return where
+        return "default"
+
+    def set_by(self, where: str, *keys: str) -> SamplerConfig:
+        """This config, with ``keys`` recorded as set by ``where``."""
+        return dataclasses.replace(self, origins=self.origins + tuple((k, where) for k in keys))
