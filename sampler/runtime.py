@@ -34,6 +34,7 @@ from sampler.clock import Clock, MonotonicClock
 from sampler.config.model import SamplerConfig
 from sampler.export.base import Exporter, ExporterSettings
 from sampler.export.factory import exporter_from_url
+from sampler.export.jsonl_file import Rotation
 from sampler.export.retry import RetryPolicy
 from sampler.metrics import Sources, build_registry
 from sampler.pipeline import Pipeline, PipelineStats
@@ -78,6 +79,18 @@ def exporter_settings(config: SamplerConfig) -> ExporterSettings:
         headers=dict(e.headers),
         compression=e.compression,
         tls=_exporter_tls(config),
+        rotation=_file_rotation(config),
+    )
+
+
+def _file_rotation(config: SamplerConfig) -> Rotation:
+    r = config.exporter.file.rotation
+    return Rotation(
+        max_bytes=r.max_megabytes << 20,
+        max_backups=r.max_backups,
+        max_age_s=r.max_days * 86_400.0,
+        localtime=r.localtime,
+        compress=r.compression == "gzip",
     )
 
 

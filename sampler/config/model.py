@@ -340,6 +340,46 @@ class ClientTlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FileRotationConfig:
+    max_megabytes: int = opt(
+        100,
+        "Rotate the file before a line would take it past this many MiB (a longer line gets a "
+        "file of its own); 0: never rotate, the file grows without bound.",
+        zero_allowed=True,
+    )
+    max_backups: int = opt(
+        10,
+        "Rotated files kept, newest first; older ones are deleted. 0: keep them all (max_days "
+        "may still delete them).",
+        zero_allowed=True,
+    )
+    max_days: int = opt(
+        0,
+        "Delete rotated files older than this many days, by the time in their name; 0: no age "
+        "limit.",
+        zero_allowed=True,
+    )
+    localtime: bool = opt(False, "Name rotated files by the local time of rotation instead of UTC.")
+    compression: str = opt(
+        "none",
+        "Compress rotated files: gzip (NAME-TIME.jsonl.gz) or none. The file being written is "
+        "always plain OTLP/JSON lines.",
+        "choice",
+        choices=("none", "gzip"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FileExporterConfig:
+    rotation: FileRotationConfig = opt(
+        FileRotationConfig(),
+        "Rotation, as the collector's file exporter does it (NAME.jsonl becomes "
+        "NAME-2024-05-01T12-00-00.000.jsonl): left running, the file downstream takes at most "
+        "(1 + max_backups) x max_megabytes of disk, 1.1 GiB by default.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ExporterConfig:
     url: str = opt(
         "file://agent-sampler-kept.jsonl",
@@ -391,6 +431,7 @@ class ExporterConfig:
     )
     batch_timeout: float = opt(0.2, "Longest a partial batch waits before it is sent.", "duration")
     retry: RetryConfig = opt(RetryConfig(), "Retry with exponential backoff and jitter.")
+    file: FileExporterConfig = opt(FileExporterConfig(), "The file:// downstream.")
 
     def check(self) -> Iterator[tuple[str, str]]:
         if self.tls.configured and not self.url.lower().startswith(("grpcs://", "https://")):

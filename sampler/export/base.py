@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sampler.export.jsonl_file import Rotation
 from sampler.export.retry import RetryPolicy, SendResult
 from sampler.tls import ClientTls
 
@@ -38,6 +39,7 @@ class ExporterSettings:
     tls: ClientTls | None = None  # for grpcs:// and https://; None: the system's trusted roots
     queue_dir: str = ""  # a durable queue there (disk_queue.py); "": in memory only
     queue_max_bytes: int = 1 << 30  # disk use of queue_dir at most
+    rotation: Rotation | None = None  # of the file:// downstream's file; None: never rotated
 
     def __post_init__(self) -> None:
         if self.compression not in ("none", "gzip"):

@@ -35,7 +35,7 @@ def transport_from_url(url: str, settings: ExporterSettings) -> Transport:
             "use grpcs:// or https://, or remove exporter.tls"
         )
     if downstream.scheme == "file":
-        return FileTransport(downstream.target)
+        return FileTransport(downstream.target, settings.rotation)
     if downstream.scheme in ("grpc", "grpcs"):
         return GrpcTransport(downstream.target, settings, secure=downstream.secure)
     return HttpTransport(downstream.target, settings)

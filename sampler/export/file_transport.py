@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from sampler.export.base import CancelledAfterSending
-from sampler.export.jsonl_file import JsonlFile, json_line
+from sampler.export.jsonl_file import JsonlFile, Rotation, json_line
 from sampler.export.retry import SendResult
 from sampler.otlp.json_codec import OtlpDecodeError
 
@@ -24,7 +24,9 @@ logger = logging.getLogger(__name__)
 
 
 class FileTransport:
-    """Appends each batch to ``path`` as one line of ``encode(batch)`` (OTLP/JSON).
+    """Appends each batch to ``path`` as one line of ``encode(batch)`` (OTLP/JSON), rotating
+    the file by ``rotation`` (None: never); rotated files are deleted and compressed by a
+    thread of their own (``jsonl_file``'s mill), so that writes never wait for them.
 
     Sends convert and write in the worker thread (module docstring). If the sender is
     cancelled meanwhile (stop() ran out of time), a batch still being converted is abandoned
@@ -33,12 +35,19 @@ class FileTransport:
     the worker touches the file while a send is in progress.
     """
 
-    def __init__(self, path: str, *, encode: Callable[[bytes], bytes] = json_line) -> None:
+    def __init__(
+        self,
+        path: str,
+        rotation: Rotation | None = None,
+        *,
+        encode: Callable[[bytes], bytes] = json_line,
+    ) -> None:
         self.name = f"file://{path}"
-        self.file = JsonlFile(path)
+        self._worker: ThreadPoolExecutor | None = None  # one thread: lines in order
+        self._mill = ThreadPoolExecutor(1, thread_name_prefix="file-rotation")
+        self.file = JsonlFile(path, rotation, mill=self._mill)
         self.path = self.file.path
         self._encode = encode
-        self._worker: ThreadPoolExecutor | None = None  # one thread: lines in order
 
     async def open(self) -> None:
         try:
@@ -51,6 +60,9 @@ class FileTransport:
             self._worker.shutdown(wait=False, cancel_futures=True)
             self._worker = None
         self.file.close()
+        # A compression under way finishes in its thread (the interpreter waits for it at
+        # exit); one cut short by a kill is done again by the next start's mill.
+        self._mill.shutdown(wait=False)
 
     async def send(self, body: bytes) -> SendResult:
         if self._worker is None:

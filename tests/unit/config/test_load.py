@@ -18,6 +18,7 @@ from sampler.config.model import (
     BudgetConfig,
     DecisionCacheConfig,
     ExporterConfig,
+    FileRotationConfig,
     LoggingConfig,
     MetricsConfig,
     ReceiversConfig,
@@ -163,6 +164,9 @@ def test_every_section_binds_to_typed_values() -> None:
         256 << 20,
     )
     assert (exporter.retry.initial_interval, exporter.retry.max_elapsed_time) == (0.1, 60.0)
+    assert exporter.file.rotation == FileRotationConfig(
+        max_megabytes=0, max_backups=3, max_days=7, localtime=True, compression="gzip"
+    )
     assert (config.logging.level, config.logging.format) == ("debug", "json")
 
 

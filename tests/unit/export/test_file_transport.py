@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import threading
 import time
 from pathlib import Path
@@ -10,12 +11,14 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from sampler.config.load import load_config_text
 from sampler.export.base import ExporterSettings
 from sampler.export.delivery import QueuedExporter, RetryClock
 from sampler.export.factory import exporter_from_url
 from sampler.export.file_transport import FileTransport
 from sampler.export.jsonl_file import JsonlFile, json_line
 from sampler.otlp.json_codec import request_from_json
+from sampler.runtime import exporter_settings
 from tests.unit.export.support import (
     FakeClock,
     expected_names,
@@ -257,3 +260,53 @@ def test_stop_waits_for_a_line_being_written_and_counts_it_sent(
     exporter = run(scenario())
     assert (exporter.stats.spans_sent, exporter.stats.failed_spans) == (3, 0)
     assert span_names(r.SerializeToString() for r in read_lines(path)) == expected_names(("a", 3))
+
+
+# -- rotation: left running, the file downstream takes bounded disk --------------------------
+
+
+def rotation_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("file-rotation")]
+
+
+def test_the_file_downstream_rotates_and_caps_its_disk_use(tmp_path: Path) -> None:
+    """Configured as a user would, the exporter writes 7 MB of OTLP/JSON lines with
+    max_megabytes 1 and max_backups 2: at most three files remain (the two rotated ones
+    gzipped), holding the newest lines, whole and in order."""
+    path = tmp_path / "out" / "kept.jsonl"
+    config = load_config_text(
+        f"exporter:\n  url: 'file://{path}'\n  batch_max_spans: 1000\n"
+        "  file: {rotation: {max_megabytes: 1, max_backups: 2, compression: gzip}}\n"
+        "rules: [{name: all, action: keep}]\n",
+        "c.yaml",
+    )
+    requests = 40
+
+    async def scenario() -> None:
+        exporter = exporter_from_url(config.exporter.url, exporter_settings(config))
+        await exporter.start()
+        for i in range(requests):
+            assert exporter.try_submit(make_request(f"r{i}", 1000), 1000)
+            assert await exporter.flush(10.0)  # one line per request
+        await exporter.stop(1.0)
+        assert exporter.stats.spans_sent == requests * 1000
+
+    run(scenario(), timeout_s=60.0)
+    deadline = time.monotonic() + 10
+    while rotation_threads() and time.monotonic() < deadline:  # the last mill finishing
+        time.sleep(0.01)
+    files = sorted(path.parent.iterdir())
+    assert [p.name.endswith(".jsonl.gz") for p in files] == [True, True, False]
+    assert sum(p.stat().st_size for p in files) < 1 << 20  # 7 MB written, 2 MiB rotated and gzipped
+    names = [
+        span_names([request.SerializeToString()])
+        for p in files
+        for request in (
+            [request_from_json(x) for x in gzip.decompress(p.read_bytes()).splitlines()]
+            if p.suffix == ".gz"
+            else read_lines(p)
+        )
+    ]
+    kept = len(names)
+    assert 3 <= kept < requests
+    assert names == [expected_names((f"r{i}", 1000)) for i in range(requests - kept, requests)]
