@@ -109,7 +109,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "agent_sampler_sessions_decided",
         "counter",
-        "Sessions decided, by rule and verdict.",
+        "Session decisions, by rule and verdict (a second look that keeps a dropped session, "
+        "or a reopened session decided again, is another decision).",
         ("rule", "verdict"),
         _decided("sessions"),
     ),
@@ -119,6 +120,14 @@ METRICS: tuple[MetricSpec, ...] = (
         "Spans of decided sessions, by rule and verdict.",
         ("rule", "verdict"),
         _decided("spans"),
+    ),
+    MetricSpec(
+        "agent_sampler_spans_kept",
+        "counter",
+        "Kept spans handed to the downstream exporter, each once, whatever kept it: the sum of "
+        'spans_decided{verdict="keep"} and late_spans{verdict="keep"}.',
+        (),
+        _one(lambda s: s.pipeline.stats.spans_submitted),
     ),
     MetricSpec(
         "agent_sampler_spans_limited",

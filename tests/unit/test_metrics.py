@@ -81,3 +81,34 @@ def test_the_hold_metrics_follow_the_pipeline() -> None:
         "agent_sampler_reopened_sessions": 1.0,
         "agent_sampler_second_look_kept_sessions": 2.0,
     }
+
+
+def test_kept_spans_add_up_across_rules_and_late_spans() -> None:
+    rules = """\
+  - {name: errors, when: {error: true}, action: keep}
+  - {name: blue, when: {attribute: {key: team, equals: blue}}, action: keep}
+  - {name: rest, action: drop}
+"""
+    clock, sink = ManualClock(), RecordingSink()
+    pipeline = Pipeline(sampler_config(rules), sink, clock)
+    registry = registry_of(pipeline)
+    consume(pipeline, simple_request(span("t1", 2, parent=1, error=True), span("t1", 1)))
+    consume(pipeline, simple_request(span("t2", 1, attrs={"team": "blue"})))
+    consume(pipeline, simple_request(span("t3", 1)))
+    clock.advance(2.05)
+    pipeline.decide_due()
+    consume(pipeline, simple_request(span("t1", 3, parent=1), span("t3", 3, parent=1)))
+
+    def value(name: str, **labels: str) -> float:
+        return sum(
+            sample.value
+            for metric in registry.collect()
+            for sample in metric.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    kept = value("agent_sampler_spans_kept_total")
+    assert kept == len(sink.spans()) == 4  # t1 (3 with its late span) and t2
+    assert kept == value("agent_sampler_spans_decided_total", verdict="keep") + value(
+        "agent_sampler_late_spans_total", verdict="keep"
+    )
