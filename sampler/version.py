@@ -1,14 +1,16 @@
 """What is running: the package's version (from its installed metadata), the native core's, and
-the interpreter's. Shown by ``agent-sampler --version``."""
+the interpreter's. Shown by ``agent-sampler --version`` and ``agent_sampler_build_info``."""
 
 from __future__ import annotations
 
+import functools
 import platform
 from importlib import metadata
 
 DISTRIBUTION = "agent-tail-sampler"
 
 
+@functools.cache  # read at every scrape of agent_sampler_build_info
 def package_version() -> str:
     try:
         return metadata.version(DISTRIBUTION)
