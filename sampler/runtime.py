@@ -255,14 +255,28 @@ class SamplerApp:
                 await self._ticker
         if self._decoding is not None:
             self._decoding.shutdown(wait=False)
-        buffered = self.pipeline.core.span_count
-        decided = self.pipeline.decide_all()
-        log.info("shutdown: decided %d buffered session(s) (%d spans)", decided, buffered)
+        pipeline, exporter = self.pipeline, self.exporter
+        before = pipeline.buffer
+        second_looks, sent = pipeline.stats.second_look_sessions, exporter.stats.spans_sent
+        decided = pipeline.decide_all()
+        log.info(
+            "shutdown: decided %d buffered session(s) (%d spans) and ended the hold of %d "
+            "dropped session(s) (%d kept on a second look)",
+            decided,
+            before.span_count,
+            before.held_sessions,
+            pipeline.stats.second_look_sessions - second_looks,
+        )
         deadline = started + SHUTDOWN_FLUSH_TIMEOUT_S
         while self.pipeline.pending_spans and time.monotonic() < deadline:
             await self.exporter.flush(min(1.0, deadline - time.monotonic()))
             self.pipeline.decide_due()  # offers the backlog to the exporter again
         await self.exporter.stop(max(0.1, deadline - time.monotonic()))
+        log.info(
+            "shutdown: flushed %d kept span(s) to %s",
+            exporter.stats.spans_sent - sent,
+            exporter.name,
+        )
         lost = self.pipeline.pending_spans + self.exporter.queued_spans()
         if lost:
             log.error("shutdown: %d kept span(s) could not be delivered before the timeout", lost)
