@@ -175,8 +175,10 @@ def _run(config: SamplerConfig) -> int:
     except ValueError as exc:  # e.g. a downstream URL the exporter cannot use
         print(f"agent-sampler: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as exc:  # e.g. a port already in use
-        logging.getLogger("sampler").error("cannot start: %s", exc)
+    except OSError as exc:  # e.g. a port already in use (listeners.ListenError)
+        # errno and strerror set: the text is strerror, without str()'s "[Errno 98]" in front
+        reason = exc.strerror if exc.errno is not None and exc.strerror else str(exc)
+        logging.getLogger("sampler").error("cannot start: %s", reason)
         return 1
     return 0
 

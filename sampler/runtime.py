@@ -35,6 +35,7 @@ from sampler.config.model import SamplerConfig
 from sampler.export.base import Exporter, ExporterSettings, RetryPolicy
 from sampler.export.factory import exporter_from_url
 from sampler.latency import Histogram, send_durations, time_sends
+from sampler.listeners import check_listeners, listeners_of
 from sampler.metrics import Sources, build_registry
 from sampler.pipeline import Pipeline, PipelineStats
 from sampler.receive.address import parse_listen
@@ -189,6 +190,7 @@ class SamplerApp:
     async def start(self) -> None:
         cfg = self.config
         tls, auth = receiver_security(cfg)  # before anything starts: bad files stop us here
+        check_listeners(listeners_of(cfg))  # ...and so does a port in use
         await self.exporter.start()
         receivers: dict[str, ReceiverStats] = {}
         limit = cfg.receivers.max_message_size

@@ -1,9 +1,11 @@
 """What an operator sees of `agent-sampler run`: self-metrics (build info, process, latency
-histograms) and the shutdown summary."""
+histograms), the shutdown summary, and a clear refusal to start on a port already in use."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from importlib import metadata
@@ -13,7 +15,10 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.e2e.harness import (
+    LOOPBACK,
     GrpcSink,
+    SamplerProcess,
+    free_port,
     raw_export,
     running_sampler,
     span,
@@ -86,3 +91,40 @@ def test_metrics_and_shutdown_summary(tmp_path: Path, sink: GrpcSink) -> None:
         ) in logs
         assert f"shutdown: flushed 1 kept span(s) to {sink.url}" in logs
         assert len(sink.spans()) == SPANS_PER_TURN + 1
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port another process listens on."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("flag", "listener", "setting"),
+    [
+        ("--listen", "OTLP/gRPC", "receivers.grpc.listen"),
+        ("--http-listen", "OTLP/HTTP", "receivers.http.listen"),
+        ("--metrics-listen", "metrics", "metrics.listen"),
+    ],
+    ids=["grpc", "http", "metrics"],
+)
+def test_a_port_in_use_stops_the_start_with_one_line_naming_the_listener(
+    tmp_path: Path, busy_port: int, flag: str, listener: str, setting: str
+) -> None:
+    config_path = tmp_path / "sampler.yaml"
+    config_path.write_text(config())
+    sampler = SamplerProcess(config_path, tmp_path, downstream=f"grpc://{LOOPBACK}:{free_port()}")
+    command = sampler.command()
+    command[command.index(flag) + 1] = f"{LOOPBACK}:{busy_port}"
+    done = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert (done.returncode, done.stdout) == (1, "")
+    (line,) = done.stderr.splitlines()  # no traceback, no grpc core log line
+    assert line.endswith(
+        f" ERROR sampler: cannot start: the {listener} listener cannot bind "
+        f"{LOOPBACK}:{busy_port}: address already in use (set by {setting} or {flag})"
+    )
