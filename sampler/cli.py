@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sampler.config.load import load_config
 from sampler.config.model import SamplerConfig
@@ -40,11 +41,36 @@ def _downstream(value: str) -> str:
     return value
 
 
+class _Version(argparse.Action):
+    """``--version``: like argparse's own, but the text is made only when asked for (it loads
+    the native core and reads the package metadata)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        from sampler.version import version_text
+
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent-sampler",
         description="Tail-based sampler for LLM-agent traces: buffers whole sessions, decides "
         "with YAML rules, forwards the kept ones over OTLP.",
+    )
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        help="print the versions of the sampler, its native core and Python, and exit",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -164,8 +190,10 @@ def _run(config: SamplerConfig) -> int:
     except ValueError as exc:  # e.g. a downstream URL the exporter cannot use
         print(f"agent-sampler: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as exc:  # e.g. a port already in use
-        logging.getLogger("sampler").error("cannot start: %s", exc)
+    except OSError as exc:  # e.g. a port already in use (listeners.ListenError)
+        # errno and strerror set: the text is strerror, without str()'s "[Errno 98]" in front
+        reason = exc.strerror if exc.errno is not None and exc.strerror else str(exc)
+        logging.getLogger("sampler").error("cannot start: %s", reason)
         return 1
     return 0
 

@@ -1,20 +1,31 @@
 """Self-metrics, declared once in METRICS and read from the components' plain counters at scrape
 time, so no decision or intake code touches Prometheus. docs/operations.md lists the same table
-(a test keeps them in step)."""
+(a test keeps them in step). The registry also holds prometheus-client's standard process,
+platform and garbage-collector collectors (``process_*``, ``python_*``), read at scrape time
+too."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from sampler.export.base import Exporter
+from sampler.latency import Histogram, send_durations
 from sampler.pipeline import Pipeline
 from sampler.receive.intake import ReceiverStats
+from sampler.version import package_version, python_version
 
 Sample = tuple[tuple[str, ...], float]
+HistogramSample = tuple[tuple[str, ...], Histogram]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,15 +33,18 @@ class Sources:
     pipeline: Pipeline
     exporter: Exporter
     receivers: dict[str, ReceiverStats]  # by transport
+    # how long each attempt to send a batch downstream took (latency.time_sends); keyword
+    # only, so that sources added later can still be given in order
+    export_sends: Histogram = field(default_factory=send_durations, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class MetricSpec:
     name: str
-    kind: str  # "counter" | "gauge"
+    kind: str  # "counter" | "gauge" | "histogram"
     help: str
     labels: tuple[str, ...]
-    read: Callable[[Sources], Iterable[Sample]]
+    read: Callable[[Sources], Iterable[Sample | HistogramSample]]
 
 
 def _one(value: Callable[[Sources], float]) -> Callable[[Sources], Iterable[Sample]]:
@@ -64,6 +78,13 @@ def _refused(s: Sources) -> Iterator[Sample]:
 
 
 METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "agent_sampler_build_info",
+        "gauge",
+        "The running sampler: its version and Python's, as labels; the value is 1.",
+        ("version", "python_version"),
+        lambda s: [((package_version(), python_version()), 1.0)],
+    ),
     MetricSpec(
         "agent_sampler_receiver_requests",
         "counter",
@@ -109,7 +130,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "agent_sampler_sessions_decided",
         "counter",
-        "Sessions decided, by rule and verdict.",
+        "Session decisions, by rule and verdict (a second look that keeps a dropped session, "
+        "or a reopened session decided again, is another decision).",
         ("rule", "verdict"),
         _decided("sessions"),
     ),
@@ -119,6 +141,22 @@ METRICS: tuple[MetricSpec, ...] = (
         "Spans of decided sessions, by rule and verdict.",
         ("rule", "verdict"),
         _decided("spans"),
+    ),
+    MetricSpec(
+        "agent_sampler_spans_kept",
+        "counter",
+        "Kept spans handed to the downstream exporter, each once, whatever kept it: the sum of "
+        'spans_decided{verdict="keep"} and late_spans{verdict="keep"}.',
+        (),
+        _one(lambda s: s.pipeline.stats.spans_submitted),
+    ),
+    MetricSpec(
+        "agent_sampler_decision_delay_seconds",
+        "histogram",
+        "Time from a session's first span to its verdict, once per session (a reopened or "
+        "continued conversation is not counted again).",
+        (),
+        lambda s: [((), s.pipeline.stats.decision_delay)],
     ),
     MetricSpec(
         "agent_sampler_spans_limited",
@@ -224,6 +262,13 @@ METRICS: tuple[MetricSpec, ...] = (
         _one(lambda s: s.exporter.stats.spans_sent),
     ),
     MetricSpec(
+        "agent_sampler_exporter_send_duration_seconds",
+        "histogram",
+        "Time one attempt to send a batch downstream took, failed attempts included.",
+        (),
+        lambda s: [((), s.export_sends)],
+    ),
+    MetricSpec(
         "agent_sampler_exporter_retries",
         "counter",
         "Export attempts retried after a transient failure.",
@@ -291,17 +336,34 @@ class SamplerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for spec in METRICS:
-            family: CounterMetricFamily | GaugeMetricFamily
+            family: CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
             if spec.kind == "counter":
                 family = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
-            else:
+            elif spec.kind == "gauge":
                 family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+            else:
+                family = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
             for labels, value in spec.read(self.sources):
-                family.add_metric(list(labels), value)
+                if isinstance(value, Histogram):
+                    assert isinstance(family, HistogramMetricFamily)
+                    buckets = [(_le(bound), n) for bound, n in value.cumulative()]
+                    family.add_metric(list(labels), buckets, value.sum)
+                else:
+                    assert not isinstance(family, HistogramMetricFamily)
+                    family.add_metric(list(labels), value)
             yield family
+
+
+def _le(bound: float) -> str:
+    """A bucket's bound as Prometheus writes it: 0.5, 30.0, +Inf."""
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 def build_registry(sources: Sources) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SamplerCollector(sources))
+    # resident memory, CPU seconds, open file descriptors; Python's version; collections
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     return registry

@@ -28,6 +28,7 @@ from typing import Protocol
 from sampler._native import HeldSession, Request, SessionView
 from sampler.clock import Clock
 from sampler.config.model import SamplerConfig
+from sampler.latency import Histogram, decision_delays
 from sampler.receive.intake import INGEST_CHUNK_SPANS, Admission, Intake
 from sampler.rules.budget import BudgetSettings
 from sampler.rules.engine import RuleEngine
@@ -84,7 +85,14 @@ class PipelineStats:
     spans_limited: int = 0  # attributes removed or values cut (receivers.max_attribute_*)
     late_spans_kept: int = 0
     late_spans_dropped: int = 0
+    # Every kept span, once, whatever kept it: a rule's keep (a second look's included) or a
+    # late span following a keep. It adds up: the sum of by_rule's spans_kept plus
+    # late_spans_kept; and all of it is handed to the sink (or waits in the backlog).
     spans_submitted: int = 0
+    # Decisions by the rule that made them. A session is decided more than once when a later
+    # turn reopens a held drop (decided again as a whole) or a second look keeps a drop: then
+    # it counts again, as kept by the rule that kept it (its drop stays counted: counters only
+    # grow). So kept counts add up to what was sent; seen counts are decisions, not sessions.
     by_rule: dict[str, RuleTally] = field(default_factory=dict)
     # decided early because the buffer neared its limits (stress relief)
     relief_sessions: int = 0
@@ -92,6 +100,8 @@ class PipelineStats:
     # dropped while the rarity model was cold, kept after all when scored again (second look)
     second_look_sessions: int = 0
     second_look_spans: int = 0
+    # first span to first verdict, once per session (reopened or continued: not again)
+    decision_delay: Histogram = field(default_factory=decision_delays)
 
 
 class Pipeline:
@@ -325,6 +335,8 @@ class Pipeline:
             cold = cold or view.awaiting_look
             verdict = self.engine.decide(facts, now)
             self._tally(verdict, view.span_count)
+            if not view.decided_before:
+                self.stats.decision_delay.observe(now - view.created)
             if self.observer is not None:
                 self.observer.decided(facts, verdict, now, second_look=False)
             decided += 1
@@ -367,7 +379,9 @@ class Pipeline:
             dropped = Verdict(keep, rule, tuple(signals), adjusted_count)
             verdict = self.engine.reconsider(facts, dropped, now)
             if verdict is not None and verdict.keep:
-                self._revive(view.span_count)
+                self._tally(verdict, view.span_count)
+                self.stats.second_look_sessions += 1
+                self.stats.second_look_spans += view.span_count
                 if self.observer is not None:
                     self.observer.decided(facts, verdict, now, second_look=True)
                 self._submit_all(
@@ -386,12 +400,6 @@ class Pipeline:
                     self._trim_hold(now)
                     return
         core.release(held.handle)
-
-    def _revive(self, spans: int) -> None:
-        """Count a dropped session kept after all, by a second look. The first decision stays
-        counted as it was (the per-rule counters only grow)."""
-        self.stats.second_look_sessions += 1
-        self.stats.second_look_spans += spans
 
     def _tally(self, verdict: Verdict, span_count: int) -> None:
         tally = self.stats.by_rule.get(verdict.rule)

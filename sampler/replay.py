@@ -122,16 +122,16 @@ class ReplayObservations:
     def decided(
         self, facts: DecisionFacts, verdict: Verdict, now: float, *, second_look: bool = False
     ) -> None:
-        """One decision. A second look keeps a session whose drop was counted already: it is
-        seen once, and kept now."""
+        """One decision. A second look that keeps a dropped session is another decision, as
+        in the pipeline's rule tallies (so kept counts add up to the output); its scores and
+        shape were recorded at its first decision."""
         spans, keep = facts.span_count, verdict.keep
         for signal in facts.signals or (NO_SIGNAL,):
             tally = self.by_signal.get(signal)
             if tally is None:
                 tally = self.by_signal[signal] = RuleTally()
-            if not second_look:
-                tally.sessions_seen += 1
-                tally.spans_seen += spans
+            tally.sessions_seen += 1
+            tally.spans_seen += spans
             if keep:
                 tally.sessions_kept += 1
                 tally.spans_kept += spans
@@ -273,6 +273,11 @@ def format_summary(stats: PipelineStats, observed: ReplayObservations | None = N
     rows = [*summary_rows(stats), total_row(stats)]
     headers = ["rule", *TALLY_HEADERS]
     text = _table(headers, ([str(r[h]) for h in headers] for r in rows))
+    text += (
+        f"\nspans written: {stats.spans_submitted} (kept by rules, and {stats.late_spans_kept}"
+        " late spans that followed a keep); a session kept on a second look counts as a"
+        " second decision"
+    )
     if observed is None:
         return text
     headers = ["signal", *TALLY_HEADERS]
@@ -297,6 +302,7 @@ def summary_json(
 ) -> str:
     summary: dict[str, object] = {
         "requests": requests,
+        "spans_kept": stats.spans_submitted,  # what the output holds: rules' keeps and late
         "late_spans_kept": stats.late_spans_kept,
         "late_spans_dropped": stats.late_spans_dropped,
         "rules": summary_rows(stats),

@@ -36,6 +36,8 @@ from sampler.export.base import Exporter, ExporterSettings
 from sampler.export.factory import exporter_from_url
 from sampler.export.jsonl_file import Rotation
 from sampler.export.retry import RetryPolicy
+from sampler.latency import Histogram, send_durations, time_sends
+from sampler.listeners import check_listeners, listeners_of
 from sampler.metrics import Sources, build_registry
 from sampler.pipeline import Pipeline, PipelineStats
 from sampler.receive.address import parse_listen
@@ -189,16 +191,20 @@ class SamplerApp:
     _ready: bool = False
     _overload: OverloadLog = field(default_factory=OverloadLog)
     _young: YoungCollections = field(default_factory=lambda: YoungCollections())
+    # each attempt to send a batch downstream, timed (agent_sampler_exporter_send_duration_*)
+    _export_sends: Histogram = field(default_factory=send_durations)
     # grpc.health.v1 on the OTLP/gRPC port: SERVING once started, NOT_SERVING from shutdown
     _health: health_aio.HealthServicer = field(default_factory=lambda: health_aio.HealthServicer())
 
     def __post_init__(self) -> None:
         self.exporter = exporter_from_url(self.config.exporter.url, exporter_settings(self.config))
+        time_sends(self.exporter, self._export_sends)
         self.pipeline = Pipeline(self.config, self.exporter, self.clock, decide_on_intake=False)
 
     async def start(self) -> None:
         cfg = self.config
         tls, auth = receiver_security(cfg)  # before anything starts: bad files stop us here
+        check_listeners(listeners_of(cfg))  # ...and so does a port in use
         await self.exporter.start()
         where = cfg.origin("exporter.url")
         log.info(
@@ -239,7 +245,7 @@ class SamplerApp:
             receivers["http"] = self._http.stats
         if cfg.metrics.listen:
             self.ports.metrics = await self._start_metrics(
-                Sources(self.pipeline, self.exporter, receivers)
+                Sources(self.pipeline, self.exporter, receivers, export_sends=self._export_sends)
             )
         self._ticker = asyncio.create_task(self._tick_forever(), name="decision-ticker")
         self._ready = True
@@ -269,14 +275,28 @@ class SamplerApp:
                 await self._ticker
         if self._decoding is not None:
             self._decoding.shutdown(wait=False)
-        buffered = self.pipeline.core.span_count
-        decided = self.pipeline.decide_all()
-        log.info("shutdown: decided %d buffered session(s) (%d spans)", decided, buffered)
+        pipeline, exporter = self.pipeline, self.exporter
+        before = pipeline.buffer
+        second_looks, sent = pipeline.stats.second_look_sessions, exporter.stats.spans_sent
+        decided = pipeline.decide_all()
+        log.info(
+            "shutdown: decided %d buffered session(s) (%d spans) and ended the hold of %d "
+            "dropped session(s) (%d kept on a second look)",
+            decided,
+            before.span_count,
+            before.held_sessions,
+            pipeline.stats.second_look_sessions - second_looks,
+        )
         deadline = started + SHUTDOWN_FLUSH_TIMEOUT_S
         while self.pipeline.pending_spans and time.monotonic() < deadline:
             await self.exporter.flush(min(1.0, deadline - time.monotonic()))
             self.pipeline.decide_due()  # offers the backlog to the exporter again
         await self.exporter.stop(max(0.1, deadline - time.monotonic()))
+        log.info(
+            "shutdown: flushed %d kept span(s) to %s",
+            exporter.stats.spans_sent - sent,
+            exporter.name,
+        )
         lost = self.pipeline.pending_spans + self.exporter.queued_spans()
         if lost:
             log.error("shutdown: %d kept span(s) could not be delivered before the timeout", lost)

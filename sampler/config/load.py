@@ -57,8 +57,11 @@ def load_config(
     try:
         text = target.read_text(encoding="utf-8")
     except OSError as exc:
+        # a relative path is read from the working directory, which in a container is often
+        # not the one the user thinks of: say which it was
+        where = "" if target.is_absolute() else f" (in {Path.cwd()})"
         raise ConfigError(
-            [ConfigProblem(str(target), 0, "", f"cannot read: {exc.strerror}")]
+            [ConfigProblem(str(target), 0, "", f"cannot read: {exc.strerror}{where}")]
         ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem(str(target), 0, "", "not UTF-8 text")]) from exc

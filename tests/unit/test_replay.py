@@ -17,7 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from sampler.cli import main
 from sampler.config.load import load_config_text
-from sampler.otlp.json_codec import request_to_json
+from sampler.otlp.json_codec import iter_json_lines, request_to_json
 from sampler.replay import (
     NO_SIGNAL,
     KeptTimeline,
@@ -26,6 +26,8 @@ from sampler.replay import (
     format_summary,
     replay,
     summary_json,
+    summary_rows,
+    total_row,
 )
 from sampler.rules.facts import DecisionFacts
 from sampler.rules.verdict import Verdict
@@ -271,3 +273,46 @@ def test_a_continuation_without_scores_is_left_out_of_shapes_and_histograms() ->
 
     assert observed.shapes == {} and observed.scores == {}
     assert observed.by_signal[NO_SIGNAL].sessions_kept == 1
+
+
+SECOND_LOOK_CONFIG = """
+sessions: {dropped_hold: 2h}
+signals:
+  rarity: {warmup_sessions: 20, window: 2h}
+rules:
+  - {name: rare, when: {rare: true}, action: keep}
+  - {name: rest, action: drop}
+"""
+
+
+def test_kept_counts_add_up_to_the_output_file_with_a_second_look(tmp_path: Path) -> None:
+    """The first session is decided before the rarity model is warm (dropped, held), and kept
+    when it is looked at again at the end; the tables count it where the output has it."""
+    rare = conversation(0, [(tool("refund", "{}"), False), (tool("escalate", "{}"), False)], "r")
+    usual = [
+        conversation(i, [(tool("lookup", f'{{"id": {i}}}'), False), (CHAT, False)], f"c{i}")
+        for i in range(1, 61)
+    ]
+    recorded = tmp_path / "in.jsonl"
+    recorded.write_text("".join(request_to_json(simple_request(*s)) + "\n" for s in [rare, *usual]))
+    output = tmp_path / "out.jsonl"
+    config = load_config_text(SECOND_LOOK_CONFIG, "replay.yaml")
+
+    result = replay(config, [str(recorded)], str(output))
+
+    assert result.stats.second_look_sessions == 1
+    written = [
+        (span.trace_id, span.span_id)
+        for request in iter_json_lines(output)
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    rows = {row["rule"]: row for row in [*summary_rows(result.stats), total_row(result.stats)]}
+    assert rows["rare"]["sessions_kept"] == 1
+    assert rows["TOTAL"]["spans_kept"] + result.stats.late_spans_kept == len(written) == 3
+    assert rows["TOTAL"]["sessions_kept"] == len({trace for trace, _ in written}) == 1
+    assert json.loads(summary_json(result.stats, result.requests))["spans_kept"] == 3
+    assert "spans written: 3" in format_summary(result.stats)
+    kept_by_signal = result.observed.by_signal["rare_shape"]  # a decision, as in the rules'
+    assert (kept_by_signal.sessions_seen, kept_by_signal.sessions_kept) == (1, 1)
