@@ -4,10 +4,8 @@ touches Prometheus."""
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 # First span of a session to its verdict. A lone trace is decided root_end_grace (2 s) after its
 # root, a conversation decision_wait (30 s) after its last turn, a trace still running
@@ -60,34 +58,3 @@ def decision_delays() -> Histogram:
 
 def send_durations() -> Histogram:
     return Histogram(SEND_DURATION_BUCKETS)
-
-
-Send = Callable[[bytes], Awaitable[Any]]
-
-
-def time_sends(exporter: object, histogram: Histogram) -> bool:
-    """Observe in ``histogram`` how long each attempt to send one batch takes, failed attempts
-    included, by wrapping the exporter's transport hook (``export.base.QueuedExporter._send``:
-    every exporter the factory builds has it). Returns False, changing nothing, for an
-    exporter without it.
-
-    Done from outside for now; the natural place is the exporter's retry loop
-    (``QueuedExporter._deliver``), with the histogram in ``ExporterStats``."""
-    send: Send | None = getattr(exporter, "_send", None)
-    if send is None or not callable(send):
-        return False
-    clock = time.perf_counter
-
-    async def timed(body: bytes) -> Any:
-        started = clock()
-        try:
-            result = await send(body)
-        except Exception:  # the retry loop counts it as a failed attempt: so do we
-            histogram.observe(clock() - started)
-            raise
-        # (an attempt cancelled by stop() is not a send duration: not observed)
-        histogram.observe(clock() - started)
-        return result
-
-    setattr(exporter, "_send", timed)  # noqa: B010 (an attribute of another package's class)
-    return True

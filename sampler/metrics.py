@@ -7,7 +7,7 @@ too."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -19,7 +19,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from sampler.export.base import Exporter
-from sampler.latency import Histogram, send_durations
+from sampler.latency import Histogram
 from sampler.pipeline import Pipeline
 from sampler.receive.intake import ReceiverStats
 from sampler.version import package_version, python_version
@@ -33,9 +33,6 @@ class Sources:
     pipeline: Pipeline
     exporter: Exporter
     receivers: dict[str, ReceiverStats]  # by transport
-    # how long each attempt to send a batch downstream took (latency.time_sends); keyword
-    # only, so that sources added later can still be given in order
-    export_sends: Histogram = field(default_factory=send_durations, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +263,7 @@ METRICS: tuple[MetricSpec, ...] = (
         "histogram",
         "Time one attempt to send a batch downstream took, failed attempts included.",
         (),
-        lambda s: [((), s.export_sends)],
+        lambda s: [((), s.exporter.stats.send_durations)],
     ),
     MetricSpec(
         "agent_sampler_exporter_retries",

@@ -36,7 +36,6 @@ from sampler.export.base import Exporter, ExporterSettings
 from sampler.export.factory import exporter_from_url
 from sampler.export.jsonl_file import Rotation
 from sampler.export.retry import RetryPolicy
-from sampler.latency import Histogram, send_durations, time_sends
 from sampler.listeners import check_listeners, listeners_of
 from sampler.metrics import Sources, build_registry
 from sampler.pipeline import Pipeline, PipelineStats
@@ -191,14 +190,11 @@ class SamplerApp:
     _ready: bool = False
     _overload: OverloadLog = field(default_factory=OverloadLog)
     _young: YoungCollections = field(default_factory=lambda: YoungCollections())
-    # each attempt to send a batch downstream, timed (agent_sampler_exporter_send_duration_*)
-    _export_sends: Histogram = field(default_factory=send_durations)
     # grpc.health.v1 on the OTLP/gRPC port: SERVING once started, NOT_SERVING from shutdown
     _health: health_aio.HealthServicer = field(default_factory=lambda: health_aio.HealthServicer())
 
     def __post_init__(self) -> None:
         self.exporter = exporter_from_url(self.config.exporter.url, exporter_settings(self.config))
-        time_sends(self.exporter, self._export_sends)
         self.pipeline = Pipeline(self.config, self.exporter, self.clock, decide_on_intake=False)
 
     async def start(self) -> None:
@@ -245,7 +241,7 @@ class SamplerApp:
             receivers["http"] = self._http.stats
         if cfg.metrics.listen:
             self.ports.metrics = await self._start_metrics(
-                Sources(self.pipeline, self.exporter, receivers, export_sends=self._export_sends)
+                Sources(self.pipeline, self.exporter, receivers)
             )
         self._ticker = asyncio.create_task(self._tick_forever(), name="decision-ticker")
         self._ready = True

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from sampler.export.jsonl_file import Rotation
 from sampler.export.retry import RetryPolicy, SendResult
+from sampler.latency import Histogram, send_durations
 from sampler.tls import ClientTls
 
 
@@ -68,6 +69,9 @@ class ExporterStats:
     # framing counts as one); their spans, where their headers tell, count in failed_spans
     disk_full_refusals: int = 0  # submits refused at queue_max_bytes or by a failed write
     # (an attempt each: the pipeline offers a waiting request again on every tick and request)
+    # how long each attempt to send a batch took, failed attempts included (not one that stop()
+    # cancelled halfway)
+    send_durations: Histogram = field(default_factory=send_durations)
 
 
 class Exporter(Protocol):

@@ -228,6 +228,7 @@ class QueuedExporter:
         started = self._clock.now()
         retries = 0
         while True:
+            sending = time.perf_counter()  # a measurement, not the retry loop's (injected) time
             try:
                 result = await self.transport.send(batch.body)
             except asyncio.CancelledError:
@@ -235,6 +236,7 @@ class QueuedExporter:
             except Exception as exc:  # a transport bug must not wedge the queue
                 logger.exception("exporter %s: unexpected error while sending", self.name)
                 result = SendResult.permanent(f"unexpected {type(exc).__name__}: {exc}")
+            self.stats.send_durations.observe(time.perf_counter() - sending)
             if result.outcome is Outcome.RETRYABLE:
                 self._stalled.set()
             step = next_step(

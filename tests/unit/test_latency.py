@@ -1,31 +1,16 @@
-"""latency.Histogram buckets as Prometheus does; time_sends times every attempt an exporter makes,
-against real downstreams on loopback."""
+"""latency.Histogram buckets as Prometheus does. (The exporter times its sends into one:
+tests/unit/export.)"""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import grpc
 import pytest
 
-from sampler.export.base import ExporterSettings
-from sampler.export.factory import exporter_from_url
-from sampler.export.grpc_exporter import GrpcExporter
-from sampler.export.http_exporter import HttpExporter
 from sampler.latency import (
     DECISION_DELAY_BUCKETS,
     SEND_DURATION_BUCKETS,
     Histogram,
-    time_sends,
-)
-from tests.unit.export.support import (
-    FakeClock,
-    GrpcCollector,
-    HttpCollector,
-    make_request,
-    run,
-    settings,
 )
 
 
@@ -58,77 +43,3 @@ def test_bounds_must_increase(bounds: tuple[float, ...]) -> None:
 def test_the_declared_buckets_are_valid() -> None:
     Histogram(DECISION_DELAY_BUCKETS)
     Histogram(SEND_DURATION_BUCKETS)
-
-
-@pytest.mark.parametrize(
-    "url",
-    ["grpc://127.0.0.1:4317", "http://127.0.0.1:4318", "file://kept.jsonl"],
-    ids=["grpc", "http", "file"],
-)
-def test_every_exporter_the_factory_builds_can_be_timed(url: str) -> None:
-    """time_sends reaches into the exporters' transport hook: this fails if it goes away."""
-    assert time_sends(exporter_from_url(url, ExporterSettings()), Histogram((1.0,)))
-
-
-def test_an_object_without_the_hook_is_left_alone() -> None:
-    class Other:
-        pass
-
-    other = Other()
-    assert not time_sends(other, Histogram((1.0,)))
-    assert not hasattr(other, "_send")
-
-
-def test_grpc_sends_are_timed_failed_attempts_included() -> None:
-    histogram = Histogram(SEND_DURATION_BUCKETS)
-
-    async def scenario() -> GrpcExporter:
-        async with GrpcCollector() as collector:
-            collector.failures.append((grpc.StatusCode.UNAVAILABLE, None))
-            exporter = GrpcExporter(collector.target, settings(), clock=FakeClock())
-            assert time_sends(exporter, histogram)
-            await exporter.start()
-            assert exporter.try_submit(make_request("a", 2), 2)
-            assert await exporter.flush(5.0)
-            assert exporter.try_submit(make_request("b", 3), 3)
-            assert await exporter.flush(5.0)
-            await exporter.stop(1.0)
-        return exporter
-
-    exporter = run(scenario())
-    assert (exporter.stats.requests_sent, exporter.stats.retries) == (2, 1)
-    assert histogram.count == 3  # the failed attempt, its retry, the second batch
-    assert 0 < histogram.sum < 5.0
-
-
-def test_http_sends_are_timed() -> None:
-    histogram = Histogram(SEND_DURATION_BUCKETS)
-
-    async def scenario() -> HttpExporter:
-        async with HttpCollector() as collector:
-            exporter = HttpExporter(collector.base_url, settings())
-            assert time_sends(exporter, histogram)
-            await exporter.start()
-            assert exporter.try_submit(make_request("a", 2), 2)
-            assert await exporter.flush(5.0)
-            await exporter.stop(1.0)
-        return exporter
-
-    exporter = run(scenario())
-    assert exporter.stats.spans_sent == 2
-    assert histogram.count == 1
-
-
-def test_file_sends_are_timed(tmp_path: Path) -> None:
-    histogram = Histogram(SEND_DURATION_BUCKETS)
-    exporter = exporter_from_url(f"file://{tmp_path / 'kept.jsonl'}", settings())
-    assert time_sends(exporter, histogram)
-
-    async def scenario() -> None:
-        await exporter.start()
-        assert exporter.try_submit(make_request("a", 2), 2)
-        assert await exporter.flush(5.0)
-        await exporter.stop(1.0)
-
-    run(scenario())
-    assert histogram.count == 1

@@ -13,7 +13,6 @@ from prometheus_client.registry import CollectorRegistry
 
 from sampler.clock import ManualClock
 from sampler.export.base import ExporterStats
-from sampler.latency import send_durations
 from sampler.metrics import METRICS, Sources, build_registry
 from sampler.pipeline import Pipeline
 from sampler.version import python_version
@@ -180,11 +179,11 @@ def test_decision_delay_is_observed_once_per_session_from_its_first_span() -> No
 
 def test_export_send_durations_are_exposed_as_a_histogram() -> None:
     pipeline = Pipeline(sampler_config(RULES), RecordingSink(), ManualClock())
-    exporter: Any = SimpleNamespace(queued_spans=lambda: 0, stats=ExporterStats())
-    sends = send_durations()
+    stats = ExporterStats()
+    exporter: Any = SimpleNamespace(queued_spans=lambda: 0, stats=stats)
     for seconds in (0.003, 0.004, 2.0):
-        sends.observe(seconds)
-    registry = build_registry(Sources(pipeline, exporter, {}, export_sends=sends))
+        stats.send_durations.observe(seconds)
+    registry = build_registry(Sources(pipeline, exporter, {}))
     name = "agent_sampler_exporter_send_duration_seconds"
     assert registry.get_sample_value(f"{name}_count") == 3.0
     assert registry.get_sample_value(f"{name}_bucket", {"le": "0.005"}) == 2.0

@@ -108,6 +108,30 @@ def test_retryable_failures_back_off_with_jitter_then_deliver_once() -> None:
     assert exporter.stats.failed_spans == 0
 
 
+def test_every_attempt_is_timed_failed_and_broken_ones_included() -> None:
+    class BrokenOnce(ScriptedTransport):
+        async def send(self, body: bytes) -> SendResult:
+            if not self.attempts:
+                self.attempts.append(body)
+                raise RuntimeError("boom")
+            return await super().send(body)
+
+    async def scenario() -> ScriptedExporter:
+        transport = BrokenOnce([SendResult.retryable("UNAVAILABLE"), SendResult.ok()])
+        exporter = ScriptedExporter(settings(), transport=transport)
+        exporter.try_submit(make_request("bad", 1), 1)  # the bug fails this batch for good
+        await exporter.start()
+        assert await exporter.flush(2.0)
+        exporter.try_submit(make_request("a", 1), 1)  # one retry, then delivered
+        assert await exporter.flush(2.0)
+        await exporter.stop(1.0)
+        return exporter
+
+    exporter = run(scenario())
+    assert len(exporter.attempts) == 3
+    assert exporter.stats.send_durations.count == 3
+
+
 def test_server_delay_replaces_backoff() -> None:
     clock = FakeClock()
 

@@ -310,3 +310,15 @@ def test_the_file_downstream_rotates_and_caps_its_disk_use(tmp_path: Path) -> No
     kept = len(names)
     assert 3 <= kept < requests
     assert names == [expected_names((f"r{i}", 1000)) for i in range(requests - kept, requests)]
+
+
+def test_sends_are_timed(tmp_path: Path) -> None:
+    async def scenario() -> QueuedExporter:
+        exporter = file_exporter(tmp_path / "kept.jsonl", settings())
+        await exporter.start()
+        assert exporter.try_submit(make_request("a", 2), 2)
+        assert await exporter.flush(5.0)
+        await exporter.stop(1.0)
+        return exporter
+
+    assert run(scenario()).stats.send_durations.count == 1

@@ -142,3 +142,24 @@ def test_unreachable_endpoint_retries_until_max_elapsed() -> None:
     exporter = run(scenario())
     assert exporter.stats.retries >= 2
     assert (exporter.stats.failed_requests, exporter.stats.failed_spans) == (1, 2)
+
+
+def test_every_attempt_is_timed_failed_ones_included() -> None:
+    async def scenario() -> QueuedExporter:
+        async with GrpcCollector() as collector:
+            collector.failures.append((grpc.StatusCode.UNAVAILABLE, None))
+            exporter = exporter_from_url(
+                f"grpc://{collector.target}", settings(), clock=FakeClock()
+            )
+            await exporter.start()
+            assert exporter.try_submit(make_request("a", 2), 2)
+            assert await exporter.flush(5.0)
+            assert exporter.try_submit(make_request("b", 3), 3)
+            assert await exporter.flush(5.0)
+            await exporter.stop(1.0)
+        return exporter
+
+    stats = run(scenario()).stats
+    assert (stats.requests_sent, stats.retries) == (2, 1)
+    assert stats.send_durations.count == 3  # the failed attempt, its retry, the second batch
+    assert 0 < stats.send_durations.sum < 5.0

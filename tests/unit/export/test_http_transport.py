@@ -146,3 +146,17 @@ def test_connection_refused_is_retried_until_max_elapsed() -> None:
 )
 def test_traces_url(base: str, url: str) -> None:
     assert traces_url(base) == url
+
+
+def test_sends_are_timed() -> None:
+    async def scenario() -> QueuedExporter:
+        async with HttpCollector() as collector:
+            exporter = exporter_from_url(collector.base_url, settings())
+            await exporter.start()
+            assert exporter.try_submit(make_request("a", 2), 2)
+            assert await exporter.flush(5.0)
+            await exporter.stop(1.0)
+        return exporter
+
+    stats = run(scenario()).stats
+    assert (stats.spans_sent, stats.send_durations.count) == (2, 1)
