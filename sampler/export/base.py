@@ -7,7 +7,7 @@ An exporter is three rooms (docs/architecture.md, "Forward"):
 - ``queues.py`` / ``durable.py``: where kept requests wait, in memory or written through to
   disk (``disk_queue.py``), behind one ``Queue`` protocol;
 - ``delivery.py``: the loop between them, ``QueuedExporter``, which batches, sends through a
-  ``Transport`` (``grpc_exporter``, ``http_exporter``, ``file_exporter``) and retries.
+  ``Transport`` (``grpc_transport``, ``http_transport``, ``file_transport``) and retries.
 
 The pipeline sees only ``Exporter``: a synchronous, O(1) ``try_submit`` of serialized
 ``ExportTraceServiceRequest`` bytes, and the lifecycle around it.
