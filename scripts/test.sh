@@ -17,8 +17,8 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-.venv/bin/ruff check sampler tests benchmarks
-.venv/bin/ruff format --check sampler tests benchmarks
+.venv/bin/ruff check sampler tests benchmarks deploy
+.venv/bin/ruff format --check sampler tests benchmarks deploy
 .venv/bin/mypy
 # A real OpenTelemetry Collector built from Go modules, for tests/e2e/collector (a cold build
 # takes about 5 minutes; later runs reuse the cached binary). Without Go those tests skip.
