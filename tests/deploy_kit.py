@@ -4,6 +4,7 @@ the kit must agree with (the Dockerfile, the project's version, the collector bu
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from typing import Any
 
 import promql_parser
 import yaml
+
+from sampler.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -186,3 +189,20 @@ def expand_env(value: str, env: dict[str, str]) -> str:
 def host_port(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host, int(port)
+
+
+def parse_cli(words: list[str]) -> argparse.Namespace:
+    """``agent-sampler WORDS`` parsed by the CLI's own parser, each flag spelt exactly as the
+    parser declares it (argparse would take an abbreviation the docs should not teach)."""
+    parser = build_parser()
+    args = parser.parse_args(words)
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    declared = {
+        option
+        for action in subparsers.choices[words[0]]._actions
+        for option in action.option_strings
+    }
+    for word in words:
+        if word.startswith("--"):
+            assert word.split("=", 1)[0] in declared, f"agent-sampler {words[0]}: no flag {word}"
+    return args

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sampler.cli import apply_overrides, build_parser
+from sampler.cli import apply_overrides
 from sampler.config.load import load_config_text
 from sampler.config.model import SamplerConfig
 from tests.deploy_kit import (
@@ -30,6 +30,7 @@ from tests.deploy_kit import (
     expand_env,
     host_port,
     image,
+    parse_cli,
     project_version,
 )
 
@@ -111,7 +112,7 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
 
 def sampler_setup(pod: Pod, container: dict[str, Any]) -> tuple[argparse.Namespace, SamplerConfig]:
     assert "command" not in container, "the image's ENTRYPOINT (agent-sampler) runs"
-    args = build_parser().parse_args(container["args"])
+    args = parse_cli(container["args"])
     assert args.command == "run"
     text = pod.mounted_file(container, args.config)
     config = load_config_text(text, args.config, environ=env_of(container))

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from sampler.cli import apply_overrides, build_parser
+from sampler.cli import apply_overrides
 from sampler.config.load import load_config
 from sampler.config.model import SamplerConfig
 from tests.deploy_kit import (
@@ -27,6 +27,7 @@ from tests.deploy_kit import (
     expand_env,
     host_port,
     image,
+    parse_cli,
     project_version,
     required_env,
 )
@@ -62,7 +63,7 @@ def published(service: str) -> set[int]:
 def sampler_args() -> argparse.Namespace:
     entrypoint = image().entrypoint
     assert entrypoint == ("agent-sampler",)
-    return build_parser().parse_args(SERVICES["sampler"]["command"])
+    return parse_cli(SERVICES["sampler"]["command"])
 
 
 def sampler_config() -> SamplerConfig:

@@ -1,0 +1,65 @@
+"""The deployment docs and the kit's README name files that exist and commands that run: every
+relative link and every repository path in backticks exists, and every `agent-sampler`
+command line in a shell block parses with the CLI's own parser (flags and subcommands as they
+are), every `otelcol --config` names files of the repository."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from tests.deploy_kit import ROOT, parse_cli
+
+DOCS = [ROOT / "docs" / "deployment.md", ROOT / "deploy" / "README.md", ROOT / "README.md"]
+PATH_PREFIXES = ("config/", "deploy/", "tests/", "benchmarks/", "docs/", "scripts/")
+
+
+def shell_commands(text: str) -> list[str]:
+    """Commands of ```sh blocks, continuation lines joined, comments dropped."""
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.DOTALL):
+        for command in block.replace("\\\n", " ").splitlines():
+            command = command.split("  #", 1)[0].strip()
+            if command and not command.startswith("#"):
+                commands.append(command)
+    return commands
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_links_and_paths_exist(doc: Path) -> None:
+    text = doc.read_text()
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        if "://" not in target:
+            assert (doc.parent / target).exists(), f"{doc.name}: link to {target}"
+    for token in re.findall(r"`([^`\s]+)`", text):
+        if token.startswith(PATH_PREFIXES) and "*" not in token and "<" not in token:
+            path = token.split(":")[0].rstrip(".,")
+            assert (ROOT / path).exists(), f"{doc.name}: {token}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shell_commands_match_the_cli_and_the_files(doc: Path) -> None:
+    seen = 0
+    for command in shell_commands(doc.read_text()):
+        words = shlex.split(command)
+        while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
+            words.pop(0)  # VAR=value before the command
+        if not words:
+            continue
+        if words[0] in ("agent-sampler", ".venv/bin/agent-sampler"):
+            args = parse_cli(words[1:])
+            if getattr(args, "config", None):
+                assert (ROOT / args.config).exists(), command
+            seen += 1
+        elif words[0] == "otelcol":
+            configs = [w.split("=", 1)[1] for w in words if w.startswith("--config=")]
+            configs += [words[i + 1] for i, w in enumerate(words) if w == "--config"]
+            assert configs, command
+            for config in configs:
+                assert (ROOT / config).exists(), command
+            seen += 1
+    if doc.name == "deployment.md":
+        assert seen >= 4
