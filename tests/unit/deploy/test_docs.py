@@ -1,17 +1,20 @@
 """The deployment docs and the kit's README name files that exist and commands that run: every
 relative link and every repository path in backticks exists, and every `agent-sampler`
 command line in a shell block parses with the CLI's own parser (flags and subcommands as they
-are), every `otelcol --config` names files of the repository."""
+are), every `otelcol --config` names files of the repository; the kit's own sampler commands
+use flags that `agent-sampler run --help` lists."""
 
 from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.deploy_kit import ROOT, parse_cli
+from tests.deploy_kit import ROOT, compose, parse_cli
 
 DOCS = [ROOT / "docs" / "deployment.md", ROOT / "deploy" / "README.md", ROOT / "README.md"]
 PATH_PREFIXES = ("config/", "deploy/", "tests/", "benchmarks/", "docs/", "scripts/")
@@ -63,3 +66,26 @@ def test_shell_commands_match_the_cli_and_the_files(doc: Path) -> None:
             seen += 1
     if doc.name == "deployment.md":
         assert seen >= 4
+
+
+def run_help() -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "sampler", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_the_local_recipe_and_compose_use_flags_of_run_help() -> None:
+    """The flags the kit passes to `agent-sampler run`, as `agent-sampler run --help` lists
+    them: the local recipe's sampler command and the compose file's."""
+    script = (ROOT / "deploy" / "local" / "run.sh").read_text().replace("\\\n", " ")
+    (recipe,) = re.findall(r"-m sampler run (.*?)\)", script)
+    compose_command = compose()["services"]["sampler"]["command"]
+    used = set(re.findall(r"(--[a-z-]+)", recipe)) | {w for w in compose_command if w[:2] == "--"}
+    listed = set(re.findall(r"(--[a-z-]+)", run_help()))
+    assert used and used <= listed, used - listed
+    assert "--config" in used
