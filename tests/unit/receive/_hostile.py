@@ -275,6 +275,13 @@ class Front:
             try:
                 self.run(self._stop())
             finally:
+                # As asyncio.run ends: a handler task of a connection cut mid-request may still be
+                # pending; closing the loop under it would have its destruction logged as an
+                # error during whichever test runs when it is garbage-collected.
+                pending = asyncio.all_tasks(self.loop)
+                for task in pending:
+                    task.cancel()
+                self.loop.run_until_complete(_settled(pending))
                 self.loop.close()
                 self.decoding.shutdown(wait=True)
 
@@ -354,3 +361,7 @@ def without_annotations(kept: Span) -> Span:
     del copy.attributes[:]
     copy.attributes.extend(kv for kv in kept.attributes if kv.key not in ANNOTATION_KEYS)
     return copy
+
+
+async def _settled(tasks: set[asyncio.Task[Any]]) -> None:
+    await asyncio.gather(*tasks, return_exceptions=True)
