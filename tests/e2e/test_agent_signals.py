@@ -294,10 +294,12 @@ def test_kept_counts_add_up_to_what_the_downstream_got_with_a_second_look_and_la
         kept = sampler.metric("agent_sampler_spans_kept")
         wait_until(lambda: len(sink.spans()) == kept, 10, "kept spans downstream")
 
-        assert decided(sampler, rule="rare", verdict="keep") == 1
+        # (an ordinary session in its agent's far tail may be kept by `rare` too, under load)
+        assert decided(sampler, rule="rare", verdict="keep") >= 1
         assert kept == sampler.metric(
             "agent_sampler_spans_decided", verdict="keep"
         ) + sampler.metric("agent_sampler_late_spans", verdict="keep")
         assert kept == sampler.metric("agent_sampler_exporter_spans_sent")
-        assert kept == len(RARE_PATH) + 3  # root, tools, chat, and the late span
+        rare_spans = [s for s in sink.spans() if s.trace_id == rare]
+        assert len(rare_spans) == len(RARE_PATH) + 3  # root, tools, chat, and the late span
         assert sampler.terminate() == 0
