@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sampler.config.load import load_config
-from sampler.config.model import SamplerConfig
+from sampler.config.model import MODES, SamplerConfig
 from sampler.config.reader import ConfigError, parse_duration, parse_listen
 from sampler.otlp.json_codec import OtlpDecodeError
 
@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="durable queue of kept sessions, resumed on start (exporter.queue_dir)",
     )
+    run.add_argument(
+        "--mode",
+        choices=MODES,
+        help="live, or shadow: decide as live but forward every span, annotated with the "
+        "verdict it would have had (mode)",
+    )
 
     check = commands.add_parser("check-config", help="validate a config file (exit 2 if invalid)")
     check.add_argument("path")
@@ -154,7 +160,11 @@ def apply_overrides(config: SamplerConfig, args: argparse.Namespace) -> SamplerC
     if args.metrics_listen is not None:
         m = dataclasses.replace(m, listen=args.metrics_listen)
         flags.append(("metrics.listen", "--metrics-listen"))
-    config = dataclasses.replace(config, receivers=r, sessions=s, exporter=e, metrics=m)
+    mode = config.mode
+    if args.mode is not None:
+        mode = args.mode
+        flags.append(("mode", "--mode"))
+    config = dataclasses.replace(config, mode=mode, receivers=r, sessions=s, exporter=e, metrics=m)
     for key, flag in flags:
         config = config.set_by(f"flag {flag}", key)
     return config

@@ -18,6 +18,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from sampler.config.model import MODES
 from sampler.export.base import Exporter
 from sampler.latency import Histogram
 from sampler.pipeline import Pipeline
@@ -83,6 +84,14 @@ METRICS: tuple[MetricSpec, ...] = (
         lambda s: [((package_version(), python_version()), 1.0)],
     ),
     MetricSpec(
+        "agent_sampler_mode",
+        "gauge",
+        "The sampler's mode (config key `mode`): 1 for the active one, 0 for the other. In "
+        "shadow mode every span is forwarded, would-drop ones too (agent_sampler_shadow_spans).",
+        ("mode",),
+        lambda s: [((mode,), float(s.pipeline.config.mode == mode)) for mode in MODES],
+    ),
+    MetricSpec(
         "agent_sampler_receiver_requests",
         "counter",
         "Export requests received, by transport and outcome.",
@@ -143,9 +152,22 @@ METRICS: tuple[MetricSpec, ...] = (
         "agent_sampler_spans_kept",
         "counter",
         "Kept spans handed to the downstream exporter, each once, whatever kept it: the sum of "
-        'spans_decided{verdict="keep"} and late_spans{verdict="keep"}.',
+        'spans_decided{verdict="keep"} and late_spans{verdict="keep"}. In shadow mode, every '
+        "span handed to the exporter, would-drop ones included (agent_sampler_shadow_spans).",
         (),
         _one(lambda s: s.pipeline.stats.spans_submitted),
+    ),
+    MetricSpec(
+        "agent_sampler_shadow_spans",
+        "counter",
+        "Spans forwarded in shadow mode, by the verdict they carry (agent_sampler.verdict): "
+        "keep, what live mode would have sent; drop, what it would have dropped. Their sum is "
+        "the part of spans_kept sent in shadow mode.",
+        ("verdict",),
+        lambda s: [
+            (("keep",), s.pipeline.stats.shadow_kept_spans),
+            (("drop",), s.pipeline.stats.shadow_dropped_spans),
+        ],
     ),
     MetricSpec(
         "agent_sampler_decision_delay_seconds",

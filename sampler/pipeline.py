@@ -8,6 +8,11 @@
   second look when its hold ends;
 - **emit**: kept sessions come back from the core as ready requests, handed to the sink.
 
+In shadow mode (``mode: shadow``) deciding is the same, and every span goes to the sink: a
+dropped session's spans when live mode would let go of them (``Core.release``, after the hold:
+a later turn that reopens it is decided with it, and it goes out once, with its last verdict),
+late spans whatever verdict they follow, each annotated with that verdict.
+
 The live server (``runtime.py``) and the offline ``replay`` command drive the same Pipeline: the
 first with a monotonic clock and an asynchronous exporter as the sink, the second with a clock
 taken from span timestamps and a file. Everything here runs on one thread (the event loop's),
@@ -85,9 +90,14 @@ class PipelineStats:
     spans_limited: int = 0  # attributes removed or values cut (receivers.max_attribute_*)
     late_spans_kept: int = 0
     late_spans_dropped: int = 0
+    # Shadow mode: spans handed to the sink by the verdict they carry (their sum is the part
+    # of spans_submitted sent in shadow mode; live, both stay 0).
+    shadow_kept_spans: int = 0
+    shadow_dropped_spans: int = 0
     # Every kept span, once, whatever kept it: a rule's keep (a second look's included) or a
     # late span following a keep. It adds up: the sum of by_rule's spans_kept plus
-    # late_spans_kept; and all of it is handed to the sink (or waits in the backlog).
+    # late_spans_kept; and all of it is handed to the sink (or waits in the backlog). In
+    # shadow mode, every span handed to the sink: shadow_kept_spans + shadow_dropped_spans.
     spans_submitted: int = 0
     # Decisions by the rule that made them. A session is decided more than once when a later
     # turn reopens a held drop (decided again as a whole) or a second look keeps a drop: then
@@ -135,6 +145,11 @@ class Pipeline:
     @property
     def buffer(self) -> BufferStats:
         return BufferStats.of(self.core)
+
+    @property
+    def shadow(self) -> bool:
+        """Shadow mode: every span is forwarded, annotated with its would-be verdict."""
+        return self.config.mode == "shadow"
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -186,6 +201,9 @@ class Pipeline:
         stats.late_spans_kept += late_kept
         stats.late_spans_dropped += late_dropped
         intake.invalid += invalid
+        if self.shadow:  # late spans go out whatever verdict they follow
+            stats.shadow_kept_spans += late_kept
+            stats.shadow_dropped_spans += late_dropped
         self._submit_all(requests)
         if self._decide_on_intake:
             self._decide(self.core.pop_due(now), now)
@@ -349,12 +367,12 @@ class Pipeline:
                 not view.keyed,
             )
             if verdict.keep:
-                self._submit_all(requests)
+                self._submit_kept(requests)
             elif (view.keyed or view.rootless or cold) and core.hold(view.handle, cold, now, 1):
                 # more turns or late spans may reopen it, or a second look keep it
                 self._trim_hold(now)
             else:
-                core.release(view.handle)  # dropped for good
+                self._let_go(view.handle)  # dropped for good
         return decided
 
     def _trim_hold(self, now: float) -> None:
@@ -384,7 +402,7 @@ class Pipeline:
                 self.stats.second_look_spans += view.span_count
                 if self.observer is not None:
                     self.observer.decided(facts, verdict, now, second_look=True)
-                self._submit_all(
+                self._submit_kept(
                     core.decide(
                         held.handle,
                         True,
@@ -399,7 +417,14 @@ class Pipeline:
                 if core.hold(held.handle, True, now, held.looks + 1):
                     self._trim_hold(now)
                     return
-        core.release(held.handle)
+        self._let_go(held.handle)
+
+    def _let_go(self, handle: int) -> None:
+        """A dropped session's spans are given up (in shadow mode: sent, annotated as dropped)."""
+        requests = self.core.release(handle)
+        if requests:
+            self.stats.shadow_dropped_spans += sum(count for _, count in requests)
+            self._submit_all(requests)
 
     def _tally(self, verdict: Verdict, span_count: int) -> None:
         tally = self.stats.by_rule.get(verdict.rule)
@@ -412,6 +437,11 @@ class Pipeline:
             tally.spans_kept += span_count
 
     # -- output --------------------------------------------------------------------------------
+
+    def _submit_kept(self, requests: list[tuple[bytes, int]]) -> None:
+        if self.shadow:
+            self.stats.shadow_kept_spans += sum(count for _, count in requests)
+        self._submit_all(requests)
 
     def _submit_all(self, requests: list[tuple[bytes, int]]) -> None:
         for body, count in requests:

@@ -1149,7 +1149,7 @@ mod tests {
     }
 
     fn drop_verdict() -> Arc<Verdict> {
-        Arc::new(Verdict::new(false, "baseline", 1.0, &[]))
+        Arc::new(Verdict::new(false, "baseline", 1.0, &[], false))
     }
 
     /// A buffer holding one popped, dropped session per (key, traces, spans) row.
@@ -1278,7 +1278,10 @@ mod tests {
     #[test]
     fn the_cache_forgets_the_oldest_and_a_new_verdict_replaces_an_old_one() {
         let mut cache = DecisionCache::new(2);
-        let (keep, drop) = (Arc::new(Verdict::new(true, "k", 1.0, &[])), drop_verdict());
+        let (keep, drop) = (
+            Arc::new(Verdict::new(true, "k", 1.0, &[], false)),
+            drop_verdict(),
+        );
         cache.remember(Some("a"), &[trace(1)], &keep);
         cache.remember(Some("b"), &[trace(2), trace(3)], &keep); // trace 1 forgotten
         assert!(cache.for_trace(&trace(1)).is_none());

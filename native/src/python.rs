@@ -469,7 +469,7 @@ impl PyCore {
         *, session_keys, span_tests, max_attributes_per_span, max_attribute_value_size,
         decision_wait, root_end_grace, open_trace_wait, max_session_duration, max_session_spans,
         tick, dropped_hold, dropped_hold_max_spans, decision_cache_max, batch_max_spans,
-        batch_max_bytes,
+        batch_max_bytes, shadow = false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -488,6 +488,7 @@ impl PyCore {
         decision_cache_max: usize,
         batch_max_spans: usize,
         batch_max_bytes: usize,
+        shadow: bool,
     ) -> PyResult<Self> {
         if span_tests.len() > MAX_SPAN_TESTS {
             return Err(PyValueError::new_err(format!(
@@ -527,10 +528,23 @@ impl PyCore {
             max_spans: batch_max_spans.max(1),
             max_bytes: batch_max_bytes,
         };
+        let mut core = Core::new(extractor, sessions, limits);
+        core.set_shadow(shadow);
         Ok(PyCore {
-            inner: Mutex::new(Core::new(extractor, sessions, limits)),
+            inner: Mutex::new(core),
             span_tests: span_tests.len(),
         })
+    }
+
+    /// Shadow mode: every span is forwarded, annotated with the verdict it would have had.
+    #[getter]
+    fn shadow(&self) -> PyResult<bool> {
+        self.with(|core| core.shadow())
+    }
+
+    #[setter]
+    fn set_shadow(&self, shadow: bool) -> PyResult<()> {
+        self.with(|core| core.set_shadow(shadow))
     }
 
     /// Ingests up to `max_spans` spans of `request` (resumes where the last call stopped):
@@ -645,9 +659,11 @@ impl PyCore {
         self.with(|core| core.hold(SessionId::from_u64(handle), cold, now, looks))
     }
 
-    /// Lets go of a decided session's spans.
-    fn release(&self, handle: u64) -> PyResult<()> {
-        self.with(|core| core.release(SessionId::from_u64(handle)))
+    /// Lets go of a decided session's spans; in shadow mode a dropped session's spans are
+    /// returned as requests, annotated with the drop (live: an empty list).
+    fn release<'py>(&self, py: Python<'py>, handle: u64) -> PyResult<Bound<'py, PyList>> {
+        let requests = self.with(|core| core.release(SessionId::from_u64(handle)))?;
+        requests_to_python(py, requests)
     }
 
     /// Held sessions whose hold is over, oldest first.

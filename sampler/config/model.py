@@ -453,6 +453,9 @@ class LoggingConfig:
     format: str = opt("text", "Log line format.", "choice", choices=("text", "json"))
 
 
+MODES = ("live", "shadow")
+
+
 @dataclass(frozen=True, slots=True)
 class SamplerConfig:
     receivers: ReceiversConfig = opt(ReceiversConfig(), "Where spans come in.")
@@ -461,6 +464,16 @@ class SamplerConfig:
     signals: SignalsConfig = opt(SignalsConfig(), "Signal detectors (errors need no settings).")
     decision_cache: DecisionCacheConfig = opt(
         DecisionCacheConfig(), "Memory of past decisions for late spans."
+    )
+    mode: str = opt(
+        "live",
+        "`live` forwards the kept sessions only. `shadow` decides exactly as live (rules, "
+        "budget, holds, signals) but forwards every span, each annotated with the verdict it "
+        "would have had (`agent_sampler.verdict`: keep or drop, next to the rule and signals; "
+        "no tracestate threshold), so the verdicts can be compared in the backend before "
+        "anything is dropped (docs/operations.md, Shadow mode).",
+        "choice",
+        choices=MODES,
     )
     rules: tuple[RuleSpec, ...] = opt(
         (), "Retention rules, in order; the first whose condition matches decides.", "rules"

@@ -39,6 +39,7 @@ def build_core(config: SamplerConfig, span_tests: Sequence[SpanTest]) -> Core:
         decision_cache_max=config.decision_cache.max_sessions,
         batch_max_spans=config.exporter.batch_max_spans,
         batch_max_bytes=config.exporter.batch_max_size,
+        shadow=config.mode == "shadow",
     )
 
 
