@@ -13,6 +13,9 @@
 //! spans go out, annotated as dropped, when live mode would let go of them (`release`: after
 //! its hold, so that a later turn that reopens it is still decided with it, as live), and so
 //! do late spans following a drop. Each span goes out once, with its session's last verdict.
+//!
+//! A reload changes the span tests (`set_span_tests`) and the session settings
+//! (`set_session_settings`) under the buffered sessions, which keep their spans and features.
 
 #![forbid(unsafe_code)]
 
@@ -26,12 +29,13 @@ use crate::buffer::{
     Added, Arrival, BlockKey, Buffer, Held, SessionId, SessionSettings, State, TraceId,
 };
 use crate::emit::{emit, KeptRequest, RequestLimits};
-use crate::extract::{Extractor, Scratch};
+use crate::extract::{Extractor, KeyTable, Scratch};
 use crate::features::{Kind, Parent, SpanFeatures, SpanId};
 use crate::otlp::{
     self, REQUEST_RESOURCE_SPANS, RS_RESOURCE, RS_SCHEMA_URL, RS_SCOPE_SPANS, SS_SCHEMA_URL,
     SS_SCOPE, SS_SPANS,
 };
+use crate::span_tests::SpanTest;
 use crate::verdict::{Verdict, Verdicts};
 use crate::wire::{Value, WireResult};
 
@@ -158,6 +162,31 @@ impl Core {
 
     pub fn shadow(&self) -> bool {
         self.shadow
+    }
+
+    /// Replaces the span tests (bit i of a session's `test_bits` is test i; `SpanTest::Vacant`
+    /// keeps a free position). The bits in `reset` are cleared in every session, buffered or
+    /// held: a position given to a new test must not carry what the old one found, so a new
+    /// test sees the spans that arrive from now on (a buffered session's earlier spans are not
+    /// read again).
+    pub fn set_span_tests(&mut self, tests: Vec<SpanTest>, test_keys: KeyTable, reset: u64) {
+        self.extractor = self.extractor.with_tests(tests, test_keys);
+        if reset != 0 {
+            self.buffer.clear_test_bits(reset);
+        }
+    }
+
+    /// New completion and hold settings (`tick` cannot change: the timer wheel is built on it).
+    pub fn set_session_settings(&mut self, settings: SessionSettings) -> Result<(), String> {
+        let tick = self.buffer.settings().tick;
+        if settings.tick != tick {
+            return Err(format!(
+                "tick cannot change while running ({tick}s, asked {}s)",
+                settings.tick
+            ));
+        }
+        self.buffer.set_settings(settings);
+        Ok(())
     }
 
     /// `verdict` in the current mode: the same one, or its twin (interned) if it was given in

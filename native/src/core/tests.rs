@@ -350,6 +350,86 @@ fn late_spans_take_the_mode_they_arrive_in() {
     assert!(late.requests.is_empty());
 }
 
+// --- reloads --------------------------------------------------------------------------------
+
+/// `session.id` exists, on the span (a test a reload can add or take away).
+fn has_session_id(keys: &mut KeyTable) -> SpanTest {
+    SpanTest::Attribute {
+        key: keys.add("session.id"),
+        scope: crate::span_tests::Scope::Span,
+        op: crate::span_tests::AttributeOp::Exists,
+    }
+}
+
+#[test]
+fn new_span_tests_see_the_spans_that_arrive_after_them() {
+    let mut core = core();
+    // the root of trace 1 (with session.id) arrives before the test exists
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    let mut keys = KeyTable::default();
+    let tests = vec![SpanTest::Vacant, has_session_id(&mut keys)];
+    core.set_span_tests(tests, keys, 0b10);
+    assert_eq!(core.extractor.span_tests(), 2);
+    let ids = core.buffer.pop_all();
+    assert_eq!(core.views(&ids)[0].test_bits, 0);
+    for id in ids {
+        core.release(id);
+    }
+    ingest_all(&mut core, &request(&conversation()[3..5]), 1.0, 4096);
+    let ids = core.buffer.pop_all();
+    assert_eq!(core.views(&ids)[0].test_bits, 0b10);
+}
+
+#[test]
+fn a_position_given_to_another_test_forgets_what_the_old_one_found() {
+    let mut keys = KeyTable::default();
+    let tests = vec![has_session_id(&mut keys)];
+    let extractor = Extractor::new(&ExtractorSettings::default(), tests, keys);
+    let limits = RequestLimits {
+        max_spans: 100,
+        max_bytes: 1 << 20,
+    };
+    let mut core = Core::new(extractor, SessionSettings::default(), limits);
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    // kept at its position: what it found stays
+    let mut keys = KeyTable::default();
+    core.set_span_tests(vec![has_session_id(&mut keys)], keys, 0);
+    let ids = core.buffer.pop_all();
+    assert_eq!(core.views(&ids)[0].test_bits, 1);
+    let drop = core.verdict(false, "baseline", 1.0, &[]);
+    core.decide(ids[0], drop, false);
+    assert!(core.hold(ids[0], false, 0.0, 1));
+    // position 0 now holds another test: cleared in held sessions too
+    let other = SpanTest::SpanName(vec!["span-7".into()]);
+    core.set_span_tests(vec![other], KeyTable::default(), 1);
+    let held = core.buffer.hold_pop_all();
+    assert_eq!(core.view(held[0].id).unwrap().test_bits, 0);
+}
+
+#[test]
+fn shorter_waits_apply_to_sessions_already_buffered() {
+    let mut core = core();
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    assert!(core.buffer.pop_due(10.0).is_empty()); // decision_wait 30s
+    let mut settings = *core.buffer.settings();
+    settings.decision_wait = 5.0;
+    core.set_session_settings(settings).unwrap();
+    assert_eq!(core.buffer.pop_due(10.0).len(), 1);
+    settings.tick = 0.5;
+    assert!(core.set_session_settings(settings).is_err());
+    assert_eq!(core.buffer.settings().tick, 0.1);
+}
+
+#[test]
+fn a_lower_span_cap_makes_bigger_sessions_due_at_once() {
+    let mut core = core();
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    let mut settings = *core.buffer.settings();
+    settings.max_session_spans = 2;
+    core.set_session_settings(settings).unwrap();
+    assert_eq!(core.buffer.pop_due(0.0).len(), 1);
+}
+
 mod arbitrary {
     use super::*;
     use proptest::prelude::*;
