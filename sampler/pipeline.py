@@ -13,6 +13,9 @@ dropped session's spans when live mode would let go of them (``Core.release``, a
 a later turn that reopens it is decided with it, and it goes out once, with its last verdict),
 late spans whatever verdict they follow, each annotated with that verdict.
 
+``reconfigure`` (a reload) swaps rules, budget, signal thresholds, session settings and mode
+under what is buffered: sessions, held drops, the budget's rates and the rarity model stay.
+
 The live server (``runtime.py``) and the offline ``replay`` command drive the same Pipeline: the
 first with a monotonic clock and an asynchronous exporter as the sink, the second with a clock
 taken from span timestamps and a file. Everything here runs on one thread (the event loop's),
@@ -39,7 +42,15 @@ from sampler.rules.budget import BudgetSettings
 from sampler.rules.engine import RuleEngine
 from sampler.rules.facts import DecisionFacts
 from sampler.rules.verdict import Verdict
-from sampler.sessions.native import MAX_LOOKS, BufferStats, build_core
+from sampler.sessions.native import (
+    MAX_LOOKS,
+    BufferStats,
+    SpanTestSlot,
+    build_core,
+    native_specs,
+    place_span_tests,
+    set_session_settings,
+)
 from sampler.signals.scorer import SessionScorer
 
 log = logging.getLogger(__name__)
@@ -136,7 +147,10 @@ class Pipeline:
             config.rules, BudgetSettings.from_config(config.budget), config.budget.strata
         )
         self.scorer = SessionScorer(config.signals)
-        self.core = build_core(config, self.engine.span_tests)
+        # the native core's span tests by position (bit i of a session's test_bits is test i);
+        # the engine's own order until a reload moves them (place_span_tests)
+        self.span_tests: list[SpanTestSlot] = list(self.engine.span_tests)
+        self.core = build_core(config, self.span_tests)
         self.stats = PipelineStats()
         self._pending: deque[tuple[bytes, int]] = deque()
         self._in_flight = 0  # memory of admitted requests not all ingested yet
@@ -145,6 +159,36 @@ class Pipeline:
     @property
     def buffer(self) -> BufferStats:
         return BufferStats.of(self.core)
+
+    def reconfigure(self, config: SamplerConfig) -> None:
+        """Runs with ``config`` from now on (a reload), keeping what is buffered and learned:
+        buffered sessions (decided by the new rules when due), held drops, the budget's rates,
+        rate limits' buckets, the rarity model. ``config``'s restart-only settings must be the
+        running ones (``config.changes.merge_reload``). Raises ValueError, changing nothing,
+        when it cannot be run.
+
+        A rule's new attribute or span_name test sees the spans that arrive from now on: the
+        spans of sessions buffered or held now are not read again (place_span_tests)."""
+        running = self.config
+        if config.sessions.tick != running.sessions.tick:
+            raise ValueError("sessions.tick cannot change without a restart")
+        engine = self.engine.reconfigured(
+            config.rules, BudgetSettings.from_config(config.budget), config.budget.strata
+        )
+        scorer = SessionScorer(config.signals)  # ValueError for thresholds it cannot use
+        rarity = self.scorer.rarity
+        fixed = rarity.geometry_changes(scorer.rarity.settings)
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} of the rarity model need a restart")
+        slots, reset = place_span_tests(self.span_tests, engine.span_tests)
+        core = self.core
+        core.set_span_tests(native_specs(slots), reset)  # the last step that may fail
+        set_session_settings(core, config)
+        core.shadow = config.mode == "shadow"
+        rarity.reconfigure(scorer.rarity.settings)
+        scorer.rarity = rarity
+        self.engine, self.scorer, self.span_tests, self.config = engine, scorer, slots, config
+        self._trim_hold(self.clock.now())  # a smaller dropped_hold_max_spans applies now
 
     @property
     def shadow(self) -> bool:
@@ -320,7 +364,7 @@ class Pipeline:
         )
         bits = view.test_bits
         matched = (
-            frozenset(t for i, t in enumerate(self.engine.span_tests) if bits >> i & 1)
+            frozenset(t for i, t in enumerate(self.span_tests) if bits >> i & 1 and t is not None)
             if bits
             else frozenset()
         )

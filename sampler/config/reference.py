@@ -42,6 +42,9 @@ never shown in error messages or logs. Substitution yields text: use it for secr
 URLs, addresses, durations and sizes, not for plain numbers or booleans.
 File paths (`*_file`) are relative to the working directory; each file is read and checked for
 PEM content when the config is loaded. [security.md](security.md) shows how to use them.
+
+Keys marked **restart** below (a section marked so: every key in it) cannot change while the
+sampler runs.
 """
 
 _YAML_BOUNDS = f"""\
@@ -124,6 +127,8 @@ def _rows(cls: type, prefix: str) -> list[str]:
         hint = hints[spec.name]
         kind = spec.metadata.get("kind", "")
         help_text = spec.metadata["help"]
+        if spec.metadata.get("restart"):
+            help_text += " **restart**"
         if dataclasses.is_dataclass(hint):
             rows.append(f"| **`{key}`** | section | | {help_text} |")
             rows.extend(_rows(hint, f"{key}."))  # type: ignore[arg-type]
