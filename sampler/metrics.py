@@ -7,7 +7,7 @@ too."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -23,6 +23,7 @@ from sampler.export.base import Exporter
 from sampler.latency import Histogram
 from sampler.pipeline import Pipeline
 from sampler.receive.intake import ReceiverStats
+from sampler.reload import OUTCOMES, ConfigState
 from sampler.version import package_version, python_version
 
 Sample = tuple[tuple[str, ...], float]
@@ -34,6 +35,12 @@ class Sources:
     pipeline: Pipeline
     exporter: Exporter
     receivers: dict[str, ReceiverStats]  # by transport
+    # the running config's generation and reloads (reload.Reloader); None: as loaded at start
+    config: ConfigState | None = field(default=None, kw_only=True)
+
+    @property
+    def config_state(self) -> ConfigState:
+        return self.config if self.config is not None else ConfigState.of(self.pipeline.config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +97,45 @@ METRICS: tuple[MetricSpec, ...] = (
         "shadow mode every span is forwarded, would-drop ones too (agent_sampler_shadow_spans).",
         ("mode",),
         lambda s: [((mode,), float(s.pipeline.config.mode == mode)) for mode in MODES],
+    ),
+    MetricSpec(
+        "agent_sampler_config_info",
+        "gauge",
+        "The running config: the sha256 of its file (16 hex digits, `sha256sum FILE | cut "
+        "-c1-16`) as a label; the value is 1.",
+        ("hash",),
+        lambda s: [((s.config_state.digest,), 1.0)],
+    ),
+    MetricSpec(
+        "agent_sampler_config_generation",
+        "gauge",
+        "1 at start, one more for each reload that changed the config.",
+        (),
+        _one(lambda s: s.config_state.generation),
+    ),
+    MetricSpec(
+        "agent_sampler_config_reloads",
+        "counter",
+        "Config reloads (SIGHUP, or a change of the file with --watch-config), by outcome: "
+        "success, failure (the file has problems: the running config stays, each problem is "
+        "logged), unchanged (the same file).",
+        ("outcome",),
+        lambda s: [((o,), s.config_state.reloads[o]) for o in OUTCOMES],
+    ),
+    MetricSpec(
+        "agent_sampler_config_last_reload_successful",
+        "gauge",
+        "0 when the last reload failed (until one succeeds, or finds the running file again).",
+        (),
+        _one(lambda s: s.config_state.last_reload_ok),
+    ),
+    MetricSpec(
+        "agent_sampler_config_restart_pending",
+        "gauge",
+        "Keys the running config's file sets to new values that only a restart applies (named "
+        "in the reload's log line); 0 when everything in the file runs.",
+        (),
+        _one(lambda s: len(s.config_state.need_restart)),
     ),
     MetricSpec(
         "agent_sampler_receiver_requests",

@@ -43,8 +43,11 @@ URLs, addresses, durations and sizes, not for plain numbers or booleans.
 File paths (`*_file`) are relative to the working directory; each file is read and checked for
 PEM content when the config is loaded. [security.md](security.md) shows how to use them.
 
-Keys marked **restart** below (a section marked so: every key in it) cannot change while the
-sampler runs.
+The running sampler reads its file again on `SIGHUP` (and, with `run --watch-config`, when the
+file changes): rules, budget, signal thresholds, session timings, `mode` and logging change
+under the buffered sessions, which are kept. Keys marked **restart** below (a section marked so:
+every key in it) keep their running values until a restart; a reload names them in the log. A
+file with problems changes nothing ([operations.md](operations.md#reloading-the-config)).
 """
 
 _YAML_BOUNDS = f"""\

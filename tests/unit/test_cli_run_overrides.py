@@ -27,3 +27,8 @@ def test_mode_flag_overrides_the_file() -> None:
     assert apply_overrides(shadow, args).mode == "live"
     args = build_parser().parse_args(["run", "--mode", "shadow"])
     assert apply_overrides(SamplerConfig(), args).mode == "shadow"
+
+
+def test_watch_config_is_off_unless_asked_for() -> None:
+    assert not build_parser().parse_args(["run"]).watch_config
+    assert build_parser().parse_args(["run", "--watch-config"]).watch_config
