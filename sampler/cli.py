@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sampler.config.load import load_config
-from sampler.config.model import SamplerConfig
+from sampler.config.model import MODES, SamplerConfig
 from sampler.config.reader import ConfigError, parse_duration, parse_listen
 from sampler.otlp.json_codec import OtlpDecodeError
 
@@ -111,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="durable queue of kept sessions, resumed on start (exporter.queue_dir)",
     )
+    run.add_argument(
+        "--watch-config",
+        action="store_true",
+        help="reload the config file when it changes (checked every second), as on SIGHUP",
+    )
+    run.add_argument(
+        "--mode",
+        choices=MODES,
+        help="live, or shadow: decide as live but forward every span, annotated with the "
+        "verdict it would have had (mode)",
+    )
 
     check = commands.add_parser("check-config", help="validate a config file (exit 2 if invalid)")
     check.add_argument("path")
@@ -154,7 +165,11 @@ def apply_overrides(config: SamplerConfig, args: argparse.Namespace) -> SamplerC
     if args.metrics_listen is not None:
         m = dataclasses.replace(m, listen=args.metrics_listen)
         flags.append(("metrics.listen", "--metrics-listen"))
-    config = dataclasses.replace(config, receivers=r, sessions=s, exporter=e, metrics=m)
+    mode = config.mode
+    if args.mode is not None:
+        mode = args.mode
+        flags.append(("mode", "--mode"))
+    config = dataclasses.replace(config, mode=mode, receivers=r, sessions=s, exporter=e, metrics=m)
     for key, flag in flags:
         config = config.set_by(f"flag {flag}", key)
     return config
@@ -172,21 +187,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
     if args.command == "run":
-        return _run(apply_overrides(config, args))
+        return _run(apply_overrides(config, args), args)
     return _replay(config, args)
 
 
-def _run(config: SamplerConfig) -> int:
+def _run(config: SamplerConfig, args: argparse.Namespace) -> int:
     from sampler.export.otel_env import apply_otel_env
     from sampler.logs import configure_logging
+    from sampler.reload import ConfigSource
     from sampler.runtime import serve
 
     configure_logging(config.logging.level, config.logging.format)
     config, notes = apply_otel_env(config, os.environ)  # below the file and the flags
     for note in notes:
         logging.getLogger("sampler").warning("%s", note)
+
+    def as_run(loaded: SamplerConfig) -> SamplerConfig:
+        """A reload reads the same file and applies the same flags, which still win over it,
+        and the same environment, below it (its notes were logged at start)."""
+        return apply_otel_env(apply_overrides(loaded, args), os.environ)[0]
+
+    source = ConfigSource(args.config, as_run, args.watch_config)
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, source))
     except ValueError as exc:  # e.g. a downstream URL the exporter cannot use
         print(f"agent-sampler: {exc}", file=sys.stderr)
         return EXIT_USAGE

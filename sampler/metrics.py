@@ -7,7 +7,7 @@ too."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -18,10 +18,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from sampler.config.model import MODES
 from sampler.export.base import Exporter
 from sampler.latency import Histogram
 from sampler.pipeline import Pipeline
 from sampler.receive.intake import ReceiverStats
+from sampler.reload import OUTCOMES, ConfigState
 from sampler.version import package_version, python_version
 
 Sample = tuple[tuple[str, ...], float]
@@ -33,6 +35,12 @@ class Sources:
     pipeline: Pipeline
     exporter: Exporter
     receivers: dict[str, ReceiverStats]  # by transport
+    # the running config's generation and reloads (reload.Reloader); None: as loaded at start
+    config: ConfigState | None = field(default=None, kw_only=True)
+
+    @property
+    def config_state(self) -> ConfigState:
+        return self.config if self.config is not None else ConfigState.of(self.pipeline.config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,53 @@ METRICS: tuple[MetricSpec, ...] = (
         "The running sampler: its version and Python's, as labels; the value is 1.",
         ("version", "python_version"),
         lambda s: [((package_version(), python_version()), 1.0)],
+    ),
+    MetricSpec(
+        "agent_sampler_mode",
+        "gauge",
+        "The sampler's mode (config key `mode`): 1 for the active one, 0 for the other. In "
+        "shadow mode every span is forwarded, would-drop ones too (agent_sampler_shadow_spans).",
+        ("mode",),
+        lambda s: [((mode,), float(s.pipeline.config.mode == mode)) for mode in MODES],
+    ),
+    MetricSpec(
+        "agent_sampler_config_info",
+        "gauge",
+        "The running config: the sha256 of its file (16 hex digits, `sha256sum FILE | cut "
+        "-c1-16`) as a label; the value is 1.",
+        ("hash",),
+        lambda s: [((s.config_state.digest,), 1.0)],
+    ),
+    MetricSpec(
+        "agent_sampler_config_generation",
+        "gauge",
+        "1 at start, one more for each reload that changed the config.",
+        (),
+        _one(lambda s: s.config_state.generation),
+    ),
+    MetricSpec(
+        "agent_sampler_config_reloads",
+        "counter",
+        "Config reloads (SIGHUP, or a change of the file with --watch-config), by outcome: "
+        "success, failure (the file has problems: the running config stays, each problem is "
+        "logged), unchanged (the same file).",
+        ("outcome",),
+        lambda s: [((o,), s.config_state.reloads[o]) for o in OUTCOMES],
+    ),
+    MetricSpec(
+        "agent_sampler_config_last_reload_successful",
+        "gauge",
+        "0 when the last reload failed (until one succeeds, or finds the running file again).",
+        (),
+        _one(lambda s: s.config_state.last_reload_ok),
+    ),
+    MetricSpec(
+        "agent_sampler_config_restart_pending",
+        "gauge",
+        "Keys the running config's file sets to new values that only a restart applies (named "
+        "in the reload's log line); 0 when everything in the file runs.",
+        (),
+        _one(lambda s: len(s.config_state.need_restart)),
     ),
     MetricSpec(
         "agent_sampler_receiver_requests",
@@ -143,9 +198,22 @@ METRICS: tuple[MetricSpec, ...] = (
         "agent_sampler_spans_kept",
         "counter",
         "Kept spans handed to the downstream exporter, each once, whatever kept it: the sum of "
-        'spans_decided{verdict="keep"} and late_spans{verdict="keep"}.',
+        'spans_decided{verdict="keep"} and late_spans{verdict="keep"}. In shadow mode, every '
+        "span handed to the exporter, would-drop ones included (agent_sampler_shadow_spans).",
         (),
         _one(lambda s: s.pipeline.stats.spans_submitted),
+    ),
+    MetricSpec(
+        "agent_sampler_shadow_spans",
+        "counter",
+        "Spans forwarded in shadow mode, by the verdict they carry (agent_sampler.verdict): "
+        "keep, what live mode would have sent; drop, what it would have dropped. Their sum is "
+        "the part of spans_kept sent in shadow mode.",
+        ("verdict",),
+        lambda s: [
+            (("keep",), s.pipeline.stats.shadow_kept_spans),
+            (("drop",), s.pipeline.stats.shadow_dropped_spans),
+        ],
     ),
     MetricSpec(
         "agent_sampler_decision_delay_seconds",

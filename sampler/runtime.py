@@ -11,6 +11,9 @@ task does network I/O.
 Shutdown (SIGTERM/SIGINT): stop intake, decide every buffered session, flush the exporter,
 exit 0. With ``exporter.queue_dir``, what the downstream does not take stays in the disk queue
 for the next start instead of being lost.
+
+Reload (SIGHUP, and with ``--watch-config`` a change of the file, polled): the config is read
+again and applied under what is buffered (``reload.py``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from sampler.receive.grpc_server import SERVICE_NAME as OTLP_TRACE_SERVICE
 from sampler.receive.grpc_server import GrpcReceiver
 from sampler.receive.http_server import HttpReceiver
 from sampler.receive.intake import ReceiveFlow, ReceiverStats
+from sampler.reload import ConfigSource, ConfigWatcher, Reloader
 from sampler.tls import ClientTls, ServerTls
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,7 @@ DECODING_THREADS = 2
 SHUTDOWN_FLUSH_TIMEOUT_S = 25.0  # below Kubernetes' default 30 s termination grace period
 RECEIVER_STOP_GRACE_S = 5.0
 OVERLOAD_QUIET_S = 10.0  # an overload episode is over after this long without refusal or relief
+WATCH_INTERVAL_S = 1.0  # --watch-config: how often the config file is looked at
 
 
 def exporter_settings(config: SamplerConfig) -> ExporterSettings:
@@ -178,16 +183,21 @@ class BoundPorts:
 class SamplerApp:
     config: SamplerConfig
     clock: Clock = field(default_factory=MonotonicClock)
+    source: ConfigSource = field(default_factory=ConfigSource)  # to read the config again
     exporter: Exporter = field(init=False)
     pipeline: Pipeline = field(init=False)
+    reloader: Reloader = field(init=False)
     ports: BoundPorts = field(default_factory=BoundPorts)
     _grpc: GrpcReceiver | None = None
     _http: HttpReceiver | None = None
     _metrics_runner: web.AppRunner | None = None
     _ticker: asyncio.Task[None] | None = None
+    _watcher: asyncio.Task[None] | None = None
+    _config_watcher: ConfigWatcher | None = None
     # Large bodies are decoded here, without the GIL, while the event loop answers others.
     _decoding: ThreadPoolExecutor | None = None
     _ready: bool = False
+    _stopping: bool = False  # shutdown began: a SIGHUP is ignored (SIG_DFL would kill us)
     _overload: OverloadLog = field(default_factory=OverloadLog)
     _young: YoungCollections = field(default_factory=lambda: YoungCollections())
     # grpc.health.v1 on the OTLP/gRPC port: SERVING once started, NOT_SERVING from shutdown
@@ -196,6 +206,13 @@ class SamplerApp:
     def __post_init__(self) -> None:
         self.exporter = exporter_from_url(self.config.exporter.url, exporter_settings(self.config))
         self.pipeline = Pipeline(self.config, self.exporter, self.clock, decide_on_intake=False)
+        self.reloader = Reloader(self.pipeline, self.source)
+
+    def reload(self, why: str) -> str:
+        """Reads the config again and runs with it (see reload.py); returns the outcome."""
+        outcome = self.reloader.reload(why)
+        self.config = self.pipeline.config
+        return outcome
 
     async def start(self) -> None:
         cfg = self.config
@@ -241,9 +258,12 @@ class SamplerApp:
             receivers["http"] = self._http.stats
         if cfg.metrics.listen:
             self.ports.metrics = await self._start_metrics(
-                Sources(self.pipeline, self.exporter, receivers)
+                Sources(self.pipeline, self.exporter, receivers, config=self.reloader.state)
             )
         self._ticker = asyncio.create_task(self._tick_forever(), name="decision-ticker")
+        if self.source.watch and self.source.path is not None:
+            watcher = self._config_watcher = ConfigWatcher(self.source.path)
+            self._watcher = asyncio.create_task(self._watch_forever(watcher), name="config-watch")
         self._ready = True
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(OTLP_TRACE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -259,16 +279,18 @@ class SamplerApp:
     async def shutdown(self) -> None:
         """Stop intake, decide everything buffered, deliver it, close."""
         self._ready = False
+        self._stopping = True
         await self._health.enter_graceful_shutdown()  # every service NOT_SERVING
         started = time.monotonic()
         if self._grpc is not None:
             await self._grpc.stop(RECEIVER_STOP_GRACE_S)
         if self._http is not None:
             await self._http.stop()
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._watcher, self._ticker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._decoding is not None:
             self._decoding.shutdown(wait=False)
         pipeline, exporter = self.pipeline, self.exporter
@@ -310,6 +332,28 @@ class SamplerApp:
                 log.exception("deciding due sessions failed")
             self._overload.observe(self.pipeline.stats, self.clock.now())
             self._young.tick(time.monotonic())
+
+    async def _watch_forever(self, watcher: ConfigWatcher) -> None:
+        """--watch-config: reloads once the file changed and held still for one poll."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            try:
+                if watcher.due():
+                    self.reload(f"{watcher.path} changed")
+            except Exception:  # a bug must not stop watching; it is logged loudly
+                log.exception("reloading the config failed")
+
+    def reload_on_signal(self) -> None:
+        """SIGHUP: reload now (the watcher, if any, takes the file as it is now as read)."""
+        if self._stopping:
+            log.info("SIGHUP ignored: shutting down")
+            return
+        if self._config_watcher is not None:
+            self._config_watcher.mark_loaded()
+        try:
+            self.reload("SIGHUP")
+        except Exception:  # a bug must not kill the process; the old config keeps running
+            log.exception("reloading the config failed")
 
     async def _decide_due_in_turns(self) -> None:
         decide_due = self.pipeline.decide_due
@@ -415,15 +459,17 @@ def tune_allocator() -> bool:
     )
 
 
-async def serve(config: SamplerConfig) -> None:
-    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+async def serve(config: SamplerConfig, source: ConfigSource | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down cleanly; reload the config (read again from
+    ``source``) on SIGHUP."""
     tune_allocator()  # before any thread allocates
-    app = SamplerApp(config)
+    app = SamplerApp(config, source=source or ConfigSource())
     tune_garbage_collector()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app.reload_on_signal)
     await app.start()
     await stop.wait()
     log.info("signal received: stopping intake and flushing")

@@ -434,6 +434,17 @@ impl DecisionCache {
         }
     }
 
+    /// A new bound: the oldest entries beyond it are forgotten now.
+    fn resize(&mut self, max_entries: usize) {
+        self.max_entries = max_entries.max(1);
+        while self.by_key.len() > self.max_entries {
+            self.by_key.pop_front();
+        }
+        while self.by_trace.len() > self.max_entries {
+            self.by_trace.pop_front();
+        }
+    }
+
     fn for_key(&self, key: &str) -> Option<&Arc<Verdict>> {
         self.by_key.get(key)
     }
@@ -549,6 +560,29 @@ impl Buffer {
 
     pub fn settings(&self) -> &SessionSettings {
         &self.settings
+    }
+
+    /// New settings (a reload; `tick` is the caller's to keep). Buffered sessions whose
+    /// deadline moves earlier (or that are at a lowered span cap) are filed again, so they are
+    /// due as the new settings say; a later deadline is found when the old one fires, as
+    /// usual. Sessions already held keep their expiry; the hold's cap and the decision
+    /// cache's size apply at once.
+    pub fn set_settings(&mut self, settings: SessionSettings) {
+        self.settings = settings;
+        self.hold.hold_s = settings.dropped_hold;
+        self.hold.max_spans = settings.dropped_hold_max_spans;
+        self.cache.resize(settings.decision_cache_max);
+        let buffered: Vec<SessionId> = self.by_age.values().copied().collect();
+        for id in buffered {
+            self.reschedule(id);
+        }
+    }
+
+    /// Clears the bits of `mask` in every session's span-test bits (buffered, held, or out).
+    pub fn clear_test_bits(&mut self, mask: u64) {
+        for session in self.slots.iter_mut().filter_map(|(_, s)| s.as_mut()) {
+            session.features.test_bits &= !mask;
+        }
     }
 
     // -- the slab --------------------------------------------------------------------------
@@ -1149,7 +1183,7 @@ mod tests {
     }
 
     fn drop_verdict() -> Arc<Verdict> {
-        Arc::new(Verdict::new(false, "baseline", 1.0, &[]))
+        Arc::new(Verdict::new(false, "baseline", 1.0, &[], false))
     }
 
     /// A buffer holding one popped, dropped session per (key, traces, spans) row.
@@ -1278,7 +1312,10 @@ mod tests {
     #[test]
     fn the_cache_forgets_the_oldest_and_a_new_verdict_replaces_an_old_one() {
         let mut cache = DecisionCache::new(2);
-        let (keep, drop) = (Arc::new(Verdict::new(true, "k", 1.0, &[])), drop_verdict());
+        let (keep, drop) = (
+            Arc::new(Verdict::new(true, "k", 1.0, &[], false)),
+            drop_verdict(),
+        );
         cache.remember(Some("a"), &[trace(1)], &keep);
         cache.remember(Some("b"), &[trace(2), trace(3)], &keep); // trace 1 forgotten
         assert!(cache.for_trace(&trace(1)).is_none());

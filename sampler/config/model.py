@@ -19,6 +19,8 @@ def opt(default: Any, help: str, kind: str = "", **extra: Any) -> Any:
     """A config field: its default, a one-line help text and an optional value kind
     (``duration``, ``size``, ``listen``, ``url``, ``choice``, ``file``, ...) that selects the
     parser. ``secret=True`` keeps the value out of ``repr()`` and out of error messages.
+    ``restart=True``: a reload cannot change it (on a section: any key in it); the running
+    value stays until a restart (``config/changes.py``).
 
     A section may define ``check()`` yielding ``(field, message)`` for problems that involve
     several of its fields; the binder reports them when the fields themselves are valid."""
@@ -132,6 +134,7 @@ class SessionsConfig:
         DEFAULT_SESSION_KEYS,
         "Attributes naming a span's session, in precedence order; span attributes are looked up "
         "before resource attributes. A trace with none of them is a session of its own.",
+        restart=True,  # buffered spans are grouped by them
     )
     decision_wait: float = opt(
         30.0,
@@ -188,7 +191,10 @@ class SessionsConfig:
         "first given up for room, oldest first).",
     )
     tick: float = opt(
-        0.1, "Resolution of the completion timer; deadlines fire within one tick.", "duration"
+        0.1,
+        "Resolution of the completion timer; deadlines fire within one tick.",
+        "duration",
+        restart=True,  # the timer wheel's buckets are built on it
     )
 
 
@@ -210,8 +216,11 @@ class ToolCyclesConfig:
 
 @dataclass(frozen=True, slots=True)
 class RarityConfig:
-    window: float = opt(300.0, "Length of one window of recent traffic.", "duration")
-    windows: int = opt(6, "Windows remembered; older traffic ages out a whole window at a time.")
+    # the ring of windows and the sketches in it are built on window, windows and max_groups
+    window: float = opt(300.0, "Length of one window of recent traffic.", "duration", restart=True)
+    windows: int = opt(
+        6, "Windows remembered; older traffic ages out a whole window at a time.", restart=True
+    )
     decay: float = opt(
         0.5, "Weight of each older window relative to the next newer one.", "fraction"
     )
@@ -237,7 +246,9 @@ class RarityConfig:
         "Score (0 to 1) from which a rarity signal fires (rare_shape, tail_latency, ...).",
         "fraction",
     )
-    max_groups: int = opt(256, "Agents tracked with their own quantile sketches at most.")
+    max_groups: int = opt(
+        256, "Agents tracked with their own quantile sketches at most.", restart=True
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,20 +464,35 @@ class LoggingConfig:
     format: str = opt("text", "Log line format.", "choice", choices=("text", "json"))
 
 
+MODES = ("live", "shadow")
+
+
 @dataclass(frozen=True, slots=True)
 class SamplerConfig:
-    receivers: ReceiversConfig = opt(ReceiversConfig(), "Where spans come in.")
+    receivers: ReceiversConfig = opt(ReceiversConfig(), "Where spans come in.", restart=True)
     sessions: SessionsConfig = opt(SessionsConfig(), "How spans are grouped and when decided.")
     budget: BudgetConfig = opt(BudgetConfig(), "The volume budget of `action: budget`.")
     signals: SignalsConfig = opt(SignalsConfig(), "Signal detectors (errors need no settings).")
     decision_cache: DecisionCacheConfig = opt(
         DecisionCacheConfig(), "Memory of past decisions for late spans."
     )
+    mode: str = opt(
+        "live",
+        "`live` forwards the kept sessions only. `shadow` decides exactly as live (rules, "
+        "budget, holds, signals) but forwards every span, each annotated with the verdict it "
+        "would have had (`agent_sampler.verdict`: keep or drop, next to the rule and signals; "
+        "no tracestate threshold), so the verdicts can be compared in the backend before "
+        "anything is dropped (docs/operations.md, Shadow mode).",
+        "choice",
+        choices=MODES,
+    )
     rules: tuple[RuleSpec, ...] = opt(
         (), "Retention rules, in order; the first whose condition matches decides.", "rules"
     )
-    exporter: ExporterConfig = opt(ExporterConfig(), "Where kept sessions go.")
-    metrics: MetricsConfig = opt(MetricsConfig(), "Self-metrics and health endpoints.")
+    exporter: ExporterConfig = opt(ExporterConfig(), "Where kept sessions go.", restart=True)
+    metrics: MetricsConfig = opt(
+        MetricsConfig(), "Self-metrics and health endpoints.", restart=True
+    )
     logging: LoggingConfig = opt(LoggingConfig(), "Logs.")
     source: str = field(default="<defaults>", metadata={"internal": True})
     # Where values that are not defaults came from, as (key path, origin) pairs in the order
@@ -475,6 +501,9 @@ class SamplerConfig:
     origins: tuple[tuple[str, str], ...] = field(
         default=(), compare=False, metadata={"internal": True}
     )
+    # sha256 of the file's bytes, 16 hex digits (`sha256sum FILE | cut -c1-16`): which version
+    # of the file runs (agent_sampler_config_info); not what the config says, so not compared
+    digest: str = field(default="", compare=False, metadata={"internal": True})
 
     def origin(self, key: str) -> str:
         """Where the value of ``key`` (a path such as ``exporter.url``) came from: the last

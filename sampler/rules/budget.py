@@ -83,6 +83,27 @@ class BudgetController:
     _computed_at: float = -math.inf
     _started: float | None = None
 
+    def reconfigured(self, settings: BudgetSettings, *, same_strata: bool) -> BudgetController:
+        """This budget under new settings (a reload), keeping what it learned of the traffic
+        where it still means the same: every rate, rescaled to a new window, unless the unit
+        changed (they count other things then); the per-stratum rates only if strata are
+        divided the same way (``same_strata``). Probabilities are recomputed at the next
+        decision."""
+        if settings.unit != self.settings.unit:
+            return BudgetController(settings)
+        scale = settings.window_s / self.settings.window_s
+
+        def rescaled(rate: _Rate) -> _Rate:  # a decayed sum holds about rate x window
+            return _Rate(rate.value * scale, rate.last)
+
+        return BudgetController(
+            settings,
+            _offered=rescaled(self._offered),
+            _must_keep=rescaled(self._must_keep),
+            _strata={k: rescaled(r) for k, r in self._strata.items()} if same_strata else {},
+            _started=self._started,
+        )
+
     def cost(self, span_count: int) -> float:
         return 1.0 if self.settings.unit == "sessions" else float(span_count)
 

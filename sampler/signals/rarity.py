@@ -293,6 +293,35 @@ class RarityModel:
                 sketch = values[dimension] = TailQuantiles(self.settings.quantile_k)
             pending.append((group_window, dimension, sketch, value))
 
+    # What the ring of windows and its sketches are built on: fixed for the model's life.
+    GEOMETRY: Final = (
+        "window_s",
+        "windows",
+        "max_groups",
+        "shape_lg_max_k",
+        "group_shape_lg_max_k",
+        "quantile_k",
+    )
+
+    def geometry_changes(self, settings: RaritySettings) -> list[str]:
+        """The settings of GEOMETRY that differ in ``settings``: they need a new model."""
+        return [n for n in self.GEOMETRY if getattr(settings, n) != getattr(self.settings, n)]
+
+    def reconfigure(self, settings: RaritySettings) -> None:
+        """Scores with ``settings`` from now on, keeping every window and sketch (a reload):
+        the thresholds and weights may change, not the geometry (ValueError, nothing changed).
+        Answers remembered for the old tail quantile are forgotten."""
+        fixed = self.geometry_changes(settings)
+        if fixed:
+            raise ValueError(f"rarity settings need a new model: {', '.join(fixed)}")
+        self.settings = settings
+        self._weights = tuple(settings.decay**age for age in range(settings.windows))
+        self._settled.clear()
+        for group_windows in self._groups.values():
+            for group_window in group_windows:
+                group_window.below.clear()
+                group_window.queries.clear()
+
     def flush(self) -> None:
         """Adds the numbers of the sessions observed since the last flush to their sketches."""
         pending, self._pending = self._pending, []

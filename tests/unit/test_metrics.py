@@ -3,6 +3,7 @@ info, the process collectors, the latency histograms."""
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from importlib import metadata
 from types import SimpleNamespace
@@ -117,6 +118,33 @@ def test_kept_spans_add_up_across_rules_and_late_spans() -> None:
     assert kept == value("agent_sampler_spans_decided_total", verdict="keep") + value(
         "agent_sampler_late_spans_total", verdict="keep"
     )
+
+
+def test_shadow_mode_is_visible_and_its_forwarded_spans_add_up() -> None:
+    """In shadow mode spans_kept counts every span handed to the exporter; shadow_spans says
+    which would have been kept and which dropped; the mode gauge tells shadow from live."""
+    clock, sink = ManualClock(), RecordingSink()
+    config = dataclasses.replace(sampler_config(RULES), mode="shadow")
+    pipeline = Pipeline(config, sink, clock)
+    registry = registry_of(pipeline)
+    assert registry.get_sample_value("agent_sampler_mode", {"mode": "shadow"}) == 1.0
+    assert registry.get_sample_value("agent_sampler_mode", {"mode": "live"}) == 0.0
+    consume(pipeline, simple_request(span("t1", 2, parent=1, error=True), span("t1", 1)))
+    consume(pipeline, simple_request(span("t3", 1)))  # dropped (held: the model is cold)
+    clock.advance(2.05)
+    pipeline.decide_due()
+    consume(pipeline, simple_request(span("t1", 3, parent=1), span("t3", 3, parent=1)))
+    assert len(sink.spans()) == 3  # t1 kept with its late span; t3 reopened, held again
+    pipeline.decide_all()  # the hold ends: t3 goes out, as a drop
+
+    def shadow(verdict: str) -> float | None:
+        return registry.get_sample_value("agent_sampler_shadow_spans_total", {"verdict": verdict})
+
+    assert (shadow("keep"), shadow("drop")) == (3.0, 2.0)
+    assert registry.get_sample_value("agent_sampler_spans_kept_total") == len(sink.spans()) == 5
+    live = registry_of(Pipeline(sampler_config(RULES), RecordingSink(), ManualClock()))
+    assert live.get_sample_value("agent_sampler_mode", {"mode": "live"}) == 1.0
+    assert live.get_sample_value("agent_sampler_shadow_spans_total", {"verdict": "drop"}) == 0
 
 
 def test_build_info_names_the_version_and_python() -> None:

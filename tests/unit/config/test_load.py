@@ -168,6 +168,7 @@ def test_every_section_binds_to_typed_values() -> None:
         max_megabytes=0, max_backups=3, max_days=7, localtime=True, compression="gzip"
     )
     assert (config.logging.level, config.logging.format) == ("debug", "json")
+    assert config.mode == "shadow"
 
 
 def test_there_is_one_invalid_fixture_per_case() -> None:

@@ -114,3 +114,27 @@ def test_an_absolute_spans_per_second_target() -> None:
         if keeps(rng.randrange(RANDOMNESS_SPAN), controller.probability("x", 50, now)):
             kept_spans += 50
     assert kept_spans / 60 == pytest.approx(500.0, rel=0.15)
+
+
+def test_a_reconfigured_budget_keeps_its_rates_where_they_still_mean_the_same() -> None:
+    """A reload keeps the traffic the budget has seen: no new warm-up for a new ratio."""
+    controller = BudgetController(BudgetSettings(ratio=0.05, window_s=20.0))
+    for step in range(2_000):  # 100 sessions a second for 20 s, one stratum
+        now = step / 100
+        controller.observe_decided(1, now)
+        controller.probability("a", 1, now)
+    before = controller.probability("a", 1, 20.0)
+    assert before == pytest.approx(0.05, rel=0.2)
+
+    doubled = controller.reconfigured(BudgetSettings(ratio=0.10, window_s=20.0), same_strata=True)
+    assert doubled.probability("a", 1, 20.01) == pytest.approx(2 * before, rel=0.05)
+    # a longer window: rates are rescaled, so the probability holds
+    longer = controller.reconfigured(BudgetSettings(ratio=0.05, window_s=60.0), same_strata=True)
+    assert longer.probability("a", 1, 20.01) == pytest.approx(before, rel=0.05)
+    # strata divided otherwise: their rates start over, the offered traffic stays
+    regrouped = controller.reconfigured(controller.settings, same_strata=False)
+    assert regrouped._strata == {} and regrouped._offered.value == controller._offered.value
+    # another unit counts other things: everything starts over
+    spans = controller.reconfigured(BudgetSettings(unit="spans"), same_strata=True)
+    assert spans._offered.value == 0.0 and spans._started is None
+    assert controller.probability("a", 1, 20.02) == pytest.approx(before, rel=0.05)  # untouched
