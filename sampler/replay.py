@@ -1,8 +1,11 @@
 """``agent-sampler replay``: recorded traffic through the same Pipeline, offline.
 
-Time comes from the spans: before each recorded request the clock moves to the latest span end
-time seen so far, so ``decision_wait``, grace periods and rate limits behave as they did live
-(for traffic recorded in arrival order). Kept spans are written as OTLP/JSON lines.
+Time comes from the spans: a recorded request arrives at its latest span end time, and the clock
+moves there through every time at which a session becomes due or a hold ends, deciding there
+as the live ticker would (``decide_until``); at the end of the input it runs on until nothing
+is buffered or held. So ``decision_wait``, grace periods, holds, rate limits and the budget
+behave as they did live (for traffic recorded in arrival order). Kept spans are written as
+OTLP/JSON lines.
 
 Every decision is also shown to a ``ReplayObservations``, which aggregates as it goes (per
 signal tallies, rare shapes, kept volume over time, rarity score histograms) so that memory
@@ -12,6 +15,7 @@ stays bounded however long the recording. ``sampler.report`` renders them as an 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -192,18 +196,46 @@ def replay(config: SamplerConfig, inputs: Sequence[str], output: str) -> ReplayR
     observed = ReplayObservations()
     writer = FileExporter(output, ExporterSettings())
     try:
-        pipeline = Pipeline(config, _FileSink(writer), clock, observer=observed)
+        # As live: sessions are decided by the timer (decide_until), not in the intake path.
+        pipeline = Pipeline(
+            config, _FileSink(writer), clock, observer=observed, decide_on_intake=False
+        )
         requests = 0
         for path in inputs:
             for request in read_requests(path, config.receivers):
-                clock.advance_to(request.max_end_ns / 1e9)
-                pipeline.decide_due()
+                decide_until(pipeline, clock, request.max_end_ns / 1e9)
                 pipeline.consume(request)
                 requests += 1
-        pipeline.decide_all()
+        decide_until(pipeline, clock, math.inf)  # the capture's end: its timers still run
     finally:
         writer.close()
     return ReplayResult(pipeline.stats, requests, observed)
+
+
+def decide_until(pipeline: Pipeline, clock: ManualClock, until: float) -> None:
+    """Moves the clock to ``until`` as the live ticker would: through each time at which a
+    session becomes due or a hold ends, deciding there and then. With ``until`` infinite, until
+    nothing is buffered or held.
+
+    Everything that depends on when a decision is made follows the same timeline as live: the
+    budget's rates and the probabilities it recomputes once a second, the rate limits, the
+    rarity windows, the holds. Deciding what became due only when the next request arrived, or
+    all that was left at the last timestamp, bunched decisions at one instant: the budget then
+    kept every session of the bunch with the probability it had computed before the bunch's
+    other keeps were counted (1 / ratio, more than live kept)."""
+    core = pipeline.core
+    stalled = 0
+    while (deadline := core.next_deadline()) is not None and deadline <= until:
+        if deadline <= clock.now():
+            stalled += 1  # the first step may be due already; a second cannot
+            if stalled > 2:
+                raise RuntimeError("replay: the session timers do not move on (a bug)")
+        else:
+            stalled = 0
+        clock.advance_to(deadline)
+        pipeline.decide_due()
+    if math.isfinite(until):
+        clock.advance_to(until)
 
 
 def read_requests(path: str | os.PathLike[str], limits: ReceiversConfig) -> Iterator[Request]:

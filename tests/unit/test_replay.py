@@ -10,20 +10,26 @@ fires and every rarity score is 0.
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from sampler.cli import main
+from sampler.clock import ManualClock
 from sampler.config.load import load_config_text
+from sampler.config.model import SamplerConfig
 from sampler.otlp.json_codec import iter_json_lines, request_to_json
+from sampler.pipeline import Pipeline
 from sampler.replay import (
     NO_SIGNAL,
     KeptTimeline,
     ReplayObservations,
     ReplayResult,
     format_summary,
+    read_requests,
     replay,
     summary_json,
     summary_rows,
@@ -31,7 +37,7 @@ from sampler.replay import (
 )
 from sampler.rules.facts import DecisionFacts
 from sampler.rules.verdict import Verdict
-from tests.unit.sessions.builders import simple_request, span
+from tests.unit.sessions.builders import RecordingSink, simple_request, span
 from tests.unit.test_report import check_well_formed
 
 CONFIG = """\
@@ -316,3 +322,150 @@ def test_kept_counts_add_up_to_the_output_file_with_a_second_look(tmp_path: Path
     assert "spans written: 3" in format_summary(result.stats)
     kept_by_signal = result.observed.by_signal["rare_shape"]  # a decision, as in the rules'
     assert (kept_by_signal.sessions_seen, kept_by_signal.sessions_kept) == (1, 1)
+
+
+# -- the capture's own timeline ----------------------------------------------------------------
+
+
+def test_a_capture_shorter_than_decision_wait_is_decided_on_its_own_timeline(
+    tmp_path: Path,
+) -> None:
+    """Ten conversations a second apart, each decided 30 s (decision_wait) after its last
+    span, as live: nine seconds of decisions, not all of them at the capture's end."""
+    sessions = [
+        conversation(i, [(tool("lookup", f'{{"id": {i}}}'), False), (CHAT, False)], f"c{i}")
+        for i in range(10)
+    ]
+    for i, spans in enumerate(sessions):  # one second apart, not a minute
+        for s in spans:
+            s.start_time_unix_nano -= i * 59 * SECOND_NS
+            s.end_time_unix_nano -= i * 59 * SECOND_NS
+    recorded = tmp_path / "in.jsonl"
+    recorded.write_text("".join(request_to_json(simple_request(*s)) + "\n" for s in sessions))
+    config = load_config_text(CONFIG, "replay.yaml")
+
+    result = replay(config, [str(recorded)], str(tmp_path / "out.jsonl"))
+
+    timeline = result.observed.timeline
+    assert timeline.start is not None and timeline.end is not None
+    last_span_s = (T0_NS + 4 * SECOND_NS) / 1e9  # the first conversation's root ends
+    assert timeline.start == pytest.approx(last_span_s + 30, abs=0.1)
+    assert timeline.end - timeline.start == pytest.approx(9, abs=0.1)
+    assert timeline.bucket_count == 10  # one-second buckets, not one bar
+    assert sum(t.sessions_seen for t in result.stats.by_rule.values()) == 10
+
+
+BUDGET_CONFIG = """
+sessions: {decision_wait: 30s, tick: 100ms}
+budget: {ratio: 0.1, window: 60s}
+rules:
+  - {name: errors, when: {error: true}, action: keep}
+  - {name: baseline, action: budget}
+"""
+
+
+def budget_traffic(path: Path, sessions: int = 400, spread_s: float = 20) -> Path:
+    """Conversations of three agents, one every 50 ms, 4% of them with a failed model call:
+    the whole capture is shorter than decision_wait."""
+    rng = random.Random(1)
+    lines = []
+    for i in range(sessions):
+        start = T0_NS + int(i * spread_s / sessions * SECOND_NS)
+        root_attrs = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": rng.choice(["a", "b", "c"]),
+            "gen_ai.conversation.id": f"c{i}",
+        }
+        root = span(
+            f"t{i}",
+            1,
+            name="invoke_agent",
+            attrs=root_attrs,
+            start_ns=start,
+            end_ns=start + 2 * SECOND_NS,
+        )
+        chat = span(
+            f"t{i}",
+            2,
+            parent=1,
+            name="chat",
+            attrs=CHAT,
+            error=rng.random() < 0.04,
+            start_ns=start + SECOND_NS // 10,
+            end_ns=start + SECOND_NS,
+        )
+        lines.append(request_to_json(simple_request(chat, root)) + "\n")
+    path.write_text("".join(lines))
+    return path
+
+
+def run_as_live(config: SamplerConfig, recorded: Path) -> dict[str, tuple[int, float]]:
+    """The live server's schedule on the same traffic: each request taken when it arrives
+    (its last span's end), never decided on intake; a ticker deciding what is due every
+    `sessions.tick`, from a phase of its own, until nothing is buffered or held. Returns the
+    kept sessions: conversation -> (rule, adjusted count)."""
+    clock, sink = ManualClock(0.0), RecordingSink()
+    pipeline = Pipeline(config, sink, clock, decide_on_intake=False)
+    tick, next_tick = config.sessions.tick, None
+    for request in read_requests(recorded, config.receivers):
+        arrival = request.max_end_ns / 1e9
+        next_tick = arrival + 0.037 if next_tick is None else next_tick
+        while next_tick <= arrival:
+            clock.advance_to(next_tick)
+            pipeline.decide_due()
+            next_tick += tick
+        clock.advance_to(arrival)
+        pipeline.consume(request)
+    while pipeline.core.span_count or pipeline.core.held_spans:
+        clock.advance_to(next_tick)  # type: ignore[arg-type]
+        pipeline.decide_due()
+        next_tick += tick  # type: ignore[operator]
+    return kept_sessions(sink.spans())
+
+
+def kept_sessions(spans: Iterable[Span]) -> dict[str, tuple[str, float]]:
+    out = {}
+    for s in spans:
+        attrs = {kv.key: kv.value for kv in s.attributes}
+        if "gen_ai.conversation.id" in attrs:
+            out[attrs["gen_ai.conversation.id"].string_value] = (
+                attrs["agent_sampler.rule"].string_value,
+                attrs["agent_sampler.adjusted_count"].double_value,
+            )
+    return out
+
+
+def test_the_budget_decides_in_replay_as_it_does_live(tmp_path: Path) -> None:
+    """The budget's rates, and the keep probabilities it recomputes once a second, are in
+    clock time. Replay decides each session when live would (within a tick), so the budget
+    keeps the same sessions with about the same adjusted counts. (Deciding everything left at
+    the capture's end at one instant, the whole bunch was kept with probabilities computed
+    before the bunch's own keeps were counted: 11 baseline keeps here where live kept 27.)"""
+    config = load_config_text(BUDGET_CONFIG, "budget.yaml")
+    recorded = budget_traffic(tmp_path / "in.jsonl")
+    live = run_as_live(config, recorded)
+
+    output = tmp_path / "out.jsonl"
+    replay(config, [str(recorded)], str(output))
+    replayed = kept_sessions(
+        s
+        for request in iter_json_lines(output)
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for s in scope.spans
+    )
+
+    def baseline(kept: dict[str, tuple[str, float]]) -> dict[str, float]:
+        return {key: count for key, (rule, count) in kept.items() if rule == "baseline"}
+
+    assert {k for k, (rule, _) in replayed.items() if rule == "errors"} == {
+        k for k, (rule, _) in live.items() if rule == "errors"
+    }
+    live_baseline, replay_baseline = baseline(live), baseline(replayed)
+    assert len(live_baseline) >= 20
+    assert abs(len(replay_baseline) - len(live_baseline)) <= 2
+    assert len(replay_baseline.keys() & live_baseline.keys()) >= 0.9 * len(live_baseline)
+    # Horvitz-Thompson estimates of the baseline population agree within a few percent
+    live_estimate, replay_estimate = sum(live_baseline.values()), sum(replay_baseline.values())
+    assert replay_estimate == pytest.approx(live_estimate, rel=0.05)
+    assert len(set(replay_baseline.values())) > 5  # probabilities follow the traffic
