@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="durable queue of kept sessions, resumed on start (exporter.queue_dir)",
     )
+    run.add_argument(
+        "--capture",
+        metavar="PATH",
+        help="append every accepted request to PATH as OTLP/JSON lines, for replay "
+        "(capture.path; stops at capture.max_size, 1GiB by default)",
+    )
 
     check = commands.add_parser("check-config", help="validate a config file (exit 2 if invalid)")
     check.add_argument("path")
@@ -120,7 +126,10 @@ def apply_overrides(config: SamplerConfig, args: argparse.Namespace) -> SamplerC
         s = dataclasses.replace(s, decision_wait=args.decision_wait)
     if args.metrics_listen is not None:
         m = dataclasses.replace(m, listen=args.metrics_listen)
-    return dataclasses.replace(config, receivers=r, sessions=s, exporter=e, metrics=m)
+    c = config.capture
+    if args.capture is not None:
+        c = dataclasses.replace(c, path=args.capture)
+    return dataclasses.replace(config, receivers=r, sessions=s, exporter=e, metrics=m, capture=c)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from sampler.export.base import Exporter
 from sampler.pipeline import Pipeline
+from sampler.receive.capture import TrafficCapture
 from sampler.receive.intake import ReceiverStats
 
 Sample = tuple[tuple[str, ...], float]
@@ -22,6 +23,7 @@ class Sources:
     pipeline: Pipeline
     exporter: Exporter
     receivers: dict[str, ReceiverStats]  # by transport
+    capture: TrafficCapture | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,15 @@ def _decided(field: str) -> Callable[[Sources], Iterator[Sample]]:
     return read
 
 
+def _captured(s: Sources) -> Iterator[Sample]:
+    if s.capture is None:
+        return
+    stats = s.capture.snapshot()
+    yield ("written",), stats.requests_written
+    for reason, count in stats.requests_dropped.items():
+        yield (reason,), count
+
+
 def _refused(s: Sources) -> Iterator[Sample]:
     for reason, count in s.pipeline.stats.requests_refused.items():
         yield (reason,), count
@@ -77,6 +88,22 @@ METRICS: tuple[MetricSpec, ...] = (
         "Spans in decoded export requests, by transport (accepted or not).",
         ("transport",),
         lambda s: [((t,), st.spans_received) for t, st in s.receivers.items()],
+    ),
+    MetricSpec(
+        "agent_sampler_capture_requests",
+        "counter",
+        "Accepted requests offered to the traffic capture (capture.path), by outcome: written, "
+        "or left out (queue_full: the writer was behind; size_cap, write_error: capturing "
+        "had stopped; shutdown: still queued at the end).",
+        ("outcome",),
+        _captured,
+    ),
+    MetricSpec(
+        "agent_sampler_capture_bytes",
+        "counter",
+        "Bytes of OTLP/JSON lines written to the traffic capture.",
+        (),
+        lambda s: [] if s.capture is None else [((), s.capture.snapshot().bytes_written)],
     ),
     MetricSpec(
         "agent_sampler_spans_accepted",

@@ -38,6 +38,7 @@ from sampler.metrics import Sources, build_registry
 from sampler.pipeline import Pipeline, PipelineStats
 from sampler.receive.address import parse_listen
 from sampler.receive.auth import BearerAuth
+from sampler.receive.capture import TrafficCapture
 from sampler.receive.grpc_server import SERVICE_NAME as OTLP_TRACE_SERVICE
 from sampler.receive.grpc_server import GrpcReceiver
 from sampler.receive.http_server import HttpReceiver
@@ -170,6 +171,7 @@ class SamplerApp:
     _http: HttpReceiver | None = None
     _metrics_runner: web.AppRunner | None = None
     _ticker: asyncio.Task[None] | None = None
+    _capture: TrafficCapture | None = None  # capture.path: accepted requests recorded
     # Large bodies are decoded here, without the GIL, while the event loop answers others.
     _decoding: ThreadPoolExecutor | None = None
     _ready: bool = False
@@ -191,11 +193,15 @@ class SamplerApp:
         self._decoding = ThreadPoolExecutor(
             max_workers=DECODING_THREADS, thread_name_prefix="decode"
         )
+        if cfg.capture.path:
+            self._capture = TrafficCapture(cfg.capture.path, cfg.capture.max_size)
+            self._capture.open()
         flow = ReceiveFlow(
             self.pipeline,
             max_spans=cfg.receivers.max_spans_per_request,
             max_message_bytes=limit,
             decoding=self._decoding,
+            capture=self._capture,
         )
         if cfg.receivers.grpc.listen:
             self._grpc = GrpcReceiver(
@@ -221,7 +227,7 @@ class SamplerApp:
             receivers["http"] = self._http.stats
         if cfg.metrics.listen:
             self.ports.metrics = await self._start_metrics(
-                Sources(self.pipeline, self.exporter, receivers)
+                Sources(self.pipeline, self.exporter, receivers, self._capture)
             )
         self._ticker = asyncio.create_task(self._tick_forever(), name="decision-ticker")
         self._ready = True
@@ -251,6 +257,8 @@ class SamplerApp:
                 await self._ticker
         if self._decoding is not None:
             self._decoding.shutdown(wait=False)
+        if self._capture is not None:  # intake has stopped: what it took is written
+            await asyncio.to_thread(self._capture.close)
         buffered = self.pipeline.core.span_count
         decided = self.pipeline.decide_all()
         log.info("shutdown: decided %d buffered session(s) (%d spans)", decided, buffered)

@@ -407,6 +407,23 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CaptureConfig:
+    path: str = opt(
+        "",
+        "File to which every export request the receivers accept is appended as one OTLP/JSON "
+        "line, for `agent-sampler replay` (`run --capture PATH`); requests are left out, and "
+        "counted, rather than intake slowed. Empty: no capture.",
+        "path",
+    )
+    max_size: int = opt(
+        1 << 30,
+        "Size of the capture file at which capturing stops (one log line): the capture stays "
+        "one unbroken stretch of traffic.",
+        "size",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class SamplerConfig:
     receivers: ReceiversConfig = opt(ReceiversConfig(), "Where spans come in.")
     sessions: SessionsConfig = opt(SessionsConfig(), "How spans are grouped and when decided.")
@@ -421,4 +438,5 @@ class SamplerConfig:
     exporter: ExporterConfig = opt(ExporterConfig(), "Where kept sessions go.")
     metrics: MetricsConfig = opt(MetricsConfig(), "Self-metrics and health endpoints.")
     logging: LoggingConfig = opt(LoggingConfig(), "Logs.")
+    capture: CaptureConfig = opt(CaptureConfig(), "Recording of received traffic for replay.")
     source: str = field(default="<defaults>", metadata={"internal": True})

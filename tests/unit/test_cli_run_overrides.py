@@ -18,3 +18,10 @@ def test_queue_dir_flag_sets_the_durable_queue() -> None:
 def test_without_the_flag_the_queue_stays_in_memory() -> None:
     config = apply_overrides(SamplerConfig(), build_parser().parse_args(["run"]))
     assert config.exporter.queue_dir == ""
+
+
+def test_capture_flag_records_traffic_with_the_default_cap() -> None:
+    args = build_parser().parse_args(["run", "--capture", "/var/tmp/traffic.jsonl"])
+    config = apply_overrides(SamplerConfig(), args)
+    assert (config.capture.path, config.capture.max_size) == ("/var/tmp/traffic.jsonl", 1 << 30)
+    assert apply_overrides(SamplerConfig(), build_parser().parse_args(["run"])).capture.path == ""
