@@ -9,8 +9,11 @@ fires and every rarity score is 0.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import random
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,8 +27,11 @@ from sampler.config.model import SamplerConfig
 from sampler.otlp.json_codec import iter_json_lines, request_to_json
 from sampler.pipeline import Pipeline
 from sampler.replay import (
+    LARGE_INPUT_BYTES,
     NO_SIGNAL,
+    PROGRESS_LOG_EVERY_S,
     KeptTimeline,
+    Progress,
     ReplayObservations,
     ReplayResult,
     format_summary,
@@ -469,3 +475,123 @@ def test_the_budget_decides_in_replay_as_it_does_live(tmp_path: Path) -> None:
     live_estimate, replay_estimate = sum(live_baseline.values()), sum(replay_baseline.values())
     assert replay_estimate == pytest.approx(live_estimate, rel=0.05)
     assert len(set(replay_baseline.values())) > 5  # probabilities follow the traffic
+
+
+# -- inputs, output and progress ---------------------------------------------------------------
+
+
+def cli_replay(tmp_path: Path, *args: str) -> int:
+    config = tmp_path / "rules.yaml"
+    config.write_text(CONFIG)
+    return main(["replay", "--config", str(config), *args])
+
+
+def test_report_without_output_writes_no_spans_anywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = recording(tmp_path / "in.jsonl")
+    monkeypatch.chdir(tmp_path)
+    before = set(tmp_path.iterdir())
+
+    assert cli_replay(tmp_path, "--report", "r.html", str(source)) == 0
+
+    assert set(tmp_path.iterdir()) - before == {tmp_path / "r.html", tmp_path / "rules.yaml"}
+    out = capsys.readouterr().out
+    assert "spans kept (no --output: not written): 6" in out
+    assert "tool-loops" in (tmp_path / "r.html").read_text()
+
+
+def summary_of(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    summary = json.loads(capsys.readouterr().out)
+    return {key: summary[key] for key in ("requests", "spans_kept", "rules")}
+
+
+def test_gzip_inputs_and_standard_input_replay_as_the_plain_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = recording(tmp_path / "in.jsonl")
+    compressed = tmp_path / "capture.data"  # told by its first bytes, not by its name
+    compressed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert cli_replay(tmp_path, "--json", str(plain)) == 0
+    expected = summary_of(capsys)
+
+    assert cli_replay(tmp_path, "--json", str(compressed)) == 0
+    assert summary_of(capsys) == expected
+    for stdin in (plain.read_bytes(), compressed.read_bytes()):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        assert cli_replay(tmp_path, "--json", "-") == 0
+        assert summary_of(capsys) == expected
+
+
+def test_standard_input_is_read_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_replay(tmp_path, "-", "-") == 2
+    assert "standard input" in capsys.readouterr().err
+
+
+def test_a_damaged_gzip_input_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    damaged = tmp_path / "in.jsonl.gz"
+    damaged.write_bytes(gzip.compress(recording(tmp_path / "in.jsonl").read_bytes())[:-40])
+
+    assert cli_replay(tmp_path, str(damaged)) == 1
+    err = capsys.readouterr().err
+    assert f"{damaged}:" in err and "gunzip" in err
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_on_a_terminal_is_one_line_redrawn_with_rates_and_an_eta() -> None:
+    stream, clock = io.StringIO(), FakeClock()
+    progress = Progress(stream, 100 << 20, tty=True, clock=clock)
+
+    progress.update(1 << 20, 1_000)  # before the first interval: nothing
+    assert stream.getvalue() == ""
+    clock.now += 10
+    progress.update(25 << 20, 50_000)
+    progress.finish()
+
+    line = stream.getvalue()
+    assert line.startswith("\r") and "\n" not in line
+    assert "25.0 MiB of 100.0 MiB (25%), 2.5 MiB/s, 5.0k spans/s (50.0k spans), ETA 0:30" in line
+    assert line.endswith("\r\x1b[K")  # cleared: the summary prints on a clean line
+
+
+def test_progress_without_a_terminal_only_for_large_inputs() -> None:
+    small, large, unknown = io.StringIO(), io.StringIO(), io.StringIO()
+    clock = FakeClock()
+    reporters = [
+        Progress(small, 10 << 20, tty=False, clock=clock),
+        Progress(large, LARGE_INPUT_BYTES * 2, tty=False, clock=clock),
+        Progress(unknown, None, tty=False, clock=clock),  # standard input
+    ]
+    for step in range(1, 4):
+        clock.now += PROGRESS_LOG_EVERY_S
+        reporters[0].update(step * (3 << 20), step * 1000)
+        for progress in reporters[1:]:
+            progress.update(step * LARGE_INPUT_BYTES // 2, step * 1000)
+
+    assert small.getvalue() == ""
+    assert len(large.getvalue().splitlines()) == 3 and "ETA" in large.getvalue()
+    lines = unknown.getvalue().splitlines()  # from the point it is known to be large
+    assert len(lines) == 2 and "ETA" not in lines[0] and "\r" not in unknown.getvalue()
+
+
+def test_progress_never_reaches_the_json_on_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sampler.replay.LARGE_INPUT_BYTES", 0)
+    monkeypatch.setattr("sampler.replay.PROGRESS_LOG_EVERY_S", 0.0)
+    source = recording(tmp_path / "in.jsonl")
+
+    assert cli_replay(tmp_path, "--json", str(source)) == 0
+
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["requests"] == 5
+    assert captured.err.count("replay: ") == 5 and "spans/s" in captured.err
