@@ -201,15 +201,17 @@ def _replay(config: SamplerConfig, args: argparse.Namespace) -> int:
     else:
         print(format_summary(result.stats, result.observed, written=args.output is not None))
     if args.report is not None:
-        from sampler.report import write_report
+        from sampler.report import rule_thresholds, write_report
 
+        signal_threshold = config.signals.rarity.threshold
         try:
             write_report(
                 args.report,
                 result,
                 config_path=args.config if args.config is not None else config.source,
                 inputs=[input_name(path) for path in args.inputs],
-                rarity_threshold=config.signals.rarity.threshold,
+                thresholds=rule_thresholds(config.rules, signal_threshold),
+                signal_threshold=signal_threshold,
             )
         except OSError as exc:
             print(f"agent-sampler replay: cannot write the report: {exc}", file=sys.stderr)
