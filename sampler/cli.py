@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sampler.config.load import load_config
 from sampler.config.model import SamplerConfig
@@ -39,11 +41,36 @@ def _downstream(value: str) -> str:
     return value
 
 
+class _Version(argparse.Action):
+    """``--version``: like argparse's own, but the text is made only when asked for (it loads
+    the native core and reads the package metadata)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        from sampler.version import version_text
+
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent-sampler",
         description="Tail-based sampler for LLM-agent traces: buffers whole sessions, decides "
         "with YAML rules, forwards the kept ones over OTLP.",
+    )
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        help="print the versions of the sampler, its native core and Python, and exit",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -124,22 +151,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def apply_overrides(config: SamplerConfig, args: argparse.Namespace) -> SamplerConfig:
     r, s, e, m = config.receivers, config.sessions, config.exporter, config.metrics
+    flags: list[tuple[str, str]] = []  # (key, flag) of each flag given
     if args.listen is not None:
         r = dataclasses.replace(r, grpc=dataclasses.replace(r.grpc, listen=args.listen))
+        flags.append(("receivers.grpc.listen", "--listen"))
     if args.http_listen is not None:
         r = dataclasses.replace(r, http=dataclasses.replace(r.http, listen=args.http_listen))
+        flags.append(("receivers.http.listen", "--http-listen"))
     if args.downstream is not None:
         e = dataclasses.replace(e, url=args.downstream)
+        flags.append(("exporter.url", "--downstream"))
     if args.queue_dir is not None:
         e = dataclasses.replace(e, queue_dir=args.queue_dir)
+        flags.append(("exporter.queue_dir", "--queue-dir"))
     if args.decision_wait is not None:
         s = dataclasses.replace(s, decision_wait=args.decision_wait)
+        flags.append(("sessions.decision_wait", "--decision-wait"))
     if args.metrics_listen is not None:
         m = dataclasses.replace(m, listen=args.metrics_listen)
+        flags.append(("metrics.listen", "--metrics-listen"))
     c = config.capture
     if args.capture is not None:
         c = dataclasses.replace(c, path=args.capture)
-    return dataclasses.replace(config, receivers=r, sessions=s, exporter=e, metrics=m, capture=c)
+        flags.append(("capture.path", "--capture"))
+    config = dataclasses.replace(config, receivers=r, sessions=s, exporter=e, metrics=m, capture=c)
+    for key, flag in flags:
+        config = config.set_by(f"flag {flag}", key)
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,17 +197,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(config: SamplerConfig) -> int:
+    from sampler.export.otel_env import apply_otel_env
     from sampler.logs import configure_logging
     from sampler.runtime import serve
 
     configure_logging(config.logging.level, config.logging.format)
+    config, notes = apply_otel_env(config, os.environ)  # below the file and the flags
+    for note in notes:
+        logging.getLogger("sampler").warning("%s", note)
     try:
         asyncio.run(serve(config))
     except ValueError as exc:  # e.g. a downstream URL the exporter cannot use
         print(f"agent-sampler: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as exc:  # e.g. a port already in use
-        logging.getLogger("sampler").error("cannot start: %s", exc)
+    except OSError as exc:  # e.g. a port already in use (listeners.ListenError)
+        # errno and strerror set: the text is strerror, without str()'s "[Errno 98]" in front
+        reason = exc.strerror if exc.errno is not None and exc.strerror else str(exc)
+        logging.getLogger("sampler").error("cannot start: %s", reason)
         return 1
     return 0
 

@@ -1,21 +1,32 @@
 """Self-metrics, declared once in METRICS and read from the components' plain counters at scrape
 time, so no decision or intake code touches Prometheus. docs/operations.md lists the same table
-(a test keeps them in step)."""
+(a test keeps them in step). The registry also holds prometheus-client's standard process,
+platform and garbage-collector collectors (``process_*``, ``python_*``), read at scrape time
+too."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from sampler.export.base import Exporter
+from sampler.latency import Histogram
 from sampler.pipeline import Pipeline
 from sampler.receive.capture import TrafficCapture
 from sampler.receive.intake import ReceiverStats
+from sampler.version import package_version, python_version
 
 Sample = tuple[tuple[str, ...], float]
+HistogramSample = tuple[tuple[str, ...], Histogram]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +40,10 @@ class Sources:
 @dataclass(frozen=True, slots=True)
 class MetricSpec:
     name: str
-    kind: str  # "counter" | "gauge"
+    kind: str  # "counter" | "gauge" | "histogram"
     help: str
     labels: tuple[str, ...]
-    read: Callable[[Sources], Iterable[Sample]]
+    read: Callable[[Sources], Iterable[Sample | HistogramSample]]
 
 
 def _one(value: Callable[[Sources], float]) -> Callable[[Sources], Iterable[Sample]]:
@@ -75,6 +86,13 @@ def _refused(s: Sources) -> Iterator[Sample]:
 
 
 METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "agent_sampler_build_info",
+        "gauge",
+        "The running sampler: its version and Python's, as labels; the value is 1.",
+        ("version", "python_version"),
+        lambda s: [((package_version(), python_version()), 1.0)],
+    ),
     MetricSpec(
         "agent_sampler_receiver_requests",
         "counter",
@@ -155,6 +173,14 @@ METRICS: tuple[MetricSpec, ...] = (
         'spans_decided{verdict="keep"} and late_spans{verdict="keep"}.',
         (),
         _one(lambda s: s.pipeline.stats.spans_submitted),
+    ),
+    MetricSpec(
+        "agent_sampler_decision_delay_seconds",
+        "histogram",
+        "Time from a session's first span to its verdict, once per session (a reopened or "
+        "continued conversation is not counted again).",
+        (),
+        lambda s: [((), s.pipeline.stats.decision_delay)],
     ),
     MetricSpec(
         "agent_sampler_spans_limited",
@@ -260,6 +286,13 @@ METRICS: tuple[MetricSpec, ...] = (
         _one(lambda s: s.exporter.stats.spans_sent),
     ),
     MetricSpec(
+        "agent_sampler_exporter_send_duration_seconds",
+        "histogram",
+        "Time one attempt to send a batch downstream took, failed attempts included.",
+        (),
+        lambda s: [((), s.exporter.stats.send_durations)],
+    ),
+    MetricSpec(
         "agent_sampler_exporter_retries",
         "counter",
         "Export attempts retried after a transient failure.",
@@ -327,17 +360,34 @@ class SamplerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for spec in METRICS:
-            family: CounterMetricFamily | GaugeMetricFamily
+            family: CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
             if spec.kind == "counter":
                 family = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
-            else:
+            elif spec.kind == "gauge":
                 family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+            else:
+                family = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
             for labels, value in spec.read(self.sources):
-                family.add_metric(list(labels), value)
+                if isinstance(value, Histogram):
+                    assert isinstance(family, HistogramMetricFamily)
+                    buckets = [(_le(bound), n) for bound, n in value.cumulative()]
+                    family.add_metric(list(labels), buckets, value.sum)
+                else:
+                    assert not isinstance(family, HistogramMetricFamily)
+                    family.add_metric(list(labels), value)
             yield family
+
+
+def _le(bound: float) -> str:
+    """A bucket's bound as Prometheus writes it: 0.5, 30.0, +Inf."""
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 def build_registry(sources: Sources) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SamplerCollector(sources))
+    # resident memory, CPU seconds, open file descriptors; Python's version; collections
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     return registry

@@ -28,6 +28,7 @@ from typing import Protocol
 from sampler._native import HeldSession, Request, SessionView
 from sampler.clock import Clock
 from sampler.config.model import SamplerConfig
+from sampler.latency import Histogram, decision_delays
 from sampler.receive.intake import INGEST_CHUNK_SPANS, Admission, Intake
 from sampler.rules.budget import BudgetSettings
 from sampler.rules.engine import RuleEngine
@@ -99,6 +100,8 @@ class PipelineStats:
     # dropped while the rarity model was cold, kept after all when scored again (second look)
     second_look_sessions: int = 0
     second_look_spans: int = 0
+    # first span to first verdict, once per session (reopened or continued: not again)
+    decision_delay: Histogram = field(default_factory=decision_delays)
 
 
 class Pipeline:
@@ -332,6 +335,8 @@ class Pipeline:
             cold = cold or view.awaiting_look
             verdict = self.engine.decide(facts, now)
             self._tally(verdict, view.span_count)
+            if not view.decided_before:
+                self.stats.decision_delay.observe(now - view.created)
             if self.observer is not None:
                 self.observer.decided(facts, verdict, now, second_look=False)
             decided += 1

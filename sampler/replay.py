@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, BinaryIO, TextIO
 from sampler._native import InvalidRequest, Request, RequestTooLarge, validate_json
 from sampler.clock import ManualClock
 from sampler.config.model import ReceiversConfig, SamplerConfig
-from sampler.export.base import ExporterSettings
-from sampler.export.file_exporter import FileExporter
+from sampler.export.jsonl_file import JsonlFile
 from sampler.otlp.json_codec import OtlpDecodeError
 from sampler.pipeline import Pipeline, PipelineStats, RuleTally
 from sampler.rules.facts import DecisionFacts
@@ -187,11 +186,11 @@ def _rarest_first(item: tuple[str, ShapeTally]) -> tuple[float, int, str]:
 
 
 class _FileSink:
-    def __init__(self, writer: FileExporter) -> None:
+    def __init__(self, writer: JsonlFile) -> None:
         self.writer = writer
 
     def try_submit(self, request: bytes, span_count: int) -> bool:
-        self.writer.write_now(request)
+        self.writer.write_request(request)
         return True
 
 
@@ -220,7 +219,7 @@ def replay(
     for standard input) in order; kept spans go to ``output``, or nowhere when it is None."""
     clock = ManualClock(0.0)
     observed = ReplayObservations()
-    writer = FileExporter(output, ExporterSettings()) if output is not None else None
+    writer = JsonlFile(output) if output is not None else None
     try:
         # As live: sessions are decided by the timer (decide_until), not in the intake path.
         pipeline = Pipeline(

@@ -32,8 +32,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sampler.clock import Clock, MonotonicClock
 from sampler.config.model import SamplerConfig
-from sampler.export.base import Exporter, ExporterSettings, RetryPolicy
+from sampler.export.base import Exporter, ExporterSettings
 from sampler.export.factory import exporter_from_url
+from sampler.export.jsonl_file import Rotation
+from sampler.export.retry import RetryPolicy
+from sampler.listeners import check_listeners, listeners_of
 from sampler.metrics import Sources, build_registry
 from sampler.pipeline import Pipeline, PipelineStats
 from sampler.receive.address import parse_listen
@@ -78,6 +81,18 @@ def exporter_settings(config: SamplerConfig) -> ExporterSettings:
         headers=dict(e.headers),
         compression=e.compression,
         tls=_exporter_tls(config),
+        rotation=_file_rotation(config),
+    )
+
+
+def _file_rotation(config: SamplerConfig) -> Rotation:
+    r = config.exporter.file.rotation
+    return Rotation(
+        max_bytes=r.max_megabytes << 20,
+        max_backups=r.max_backups,
+        max_age_s=r.max_days * 86_400.0,
+        localtime=r.localtime,
+        compress=r.compression == "gzip",
     )
 
 
@@ -187,7 +202,12 @@ class SamplerApp:
     async def start(self) -> None:
         cfg = self.config
         tls, auth = receiver_security(cfg)  # before anything starts: bad files stop us here
+        check_listeners(listeners_of(cfg))  # ...and so does a port in use
         await self.exporter.start()
+        where = cfg.origin("exporter.url")
+        log.info(
+            "downstream %s (%s)", self.exporter.name, "default" if where == "default" else where
+        )
         receivers: dict[str, ReceiverStats] = {}
         limit = cfg.receivers.max_message_size
         self._decoding = ThreadPoolExecutor(
@@ -259,14 +279,28 @@ class SamplerApp:
             self._decoding.shutdown(wait=False)
         if self._capture is not None:  # intake has stopped: what it took is written
             await asyncio.to_thread(self._capture.close)
-        buffered = self.pipeline.core.span_count
-        decided = self.pipeline.decide_all()
-        log.info("shutdown: decided %d buffered session(s) (%d spans)", decided, buffered)
+        pipeline, exporter = self.pipeline, self.exporter
+        before = pipeline.buffer
+        second_looks, sent = pipeline.stats.second_look_sessions, exporter.stats.spans_sent
+        decided = pipeline.decide_all()
+        log.info(
+            "shutdown: decided %d buffered session(s) (%d spans) and ended the hold of %d "
+            "dropped session(s) (%d kept on a second look)",
+            decided,
+            before.span_count,
+            before.held_sessions,
+            pipeline.stats.second_look_sessions - second_looks,
+        )
         deadline = started + SHUTDOWN_FLUSH_TIMEOUT_S
         while self.pipeline.pending_spans and time.monotonic() < deadline:
             await self.exporter.flush(min(1.0, deadline - time.monotonic()))
             self.pipeline.decide_due()  # offers the backlog to the exporter again
         await self.exporter.stop(max(0.1, deadline - time.monotonic()))
+        log.info(
+            "shutdown: flushed %d kept span(s) to %s",
+            exporter.stats.spans_sent - sent,
+            exporter.name,
+        )
         lost = self.pipeline.pending_spans + self.exporter.queued_spans()
         if lost:
             log.error("shutdown: %d kept span(s) could not be delivered before the timeout", lost)

@@ -7,6 +7,7 @@ described in exactly one place.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -339,17 +340,62 @@ class ClientTlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FileRotationConfig:
+    max_megabytes: int = opt(
+        100,
+        "Rotate the file before a line would take it past this many MiB (a longer line gets a "
+        "file of its own); 0: never rotate, the file grows without bound.",
+        zero_allowed=True,
+    )
+    max_backups: int = opt(
+        10,
+        "Rotated files kept, newest first; older ones are deleted. 0: keep them all (max_days "
+        "may still delete them).",
+        zero_allowed=True,
+    )
+    max_days: int = opt(
+        0,
+        "Delete rotated files older than this many days, by the time in their name; 0: no age "
+        "limit.",
+        zero_allowed=True,
+    )
+    localtime: bool = opt(False, "Name rotated files by the local time of rotation instead of UTC.")
+    compression: str = opt(
+        "none",
+        "Compress rotated files: gzip (NAME-TIME.jsonl.gz) or none. The file being written is "
+        "always plain OTLP/JSON lines.",
+        "choice",
+        choices=("none", "gzip"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FileExporterConfig:
+    rotation: FileRotationConfig = opt(
+        FileRotationConfig(),
+        "Rotation, as the collector's file exporter does it (NAME.jsonl becomes "
+        "NAME-2024-05-01T12-00-00.000.jsonl): left running, the file downstream takes at most "
+        "(1 + max_backups) x max_megabytes of disk, 1.1 GiB by default.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ExporterConfig:
     url: str = opt(
         "file://agent-sampler-kept.jsonl",
         "Where kept sessions go: grpc://HOST:PORT (OTLP/gRPC), grpcs://HOST:PORT (OTLP/gRPC "
         "over TLS), http://HOST:PORT or https://HOST[:PORT] (OTLP/HTTP protobuf) or file://PATH "
-        "(OTLP/JSON lines, as the collector's file exporter writes).",
+        "(OTLP/JSON lines, as the collector's file exporter writes). Left out of the file: "
+        "OTEL_EXPORTER_OTLP_ENDPOINT with OTEL_EXPORTER_OTLP_PROTOCOL, if set.",
         "url",
     )
     timeout: float = opt(10.0, "Timeout of one export attempt.", "duration")
     compression: str = opt(
-        "none", "Compression of outgoing requests.", "choice", choices=("none", "gzip")
+        "gzip",
+        "Compression of outgoing gRPC and HTTP requests (gzip, as the collector's OTLP exporters "
+        "default to; none for a downstream on loopback, where it only costs CPU).",
+        "choice",
+        choices=("none", "gzip"),
     )
     headers: tuple[tuple[str, str], ...] = opt(
         (),
@@ -385,6 +431,7 @@ class ExporterConfig:
     )
     batch_timeout: float = opt(0.2, "Longest a partial batch waits before it is sent.", "duration")
     retry: RetryConfig = opt(RetryConfig(), "Retry with exponential backoff and jitter.")
+    file: FileExporterConfig = opt(FileExporterConfig(), "The file:// downstream.")
 
     def check(self) -> Iterator[tuple[str, str]]:
         if self.tls.configured and not self.url.lower().startswith(("grpcs://", "https://")):
@@ -440,3 +487,21 @@ class SamplerConfig:
     logging: LoggingConfig = opt(LoggingConfig(), "Logs.")
     capture: CaptureConfig = opt(CaptureConfig(), "Recording of received traffic for replay.")
     source: str = field(default="<defaults>", metadata={"internal": True})
+    # Where values that are not defaults came from, as (key path, origin) pairs in the order
+    # they were set: "config file PATH", "flag --downstream", "environment: NAME". Not part of
+    # the value: two configs with the same settings are equal wherever they came from.
+    origins: tuple[tuple[str, str], ...] = field(
+        default=(), compare=False, metadata={"internal": True}
+    )
+
+    def origin(self, key: str) -> str:
+        """Where the value of ``key`` (a path such as ``exporter.url``) came from: the last
+        source that set it, or ``default``."""
+        for path, where in reversed(self.origins):
+            if path == key:
+                return where
+        return "default"
+
+    def set_by(self, where: str, *keys: str) -> SamplerConfig:
+        """This config, with ``keys`` recorded as set by ``where``."""
+        return dataclasses.replace(self, origins=self.origins + tuple((k, where) for k in keys))

@@ -29,7 +29,10 @@ default `config/sampler.yaml`, which is commented and a good starting point). Ch
 Durations take a unit: `250ms`, `30s`, `5m`, `1h`. Sizes take bytes or a unit: `4096`, `512KiB`,
 `16MiB`, `1GiB`. Listen addresses are `HOST:PORT` (`[::1]:4317` for IPv6); an empty string turns
 that listener off. Command-line flags of `run` override the file (`--listen`, `--http-listen`,
-`--downstream`, `--decision-wait`, `--metrics-listen`, `--queue-dir`).
+`--downstream`, `--decision-wait`, `--metrics-listen`, `--queue-dir`). Below the file, the
+OpenTelemetry SDKs' `OTEL_EXPORTER_OTLP_*` variables set the `exporter` keys the file leaves
+out (`url`, `headers`, `compression`, `timeout`, `tls`); the embedded default config counts as
+defaults ([operations.md](operations.md#the-downstream)).
 
 Any string value may refer to environment variables as `${env:NAME}` (or
 `${env:NAME:-default}`), the OpenTelemetry Collector's syntax; `$${env:NAME}` is the literal
