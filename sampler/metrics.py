@@ -22,6 +22,7 @@ from sampler.config.model import MODES
 from sampler.export.base import Exporter
 from sampler.latency import Histogram
 from sampler.pipeline import Pipeline
+from sampler.receive.capture import TrafficCapture
 from sampler.receive.intake import ReceiverStats
 from sampler.reload import OUTCOMES, ConfigState
 from sampler.version import package_version, python_version
@@ -35,6 +36,7 @@ class Sources:
     pipeline: Pipeline
     exporter: Exporter
     receivers: dict[str, ReceiverStats]  # by transport
+    capture: TrafficCapture | None = None
     # the running config's generation and reloads (reload.Reloader); None: as loaded at start
     config: ConfigState | None = field(default=None, kw_only=True)
 
@@ -75,6 +77,15 @@ def _decided(field: str) -> Callable[[Sources], Iterator[Sample]]:
             yield (rule, "drop"), seen - kept
 
     return read
+
+
+def _captured(s: Sources) -> Iterator[Sample]:
+    if s.capture is None:
+        return
+    stats = s.capture.snapshot()
+    yield ("written",), stats.requests_written
+    for reason, count in stats.requests_dropped.items():
+        yield (reason,), count
 
 
 def _refused(s: Sources) -> Iterator[Sample]:
@@ -150,6 +161,22 @@ METRICS: tuple[MetricSpec, ...] = (
         "Spans in decoded export requests, by transport (accepted or not).",
         ("transport",),
         lambda s: [((t,), st.spans_received) for t, st in s.receivers.items()],
+    ),
+    MetricSpec(
+        "agent_sampler_capture_requests",
+        "counter",
+        "Accepted requests offered to the traffic capture (capture.path), by outcome: written, "
+        "or left out (queue_full: the writer was behind; size_cap, write_error: capturing "
+        "had stopped; shutdown: still queued at the end).",
+        ("outcome",),
+        _captured,
+    ),
+    MetricSpec(
+        "agent_sampler_capture_bytes",
+        "counter",
+        "Bytes of OTLP/JSON lines written to the traffic capture.",
+        (),
+        lambda s: [] if s.capture is None else [((), s.capture.snapshot().bytes_written)],
     ),
     MetricSpec(
         "agent_sampler_spans_accepted",

@@ -44,6 +44,7 @@ from sampler.metrics import Sources, build_registry
 from sampler.pipeline import Pipeline, PipelineStats
 from sampler.receive.address import parse_listen
 from sampler.receive.auth import BearerAuth
+from sampler.receive.capture import TrafficCapture
 from sampler.receive.grpc_server import SERVICE_NAME as OTLP_TRACE_SERVICE
 from sampler.receive.grpc_server import GrpcReceiver
 from sampler.receive.http_server import HttpReceiver
@@ -194,6 +195,7 @@ class SamplerApp:
     _ticker: asyncio.Task[None] | None = None
     _watcher: asyncio.Task[None] | None = None
     _config_watcher: ConfigWatcher | None = None
+    _capture: TrafficCapture | None = None  # capture.path: accepted requests recorded
     # Large bodies are decoded here, without the GIL, while the event loop answers others.
     _decoding: ThreadPoolExecutor | None = None
     _ready: bool = False
@@ -228,11 +230,15 @@ class SamplerApp:
         self._decoding = ThreadPoolExecutor(
             max_workers=DECODING_THREADS, thread_name_prefix="decode"
         )
+        if cfg.capture.path:
+            self._capture = TrafficCapture(cfg.capture.path, cfg.capture.max_size)
+            self._capture.open()
         flow = ReceiveFlow(
             self.pipeline,
             max_spans=cfg.receivers.max_spans_per_request,
             max_message_bytes=limit,
             decoding=self._decoding,
+            capture=self._capture,
         )
         if cfg.receivers.grpc.listen:
             self._grpc = GrpcReceiver(
@@ -258,7 +264,13 @@ class SamplerApp:
             receivers["http"] = self._http.stats
         if cfg.metrics.listen:
             self.ports.metrics = await self._start_metrics(
-                Sources(self.pipeline, self.exporter, receivers, config=self.reloader.state)
+                Sources(
+                    self.pipeline,
+                    self.exporter,
+                    receivers,
+                    self._capture,
+                    config=self.reloader.state,
+                )
             )
         self._ticker = asyncio.create_task(self._tick_forever(), name="decision-ticker")
         if self.source.watch and self.source.path is not None:
@@ -293,6 +305,8 @@ class SamplerApp:
                     await task
         if self._decoding is not None:
             self._decoding.shutdown(wait=False)
+        if self._capture is not None:  # intake has stopped: what it took is written
+            await asyncio.to_thread(self._capture.close)
         pipeline, exporter = self.pipeline, self.exporter
         before = pipeline.buffer
         second_looks, sent = pipeline.stats.second_look_sessions, exporter.stats.spans_sent

@@ -468,6 +468,23 @@ MODES = ("live", "shadow")
 
 
 @dataclass(frozen=True, slots=True)
+class CaptureConfig:
+    path: str = opt(
+        "",
+        "File to which every export request the receivers accept is appended as one OTLP/JSON "
+        "line, for `agent-sampler replay` (`run --capture PATH`); requests are left out, and "
+        "counted, rather than intake slowed. Empty: no capture.",
+        "path",
+    )
+    max_size: int = opt(
+        1 << 30,
+        "Size of the capture file at which capturing stops (one log line): the capture stays "
+        "one unbroken stretch of traffic.",
+        "size",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class SamplerConfig:
     receivers: ReceiversConfig = opt(ReceiversConfig(), "Where spans come in.", restart=True)
     sessions: SessionsConfig = opt(SessionsConfig(), "How spans are grouped and when decided.")
@@ -494,6 +511,9 @@ class SamplerConfig:
         MetricsConfig(), "Self-metrics and health endpoints.", restart=True
     )
     logging: LoggingConfig = opt(LoggingConfig(), "Logs.")
+    capture: CaptureConfig = opt(
+        CaptureConfig(), "Recording of received traffic for replay.", restart=True
+    )
     source: str = field(default="<defaults>", metadata={"internal": True})
     # Where values that are not defaults came from, as (key path, origin) pairs in the order
     # they were set: "config file PATH", "flag --downstream", "environment: NAME". Not part of
