@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from sampler.clock import ManualClock
-from sampler.config.load import load_config
+from sampler.config_file import load_config
 from sampler.pipeline import Pipeline
 
 TOOLS = ("search", "fetch", "calculator", "sql", "browser")

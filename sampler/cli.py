@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sampler.config.load import load_config
 from sampler.config.model import MODES, SamplerConfig
 from sampler.config.reader import ConfigError, parse_duration, parse_listen
+from sampler.config_file import load_config
 from sampler.otlp.json_codec import OtlpDecodeError
 
 EXIT_USAGE = 2
@@ -271,6 +271,7 @@ def _replay(config: SamplerConfig, args: argparse.Namespace) -> int:
         print(format_summary(result.stats, result.observed, written=args.output is not None))
     if args.report is not None:
         from sampler.report import rule_thresholds, write_report
+        from sampler.rules.spec import rules_of
 
         signal_threshold = config.signals.rarity.threshold
         try:
@@ -279,7 +280,7 @@ def _replay(config: SamplerConfig, args: argparse.Namespace) -> int:
                 result,
                 config_path=args.config if args.config is not None else config.source,
                 inputs=[input_name(path) for path in args.inputs],
-                thresholds=rule_thresholds(config.rules, signal_threshold),
+                thresholds=rule_thresholds(rules_of(config), signal_threshold),
                 signal_threshold=signal_threshold,
             )
         except OSError as exc:

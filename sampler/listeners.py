@@ -14,8 +14,8 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sampler.config.address import ListenAddress, parse_listen
 from sampler.config.model import SamplerConfig
-from sampler.receive.address import ListenAddress, parse_listen
 
 # bind errors that binding again would meet too, whatever the server
 _DECISIVE = {errno.EADDRINUSE: "address already in use", errno.EACCES: "permission denied"}

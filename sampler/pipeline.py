@@ -41,6 +41,7 @@ from sampler.receive.intake import INGEST_CHUNK_SPANS, Admission, Intake
 from sampler.rules.budget import BudgetSettings
 from sampler.rules.engine import RuleEngine
 from sampler.rules.facts import DecisionFacts
+from sampler.rules.spec import rules_of
 from sampler.rules.verdict import Verdict
 from sampler.sessions.native import (
     MAX_LOOKS,
@@ -144,7 +145,7 @@ class Pipeline:
         self.observer = observer
         self._decide_on_intake = decide_on_intake
         self.engine = RuleEngine.build(
-            config.rules, BudgetSettings.from_config(config.budget), config.budget.strata
+            rules_of(config), BudgetSettings.from_config(config.budget), config.budget.strata
         )
         self.scorer = SessionScorer(config.signals)
         # the native core's span tests by position (bit i of a session's test_bits is test i);
@@ -173,7 +174,7 @@ class Pipeline:
         if config.sessions.tick != running.sessions.tick:
             raise ValueError("sessions.tick cannot change without a restart")
         engine = self.engine.reconfigured(
-            config.rules, BudgetSettings.from_config(config.budget), config.budget.strata
+            rules_of(config), BudgetSettings.from_config(config.budget), config.budget.strata
         )
         scorer = SessionScorer(config.signals)  # ValueError for thresholds it cannot use
         rarity = self.scorer.rarity

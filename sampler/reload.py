@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from sampler.config.changes import merge_reload
-from sampler.config.load import load_config
 from sampler.config.model import SamplerConfig
 from sampler.config.reader import ConfigError
+from sampler.config_file import load_config
 from sampler.logs import configure_logging
 from sampler.pipeline import Pipeline
 
@@ -53,7 +53,7 @@ class ConfigState:
     """The running config as the metrics show it (``agent_sampler_config_*``)."""
 
     source: str
-    digest: str  # of the file last loaded (config.load.digest_of)
+    digest: str  # of the file last loaded (config_file.digest_of)
     generation: int = 1  # 1 at start, one more for each reload that changed something
     reloads: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     last_reload_ok: bool = True

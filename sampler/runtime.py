@@ -34,6 +34,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sampler.clock import Clock, MonotonicClock
+from sampler.config.address import parse_listen
 from sampler.config.model import SamplerConfig
 from sampler.export.base import Exporter, ExporterSettings
 from sampler.export.factory import exporter_from_url
@@ -42,7 +43,6 @@ from sampler.export.retry import RetryPolicy
 from sampler.listeners import check_listeners, listeners_of
 from sampler.metrics import Sources, build_registry
 from sampler.pipeline import Pipeline, PipelineStats
-from sampler.receive.address import parse_listen
 from sampler.receive.auth import BearerAuth
 from sampler.receive.capture import TrafficCapture
 from sampler.receive.grpc_server import SERVICE_NAME as OTLP_TRACE_SERVICE

@@ -20,6 +20,9 @@ python3 -m venv .venv
 .venv/bin/ruff check sampler tests benchmarks deploy
 .venv/bin/ruff format --check sampler tests benchmarks deploy
 .venv/bin/mypy
+# The map of docs/architecture.md: layers imported one way, no cycle in any package
+# (pyproject.toml, tool.importlinter).
+.venv/bin/lint-imports --no-cache --no-logo
 # A real OpenTelemetry Collector built from Go modules, for tests/e2e/collector (a cold build
 # takes about 5 minutes; later runs reuse the cached binary). Without Go those tests skip.
 bash benchmarks/collector/build.sh >/dev/null ||

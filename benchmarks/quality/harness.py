@@ -61,8 +61,8 @@ from benchmarks.quality.generator import (
     generate,
 )
 from benchmarks.quality.profiles import PROFILES
-from sampler.config.load import load_config
 from sampler.config.model import SamplerConfig
+from sampler.config_file import load_config
 from sampler.otlp.json_codec import iter_json_lines
 from sampler.replay import replay, summary_rows
 from sampler.rules.randomness import keeps, randomness_of_key

@@ -25,7 +25,7 @@ from typing import IO, Any
 import yaml
 
 from benchmarks.loadgen.driver import Command, WindowResult
-from sampler.config.load import default_config_path
+from sampler.config_file import default_config_path
 
 LOOPBACK = "127.0.0.1"
 READY_TIMEOUT_S = 30.0

@@ -9,21 +9,32 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
+from sampler.config.model import STRATA
 from sampler.config.reader import Node, Problems, did_you_mean, parse_duration, parse_listen
 from sampler.config.reader import parse_size as parse_size_value
-from sampler.export.url import ACCEPTED_FORMS, parse_downstream
+from sampler.config.url import ACCEPTED_FORMS, parse_downstream
 
 T = TypeVar("T")
+
+# Parses a value of a kind that a package above config owns (``rules``: sampler.rules.parse),
+# reporting its problems; passed to ``bind`` by whoever loads a whole file (sampler.config_file).
+KindParser = Callable[[Node, Problems, str], Any]
 
 
 def public_fields(cls: type) -> list[dataclasses.Field[Any]]:
     return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
 
 
-def bind(cls: type[T], node: Node, problems: Problems, key: str = "") -> T:
+def bind(
+    cls: type[T],
+    node: Node,
+    problems: Problems,
+    key: str = "",
+    parsers: Mapping[str, KindParser] | None = None,
+) -> T:
     if not node.is_mapping:
         problems.add(node, key, f"expected a mapping, got {node.describe()}")
         return cls()
@@ -43,7 +54,7 @@ def bind(cls: type[T], node: Node, problems: Problems, key: str = "") -> T:
                 f"expected one of {', '.join(fields)}",
             )
             continue
-        value = _bind_value(hints[name], spec, child, problems, path)
+        value = _bind_value(hints[name], spec, child, problems, path, parsers or {})
         if value is not _INVALID:
             values[name] = value
     section = cls(**values)
@@ -59,7 +70,12 @@ _INVALID = object()
 
 
 def _bind_value(
-    hint: Any, spec: dataclasses.Field[Any], node: Node, problems: Problems, path: str
+    hint: Any,
+    spec: dataclasses.Field[Any],
+    node: Node,
+    problems: Problems,
+    path: str,
+    parsers: Mapping[str, KindParser],
 ) -> Any:
     kind = spec.metadata.get("kind", "")
     value = node.value
@@ -70,11 +86,9 @@ def _bind_value(
         return _INVALID
 
     if dataclasses.is_dataclass(hint):
-        return bind(hint, node, problems, path)  # type: ignore[arg-type]
-    if kind == "rules":
-        from sampler.rules.parse import parse_rules
-
-        return parse_rules(node, problems, path)
+        return bind(hint, node, problems, path, parsers)  # type: ignore[arg-type]
+    if kind in parsers:
+        return parsers[kind](node, problems, path)
     try:
         if kind == "duration":
             seconds = parse_duration(value)
@@ -101,8 +115,6 @@ def _bind_value(
             return fail("expected a number from 0 to 1")
         return float(value)
     if kind == "strata":
-        from sampler.config.model import STRATA
-
         items = value if isinstance(value, list) else None
         if not items or not all(item.value in STRATA for item in items):
             return fail(f"expected a non-empty list of: {', '.join(STRATA)}")

@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-from sampler.rules.spec import RuleSpec
+from typing import Any, Protocol
 
 
 def opt(default: Any, help: str, kind: str = "", **extra: Any) -> Any:
@@ -26,6 +24,19 @@ def opt(default: Any, help: str, kind: str = "", **extra: Any) -> Any:
     several of its fields; the binder reports them when the fields themselves are valid."""
     secret = bool(extra.get("secret"))
     return field(default=default, repr=not secret, metadata={"help": help, "kind": kind, **extra})
+
+
+class Rule(Protocol):
+    """A retention rule as the config holds it. ``sampler.rules.parse`` makes them (the binder
+    is handed that parser by ``sampler.config_file``) and ``sampler.rules.spec.rules_of`` gives
+    them back as what they are, ``RuleSpec``s: config is the bottom layer and names nothing
+    above it (docs/architecture.md, the map)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def line(self) -> int: ...
 
 
 # receivers.max_spans_per_request: a bound on the work one request can ask for; any real request
@@ -503,7 +514,7 @@ class SamplerConfig:
         "choice",
         choices=MODES,
     )
-    rules: tuple[RuleSpec, ...] = opt(
+    rules: tuple[Rule, ...] = opt(
         (), "Retention rules, in order; the first whose condition matches decides.", "rules"
     )
     exporter: ExporterConfig = opt(ExporterConfig(), "Where kept sessions go.", restart=True)

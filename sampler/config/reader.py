@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from sampler.receive.address import parse_listen as parse_address
+from sampler.config.address import parse_listen as parse_address
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import random
 
+from sampler.config.url import ACCEPTED_FORMS, parse_downstream
 from sampler.export.base import ExporterSettings, Transport
 from sampler.export.delivery import QueuedExporter, RetryClock
 from sampler.export.file_transport import FileTransport
 from sampler.export.grpc_transport import GrpcTransport
 from sampler.export.http_transport import HttpTransport
-from sampler.export.url import ACCEPTED_FORMS, parse_downstream
 
 __all__ = ["ACCEPTED_FORMS", "exporter_from_url", "transport_from_url"]
 

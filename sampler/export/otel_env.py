@@ -29,7 +29,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from sampler.config.binder import pem_file_problem
 from sampler.config.model import SamplerConfig
-from sampler.export.url import parse_downstream
+from sampler.config.url import parse_downstream
 
 PREFIX = "OTEL_EXPORTER_OTLP_"
 PROTOCOLS = ("grpc", "http/protobuf")

@@ -41,7 +41,7 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # (set at import)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from sampler.receive.address import parse_listen
+from sampler.config.address import parse_listen
 from sampler.receive.auth import UNAUTHENTICATED_MESSAGE, BearerAuth, security_summary
 from sampler.receive.intake import (
     REFUSED_DEFAULT_REASON,

@@ -41,7 +41,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from sampler.receive.address import parse_listen
+from sampler.config.address import parse_listen
 from sampler.receive.auth import (
     HTTP_CHALLENGE,
     UNAUTHENTICATED_MESSAGE,

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # config.model imports rules.spec; only the type is needed here
-    from sampler.config.model import BudgetConfig
+from sampler.config.model import BudgetConfig
 
 RECOMPUTE_S = 1.0
 OTHER_STRATUM = "(other)"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
+from sampler.config.model import Rule, SamplerConfig
 from sampler.rules.facts import DecisionFacts, SpanTest
 
 
@@ -17,6 +18,45 @@ class Condition(Protocol):
         ...
 
     def matches(self, facts: DecisionFacts) -> bool: ...
+
+
+# The combinators (`all`, `any`, `not`; parsed in conditions/combinators.py) are conditions
+# made of conditions: here, beside the protocol, so that parsing any kind can build them.
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    parts: tuple[Condition, ...]
+
+    def span_tests(self) -> Iterable[SpanTest]:
+        for part in self.parts:
+            yield from part.span_tests()
+
+    def matches(self, facts: DecisionFacts) -> bool:
+        return all(part.matches(facts) for part in self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    parts: tuple[Condition, ...]
+
+    def span_tests(self) -> Iterable[SpanTest]:
+        for part in self.parts:
+            yield from part.span_tests()
+
+    def matches(self, facts: DecisionFacts) -> bool:
+        return any(part.matches(facts) for part in self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    part: Condition
+
+    def span_tests(self) -> Iterable[SpanTest]:
+        return self.part.span_tests()
+
+    def matches(self, facts: DecisionFacts) -> bool:
+        return not self.part.matches(facts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +94,16 @@ class RuleSpec:
     condition: Condition | None  # None: matches every session
     action: Action
     line: int = 0
+
+
+def rules_of(config: SamplerConfig) -> tuple[RuleSpec, ...]:
+    """The config's rules as what they are: ``rules.parse`` made them, and config, the layer
+    below, holds them as plain ``Rule``s."""
+    rules = config.rules
+    if not _all_specs(rules):
+        raise TypeError("SamplerConfig.rules holds something other than RuleSpec")
+    return rules
+
+
+def _all_specs(rules: tuple[Rule, ...]) -> TypeGuard[tuple[RuleSpec, ...]]:
+    return all(isinstance(rule, RuleSpec) for rule in rules)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sampler.config.load import default_config_path
+from sampler.config_file import default_config_path
 
 pytestmark = pytest.mark.e2e
 

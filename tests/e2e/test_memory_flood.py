@@ -42,7 +42,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from benchmarks.loadgen.pool import RequestPool, RoundRenderer
-from sampler.config.load import default_config_path
+from sampler.config_file import default_config_path
 from tests.e2e.harness import (
     LOOPBACK,
     GrpcSink,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sampler.cli import main
-from sampler.config.load import default_config_path
+from sampler.config_file import default_config_path
 
 INVALID = Path(__file__).resolve().parent.parent / "testdata" / "config" / "invalid"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.quality.generator import TrafficSpec, generate
-from sampler.config.load import load_config
+from sampler.config_file import load_config
 from sampler.otlp.json_codec import iter_json_lines
 from sampler.replay import replay
 from sampler.rules.verdict import ADJUSTED_COUNT_ATTRIBUTE, RULE_ATTRIBUTE, SIGNALS_ATTRIBUTE

@@ -24,8 +24,8 @@ import pytest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from sampler.config.load import load_config, load_config_text
 from sampler.config.model import SamplerConfig
+from sampler.config_file import load_config, load_config_text
 from sampler.otlp.json_codec import iter_json_lines
 from sampler.replay import replay
 from sampler.rules.verdict import RULE_ATTRIBUTE, SIGNALS_ATTRIBUTE

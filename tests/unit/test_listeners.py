@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sampler.config.load import load_config_text
 from sampler.config.model import SamplerConfig
+from sampler.config_file import load_config_text
 from sampler.listeners import Listener, ListenError, check_listeners, listeners_of
 
 

@@ -29,8 +29,8 @@ from benchmarks.quality.generator import TrafficSpec, generate
 from benchmarks.quality.profiles import PROFILES
 from sampler._native import InvalidRequest, RequestTooLarge, SessionView, validate
 from sampler.clock import ManualClock
-from sampler.config.load import load_config, load_config_text
 from sampler.config.model import SamplerConfig
+from sampler.config_file import load_config, load_config_text
 from sampler.otlp.json_codec import OtlpDecodeError, request_from_json
 from sampler.pipeline import Pipeline
 from sampler.rules.facts import DecisionFacts

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from sampler.clock import ManualClock
-from sampler.config.load import digest_of, load_config
 from sampler.config.reader import ConfigError
+from sampler.config_file import digest_of, load_config
 from sampler.export.base import ExporterStats
 from sampler.metrics import Sources, build_registry
 from sampler.pipeline import Pipeline

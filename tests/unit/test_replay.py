@@ -22,8 +22,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from sampler.cli import main
 from sampler.clock import ManualClock
-from sampler.config.load import load_config_text
 from sampler.config.model import SamplerConfig
+from sampler.config_file import load_config_text
 from sampler.otlp.json_codec import iter_json_lines, request_to_json
 from sampler.pipeline import Pipeline
 from sampler.replay import (

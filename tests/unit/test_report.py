@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
-from sampler.config.load import load_config_text
+from sampler.config_file import load_config_text
 from sampler.pipeline import PipelineStats, RuleTally
 from sampler.replay import ReplayObservations, ReplayResult
 from sampler.report import PALETTE, Thresholds, render_report, rule_thresholds, write_report

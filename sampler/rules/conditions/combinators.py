@@ -12,48 +12,9 @@ when:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-
 from sampler.config.reader import Node
 from sampler.rules.conditions.registry import ParseContext, condition_kind
-from sampler.rules.facts import DecisionFacts, SpanTest
-from sampler.rules.spec import Condition
-
-
-@dataclass(frozen=True, slots=True)
-class AllOf:
-    parts: tuple[Condition, ...]
-
-    def span_tests(self) -> Iterable[SpanTest]:
-        for part in self.parts:
-            yield from part.span_tests()
-
-    def matches(self, facts: DecisionFacts) -> bool:
-        return all(part.matches(facts) for part in self.parts)
-
-
-@dataclass(frozen=True, slots=True)
-class AnyOf:
-    parts: tuple[Condition, ...]
-
-    def span_tests(self) -> Iterable[SpanTest]:
-        for part in self.parts:
-            yield from part.span_tests()
-
-    def matches(self, facts: DecisionFacts) -> bool:
-        return any(part.matches(facts) for part in self.parts)
-
-
-@dataclass(frozen=True, slots=True)
-class Not:
-    part: Condition
-
-    def span_tests(self) -> Iterable[SpanTest]:
-        return self.part.span_tests()
-
-    def matches(self, facts: DecisionFacts) -> bool:
-        return not self.part.matches(facts)
+from sampler.rules.spec import AllOf, AnyOf, Condition, Not
 
 
 def _parts(node: Node, ctx: ParseContext) -> tuple[Condition, ...] | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from sampler.config.reader import Node, Problems, did_you_mean, parse_duration
-from sampler.rules.spec import Condition
+from sampler.rules.spec import AllOf, Condition
 
 ConditionParser = Callable[[Node, "ParseContext"], Condition | None]
 _KINDS: dict[str, ConditionParser] = {}
@@ -67,8 +67,6 @@ class ParseContext:
 
     def condition(self, node: Node) -> Condition | None:
         """Parse a condition: a mapping whose keys are kinds; several keys mean all of them."""
-        from sampler.rules.conditions.combinators import AllOf
-
         if not node.is_mapping or not node.value:
             self.problem(
                 node,

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from sampler.cli import apply_overrides
-from sampler.config.load import load_config_text
 from sampler.config.model import SamplerConfig
+from sampler.config_file import load_config_text
 from tests.deploy_kit import (
     DEPLOY,
     KUSTOMIZATIONS,

@@ -15,7 +15,7 @@ from benchmarks.quality.harness import (
     matching_probability,
     write_uniform_config,
 )
-from sampler.config.load import load_config
+from sampler.config_file import load_config
 from sampler.rules.randomness import keeps, randomness_of_key
 
 METRICS = (

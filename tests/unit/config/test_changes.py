@@ -4,8 +4,8 @@ rest take the new file's."""
 from __future__ import annotations
 
 from sampler.config.changes import merge_reload, restart_only_keys
-from sampler.config.load import digest_of, load_config_text
 from sampler.config.model import SamplerConfig
+from sampler.config_file import digest_of, load_config_text
 
 RUNNING = """
 receivers:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from sampler.config.load import load_config_text
 from sampler.config.reader import ConfigError, expand_env
+from sampler.config_file import load_config_text
 
 RULES = "rules: [{name: all, action: keep}]\n"
 SECRET = "Zm9vYmFyLXNlY3JldC10b2tlbi0xMjM0NQ"  # distinctive: easy to spot in any output

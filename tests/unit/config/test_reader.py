@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sampler.config import reader
+from sampler.config import address, reader
 from sampler.config.reader import (
     ConfigError,
     ConfigProblem,
@@ -18,7 +18,6 @@ from sampler.config.reader import (
     parse_size,
     parse_yaml,
 )
-from sampler.receive import address
 
 
 @pytest.mark.parametrize(

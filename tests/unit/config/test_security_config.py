@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sampler.cli import main
-from sampler.config.load import load_config, load_config_text
 from sampler.config.model import ClientTlsConfig, ReceiverAuthConfig, ServerTlsConfig
 from sampler.config.reader import ConfigError, ConfigProblem
+from sampler.config_file import load_config, load_config_text
 from tests.certificates import Certificates, make_certificates
 
 RULES = "rules: [{name: all, action: keep}]\n"

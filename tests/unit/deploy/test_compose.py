@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from sampler.cli import apply_overrides
-from sampler.config.load import load_config
 from sampler.config.model import SamplerConfig
+from sampler.config_file import load_config
 from tests.deploy_kit import (
     COMPOSE,
     DEPLOY,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sampler.config.load import default_config_path, load_config
 from sampler.config.model import SamplerConfig
+from sampler.config_file import default_config_path, load_config
 from tests.deploy_kit import DEPLOY, ROOT
 
 EXAMPLES = sorted([*ROOT.joinpath("config").glob("sampler-*.yaml"), *DEPLOY.rglob("sampler.yaml")])

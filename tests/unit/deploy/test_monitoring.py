@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sampler.config.load import load_config
+from sampler.config_file import load_config
 from sampler.metrics import METRICS
 from tests.deploy_kit import (
     DEPLOY,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sampler.config.load import load_config, load_config_text
+from sampler.config_file import load_config, load_config_text
 from sampler.export.base import ExporterSettings
 from sampler.export.factory import exporter_from_url
 from sampler.runtime import exporter_settings

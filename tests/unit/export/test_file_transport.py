@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from sampler.config.load import load_config_text
+from sampler.config_file import load_config_text
 from sampler.export.base import ExporterSettings
 from sampler.export.delivery import QueuedExporter, RetryClock
 from sampler.export.factory import exporter_from_url

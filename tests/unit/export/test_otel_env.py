@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from sampler.cli import apply_overrides, build_parser
-from sampler.config.load import load_config, load_config_text
 from sampler.config.model import SamplerConfig
+from sampler.config_file import load_config, load_config_text
 from sampler.export.factory import exporter_from_url
 from sampler.export.otel_env import apply_otel_env
 from sampler.runtime import exporter_settings

@@ -13,8 +13,8 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from sampler._native import Request, validate
-from sampler.config.load import load_config_text
 from sampler.config.model import SamplerConfig
+from sampler.config_file import load_config_text
 from sampler.pipeline import Pipeline
 from sampler.receive.intake import Admission
 

@@ -2,14 +2,14 @@
 
 from pathlib import Path
 
-from sampler.config.reference import render
+from sampler.config_reference import render
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def test_configuration_reference_is_current() -> None:
     assert DOC.read_text() == render(), (
-        "docs/configuration.md is out of date: python -m sampler.config.reference > "
+        "docs/configuration.md is out of date: python -m sampler.config_reference > "
         "docs/configuration.md"
     )
 

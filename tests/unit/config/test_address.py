@@ -1,6 +1,6 @@
 import pytest
 
-from sampler.receive.address import ListenAddress, parse_listen
+from sampler.config.address import ListenAddress, parse_listen
 
 
 @pytest.mark.parametrize(

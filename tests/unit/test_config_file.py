@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from sampler.config.load import default_config_path, load_config, load_config_text
 from sampler.config.model import (
     BudgetConfig,
     DecisionCacheConfig,
@@ -27,6 +26,7 @@ from sampler.config.model import (
     SignalsConfig,
 )
 from sampler.config.reader import ConfigError, ConfigProblem
+from sampler.config_file import default_config_path, load_config, load_config_text
 from sampler.export.base import ExporterSettings
 from sampler.export.factory import exporter_from_url
 from sampler.export.retry import SendResult
@@ -35,7 +35,7 @@ from sampler.rules.conditions.rare import DIMENSIONS, IsRare
 from sampler.rules.conditions.tool_cycle import CYCLE_KINDS, HasToolCycle
 from sampler.rules.spec import KeepAlways, KeepWithinBudget
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 TESTDATA = REPO / "tests" / "testdata" / "config"
 VALID = sorted((TESTDATA / "valid").glob("*.yaml"))
 INVALID = sorted((TESTDATA / "invalid").glob("*.yaml"))

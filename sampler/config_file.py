@@ -1,4 +1,5 @@
-"""Loading a config file (or the embedded default) into a validated SamplerConfig."""
+"""Loading a config file (or the embedded default) into a validated SamplerConfig: the settings
+bound by ``config`` (the bottom layer), the rules parsed by ``rules``, one set of problems."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from sampler._native import MAX_SPAN_TESTS
 from sampler.config.binder import bind
 from sampler.config.model import SamplerConfig
 from sampler.config.reader import ConfigError, ConfigProblem, Node, Problems, parse_yaml
+from sampler.rules.parse import parse_rules
+from sampler.rules.spec import rules_of
 
 DEFAULT_CONFIG_NAME = "sampler.yaml"
 
@@ -42,7 +45,7 @@ def load_config_text(
     (``export.otel_env``)."""
     problems = Problems(path)
     root = parse_yaml(text, path, environ)
-    config = bind(SamplerConfig, root, problems)
+    config = bind(SamplerConfig, root, problems, parsers={"rules": parse_rules})
     if not config.rules and not problems.found:
         problems.add(
             Node(None, root.key_lines.get("rules", 1)),
@@ -70,7 +73,7 @@ def _check_span_tests(config: SamplerConfig, problems: Problems) -> None:
     """The native core evaluates at most MAX_SPAN_TESTS distinct span tests (one bit each in a
     session): found here, so that check-config says so and a reload refuses the file."""
     tests: dict[object, None] = {}
-    for index, rule in enumerate(config.rules):
+    for index, rule in enumerate(rules_of(config)):
         if rule.condition is not None:
             tests.update(dict.fromkeys(rule.condition.span_tests()))
         if len(tests) > MAX_SPAN_TESTS:
