@@ -20,26 +20,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sampler.config.model import ExporterConfig
 from sampler.export.jsonl_file import Rotation
 from sampler.export.retry import RetryPolicy, SendResult
 from sampler.latency import Histogram, send_durations
 from sampler.tls import ClientTls
 
+_DEFAULT = ExporterConfig()  # the defaults are the config's: one source of truth
+
 
 @dataclass(frozen=True, slots=True)
 class ExporterSettings:
-    timeout_s: float = 10.0  # per attempt
-    queue_max_spans: int = 200_000  # bounded queue, counted in spans (queued + in flight)
-    batch_max_spans: int = 8192  # max spans per outgoing request
-    batch_max_bytes: int = 4 * 1024 * 1024
-    batch_timeout_s: float = 0.2  # max time a partial batch waits
+    timeout_s: float = _DEFAULT.timeout  # per attempt
+    queue_max_spans: int = _DEFAULT.queue_max_spans  # bounded, in spans (queued + in flight)
+    batch_max_spans: int = _DEFAULT.batch_max_spans  # max spans per outgoing request
+    batch_max_bytes: int = _DEFAULT.batch_max_size
+    batch_timeout_s: float = _DEFAULT.batch_timeout  # max time a partial batch waits
     retry: RetryPolicy = RetryPolicy()
     # gRPC metadata / HTTP headers; may hold credentials, so kept out of repr()
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    compression: str = "gzip"  # "none" | "gzip"
+    compression: str = _DEFAULT.compression  # "none" | "gzip"
     tls: ClientTls | None = None  # for grpcs:// and https://; None: the system's trusted roots
     queue_dir: str = ""  # a durable queue there (disk_queue.py); "": in memory only
-    queue_max_bytes: int = 1 << 30  # disk use of queue_dir at most
+    queue_max_bytes: int = _DEFAULT.queue_max_bytes  # disk use of queue_dir at most
     rotation: Rotation | None = None  # of the file:// downstream's file; None: never rotated
 
     def __post_init__(self) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sampler.config.model import FileRotationConfig
 from sampler.otlp.json_codec import request_bytes_to_json
 
 logger = logging.getLogger(__name__)
@@ -43,16 +44,22 @@ def json_line(request: bytes) -> bytes:
     return (request_bytes_to_json(request) + "\n").encode("utf-8")
 
 
+_DEFAULT = FileRotationConfig()  # the defaults are the config's: one source of truth
+
+
 @dataclass(frozen=True, slots=True)
 class Rotation:
     """When the file is rotated and which rotated files are kept (the collector's file
     exporter's ``rotation``: ``max_megabytes``, ``max_backups``, ``max_days``, ``localtime``)."""
 
-    max_bytes: int = 100 << 20  # rotate before a line would take the file past this; 0: never
-    max_backups: int = 10  # rotated files kept, newest first; 0: all (max_age_s still applies)
-    max_age_s: float = 0.0  # rotated files older than this are deleted; 0: no age limit
-    localtime: bool = False  # rotated files named by local time, not UTC
-    compress: bool = False  # gzip rotated files
+    # rotate before a line would take the file past this; 0: never
+    max_bytes: int = _DEFAULT.max_megabytes << 20
+    # rotated files kept, newest first; 0: all (max_age_s still applies)
+    max_backups: int = _DEFAULT.max_backups
+    # rotated files older than this are deleted; 0: no age limit
+    max_age_s: float = _DEFAULT.max_days * 86_400.0
+    localtime: bool = _DEFAULT.localtime  # rotated files named by local time, not UTC
+    compress: bool = _DEFAULT.compression == "gzip"  # gzip rotated files
 
 
 class JsonlFile:

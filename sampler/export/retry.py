@@ -23,6 +23,8 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
+from sampler.config.model import RetryConfig
+
 
 class Outcome(enum.Enum):
     OK = "ok"
@@ -52,17 +54,20 @@ class SendResult:
         return cls(Outcome.PERMANENT, reason=reason)
 
 
+_DEFAULT = RetryConfig()  # the defaults are the config's: one source of truth
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Exponential backoff with jitter for one outgoing batch."""
 
-    initial_interval_s: float = 1.0
-    max_interval_s: float = 30.0
+    initial_interval_s: float = _DEFAULT.initial_interval
+    max_interval_s: float = _DEFAULT.max_interval
     multiplier: float = 2.0
     jitter: float = 0.2  # +/- fraction of each interval
     # give up on one batch after this (counted as failed, logged); 0: never, retry until the
     # batch is delivered or refused for good (with a disk queue, an outage then only fills it)
-    max_elapsed_s: float = 300.0
+    max_elapsed_s: float = _DEFAULT.max_elapsed_time
 
     def backoff_s(self, retry_number: int, rng: random.Random) -> float:
         """Delay before retry ``retry_number`` (0 for the first retry), jitter applied."""

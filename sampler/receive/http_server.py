@@ -42,6 +42,7 @@ from google.protobuf.message import Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from sampler.config.address import parse_listen
+from sampler.config.model import HttpReceiverConfig
 from sampler.receive.auth import (
     HTTP_CHALLENGE,
     UNAUTHENTICATED_MESSAGE,
@@ -167,7 +168,7 @@ class HttpReceiver:
         listen: str,
         *,
         max_message_bytes: int,
-        read_timeout: float = 30.0,
+        read_timeout: float = HttpReceiverConfig().read_timeout,
         shutdown_grace: float = 5.0,
         tls: ServerTls | None = None,
         auth: BearerAuth | None = None,

@@ -30,9 +30,11 @@ from sampler._native import (
     validate,
     validate_json,
 )
+from sampler.config.model import ReceiversConfig
 
 Encoding = Literal["protobuf", "json"]
 
+_DEFAULT = ReceiversConfig()  # the defaults are the config's: one source of truth
 # Bodies up to this size are decoded on the event loop: well under a millisecond natively.
 INLINE_DECODE_BYTES = 256 << 10
 # Spans ingested between two turns of the event loop.
@@ -148,7 +150,7 @@ class ReceiveFlow:
         target: IntakeTarget,
         *,
         max_spans: int,
-        max_message_bytes: int = 16 << 20,
+        max_message_bytes: int = _DEFAULT.max_message_size,
         decoding: Executor | None = None,
         capture: CaptureSink | None = None,
     ) -> None:

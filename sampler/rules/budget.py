@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 from sampler.config.model import BudgetConfig
 
+_DEFAULT = BudgetConfig()  # the defaults are the config's: one source of truth
+
 RECOMPUTE_S = 1.0
 OTHER_STRATUM = "(other)"
 MIN_PROBABILITY = 1e-6
@@ -35,12 +37,12 @@ MIN_PROBABILITY = 1e-6
 
 @dataclass(frozen=True, slots=True)
 class BudgetSettings:
-    unit: str = "sessions"  # "sessions" | "spans"
-    ratio: float = 0.05  # target share of all decided traffic kept, when per_second is 0
-    per_second: float = 0.0  # absolute target in unit per second (0: use ratio)
-    floor: float = 0.5  # share of the budget split evenly across strata
-    window_s: float = 60.0
-    max_strata: int = 1000
+    unit: str = _DEFAULT.unit  # "sessions" | "spans"
+    ratio: float = _DEFAULT.ratio  # target share of all decided traffic kept, when per_second is 0
+    per_second: float = _DEFAULT.per_second  # absolute target in unit per second (0: use ratio)
+    floor: float = _DEFAULT.floor  # share of the budget split evenly across strata
+    window_s: float = _DEFAULT.window
+    max_strata: int = _DEFAULT.max_strata
 
     @classmethod
     def from_config(cls, config: BudgetConfig) -> BudgetSettings:

@@ -1,4 +1,6 @@
-"""The rule engine: first matching rule decides. Pure: no I/O, time passed in."""
+"""The rule engine: the first matching rule decides, by its action (``Action.apply``, spec.py).
+Pure: no I/O, time passed in. The engine owns what actions consult (the budget, the rate
+limits' token buckets) and the budget's accounting of every decision."""
 
 from __future__ import annotations
 
@@ -7,15 +9,7 @@ from dataclasses import dataclass, field
 
 from sampler.rules.budget import BudgetController, BudgetSettings
 from sampler.rules.facts import DecisionFacts, SpanTest
-from sampler.rules.randomness import keeps
-from sampler.rules.spec import (
-    Drop,
-    KeepAlways,
-    KeepProbability,
-    KeepWithinBudget,
-    RateLimit,
-    RuleSpec,
-)
+from sampler.rules.spec import RateLimit, RuleSpec
 from sampler.rules.verdict import NO_RULE, Verdict
 
 
@@ -101,30 +95,45 @@ class RuleEngine:
         """The first matching rule's verdict. Every decision also feeds the budget's view of
         traffic, and keeps by rules other than `budget` are counted against it."""
         self.budget.observe_decided(facts.span_count, now)
-        for rule in self.rules:
-            if rule.condition is None or rule.condition.matches(facts):
-                verdict = self._apply(rule, facts, now)
-                if verdict.keep and not isinstance(rule.action, KeepWithinBudget):
-                    self.budget.observe_must_keep(facts.span_count, now)
-                return verdict
-        return Verdict(False, NO_RULE, facts.signals)
+        rule = self._first_match(facts)
+        if rule is None:
+            return Verdict(False, NO_RULE, facts.signals)
+        return self._apply(rule, facts, now)
 
     def reconsider(self, facts: DecisionFacts, dropped: Verdict, now: float) -> Verdict | None:
         """A second look at a dropped session with newer facts (its rarity scored again): the
         verdict of a rule *before* the one that dropped it, if one matches now and keeps, else
         None (the drop stands). Rules are ordered, so new evidence can only move a session to
         an earlier rule; the session was counted as decided the first time, and is not again."""
+        rule = self._first_match(facts, before=dropped.rule)
+        if rule is None:
+            return None
+        verdict = self._apply(rule, facts, now)
+        return verdict if verdict.keep else None
+
+    def _first_match(self, facts: DecisionFacts, before: str | None = None) -> RuleSpec | None:
+        """The first rule whose condition matches, looking no further than the rule named
+        ``before`` (not included)."""
         for rule in self.rules:
-            if rule.name == dropped.rule:
+            if rule.name == before:
                 return None
             if rule.condition is None or rule.condition.matches(facts):
-                verdict = self._apply(rule, facts, now)
-                if not verdict.keep:
-                    return None
-                if not isinstance(rule.action, KeepWithinBudget):
-                    self.budget.observe_must_keep(facts.span_count, now)
-                return verdict
+                return rule
         return None
+
+    def _apply(self, rule: RuleSpec, facts: DecisionFacts, now: float) -> Verdict:
+        verdict = rule.action.apply(rule.name, facts, now, self)
+        if verdict.keep and not rule.action.shares_budget:
+            self.budget.observe_must_keep(facts.span_count, now)
+        return verdict
+
+    # -- what actions consult (spec.Decider) ----------------------------------------------------
+
+    def budget_probability(self, facts: DecisionFacts, now: float) -> float:
+        return self.budget.probability(self.stratum_of(facts), facts.span_count, now)
+
+    def take_rate(self, rule: str, cost: float, now: float) -> tuple[bool, float]:
+        return self._buckets[rule].take(cost, now)
 
     def stratum_of(self, facts: DecisionFacts) -> str:
         parts = {
@@ -133,23 +142,3 @@ class RuleEngine:
             "shape": facts.shape,
         }
         return "|".join(parts[name] for name in self.strata)
-
-    def _apply(self, rule: RuleSpec, facts: DecisionFacts, now: float) -> Verdict:
-        action, signals = rule.action, facts.signals
-        if isinstance(action, KeepAlways):
-            return Verdict(True, rule.name, signals, 1.0)
-        if isinstance(action, Drop):
-            return Verdict(False, rule.name, signals)
-        if isinstance(action, KeepProbability | KeepWithinBudget):
-            p = (
-                action.probability
-                if isinstance(action, KeepProbability)
-                else self.budget.probability(self.stratum_of(facts), facts.span_count, now)
-            )
-            if keeps(facts.randomness, p):
-                return Verdict(True, rule.name, signals, 1.0 / p)
-            return Verdict(False, rule.name, signals)
-        bucket = self._buckets[rule.name]
-        cost = 1.0 if action.unit == "sessions" else float(facts.span_count)
-        kept, adjusted = bucket.take(cost, now)
-        return Verdict(kept, rule.name, signals, adjusted if kept else 1.0)

@@ -1,13 +1,15 @@
-"""Rules as typed data: a name, a condition, an action."""
+"""Rules as typed data: a name, a condition, an action; each action applies itself."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, TypeGuard
+from typing import ClassVar, Protocol, TypeGuard
 
 from sampler.config.model import Rule, SamplerConfig
 from sampler.rules.facts import DecisionFacts, SpanTest
+from sampler.rules.randomness import keeps
+from sampler.rules.verdict import Verdict
 
 
 class Condition(Protocol):
@@ -59,33 +61,81 @@ class Not:
         return not self.part.matches(facts)
 
 
+class Decider(Protocol):
+    """What applying an action may ask of the engine that applies it (rules.engine)."""
+
+    def budget_probability(self, facts: DecisionFacts, now: float) -> float:
+        """The keep probability of the session's stratum under the volume budget."""
+        ...
+
+    def take_rate(self, rule: str, cost: float, now: float) -> tuple[bool, float]:
+        """Whether rule's token bucket lets ``cost`` through, and the adjusted count if so."""
+        ...
+
+
+class Action(Protocol):
+    """A rule's action: the verdict for a session its rule's condition matched. An action is
+    one frozen dataclass here, parsed in parse.py; it reads the engine's state through
+    ``Decider`` and never changes the budget's accounting (the engine does that, once)."""
+
+    # True for the action that shares the budget (`budget`): its keeps are the budget's own,
+    # where a keep by any other action counts against the budget first.
+    shares_budget: ClassVar[bool]
+
+    def apply(self, rule: str, facts: DecisionFacts, now: float, engine: Decider) -> Verdict: ...
+
+
 @dataclass(frozen=True, slots=True)
 class KeepAlways:
-    pass
+    shares_budget: ClassVar[bool] = False
+
+    def apply(self, rule: str, facts: DecisionFacts, now: float, engine: Decider) -> Verdict:
+        return Verdict(True, rule, facts.signals, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
 class Drop:
-    pass
+    shares_budget: ClassVar[bool] = False
+
+    def apply(self, rule: str, facts: DecisionFacts, now: float, engine: Decider) -> Verdict:
+        return Verdict(False, rule, facts.signals)
+
+
+def _keep_with(probability: float, rule: str, facts: DecisionFacts) -> Verdict:
+    if keeps(facts.randomness, probability):
+        return Verdict(True, rule, facts.signals, 1.0 / probability)
+    return Verdict(False, rule, facts.signals)
 
 
 @dataclass(frozen=True, slots=True)
 class KeepProbability:
     probability: float  # (0, 1]
+    shares_budget: ClassVar[bool] = False
+
+    def apply(self, rule: str, facts: DecisionFacts, now: float, engine: Decider) -> Verdict:
+        return _keep_with(self.probability, rule, facts)
 
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     per_second: float
     unit: str  # "sessions" | "spans"
+    shares_budget: ClassVar[bool] = False
+
+    def apply(self, rule: str, facts: DecisionFacts, now: float, engine: Decider) -> Verdict:
+        cost = 1.0 if self.unit == "sessions" else float(facts.span_count)
+        kept, adjusted = engine.take_rate(rule, cost, now)
+        return Verdict(kept, rule, facts.signals, adjusted if kept else 1.0)
 
 
 @dataclass(frozen=True, slots=True)
 class KeepWithinBudget:
     """Keep under the shared, stratified volume budget (sampler.rules.budget)."""
 
+    shares_budget: ClassVar[bool] = True
 
-Action = KeepAlways | Drop | KeepProbability | RateLimit | KeepWithinBudget
+    def apply(self, rule: str, facts: DecisionFacts, now: float, engine: Decider) -> Verdict:
+        return _keep_with(engine.budget_probability(facts, now), rule, facts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ tool_cycle: {kinds: [repeated_call, tool_pattern]}
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -19,8 +20,9 @@ from sampler.config.reader import Node
 from sampler.rules.conditions.registry import ParseContext, condition_kind
 from sampler.rules.facts import DecisionFacts, SpanTest
 from sampler.rules.spec import Condition
+from sampler.signals.tool_cycles import CycleKind
 
-CYCLE_KINDS = ("repeated_call", "repeated_tool", "tool_pattern", "agent_recursion", "link_cycle")
+CYCLE_KINDS: tuple[str, ...] = typing.get_args(CycleKind)  # the detectors' own list
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from sampler.rules.randomness import (
     randomness_of_trace_id,
     threshold,
 )
+from sampler.rules.spec import Drop, KeepAlways, KeepProbability, KeepWithinBudget, RateLimit
 from sampler.rules.verdict import NO_RULE, Verdict
 from sampler.signals.errors import ErrorKind
 
@@ -401,3 +402,55 @@ def test_a_reconfigured_engine_keeps_the_bucket_of_a_rate_limit_it_keeps() -> No
     assert renamed.decide(facts(), 10.0).keep  # a new rule: a full bucket
     spans = reloaded("[{name: two, action: {rate_limit: {spans_per_second: 20}}}]")
     assert spans.decide(facts(), 10.0).keep  # counted in spans now: a new bucket
+
+
+class _FixedDecider:
+    """What an action may consult, answered by hand: the budget's p and a rate limit's bucket."""
+
+    def __init__(self, probability: float = 1.0, bucket: tuple[bool, float] = (True, 1.0)):
+        self.probability, self.bucket = probability, bucket
+        self.costs: list[float] = []
+
+    def budget_probability(self, facts: DecisionFacts, now: float) -> float:
+        return self.probability
+
+    def take_rate(self, rule: str, cost: float, now: float) -> tuple[bool, float]:
+        self.costs.append(cost)
+        return self.bucket
+
+
+# Every action kind, applied alone to one session: (action, what the engine says, verdict).
+# Randomness 0 is never kept below p = 1 (R < T); RANDOMNESS_SPAN - 1 always is.
+_ACTIONS = [
+    ("keep", KeepAlways(), _FixedDecider(), 0, (True, 1.0)),
+    ("drop", Drop(), _FixedDecider(), RANDOMNESS_SPAN - 1, (False, 1.0)),
+    ("probability-kept", KeepProbability(0.25), _FixedDecider(), RANDOMNESS_SPAN - 1, (True, 4.0)),
+    ("probability-dropped", KeepProbability(0.25), _FixedDecider(), 0, (False, 1.0)),
+    ("budget-kept", KeepWithinBudget(), _FixedDecider(0.5), RANDOMNESS_SPAN - 1, (True, 2.0)),
+    ("budget-dropped", KeepWithinBudget(), _FixedDecider(0.5), 0, (False, 1.0)),
+    ("rate-kept", RateLimit(2.0, "spans"), _FixedDecider(bucket=(True, 3.0)), 0, (True, 3.0)),
+    (
+        "rate-refused",
+        RateLimit(2.0, "sessions"),
+        _FixedDecider(bucket=(False, 0.0)),
+        0,
+        (False, 1.0),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("action", "decider", "randomness", "expected"),
+    [case[1:] for case in _ACTIONS],
+    ids=[case[0] for case in _ACTIONS],
+)
+def test_every_action_applies_itself(
+    action: Any, decider: _FixedDecider, randomness: int, expected: tuple[bool, float]
+) -> None:
+    session = facts(randomness=randomness, span_count=7, error_spans=1)
+    verdict = action.apply("r", session, 0.0, decider)
+    assert (verdict.keep, verdict.adjusted_count) == expected
+    assert verdict.rule == "r" and verdict.signals == session.signals
+    assert decider.costs in ([], [1.0] if action == RateLimit(2.0, "sessions") else [7.0])
+    # only `budget` shares the budget; a keep by any other action counts against it first
+    assert action.shares_budget == isinstance(action, KeepWithinBudget)
