@@ -426,8 +426,9 @@ class YoungCollections:
     object freed, old ones included. When decided sessions are freed about as fast as new ones
     are made, the count hardly grows, young collections are put off for 10 seconds and more,
     and the young generation grows meanwhile (with grpc's per-call reference cycles): the one
-    collection that comes then walked it all in 80-130 ms, the tail of the export latency
-    (benchmarks/README.md, Throughput). Collected on time, each takes about 7 ms."""
+    collection that comes then walks it all at once, and that pause is the tail of the export
+    latency. Collected on time, each is short (both measured in benchmarks/README.md,
+    Throughput)."""
 
     period_s: float = GC_YOUNG_PERIOD_S
     last: float = 0.0
@@ -439,11 +440,11 @@ class YoungCollections:
 
 
 def tune_garbage_collector() -> None:
-    """The buffer holds millions of small objects that never form reference cycles (span bytes,
-    lists, tuples), and CPython's default thresholds make the collector walk them over and
-    over: with a million spans buffered a full collection paused intake for 300-400 ms, the
-    tail of the export latency. Objects alive after start-up are frozen out of collection and
-    young collections run 70 times less often; cycles are still collected."""
+    """CPython's default thresholds make the collector walk long-lived objects that never form
+    reference cycles over and over, and a full collection pauses intake: that pause was the
+    tail of the export latency (benchmarks/README.md, Throughput, measures it with and without
+    this tuning). Objects alive after start-up are frozen out of collection and young
+    collections run GC_YOUNG_THRESHOLD / 700 times less often; cycles are still collected."""
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)

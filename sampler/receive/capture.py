@@ -4,13 +4,14 @@ OTLP/JSON in the order the requests were admitted, for ``agent-sampler replay`` 
 other rules later. A request refused for room is not captured; its sender's retry is.
 
 The event loop only hands over the body it already holds (no copy, no parsing). Converting
-protobuf to OTLP/JSON (pure Python, about 65 µs a span) and writing run in one background
-thread, behind a queue bounded in bytes: when the writer falls behind, a request is left out
-of the capture rather than intake slowed or refused. Each one left out is counted
-(``agent_sampler_capture_requests``) and the first logged, since a capture with gaps does not
-replay as live ran. At ``capture.max_size`` capturing stops, with one log line: the file then
-holds one unbroken stretch of traffic from its start, never a sample. A write that fails
-(disk full) is cut back to the last whole line and stops the capture the same way.
+protobuf to OTLP/JSON (pure Python, slower than intake: docs/operations.md has the figures)
+and writing run in one background thread, behind a queue bounded in bytes: when the writer
+falls behind, a request is left out of the capture rather than intake slowed or refused. Each
+one left out is counted (``agent_sampler_capture_requests``) and the first logged, since a
+capture with gaps does not replay as live ran. At ``capture.max_size`` capturing stops, with
+one log line: the file then holds one unbroken stretch of traffic from its start, never a
+sample. A write that fails (disk full) is cut back to the last whole line and stops the
+capture the same way.
 
 An OTLP/JSON body is written as it came, its line breaks turned into spaces: in valid JSON a raw
 line break can only be whitespace between tokens (inside a string it must be escaped), and the

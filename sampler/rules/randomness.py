@@ -14,10 +14,6 @@ RANDOMNESS_BITS = 56
 RANDOMNESS_SPAN = 1 << RANDOMNESS_BITS
 
 
-def randomness_of_trace_id(trace_id: bytes) -> int:
-    return int.from_bytes(trace_id[-7:], "big")
-
-
 def randomness_of_key(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=7).digest(), "big")
 

@@ -14,9 +14,6 @@ SIGNALS_ATTRIBUTE = "agent_sampler.signals"
 # Shadow mode only, on every span (dropped ones too): "keep" or "drop"; a would-drop carries
 # no adjusted count (native/src/verdict.rs).
 VERDICT_ATTRIBUTE = "agent_sampler.verdict"
-ANNOTATION_KEYS = frozenset(
-    {RULE_ATTRIBUTE, ADJUSTED_COUNT_ATTRIBUTE, SIGNALS_ATTRIBUTE, VERDICT_ATTRIBUTE}
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,9 @@ from sampler.config.model import SamplerConfig
 from sampler.rules.budget import BudgetSettings
 from sampler.rules.engine import RuleEngine
 from sampler.rules.facts import DecisionFacts
-from sampler.rules.randomness import randomness_of_key, randomness_of_trace_id
+from sampler.rules.randomness import randomness_of_key
 from sampler.rules.verdict import (
     ADJUSTED_COUNT_ATTRIBUTE,
-    ANNOTATION_KEYS,
     RULE_ATTRIBUTE,
     SIGNALS_ATTRIBUTE,
     Verdict,
@@ -40,7 +39,7 @@ from tests.reference.legacy.decision_cache import DecisionCache
 from tests.reference.legacy.held import MAX_LOOKS, HeldSession
 from tests.reference.legacy.limits import limit_attribute_values
 from tests.reference.legacy.memory import memory_of
-from tests.reference.legacy.spans import SpanExtractor
+from tests.reference.legacy.spans import ANNOTATION_KEYS, SpanExtractor
 from tests.reference.legacy.tracestate import with_probability
 from tests.reference.legacy.wire import (
     ResourceBlock,
@@ -51,6 +50,12 @@ from tests.reference.legacy.wire import (
     span_attribute_string_array,
     span_trace_state,
 )
+
+
+def randomness_of_trace_id(trace_id: bytes) -> int:
+    """A keyless session's randomness: its trace id's low 56 bits (native/src/core.rs)."""
+    return int.from_bytes(trace_id[-7:], "big")
+
 
 log = logging.getLogger(__name__)
 

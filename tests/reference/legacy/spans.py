@@ -23,8 +23,18 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from sampler.rules.conditions.attribute import AttributeTest
 from sampler.rules.conditions.span_name import SpanNameTest
 from sampler.rules.facts import SpanTest
-from sampler.rules.verdict import ANNOTATION_KEYS
+from sampler.rules.verdict import (
+    ADJUSTED_COUNT_ATTRIBUTE,
+    RULE_ATTRIBUTE,
+    SIGNALS_ATTRIBUTE,
+    VERDICT_ATTRIBUTE,
+)
 from sampler.signals.errors import ErrorKind
+
+# The attributes the sampler writes on the spans it forwards (DESIGN.md contract).
+ANNOTATION_KEYS = frozenset(
+    {RULE_ATTRIBUTE, ADJUSTED_COUNT_ATTRIBUTE, SIGNALS_ATTRIBUTE, VERDICT_ATTRIBUTE}
+)
 
 STATUS_ERROR = Status.STATUS_CODE_ERROR
 EXCEPTION_EVENT = "exception"

@@ -38,8 +38,8 @@ from sampler.pipeline import Pipeline
 from sampler.receive.grpc_server import EXPORT_METHOD, GrpcReceiver
 from sampler.receive.http_server import JSON, PROTOBUF, HttpReceiver
 from sampler.receive.intake import ReceiveFlow
-from sampler.rules.verdict import ANNOTATION_KEYS
 from tests.protowire import length_delimited, request_of
+from tests.reference.legacy.spans import ANNOTATION_KEYS
 from tests.unit.sessions.builders import (
     RecordingSink,
     resource_spans,

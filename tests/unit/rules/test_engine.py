@@ -17,12 +17,12 @@ from sampler.rules.randomness import (
     RANDOMNESS_SPAN,
     keeps,
     randomness_of_key,
-    randomness_of_trace_id,
     threshold,
 )
 from sampler.rules.spec import Drop, KeepAlways, KeepProbability, KeepWithinBudget, RateLimit
 from sampler.rules.verdict import NO_RULE, Verdict
 from sampler.signals.errors import ErrorKind
+from tests.reference.legacy.pipeline import randomness_of_trace_id
 
 
 def engine_of(rules_yaml: str) -> RuleEngine:
