@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs agent-tail-sampler with its test dependencies into ./.venv (building the native core,
-# native/, with cargo), then runs the linters, the type checker and the whole test suite:
+# native/, with cargo), then runs the linters, the type checker, the import map's check
+# (lint-imports) and the whole test suite:
 # the native core's (cargo fmt, clippy, cargo test), then Python's, unit and end-to-end.
 # Extra arguments go to pytest.
 set -euo pipefail
