@@ -23,6 +23,11 @@ sender that closes the connection mid-body is counted as an invalid request.
 
 With `tls`, the port speaks HTTPS only; with mutual TLS, a client without a certificate from
 the configured CAs fails the handshake.
+
+Connections are accepted by a `ConnectionGuard` (`receive/connections.py`): at most
+`connections.max_connections` at once, a request head due within
+`connections.header_timeout_s`, and keep-alive connections closed after `idle_timeout`
+between requests.
 """
 
 from __future__ import annotations
@@ -48,6 +53,12 @@ from sampler.receive.auth import (
     BearerAuth,
     security_summary,
 )
+from sampler.receive.connections import (
+    ConnectionGuard,
+    ConnectionLimits,
+    DescriptorShortage,
+    GuardedSite,
+)
 from sampler.receive.intake import (
     REFUSED_DEFAULT_REASON,
     Encoding,
@@ -66,6 +77,7 @@ from sampler.receive.status import (
 from sampler.tls import ServerTls
 
 TRACES_PATH = "/v1/traces"
+DEFAULT_LIMITS = ConnectionLimits(max_connections=1024, header_timeout_s=10.0)
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
@@ -168,6 +180,9 @@ class HttpReceiver:
         *,
         max_message_bytes: int,
         read_timeout: float = 30.0,
+        idle_timeout: float = 60.0,
+        connections: ConnectionLimits = DEFAULT_LIMITS,
+        shortage: DescriptorShortage | None = None,
         shutdown_grace: float = 5.0,
         tls: ServerTls | None = None,
         auth: BearerAuth | None = None,
@@ -178,30 +193,37 @@ class HttpReceiver:
         self._address = parse_listen(listen)
         self._max_message_bytes = max_message_bytes
         self._read_timeout = read_timeout if read_timeout > 0 else None  # None: no limit
+        self._idle_timeout = idle_timeout
+        self._guard = ConnectionGuard("OTLP/HTTP", connections, shortage or DescriptorShortage())
         self._shutdown_grace = shutdown_grace
         self._tls = tls
         self._auth = auth
         self._runner: web.AppRunner | None = None
         self.stats = ReceiverStats()
+        self.connections = self._guard.stats
 
     async def start(self) -> int:
         """Bind and start serving; return the bound port (useful when the port is 0)."""
         if self._runner is not None:
             raise RuntimeError("HttpReceiver already started")
-        app = web.Application(client_max_size=self._max_message_bytes)
+        app = web.Application(
+            client_max_size=self._max_message_bytes, middlewares=[self._guard.middleware]
+        )
         app.router.add_post(TRACES_PATH, self._export)
         runner = web.AppRunner(
             app,
             access_log=None,
             auto_decompress=False,  # bounded gunzip in _read_body instead
+            keepalive_timeout=self._idle_timeout,
             shutdown_timeout=self._shutdown_grace,
             logger=_server_log,
         )
         await runner.setup()
-        site = web.TCPSite(
+        site = GuardedSite(
             runner,
             self._address.host,
             self._address.port,
+            self._guard,
             ssl_context=self._tls.ssl_context if self._tls is not None else None,
         )
         try:
