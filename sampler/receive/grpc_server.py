@@ -28,6 +28,11 @@ a message cut short by the end of the stream.
 
 With `tls`, the port speaks TLS only; with mutual TLS, a client without a certificate from the
 configured CAs fails the handshake and never reaches the handler.
+
+Connections are grpc core's (`GrpcConnections`): at most `max_connections` at once (beyond, a
+new one is closed as soon as it is accepted, uncounted here), a handshake due within
+`handshake_timeout_s`, keepalive pings to find dead peers, idle connections closed, and a
+ping policy for clients.
 """
 
 from __future__ import annotations
@@ -69,6 +74,37 @@ class _Abort:
     trailing_metadata: tuple[tuple[str, bytes], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class GrpcConnections:
+    """What grpc core is told about connections (its channel arguments)."""
+
+    max_connections: int = 1024
+    max_concurrent_streams: int = 100
+    handshake_timeout_s: float = 10.0
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+    max_connection_idle_s: float = 300.0  # 0: never
+    min_ping_interval_s: float = 5.0  # clients pinging more often are sent GOAWAY
+    permit_pings_without_calls: bool = True
+
+    def options(self) -> list[tuple[str, int]]:
+        def ms(seconds: float) -> int:
+            return max(1, round(seconds * 1000))
+
+        options = [
+            ("grpc.max_allowed_incoming_connections", self.max_connections),
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            ("grpc.server_handshake_timeout_ms", ms(self.handshake_timeout_s)),
+            ("grpc.keepalive_time_ms", ms(self.keepalive_time_s)),
+            ("grpc.keepalive_timeout_ms", ms(self.keepalive_timeout_s)),
+            ("grpc.http2.min_ping_interval_without_data_ms", ms(self.min_ping_interval_s)),
+            ("grpc.keepalive_permit_without_calls", int(self.permit_pings_without_calls)),
+        ]
+        if self.max_connection_idle_s > 0:
+            options.append(("grpc.max_connection_idle_ms", ms(self.max_connection_idle_s)))
+        return options
+
+
 class GrpcReceiver:
     """Serves OTLP/gRPC trace exports: bodies go to the receive flow, answers become statuses."""
 
@@ -78,6 +114,7 @@ class GrpcReceiver:
         listen: str,
         *,
         max_message_bytes: int,
+        connections: GrpcConnections = GrpcConnections(),
         tls: ServerTls | None = None,
         auth: BearerAuth | None = None,
         health: health_aio.HealthServicer | None = None,
@@ -87,6 +124,7 @@ class GrpcReceiver:
         self._flow = flow
         self._address = parse_listen(listen)
         self._max_message_bytes = max_message_bytes
+        self._connections = connections
         self._tls = tls
         self._auth = auth
         self._health = health  # the standard grpc.health.v1 service, served beside Export
@@ -102,6 +140,7 @@ class GrpcReceiver:
                 ("grpc.max_receive_message_length", self._max_message_bytes),
                 # One receiver per port: fail loudly instead of sharing a port with a stale one.
                 ("grpc.so_reuseport", 0),
+                *self._connections.options(),
             ],
         )
         export = grpc.unary_unary_rpc_method_handler(
