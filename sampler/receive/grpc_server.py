@@ -11,7 +11,8 @@ metrics port.
 Status codes a sender sees:
 - OK with an optional `partial_success` when the pipeline took the request (or part of it);
 - UNAUTHENTICATED when a bearer token is configured and the `authorization` metadata does not
-  carry it (checked before the body is parsed);
+  carry it: checked by an interceptor from the call's metadata, before the message is read
+  (grpc reads no more of it than its flow-control window, tens of KiB);
 - INVALID_ARGUMENT when the body is not an `ExportTraceServiceRequest`;
 - RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` in `grpc-status-details-bin` when the pipeline
   refused the request (retryable: the OTLP exporters honour the delay);
@@ -38,7 +39,9 @@ ping policy for clients.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
@@ -105,6 +108,45 @@ class GrpcConnections:
         return options
 
 
+if TYPE_CHECKING:  # generic in grpc-stubs only
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class _RequireToken(_Interceptor):
+    """Refuses Export calls without the bearer token from their metadata alone, before the
+    message is read: the refusing handler takes the request as a stream and never reads it, so
+    an unauthenticated sender of 16 MiB messages costs a flow-control window, not 16 MiB.
+    Other services (grpc.health.v1, for probes) pass untouched."""
+
+    def __init__(self, auth: BearerAuth, stats: ReceiverStats) -> None:
+        self._auth = auth
+        self._stats = stats
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        if handler_call_details.method != EXPORT_METHOD or self._auth.allows(
+            _authorization(handler_call_details.invocation_metadata)
+        ):
+            return await continuation(handler_call_details)
+        self._stats.requests_unauthenticated += 1
+        return _REFUSE_UNAUTHENTICATED
+
+
+async def _unauthenticated(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    _log.debug("unauthenticated OTLP/gRPC request from %s", context.peer())
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+
+
+_REFUSE_UNAUTHENTICATED = grpc.stream_unary_rpc_method_handler(_unauthenticated)
+
+
 class GrpcReceiver:
     """Serves OTLP/gRPC trace exports: bodies go to the receive flow, answers become statuses."""
 
@@ -135,7 +177,9 @@ class GrpcReceiver:
         """Bind and start serving; return the bound port (useful when the port is 0)."""
         if self._server is not None:
             raise RuntimeError("GrpcReceiver already started")
+        interceptors = [] if self._auth is None else [_RequireToken(self._auth, self.stats)]
         server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", self._max_message_bytes),
                 # One receiver per port: fail loudly instead of sharing a port with a stale one.
@@ -182,11 +226,7 @@ class GrpcReceiver:
         body: bytes,
         context: grpc.aio.ServicerContext[bytes, ExportTraceServiceResponse],
     ) -> ExportTraceServiceResponse:
-        if self._auth is not None and not self._auth.allows(_authorization(context)):
-            self.stats.requests_unauthenticated += 1
-            _log.debug("unauthenticated OTLP/gRPC request from %s", context.peer())
-            del body
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+        # (without the bearer token the call never gets here: _RequireToken)
         answer = await self._flow.receive(body, "protobuf", self.stats)
         # context.abort() raises, and grpc.aio keeps the exception, and with it this frame, in a
         # reference cycle: what the frame still refers to lives until a full garbage collection,
@@ -225,10 +265,8 @@ def _abort_of(answer: Answer) -> _Abort:
     return _Abort(grpc.StatusCode.INVALID_ARGUMENT, answer.message)
 
 
-def _authorization(
-    context: grpc.aio.ServicerContext[bytes, ExportTraceServiceResponse],
-) -> str | None:
-    for key, value in context.invocation_metadata() or ():
+def _authorization(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+    for key, value in metadata or ():
         if key == "authorization":
             return value if isinstance(value, str) else None
     return None

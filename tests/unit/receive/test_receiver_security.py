@@ -15,6 +15,8 @@ import grpc.aio
 import pytest
 import requests
 from google.rpc import code_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
@@ -207,6 +209,53 @@ def test_grpc_token_without_tls_works_on_plaintext() -> None:
             return without, with_token
 
     assert run(scenario()) == (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.OK)
+
+
+def test_grpc_token_is_checked_before_the_message_is_read() -> None:
+    """Without the token, a message over max_message_bytes gets UNAUTHENTICATED, not grpc's
+    "larger than max" RESOURCE_EXHAUSTED: it was never read. The health service, which probes
+    call without a token, still answers."""
+    consumer = RecordingConsumer()
+    oversize = bytes(MAX_BYTES * 4)
+
+    async def scenario() -> tuple[grpc.StatusCode, grpc.StatusCode, str, ReceiverStats]:
+        health = health_aio.HealthServicer()
+        receiver = GrpcReceiver(
+            flow(consumer),
+            "127.0.0.1:0",
+            max_message_bytes=MAX_BYTES,
+            auth=BearerAuth(TOKEN),
+            health=health,
+        )
+        port = await receiver.start()
+        try:
+            await health.set("", health_pb2.HealthCheckResponse.SERVING)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                export = channel.unary_unary(EXPORT_METHOD, None, None)
+                codes = []
+                for metadata in ((), (("authorization", f"Bearer {TOKEN}"),)):
+                    try:
+                        await export(oversize, timeout=5, metadata=metadata)
+                        codes.append(grpc.StatusCode.OK)
+                    except grpc.aio.AioRpcError as err:
+                        codes.append(err.code())
+                check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[no-untyped-call]
+                answer = await check(health_pb2.HealthCheckRequest(), timeout=5)
+            return (
+                codes[0],
+                codes[1],
+                health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status),
+                receiver.stats,
+            )
+        finally:
+            await receiver.stop(grace=1.0)
+
+    without, with_token, health_status, stats = run(scenario())
+    assert without is grpc.StatusCode.UNAUTHENTICATED
+    assert with_token is grpc.StatusCode.RESOURCE_EXHAUSTED  # read, and over the limit
+    assert health_status == "SERVING"
+    assert stats.requests_unauthenticated == 1
+    assert consumer.requests == []
 
 
 # --- HTTP -----------------------------------------------------------------------------------
