@@ -5,13 +5,14 @@ time, so no decision or intake code touches Prometheus. docs/operations.md lists
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from sampler.export.base import Exporter
 from sampler.pipeline import Pipeline
+from sampler.receive.connections import ConnectionStats, DescriptorShortage
 from sampler.receive.intake import ReceiverStats
 
 Sample = tuple[tuple[str, ...], float]
@@ -22,6 +23,8 @@ class Sources:
     pipeline: Pipeline
     exporter: Exporter
     receivers: dict[str, ReceiverStats]  # by transport
+    connections: dict[str, ConnectionStats] = field(default_factory=dict)  # by listener
+    shortage: DescriptorShortage = field(default_factory=DescriptorShortage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,13 @@ def _requests(s: Sources) -> Iterator[Sample]:
         yield (transport, "too_large"), st.requests_too_large
         yield (transport, "unauthenticated"), st.requests_unauthenticated
         yield (transport, "timed_out"), st.requests_timed_out
+
+
+def _connections_closed(s: Sources) -> Iterator[Sample]:
+    for listener, st in s.connections.items():
+        yield (listener, "refused"), st.refused
+        yield (listener, "evicted"), st.evicted
+        yield (listener, "header_timeout"), st.timed_out
 
 
 def _decided(field: str) -> Callable[[Sources], Iterator[Sample]]:
@@ -77,6 +87,30 @@ METRICS: tuple[MetricSpec, ...] = (
         "Spans in decoded export requests, by transport (accepted or not).",
         ("transport",),
         lambda s: [((t,), st.spans_received) for t, st in s.receivers.items()],
+    ),
+    MetricSpec(
+        "agent_sampler_connections",
+        "gauge",
+        "Connections open on the OTLP/HTTP and metrics listeners (gRPC's are grpc core's).",
+        ("listener",),
+        lambda s: [((name,), st.open) for name, st in s.connections.items()],
+    ),
+    MetricSpec(
+        "agent_sampler_connections_closed",
+        "counter",
+        "Connections the OTLP/HTTP and metrics listeners closed, by reason: refused (at "
+        "max_connections, every connection busy), evicted (closed to make room: no request in "
+        "progress), header_timeout (no complete request head in time).",
+        ("listener", "reason"),
+        _connections_closed,
+    ),
+    MetricSpec(
+        "agent_sampler_accept_failures",
+        "counter",
+        "Connections that could not be accepted for want of file descriptors (or kernel "
+        "memory); accepting pauses briefly each time.",
+        (),
+        _one(lambda s: s.shortage.failures),
     ),
     MetricSpec(
         "agent_sampler_spans_accepted",
