@@ -173,6 +173,39 @@ class _GunzipLimited:
         return bytes(self._out)
 
 
+# An unauthenticated request's body is not wanted: at most this much of it is read and dropped,
+# within this long, before the connection is closed after the 401.
+UNWANTED_BODY_BYTES = 1 << 20
+UNWANTED_BODY_S = 1.0
+
+
+async def _without_the_body(request: web.Request, response: web.Response) -> web.Response:
+    """Sends ``response`` and closes the connection, reading at most ``UNWANTED_BODY_BYTES``
+    of the body first: so a sender of a small body reads the answer rather than a reset, as
+    Go's server does. aiohttp would otherwise drain the whole body after the answer (its
+    "lingering close", up to 10 s, however large): 16 unauthenticated senders of 15 MiB had the
+    event loop read 240 MiB for nothing."""
+    response.force_close()
+    dropped = 0
+    try:
+        async with asyncio.timeout(UNWANTED_BODY_S):
+            while dropped <= UNWANTED_BODY_BYTES:
+                chunk = await request.content.readany()
+                if not chunk:
+                    return response  # the whole body came: aiohttp closes cleanly
+                dropped += len(chunk)
+    except (TimeoutError, ConnectionError, HttpProcessingError):
+        pass
+    # More is coming: answer, then close at once. A sender still writing its body may see the
+    # connection reset instead of the 401 (Go's client reads the answer; Python's mostly not).
+    await response.prepare(request)
+    await response.write_eof()
+    protocol = request.protocol
+    if protocol is not None:
+        protocol.force_close()
+    return response
+
+
 class HttpReceiver:
     """Serves OTLP/HTTP trace exports: bodies go to the receive flow, answers become statuses."""
 
@@ -262,8 +295,7 @@ class HttpReceiver:
             response = (codec or _CODECS[PROTOBUF]).response(
                 401, status, {hdrs.WWW_AUTHENTICATE: HTTP_CHALLENGE}
             )
-            response.force_close()  # the body is not read: do not keep the connection
-            return response
+            return await _without_the_body(request, response)
         if codec is None:
             self.stats.requests_invalid += 1
             given = repr(media_type) if media_type else "(none)"

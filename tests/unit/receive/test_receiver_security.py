@@ -399,3 +399,45 @@ def test_http_bearer_token(
     assert consumer.requests == []
     if content_type == PROTOBUF:
         assert status_pb2.Status.FromString(body).code == code_pb2.UNAUTHENTICATED
+
+
+def test_http_reads_little_of_an_unauthenticated_body() -> None:
+    """A 1 MiB body without the token is read and dropped, then answered 401 cleanly; of a
+    64 MiB one the sampler reads about a megabyte, answers 401 and closes the connection
+    (aiohttp alone would read the rest first, for up to 10 s)."""
+
+    async def send(port: int, size: int) -> tuple[bytes, int]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = (
+            f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: {PROTOBUF}\r\n"
+            f"Content-Length: {size}\r\n\r\n"
+        )
+        writer.write(head.encode())
+        sent = 0
+        try:
+            while sent < size:
+                chunk = bytes(min(256 << 10, size - sent))
+                writer.write(chunk)
+                await asyncio.wait_for(writer.drain(), 5)
+                sent += len(chunk)
+        except ConnectionError:
+            pass  # closed on us: what was answered is still read below
+        try:
+            answer = await asyncio.wait_for(reader.read(), 5)
+        except ConnectionError:
+            answer = b""
+        writer.close()
+        return answer, sent
+
+    async def scenario() -> tuple[tuple[bytes, int], tuple[bytes, int]]:
+        async with http_serving(RecordingConsumer(), None, BearerAuth(TOKEN)) as (receiver, url):
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            small = await send(port, 1 << 20)
+            large = await send(port, 64 << 20)
+            assert receiver.stats.requests_unauthenticated == 2
+            return small, large
+
+    (small_answer, _), (_, large_sent) = run(scenario())
+    assert small_answer.startswith(b"HTTP/1.1 401 ")
+    # the socket buffers take some megabytes more before the writer notices the close
+    assert large_sent < 32 << 20
