@@ -679,10 +679,10 @@ def flood_of_11_mb(tmp_path_factory: pytest.TempPathFactory) -> Flood:
 
 @pytest.mark.timeout(180)
 @pytest.mark.xfail(
-    strict=True,
-    reason="VmHWM 170-175 MiB measured over 4 floods against the documented 167 (idle + cap + "
-    "64 MiB): requests are refused once grpc has received them, and 11 MB requests in flight "
-    "are held twice (grpc's buffer, then Python's bytes)",
+    strict=False,
+    reason="borderline: VmHWM 167.2-175.1 MiB measured over 5 floods against the documented "
+    "166.8-166.9 (idle + cap + 64 MiB): requests are refused once grpc has received them, and "
+    "11 MB requests in flight are held twice (grpc's buffer, then Python's bytes)",
 )
 def test_a_flood_of_11_mb_requests_stays_within_the_documented_bound(flood_of_11_mb: Flood) -> None:
     assert flood_of_11_mb.hwm_mib < flood_of_11_mb.bound_mib, flood_of_11_mb.report()
@@ -700,7 +700,7 @@ def test_a_flood_of_11_mb_requests_is_answered_ok_or_refused_with_retry_informat
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(strict=False, reason="borderline: 75-117 ms measured over 4 floods")
+@pytest.mark.xfail(strict=False, reason="borderline: 75-117 ms measured over 5 floods")
 def test_a_flood_of_11_mb_requests_leaves_healthz_answering(flood_of_11_mb: Flood) -> None:
     assert not flood_of_11_mb.health_failures, flood_of_11_mb.report()
     assert flood_of_11_mb.worst_health_ms < HEALTH_WORST_MS, flood_of_11_mb.report()
