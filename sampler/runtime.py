@@ -148,8 +148,9 @@ class ConnectionBudget:
 def connection_budget(config: SamplerConfig, descriptors: int) -> ConnectionBudget:
     """The connection caps: as configured when the descriptor limit holds them all with
     ``DESCRIPTOR_RESERVE`` to spare; otherwise the metrics listener keeps its cap (probes must
-    get in) and the OTLP listeners share the rest. So accepted connections alone can never
-    exhaust the descriptors, and the metrics listener always has room."""
+    get in) and the OTLP listeners share the rest, each keeping ``MIN_CONNECTIONS``. So, from
+    a limit of about 200 on, accepted connections alone cannot exhaust the descriptors, and
+    the metrics listener always has room."""
     r = config.receivers
     metrics = config.metrics.max_connections if config.metrics.listen else 0
     wanted = {
