@@ -123,7 +123,7 @@ class Core:
         self,
         *,
         session_keys: list[str],
-        span_tests: list[tuple[object, ...]],
+        span_tests: list[tuple[object, ...] | None],
         max_attributes_per_span: int,
         max_attribute_value_size: int,
         decision_wait: float,
@@ -137,11 +137,37 @@ class Core:
         decision_cache_max: int,
         batch_max_spans: int,
         batch_max_bytes: int,
+        shadow: bool = False,
     ) -> None: ...
+    @property
+    def shadow(self) -> bool:
+        """Shadow mode: every span is forwarded, annotated with the verdict it would have had
+        (a dropped session's spans by ``release``, late spans whatever verdict they follow)."""
+    @shadow.setter
+    def shadow(self, shadow: bool) -> None: ...
+    def set_span_tests(self, span_tests: list[tuple[object, ...] | None], reset: int) -> None:
+        """Replaces the span tests (a reload): position i is bit i of ``test_bits``, None a
+        free position; the bits of ``reset`` are cleared in every session. Raises ValueError,
+        changing nothing, for tests that cannot be used."""
+    def set_session_settings(
+        self,
+        *,
+        decision_wait: float,
+        root_end_grace: float,
+        open_trace_wait: float,
+        max_session_duration: float,
+        max_session_spans: int,
+        tick: float,
+        dropped_hold: float,
+        dropped_hold_max_spans: int,
+        decision_cache_max: int,
+    ) -> None:
+        """New completion and hold settings (a reload); raises ValueError if ``tick`` differs
+        from the running one. Buffered sessions whose deadline moves earlier are due earlier."""
     def ingest(
         self, request: Request, now: float, max_spans: int
     ) -> tuple[int, int, int, int, int, KeptRequests]: ...
-    def pop_due(self, now: float) -> list[SessionView]: ...
+    def pop_due(self, now: float, limit: int = ...) -> list[SessionView]: ...
     def pop_oldest(self, spans: int, memory: int) -> list[SessionView]: ...
     def pop_all(self) -> list[SessionView]: ...
     def decide(
@@ -154,10 +180,16 @@ class Core:
         same_randomness: bool,
     ) -> KeptRequests: ...
     def hold(self, handle: int, cold: bool, now: float, looks: int) -> bool: ...
-    def release(self, handle: int) -> None: ...
+    def release(self, handle: int) -> KeptRequests:
+        """Lets go of a decided session; in shadow mode a dropped one's spans come back as
+        requests, annotated as dropped (live: an empty list)."""
     def hold_pop_expired(self, now: float) -> list[HeldSession]: ...
     def hold_release_oldest(self) -> HeldSession | None: ...
     def hold_pop_all(self) -> list[HeldSession]: ...
+    def next_deadline(self) -> float | None:
+        """A time by which ``pop_due`` or ``hold_pop_expired`` has something to do (or at
+        least a stale timer to drop): the middle of the first tick holding timers, or the end
+        of the oldest hold. None when nothing is buffered or held."""
     @property
     def hold_over_cap(self) -> bool: ...
     def stats(self) -> dict[str, int]: ...

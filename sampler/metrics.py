@@ -1,21 +1,35 @@
 """Self-metrics, declared once in METRICS and read from the components' plain counters at scrape
 time, so no decision or intake code touches Prometheus. docs/operations.md lists the same table
-(a test keeps them in step)."""
+(a test keeps them in step). The registry also holds prometheus-client's standard process,
+platform and garbage-collector collectors (``process_*``, ``python_*``), read at scrape time
+too."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from sampler.config.model import MODES
 from sampler.export.base import Exporter
+from sampler.latency import Histogram
 from sampler.pipeline import Pipeline
+from sampler.receive.capture import TrafficCapture
 from sampler.receive.connections import ConnectionStats, DescriptorShortage
 from sampler.receive.intake import ReceiverStats
+from sampler.reload import OUTCOMES, ConfigState
+from sampler.version import package_version, python_version
 
 Sample = tuple[tuple[str, ...], float]
+HistogramSample = tuple[tuple[str, ...], Histogram]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,17 +37,24 @@ class Sources:
     pipeline: Pipeline
     exporter: Exporter
     receivers: dict[str, ReceiverStats]  # by transport
+    capture: TrafficCapture | None = None
     connections: dict[str, ConnectionStats] = field(default_factory=dict)  # by listener
     shortage: DescriptorShortage = field(default_factory=DescriptorShortage)
+    # the running config's generation and reloads (reload.Reloader); None: as loaded at start
+    config: ConfigState | None = field(default=None, kw_only=True)
+
+    @property
+    def config_state(self) -> ConfigState:
+        return self.config if self.config is not None else ConfigState.of(self.pipeline.config)
 
 
 @dataclass(frozen=True, slots=True)
 class MetricSpec:
     name: str
-    kind: str  # "counter" | "gauge"
+    kind: str  # "counter" | "gauge" | "histogram"
     help: str
     labels: tuple[str, ...]
-    read: Callable[[Sources], Iterable[Sample]]
+    read: Callable[[Sources], Iterable[Sample | HistogramSample]]
 
 
 def _one(value: Callable[[Sources], float]) -> Callable[[Sources], Iterable[Sample]]:
@@ -68,12 +89,75 @@ def _decided(field: str) -> Callable[[Sources], Iterator[Sample]]:
     return read
 
 
+def _captured(s: Sources) -> Iterator[Sample]:
+    if s.capture is None:
+        return
+    stats = s.capture.snapshot()
+    yield ("written",), stats.requests_written
+    for reason, count in stats.requests_dropped.items():
+        yield (reason,), count
+
+
 def _refused(s: Sources) -> Iterator[Sample]:
     for reason, count in s.pipeline.stats.requests_refused.items():
         yield (reason,), count
 
 
 METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "agent_sampler_build_info",
+        "gauge",
+        "The running sampler: its version and Python's, as labels; the value is 1.",
+        ("version", "python_version"),
+        lambda s: [((package_version(), python_version()), 1.0)],
+    ),
+    MetricSpec(
+        "agent_sampler_mode",
+        "gauge",
+        "The sampler's mode (config key `mode`): 1 for the active one, 0 for the other. In "
+        "shadow mode every span is forwarded, would-drop ones too (agent_sampler_shadow_spans).",
+        ("mode",),
+        lambda s: [((mode,), float(s.pipeline.config.mode == mode)) for mode in MODES],
+    ),
+    MetricSpec(
+        "agent_sampler_config_info",
+        "gauge",
+        "The running config: the sha256 of its file (16 hex digits, `sha256sum FILE | cut "
+        "-c1-16`) as a label; the value is 1.",
+        ("hash",),
+        lambda s: [((s.config_state.digest,), 1.0)],
+    ),
+    MetricSpec(
+        "agent_sampler_config_generation",
+        "gauge",
+        "1 at start, one more for each reload that changed the config.",
+        (),
+        _one(lambda s: s.config_state.generation),
+    ),
+    MetricSpec(
+        "agent_sampler_config_reloads",
+        "counter",
+        "Config reloads (SIGHUP, or a change of the file with --watch-config), by outcome: "
+        "success, failure (the file has problems: the running config stays, each problem is "
+        "logged), unchanged (the same file).",
+        ("outcome",),
+        lambda s: [((o,), s.config_state.reloads[o]) for o in OUTCOMES],
+    ),
+    MetricSpec(
+        "agent_sampler_config_last_reload_successful",
+        "gauge",
+        "0 when the last reload failed (until one succeeds, or finds the running file again).",
+        (),
+        _one(lambda s: s.config_state.last_reload_ok),
+    ),
+    MetricSpec(
+        "agent_sampler_config_restart_pending",
+        "gauge",
+        "Keys the running config's file sets to new values that only a restart applies (named "
+        "in the reload's log line); 0 when everything in the file runs.",
+        (),
+        _one(lambda s: len(s.config_state.need_restart)),
+    ),
     MetricSpec(
         "agent_sampler_receiver_requests",
         "counter",
@@ -113,6 +197,22 @@ METRICS: tuple[MetricSpec, ...] = (
         _one(lambda s: s.shortage.failures),
     ),
     MetricSpec(
+        "agent_sampler_capture_requests",
+        "counter",
+        "Accepted requests offered to the traffic capture (capture.path), by outcome: written, "
+        "or left out (queue_full: the writer was behind; size_cap, write_error: capturing "
+        "had stopped; shutdown: still queued at the end).",
+        ("outcome",),
+        _captured,
+    ),
+    MetricSpec(
+        "agent_sampler_capture_bytes",
+        "counter",
+        "Bytes of OTLP/JSON lines written to the traffic capture.",
+        (),
+        lambda s: [] if s.capture is None else [((), s.capture.snapshot().bytes_written)],
+    ),
+    MetricSpec(
         "agent_sampler_spans_accepted",
         "counter",
         "Spans accepted into the pipeline.",
@@ -143,7 +243,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "agent_sampler_sessions_decided",
         "counter",
-        "Sessions decided, by rule and verdict.",
+        "Session decisions, by rule and verdict (a second look that keeps a dropped session, "
+        "or a reopened session decided again, is another decision).",
         ("rule", "verdict"),
         _decided("sessions"),
     ),
@@ -153,6 +254,35 @@ METRICS: tuple[MetricSpec, ...] = (
         "Spans of decided sessions, by rule and verdict.",
         ("rule", "verdict"),
         _decided("spans"),
+    ),
+    MetricSpec(
+        "agent_sampler_spans_kept",
+        "counter",
+        "Kept spans handed to the downstream exporter, each once, whatever kept it: the sum of "
+        'spans_decided{verdict="keep"} and late_spans{verdict="keep"}. In shadow mode, every '
+        "span handed to the exporter, would-drop ones included (agent_sampler_shadow_spans).",
+        (),
+        _one(lambda s: s.pipeline.stats.spans_submitted),
+    ),
+    MetricSpec(
+        "agent_sampler_shadow_spans",
+        "counter",
+        "Spans forwarded in shadow mode, by the verdict they carry (agent_sampler.verdict): "
+        "keep, what live mode would have sent; drop, what it would have dropped. Their sum is "
+        "the part of spans_kept sent in shadow mode.",
+        ("verdict",),
+        lambda s: [
+            (("keep",), s.pipeline.stats.shadow_kept_spans),
+            (("drop",), s.pipeline.stats.shadow_dropped_spans),
+        ],
+    ),
+    MetricSpec(
+        "agent_sampler_decision_delay_seconds",
+        "histogram",
+        "Time from a session's first span to its verdict, once per session (a reopened or "
+        "continued conversation is not counted again).",
+        (),
+        lambda s: [((), s.pipeline.stats.decision_delay)],
     ),
     MetricSpec(
         "agent_sampler_spans_limited",
@@ -258,6 +388,13 @@ METRICS: tuple[MetricSpec, ...] = (
         _one(lambda s: s.exporter.stats.spans_sent),
     ),
     MetricSpec(
+        "agent_sampler_exporter_send_duration_seconds",
+        "histogram",
+        "Time one attempt to send a batch downstream took, failed attempts included.",
+        (),
+        lambda s: [((), s.exporter.stats.send_durations)],
+    ),
+    MetricSpec(
         "agent_sampler_exporter_retries",
         "counter",
         "Export attempts retried after a transient failure.",
@@ -325,17 +462,34 @@ class SamplerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for spec in METRICS:
-            family: CounterMetricFamily | GaugeMetricFamily
+            family: CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
             if spec.kind == "counter":
                 family = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
-            else:
+            elif spec.kind == "gauge":
                 family = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+            else:
+                family = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
             for labels, value in spec.read(self.sources):
-                family.add_metric(list(labels), value)
+                if isinstance(value, Histogram):
+                    assert isinstance(family, HistogramMetricFamily)
+                    buckets = [(_le(bound), n) for bound, n in value.cumulative()]
+                    family.add_metric(list(labels), buckets, value.sum)
+                else:
+                    assert not isinstance(family, HistogramMetricFamily)
+                    family.add_metric(list(labels), value)
             yield family
+
+
+def _le(bound: float) -> str:
+    """A bucket's bound as Prometheus writes it: 0.5, 30.0, +Inf."""
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 def build_registry(sources: Sources) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SamplerCollector(sources))
+    # resident memory, CPU seconds, open file descriptors; Python's version; collections
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     return registry

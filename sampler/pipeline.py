@@ -8,6 +8,14 @@
   second look when its hold ends;
 - **emit**: kept sessions come back from the core as ready requests, handed to the sink.
 
+In shadow mode (``mode: shadow``) deciding is the same, and every span goes to the sink: a
+dropped session's spans when live mode would let go of them (``Core.release``, after the hold:
+a later turn that reopens it is decided with it, and it goes out once, with its last verdict),
+late spans whatever verdict they follow, each annotated with that verdict.
+
+``reconfigure`` (a reload) swaps rules, budget, signal thresholds, session settings and mode
+under what is buffered: sessions, held drops, the budget's rates and the rarity model stay.
+
 The live server (``runtime.py``) and the offline ``replay`` command drive the same Pipeline: the
 first with a monotonic clock and an asynchronous exporter as the sink, the second with a clock
 taken from span timestamps and a file. Everything here runs on one thread (the event loop's),
@@ -28,12 +36,21 @@ from typing import Protocol
 from sampler._native import HeldSession, Request, SessionView
 from sampler.clock import Clock
 from sampler.config.model import SamplerConfig
+from sampler.latency import Histogram, decision_delays
 from sampler.receive.intake import INGEST_CHUNK_SPANS, Admission, Intake
 from sampler.rules.budget import BudgetSettings
 from sampler.rules.engine import RuleEngine
 from sampler.rules.facts import DecisionFacts
 from sampler.rules.verdict import Verdict
-from sampler.sessions.native import MAX_LOOKS, BufferStats, build_core
+from sampler.sessions.native import (
+    MAX_LOOKS,
+    BufferStats,
+    SpanTestSlot,
+    build_core,
+    native_specs,
+    place_span_tests,
+    set_session_settings,
+)
 from sampler.signals.scorer import SessionScorer
 
 log = logging.getLogger(__name__)
@@ -84,7 +101,19 @@ class PipelineStats:
     spans_limited: int = 0  # attributes removed or values cut (receivers.max_attribute_*)
     late_spans_kept: int = 0
     late_spans_dropped: int = 0
+    # Shadow mode: spans handed to the sink by the verdict they carry (their sum is the part
+    # of spans_submitted sent in shadow mode; live, both stay 0).
+    shadow_kept_spans: int = 0
+    shadow_dropped_spans: int = 0
+    # Every kept span, once, whatever kept it: a rule's keep (a second look's included) or a
+    # late span following a keep. It adds up: the sum of by_rule's spans_kept plus
+    # late_spans_kept; and all of it is handed to the sink (or waits in the backlog). In
+    # shadow mode, every span handed to the sink: shadow_kept_spans + shadow_dropped_spans.
     spans_submitted: int = 0
+    # Decisions by the rule that made them. A session is decided more than once when a later
+    # turn reopens a held drop (decided again as a whole) or a second look keeps a drop: then
+    # it counts again, as kept by the rule that kept it (its drop stays counted: counters only
+    # grow). So kept counts add up to what was sent; seen counts are decisions, not sessions.
     by_rule: dict[str, RuleTally] = field(default_factory=dict)
     # decided early because the buffer neared its limits (stress relief)
     relief_sessions: int = 0
@@ -92,6 +121,8 @@ class PipelineStats:
     # dropped while the rarity model was cold, kept after all when scored again (second look)
     second_look_sessions: int = 0
     second_look_spans: int = 0
+    # first span to first verdict, once per session (reopened or continued: not again)
+    decision_delay: Histogram = field(default_factory=decision_delays)
 
 
 class Pipeline:
@@ -101,16 +132,25 @@ class Pipeline:
         sink: KeptSink,
         clock: Clock,
         observer: DecisionObserver | None = None,
+        decide_on_intake: bool = True,
     ) -> None:
+        """``decide_on_intake``: decide what is due after each chunk of intake (replay, tests,
+        where time moves with the data). The server leaves it to its ticker, which decides in
+        slices between calls: deciding in the intake path would add it to an Export call's
+        latency."""
         self.config = config
         self.sink = sink
         self.clock = clock
         self.observer = observer
+        self._decide_on_intake = decide_on_intake
         self.engine = RuleEngine.build(
             config.rules, BudgetSettings.from_config(config.budget), config.budget.strata
         )
         self.scorer = SessionScorer(config.signals)
-        self.core = build_core(config, self.engine.span_tests)
+        # the native core's span tests by position (bit i of a session's test_bits is test i);
+        # the engine's own order until a reload moves them (place_span_tests)
+        self.span_tests: list[SpanTestSlot] = list(self.engine.span_tests)
+        self.core = build_core(config, self.span_tests)
         self.stats = PipelineStats()
         self._pending: deque[tuple[bytes, int]] = deque()
         self._in_flight = 0  # memory of admitted requests not all ingested yet
@@ -119,6 +159,41 @@ class Pipeline:
     @property
     def buffer(self) -> BufferStats:
         return BufferStats.of(self.core)
+
+    def reconfigure(self, config: SamplerConfig) -> None:
+        """Runs with ``config`` from now on (a reload), keeping what is buffered and learned:
+        buffered sessions (decided by the new rules when due), held drops, the budget's rates,
+        rate limits' buckets, the rarity model. ``config``'s restart-only settings must be the
+        running ones (``config.changes.merge_reload``). Raises ValueError, changing nothing,
+        when it cannot be run.
+
+        A rule's new attribute or span_name test sees the spans that arrive from now on: the
+        spans of sessions buffered or held now are not read again (place_span_tests)."""
+        running = self.config
+        if config.sessions.tick != running.sessions.tick:
+            raise ValueError("sessions.tick cannot change without a restart")
+        engine = self.engine.reconfigured(
+            config.rules, BudgetSettings.from_config(config.budget), config.budget.strata
+        )
+        scorer = SessionScorer(config.signals)  # ValueError for thresholds it cannot use
+        rarity = self.scorer.rarity
+        fixed = rarity.geometry_changes(scorer.rarity.settings)
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} of the rarity model need a restart")
+        slots, reset = place_span_tests(self.span_tests, engine.span_tests)
+        core = self.core
+        core.set_span_tests(native_specs(slots), reset)  # the last step that may fail
+        set_session_settings(core, config)
+        core.shadow = config.mode == "shadow"
+        rarity.reconfigure(scorer.rarity.settings)
+        scorer.rarity = rarity
+        self.engine, self.scorer, self.span_tests, self.config = engine, scorer, slots, config
+        self._trim_hold(self.clock.now())  # a smaller dropped_hold_max_spans applies now
+
+    @property
+    def shadow(self) -> bool:
+        """Shadow mode: every span is forwarded, annotated with its would-be verdict."""
+        return self.config.mode == "shadow"
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -151,9 +226,10 @@ class Pipeline:
         return intake
 
     def ingest(self, intake: Intake, max_spans: int = INGEST_CHUNK_SPANS) -> bool:
-        """Ingests the next ``max_spans`` spans of an admitted request, then decides what is
-        due; True once the request is all in. Raises ``InvalidRequest`` if the native core
-        cannot read it (a bug: it was validated), having taken what came before."""
+        """Ingests the next ``max_spans`` spans of an admitted request (then decides what is
+        due, if ``decide_on_intake``); True once the request is all in. Raises
+        ``InvalidRequest`` if the native core cannot read it (a bug: it was validated), having
+        taken what came before."""
         now = self.clock.now()
         try:
             accepted, invalid, limited, late_kept, late_dropped, requests = self.core.ingest(
@@ -169,9 +245,13 @@ class Pipeline:
         stats.late_spans_kept += late_kept
         stats.late_spans_dropped += late_dropped
         intake.invalid += invalid
+        if self.shadow:  # late spans go out whatever verdict they follow
+            stats.shadow_kept_spans += late_kept
+            stats.shadow_dropped_spans += late_dropped
         self._submit_all(requests)
-        self._decide(self.core.pop_due(now), now)
-        self._end_holds(now)
+        if self._decide_on_intake:
+            self._decide(self.core.pop_due(now), now)
+            self._end_holds(now)
         self._relieve(now)
         return intake.request.done
 
@@ -241,12 +321,17 @@ class Pipeline:
 
     # -- deciding ------------------------------------------------------------------------------
 
-    def decide_due(self) -> int:
-        """Decide every session whose deadline passed; called by the ticker."""
-        self._flush_pending()
-        self.scorer.flush()  # what was decided since the last tick counts from now on
+    def decide_due(self, limit: int | None = None, *, new_tick: bool = True) -> int:
+        """Decide the sessions whose deadline passed, at most ``limit`` of them; returns how
+        many were decided. ``new_tick``: what was decided before now counts in the rarity
+        sketches from here on (the ticker's later slices of one tick pass False, so that a
+        tick's sessions are scored alike however it is sliced)."""
+        if new_tick:
+            self._flush_pending()
+            self.scorer.flush()
         now = self.clock.now()
-        decided = self._decide(self.core.pop_due(now), now)
+        due = self.core.pop_due(now) if limit is None else self.core.pop_due(now, limit)
+        decided = self._decide(due, now)
         self._end_holds(now)
         return decided
 
@@ -279,7 +364,7 @@ class Pipeline:
         )
         bits = view.test_bits
         matched = (
-            frozenset(t for i, t in enumerate(self.engine.span_tests) if bits >> i & 1)
+            frozenset(t for i, t in enumerate(self.span_tests) if bits >> i & 1 and t is not None)
             if bits
             else frozenset()
         )
@@ -312,6 +397,8 @@ class Pipeline:
             cold = cold or view.awaiting_look
             verdict = self.engine.decide(facts, now)
             self._tally(verdict, view.span_count)
+            if not view.decided_before:
+                self.stats.decision_delay.observe(now - view.created)
             if self.observer is not None:
                 self.observer.decided(facts, verdict, now, second_look=False)
             decided += 1
@@ -324,12 +411,12 @@ class Pipeline:
                 not view.keyed,
             )
             if verdict.keep:
-                self._submit_all(requests)
+                self._submit_kept(requests)
             elif (view.keyed or view.rootless or cold) and core.hold(view.handle, cold, now, 1):
                 # more turns or late spans may reopen it, or a second look keep it
                 self._trim_hold(now)
             else:
-                core.release(view.handle)  # dropped for good
+                self._let_go(view.handle)  # dropped for good
         return decided
 
     def _trim_hold(self, now: float) -> None:
@@ -354,10 +441,12 @@ class Pipeline:
             dropped = Verdict(keep, rule, tuple(signals), adjusted_count)
             verdict = self.engine.reconsider(facts, dropped, now)
             if verdict is not None and verdict.keep:
-                self._revive(view.span_count)
+                self._tally(verdict, view.span_count)
+                self.stats.second_look_sessions += 1
+                self.stats.second_look_spans += view.span_count
                 if self.observer is not None:
                     self.observer.decided(facts, verdict, now, second_look=True)
-                self._submit_all(
+                self._submit_kept(
                     core.decide(
                         held.handle,
                         True,
@@ -372,13 +461,14 @@ class Pipeline:
                 if core.hold(held.handle, True, now, held.looks + 1):
                     self._trim_hold(now)
                     return
-        core.release(held.handle)
+        self._let_go(held.handle)
 
-    def _revive(self, spans: int) -> None:
-        """Count a dropped session kept after all, by a second look. The first decision stays
-        counted as it was (the per-rule counters only grow)."""
-        self.stats.second_look_sessions += 1
-        self.stats.second_look_spans += spans
+    def _let_go(self, handle: int) -> None:
+        """A dropped session's spans are given up (in shadow mode: sent, annotated as dropped)."""
+        requests = self.core.release(handle)
+        if requests:
+            self.stats.shadow_dropped_spans += sum(count for _, count in requests)
+            self._submit_all(requests)
 
     def _tally(self, verdict: Verdict, span_count: int) -> None:
         tally = self.stats.by_rule.get(verdict.rule)
@@ -391,6 +481,11 @@ class Pipeline:
             tally.spans_kept += span_count
 
     # -- output --------------------------------------------------------------------------------
+
+    def _submit_kept(self, requests: list[tuple[bytes, int]]) -> None:
+        if self.shadow:
+            self.stats.shadow_kept_spans += sum(count for _, count in requests)
+        self._submit_all(requests)
 
     def _submit_all(self, requests: list[tuple[bytes, int]]) -> None:
         for body, count in requests:

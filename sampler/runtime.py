@@ -1,14 +1,19 @@
 """The live sampler: one asyncio event loop running the receivers, the decision ticker, the
 exporter and the metrics endpoint, all around one Pipeline.
 
-Threading model: everything runs on the loop's thread. The gRPC (grpc.aio) and HTTP (aiohttp)
-servers decode a request and call ``Pipeline.consume`` synchronously; the ticker calls
-``Pipeline.decide_due`` every ``sessions.tick``; the exporter's sender task does network I/O.
-So the pipeline's state needs no lock, and one process uses about one core.
+Threading model: the pipeline's state lives on the loop's thread, so it needs no lock. The
+gRPC (grpc.aio) and HTTP (aiohttp) servers hand a request to ``ReceiveFlow``, which validates
+it natively (a large body on a decoding thread, without the GIL) and ingests it in chunks; the
+ticker decides the due sessions every ``sessions.tick``, in turns of a few milliseconds between
+which Export calls are answered (deciding is not done in a call's path); the exporter's sender
+task does network I/O.
 
 Shutdown (SIGTERM/SIGINT): stop intake, decide every buffered session, flush the exporter,
 exit 0. With ``exporter.queue_dir``, what the downstream does not take stays in the disk queue
 for the next start instead of being lost.
+
+Reload (SIGHUP, and with ``--watch-config`` a change of the file, polled): the config is read
+again and applied under what is buffered (``reload.py``).
 """
 
 from __future__ import annotations
@@ -31,12 +36,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sampler.clock import Clock, MonotonicClock
 from sampler.config.model import SamplerConfig
-from sampler.export.base import Exporter, ExporterSettings, RetryPolicy
+from sampler.export.base import Exporter, ExporterSettings
 from sampler.export.factory import exporter_from_url
+from sampler.export.jsonl_file import Rotation
+from sampler.export.retry import RetryPolicy
+from sampler.listeners import check_listeners, listeners_of
 from sampler.metrics import Sources, build_registry
 from sampler.pipeline import Pipeline, PipelineStats
 from sampler.receive.address import parse_listen
 from sampler.receive.auth import BearerAuth
+from sampler.receive.capture import TrafficCapture
 from sampler.receive.connections import (
     ConnectionGuard,
     ConnectionLimits,
@@ -48,10 +57,16 @@ from sampler.receive.grpc_server import SERVICE_NAME as OTLP_TRACE_SERVICE
 from sampler.receive.grpc_server import GrpcConnections, GrpcReceiver
 from sampler.receive.http_server import HttpReceiver
 from sampler.receive.intake import ReceiveFlow, ReceiverStats
+from sampler.reload import ConfigSource, ConfigWatcher, Reloader
 from sampler.tls import ClientTls, ServerTls
 
 log = logging.getLogger(__name__)
 
+# Deciding a tick's due sessions (hundreds at full load, tens of ms) is done in turns of about
+# this long, the event loop answering Export calls between turns; a turn checks the time
+# after every few sessions.
+DECIDE_TURN_S = 0.002
+DECIDE_BATCH = 4
 # Threads decoding large request bodies (the native core validates without the GIL): two,
 # so one process can use a second core for them.
 DECODING_THREADS = 2
@@ -65,6 +80,7 @@ DESCRIPTOR_RESERVE = 64
 MIN_CONNECTIONS = 8  # per listener, however low the descriptor limit
 METRICS_HEADER_TIMEOUT_S = 10.0
 METRICS_IDLE_TIMEOUT_S = 60.0
+WATCH_INTERVAL_S = 1.0  # --watch-config: how often the config file is looked at
 
 
 def exporter_settings(config: SamplerConfig) -> ExporterSettings:
@@ -85,6 +101,18 @@ def exporter_settings(config: SamplerConfig) -> ExporterSettings:
         headers=dict(e.headers),
         compression=e.compression,
         tls=_exporter_tls(config),
+        rotation=_file_rotation(config),
+    )
+
+
+def _file_rotation(config: SamplerConfig) -> Rotation:
+    r = config.exporter.file.rotation
+    return Rotation(
+        max_bytes=r.max_megabytes << 20,
+        max_backups=r.max_backups,
+        max_age_s=r.max_days * 86_400.0,
+        localtime=r.localtime,
+        compress=r.compression == "gzip",
     )
 
 
@@ -260,16 +288,22 @@ class BoundPorts:
 class SamplerApp:
     config: SamplerConfig
     clock: Clock = field(default_factory=MonotonicClock)
+    source: ConfigSource = field(default_factory=ConfigSource)  # to read the config again
     exporter: Exporter = field(init=False)
     pipeline: Pipeline = field(init=False)
+    reloader: Reloader = field(init=False)
     ports: BoundPorts = field(default_factory=BoundPorts)
     _grpc: GrpcReceiver | None = None
     _http: HttpReceiver | None = None
     _metrics_runner: web.AppRunner | None = None
     _ticker: asyncio.Task[None] | None = None
+    _watcher: asyncio.Task[None] | None = None
+    _config_watcher: ConfigWatcher | None = None
+    _capture: TrafficCapture | None = None  # capture.path: accepted requests recorded
     # Large bodies are decoded here, without the GIL, while the event loop answers others.
     _decoding: ThreadPoolExecutor | None = None
     _ready: bool = False
+    _stopping: bool = False  # shutdown began: a SIGHUP is ignored (SIG_DFL would kill us)
     _overload: OverloadLog = field(default_factory=OverloadLog)
     # accepts that failed for want of descriptors, on any of the HTTP listeners
     _shortage: DescriptorShortage = field(default_factory=DescriptorShortage)
@@ -279,12 +313,24 @@ class SamplerApp:
 
     def __post_init__(self) -> None:
         self.exporter = exporter_from_url(self.config.exporter.url, exporter_settings(self.config))
-        self.pipeline = Pipeline(self.config, self.exporter, self.clock)
+        self.pipeline = Pipeline(self.config, self.exporter, self.clock, decide_on_intake=False)
+        self.reloader = Reloader(self.pipeline, self.source)
+
+    def reload(self, why: str) -> str:
+        """Reads the config again and runs with it (see reload.py); returns the outcome."""
+        outcome = self.reloader.reload(why)
+        self.config = self.pipeline.config
+        return outcome
 
     async def start(self) -> None:
         cfg = self.config
         tls, auth = receiver_security(cfg)  # before anything starts: bad files stop us here
+        check_listeners(listeners_of(cfg))  # ...and so does a port in use
         await self.exporter.start()
+        where = cfg.origin("exporter.url")
+        log.info(
+            "downstream %s (%s)", self.exporter.name, "default" if where == "default" else where
+        )
         receivers: dict[str, ReceiverStats] = {}
         connections: dict[str, ConnectionStats] = {}
         budget = connection_budget(cfg, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
@@ -293,11 +339,15 @@ class SamplerApp:
         self._decoding = ThreadPoolExecutor(
             max_workers=DECODING_THREADS, thread_name_prefix="decode"
         )
+        if cfg.capture.path:
+            self._capture = TrafficCapture(cfg.capture.path, cfg.capture.max_size)
+            self._capture.open()
         flow = ReceiveFlow(
             self.pipeline,
             max_spans=cfg.receivers.max_spans_per_request,
             max_message_bytes=limit,
             decoding=self._decoding,
+            capture=self._capture,
         )
         if cfg.receivers.grpc.listen:
             self._grpc = GrpcReceiver(
@@ -334,10 +384,21 @@ class SamplerApp:
             )
             connections["metrics"] = guard.stats
             self.ports.metrics = await self._start_metrics(
-                Sources(self.pipeline, self.exporter, receivers, connections, self._shortage),
+                Sources(
+                    self.pipeline,
+                    self.exporter,
+                    receivers,
+                    self._capture,
+                    connections=connections,
+                    shortage=self._shortage,
+                    config=self.reloader.state,
+                ),
                 guard,
             )
         self._ticker = asyncio.create_task(self._tick_forever(), name="decision-ticker")
+        if self.source.watch and self.source.path is not None:
+            watcher = self._config_watcher = ConfigWatcher(self.source.path)
+            self._watcher = asyncio.create_task(self._watch_forever(watcher), name="config-watch")
         self._ready = True
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(OTLP_TRACE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -353,26 +414,44 @@ class SamplerApp:
     async def shutdown(self) -> None:
         """Stop intake, decide everything buffered, deliver it, close."""
         self._ready = False
+        self._stopping = True
         await self._health.enter_graceful_shutdown()  # every service NOT_SERVING
         started = time.monotonic()
         if self._grpc is not None:
             await self._grpc.stop(RECEIVER_STOP_GRACE_S)
         if self._http is not None:
             await self._http.stop()
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._watcher, self._ticker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._decoding is not None:
             self._decoding.shutdown(wait=False)
-        buffered = self.pipeline.core.span_count
-        decided = self.pipeline.decide_all()
-        log.info("shutdown: decided %d buffered session(s) (%d spans)", decided, buffered)
+        if self._capture is not None:  # intake has stopped: what it took is written
+            await asyncio.to_thread(self._capture.close)
+        pipeline, exporter = self.pipeline, self.exporter
+        before = pipeline.buffer
+        second_looks, sent = pipeline.stats.second_look_sessions, exporter.stats.spans_sent
+        decided = pipeline.decide_all()
+        log.info(
+            "shutdown: decided %d buffered session(s) (%d spans) and ended the hold of %d "
+            "dropped session(s) (%d kept on a second look)",
+            decided,
+            before.span_count,
+            before.held_sessions,
+            pipeline.stats.second_look_sessions - second_looks,
+        )
         deadline = started + SHUTDOWN_FLUSH_TIMEOUT_S
         while self.pipeline.pending_spans and time.monotonic() < deadline:
             await self.exporter.flush(min(1.0, deadline - time.monotonic()))
             self.pipeline.decide_due()  # offers the backlog to the exporter again
         await self.exporter.stop(max(0.1, deadline - time.monotonic()))
+        log.info(
+            "shutdown: flushed %d kept span(s) to %s",
+            exporter.stats.spans_sent - sent,
+            exporter.name,
+        )
         lost = self.pipeline.pending_spans + self.exporter.queued_spans()
         if lost:
             log.error("shutdown: %d kept span(s) could not be delivered before the timeout", lost)
@@ -385,11 +464,42 @@ class SamplerApp:
         while True:
             await asyncio.sleep(period)
             try:
-                self.pipeline.decide_due()
+                await self._decide_due_in_turns()
             except Exception:  # a bug must not stop all future decisions; it is logged loudly
                 log.exception("deciding due sessions failed")
             self._overload.observe(self.pipeline.stats, self.clock.now())
             self._young.tick(time.monotonic())
+
+    async def _watch_forever(self, watcher: ConfigWatcher) -> None:
+        """--watch-config: reloads once the file changed and held still for one poll."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            try:
+                if watcher.due():
+                    self.reload(f"{watcher.path} changed")
+            except Exception:  # a bug must not stop watching; it is logged loudly
+                log.exception("reloading the config failed")
+
+    def reload_on_signal(self) -> None:
+        """SIGHUP: reload now (the watcher, if any, takes the file as it is now as read)."""
+        if self._stopping:
+            log.info("SIGHUP ignored: shutting down")
+            return
+        if self._config_watcher is not None:
+            self._config_watcher.mark_loaded()
+        try:
+            self.reload("SIGHUP")
+        except Exception:  # a bug must not kill the process; the old config keeps running
+            log.exception("reloading the config failed")
+
+    async def _decide_due_in_turns(self) -> None:
+        decide_due = self.pipeline.decide_due
+        more = decide_due(DECIDE_BATCH) == DECIDE_BATCH
+        while more:
+            await asyncio.sleep(0)  # calls waiting are answered
+            turn_ends = time.perf_counter() + DECIDE_TURN_S
+            while more and time.perf_counter() < turn_ends:
+                more = decide_due(DECIDE_BATCH, new_tick=False) == DECIDE_BATCH
 
     async def _start_metrics(self, sources: Sources, guard: ConnectionGuard) -> int:
         registry = build_registry(sources)
@@ -489,16 +599,18 @@ def tune_allocator() -> bool:
     )
 
 
-async def serve(config: SamplerConfig) -> None:
-    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+async def serve(config: SamplerConfig, source: ConfigSource | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down cleanly; reload the config (read again from
+    ``source``) on SIGHUP."""
     tune_allocator()  # before any thread allocates
     raise_descriptor_limit()
-    app = SamplerApp(config)
+    app = SamplerApp(config, source=source or ConfigSource())
     tune_garbage_collector()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app.reload_on_signal)
     await app.start()
     await stop.wait()
     log.info("signal received: stopping intake and flushing")

@@ -17,12 +17,16 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-.venv/bin/ruff check sampler tests benchmarks
-.venv/bin/ruff format --check sampler tests benchmarks
+.venv/bin/ruff check sampler tests benchmarks deploy
+.venv/bin/ruff format --check sampler tests benchmarks deploy
 .venv/bin/mypy
 # A real OpenTelemetry Collector built from Go modules, for tests/e2e/collector (a cold build
 # takes about 5 minutes; later runs reuse the cached binary). Without Go those tests skip.
 bash benchmarks/collector/build.sh >/dev/null ||
     echo "collector build failed: tests/e2e/collector will be skipped" >&2
+# The deploy kit's checks with kustomize's, Kubernetes' and Prometheus's Go libraries, for
+# tests/e2e/deploy (a cold build takes a few minutes; later runs reuse the cached binary).
+bash tests/kitcheck/build.sh >/dev/null ||
+    echo "kitcheck build failed: tests/e2e/deploy will be skipped" >&2
 
 .venv/bin/python -m pytest "$@"

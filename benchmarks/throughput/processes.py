@@ -161,7 +161,8 @@ def sampler_config(
     sessions: dict[str, Any],
 ) -> str:
     """The base config (the embedded default unless told) with the benchmark's listeners, its
-    sink as the downstream, quiet logs, and the given `sessions` keys overridden."""
+    sink as the downstream (uncompressed: loopback, and the collector compared with sends
+    uncompressed too), quiet logs, and the given `sessions` keys overridden."""
     doc = yaml.safe_load(base_text) or {}
     doc["receivers"] = {
         "grpc": {"listen": f"{LOOPBACK}:{grpc_port}"},
@@ -169,7 +170,11 @@ def sampler_config(
         "max_message_size": "64MiB",
     }
     doc["sessions"] = {**(doc.get("sessions") or {}), **sessions}
-    doc["exporter"] = {**(doc.get("exporter") or {}), "url": f"grpc://{LOOPBACK}:{sink_port}"}
+    doc["exporter"] = {
+        **(doc.get("exporter") or {}),
+        "url": f"grpc://{LOOPBACK}:{sink_port}",
+        "compression": "none",
+    }
     doc["metrics"] = {"listen": f"{LOOPBACK}:{metrics_port}"}
     doc["logging"] = {"level": "warning", "format": "text"}
     return yaml.safe_dump(doc, sort_keys=False)

@@ -28,18 +28,23 @@
 //! popped or held session is Python's to resolve (keep, hold, or release).
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
 use hashbrown::HashMap;
 use hashlink::LinkedHashMap;
+use smallvec::SmallVec;
 
 use crate::features::{Features, SpanFeatures};
 use crate::verdict::Verdict;
 use crate::wire::{put_varint, Reader};
 
 pub type TraceId = [u8; 16];
+
+/// A session's trace ids: one, almost always, kept inline (no allocation).
+pub type TraceIds = SmallVec<[TraceId; 1]>;
 
 /// A (resource, scope) block: spans are kept, and written out, grouped by it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -86,14 +91,15 @@ const DUE_NOW: i64 = -1;
 
 #[derive(Debug)]
 pub struct Session {
-    /// The session key, or the trace id in hex for a session without one.
-    pub key: Box<str>,
+    /// The session key; empty for a session without one (`key()` names it by its trace).
+    keyed_key: Box<str>,
     pub keyed: bool,
-    pub trace_ids: Vec<TraceId>,
+    pub trace_ids: TraceIds,
     /// Traces whose root span has not arrived.
-    pub rootless: Vec<TraceId>,
-    /// Serialized spans by block, back to back, each after its size (a varint).
-    pub blocks: Vec<(Arc<BlockKey>, Vec<u8>)>,
+    pub rootless: TraceIds,
+    /// Serialized spans by block, back to back, each after its size (a varint); one block,
+    /// almost always, kept inline.
+    pub blocks: SmallVec<[(Arc<BlockKey>, Vec<u8>); 1]>,
     pub features: Features,
     pub span_bytes: usize,
     pub created: f64,
@@ -123,11 +129,11 @@ const TRACE_ENTRY_BYTES: usize = 64;
 impl Session {
     fn new(key: Box<str>, keyed: bool, now: f64, age: u64) -> Session {
         Session {
-            key,
+            keyed_key: key,
             keyed,
-            trace_ids: Vec::new(),
-            rootless: Vec::new(),
-            blocks: Vec::new(),
+            trace_ids: TraceIds::new(),
+            rootless: TraceIds::new(),
+            blocks: SmallVec::new(),
             features: Features::default(),
             span_bytes: 0,
             created: now,
@@ -146,6 +152,15 @@ impl Session {
 
     pub fn span_count(&self) -> u64 {
         self.features.span_count
+    }
+
+    /// The session key, or the (first) trace id in hex for a session without one.
+    pub fn key(&self) -> Cow<'_, str> {
+        if self.keyed {
+            Cow::Borrowed(&self.keyed_key)
+        } else {
+            Cow::Owned(hex(self.trace_ids.first().map_or(&[][..], |t| &t[..])))
+        }
     }
 
     fn add_trace(&mut self, trace_id: TraceId) {
@@ -222,7 +237,7 @@ impl Session {
     /// Memory this session holds, as the buffer's limits count it.
     pub fn memory(&self) -> usize {
         SESSION_FIXED_BYTES
-            + self.key.len()
+            + self.keyed_key.len()
             + self.trace_ids.len() * TRACE_ENTRY_BYTES
             + self
                 .blocks
@@ -419,6 +434,17 @@ impl DecisionCache {
         }
     }
 
+    /// A new bound: the oldest entries beyond it are forgotten now.
+    fn resize(&mut self, max_entries: usize) {
+        self.max_entries = max_entries.max(1);
+        while self.by_key.len() > self.max_entries {
+            self.by_key.pop_front();
+        }
+        while self.by_trace.len() > self.max_entries {
+            self.by_trace.pop_front();
+        }
+    }
+
     fn for_key(&self, key: &str) -> Option<&Arc<Verdict>> {
         self.by_key.get(key)
     }
@@ -536,6 +562,29 @@ impl Buffer {
         &self.settings
     }
 
+    /// New settings (a reload; `tick` is the caller's to keep). Buffered sessions whose
+    /// deadline moves earlier (or that are at a lowered span cap) are filed again, so they are
+    /// due as the new settings say; a later deadline is found when the old one fires, as
+    /// usual. Sessions already held keep their expiry; the hold's cap and the decision
+    /// cache's size apply at once.
+    pub fn set_settings(&mut self, settings: SessionSettings) {
+        self.settings = settings;
+        self.hold.hold_s = settings.dropped_hold;
+        self.hold.max_spans = settings.dropped_hold_max_spans;
+        self.cache.resize(settings.decision_cache_max);
+        let buffered: Vec<SessionId> = self.by_age.values().copied().collect();
+        for id in buffered {
+            self.reschedule(id);
+        }
+    }
+
+    /// Clears the bits of `mask` in every session's span-test bits (buffered, held, or out).
+    pub fn clear_test_bits(&mut self, mask: u64) {
+        for session in self.slots.iter_mut().filter_map(|(_, s)| s.as_mut()) {
+            session.features.test_bits &= !mask;
+        }
+    }
+
     // -- the slab --------------------------------------------------------------------------
 
     pub fn get(&self, id: SessionId) -> Option<&Session> {
@@ -651,7 +700,7 @@ impl Buffer {
 
     fn open(&mut self, trace_id: TraceId, key: Option<&str>, now: f64) -> Option<SessionId> {
         let id = match key {
-            None => self.new_session(hex(&trace_id).into(), false, now),
+            None => self.new_session(Box::default(), false, now),
             Some(key) => match self
                 .keyed
                 .get(key)
@@ -703,7 +752,7 @@ impl Buffer {
                 return None;
             }
             let session = self.get_mut(provisional)?;
-            session.key = key.into(); // promote in place: no copy
+            session.keyed_key = key.into(); // promote in place: no copy
             session.keyed = true;
             session.decided_before = decided.is_some();
             self.keyed.insert(key.into(), provisional);
@@ -747,12 +796,12 @@ impl Buffer {
         session.last_seen = now;
         session.age = age;
         let trace_ids = session.trace_ids.clone();
-        let (keyed, key) = (session.keyed, session.key.clone());
+        let keyed = session.keyed.then(|| session.keyed_key.clone());
         let (spans, bytes, memory) = (session.span_count(), session.span_bytes, session.accounted);
         for trace_id in trace_ids {
             self.traces.insert(trace_id, id);
         }
-        if keyed {
+        if let Some(key) = keyed {
             self.keyed.insert(key, id);
         }
         self.span_count += spans;
@@ -815,7 +864,7 @@ impl Buffer {
         }
         session.state = State::Out;
         let (age, keyed) = (session.age, session.keyed);
-        let key = session.key.clone();
+        let key = session.keyed_key.clone();
         let trace_ids = session.trace_ids.clone();
         let (spans, bytes, memory) = (session.span_count(), session.span_bytes, session.accounted);
         self.by_age.remove(&age);
@@ -835,15 +884,19 @@ impl Buffer {
 
     /// Removes and returns every session whose completion deadline has passed.
     pub fn pop_due(&mut self, now: f64) -> Vec<SessionId> {
-        let mut due: Vec<SessionId> = std::mem::take(&mut self.due_now)
-            .into_iter()
-            .filter(|id| self.get(*id).is_some_and(|s| s.state == State::Buffering))
-            .collect();
+        self.pop_due_at_most(now, usize::MAX)
+    }
+
+    /// Removes and returns at most `limit` sessions whose completion deadline has passed,
+    /// oldest deadline first; the others stay due for the next call (so that deciding a tick's
+    /// worth of sessions can be spread over several turns of the event loop).
+    pub fn pop_due_at_most(&mut self, now: f64, limit: usize) -> Vec<SessionId> {
+        let mut candidates = std::mem::take(&mut self.due_now);
         let current = self.wheel.current_tick(now);
         for (tick, id) in self.wheel.pop_due(now) {
             let Some(session) = self.get(id) else {
-                continue;
-            }; // decided, and gone
+                continue; // decided, and gone
+            };
             if session.state != State::Buffering || session.timer_tick != tick {
                 continue; // stale entry: decided, merged, or rescheduled earlier
             }
@@ -858,12 +911,47 @@ impl Buffer {
             if let Some(session) = self.get_mut(id) {
                 session.timer_tick = NO_TICK; // another stale entry of this tick must not match
             }
-            due.push(id);
+            candidates.push(id);
         }
-        for id in &due {
-            self.remove(*id);
+        let mut due = Vec::with_capacity(candidates.len().min(limit));
+        for id in candidates {
+            if !self.get(id).is_some_and(|s| s.state == State::Buffering) {
+                continue; // decided since, or listed twice
+            }
+            if due.len() < limit {
+                self.remove(id); // out of the buffer: a second listing of it is skipped
+                due.push(id);
+            } else {
+                self.due_now.push(id); // due still: the next call takes it (a double is skipped)
+            }
         }
         due
+    }
+
+    /// A time by which `pop_due_at_most` or `hold_pop_expired` returns something, or at least
+    /// moves on: the middle of the first tick that holds timers (safely past its boundary,
+    /// whatever the float error at large times) or the end of the oldest hold, whichever comes
+    /// first; None when nothing is buffered or held. The tick may be stale (its sessions decided
+    /// or re-filed since): popping then returns nothing but removes the stale entry, so going
+    /// from one next deadline to the next always ends. `replay` moves its clock this way, as
+    /// the live ticker would, without walking the empty ticks between.
+    pub fn next_deadline(&self) -> Option<f64> {
+        let timer = if !self.due_now.is_empty() {
+            Some(f64::NEG_INFINITY) // due already: a sliced pop left them
+        } else if self.session_count > 0 {
+            let tick_s = self.wheel.tick_s;
+            self.wheel
+                .ticks
+                .peek()
+                .map(|Reverse(tick)| (*tick as f64 + 0.5) * tick_s)
+        } else {
+            None
+        };
+        let hold = self.hold.held.front().map(|(_, held)| held.expires);
+        match (timer, hold) {
+            (Some(timer), Some(hold)) => Some(timer.min(hold)),
+            (timer, hold) => timer.or(hold),
+        }
     }
 
     /// Removes and returns the oldest sessions until at least `spans` spans and `memory` bytes
@@ -908,7 +996,7 @@ impl Buffer {
     /// Remembers a decided session's verdict for its late spans.
     pub fn record(&mut self, id: SessionId, verdict: &Arc<Verdict>) {
         if let Some(session) = self.get(id) {
-            let key = session.keyed.then(|| session.key.clone());
+            let key = session.keyed.then(|| session.keyed_key.clone());
             let trace_ids = session.trace_ids.clone();
             self.cache.remember(key.as_deref(), &trace_ids, verdict);
         }
@@ -939,7 +1027,7 @@ impl Buffer {
             return false;
         }
         session.state = State::Held;
-        let key = session.key.clone();
+        let key: Box<str> = session.key().into();
         let trace_ids = session.trace_ids.clone();
         let (spans, bytes, memory) = (session.span_count(), session.span_bytes, session.accounted);
         if let Some(previous) = self.hold.held.remove(&key) {
@@ -990,7 +1078,7 @@ impl Buffer {
                 .hold
                 .by_trace
                 .get(trace_id)
-                .is_some_and(|k| **k == *session.key)
+                .is_some_and(|k| **k == *session.key())
             {
                 self.hold.by_trace.remove(trace_id);
             }
@@ -1121,7 +1209,7 @@ mod tests {
     }
 
     fn drop_verdict() -> Arc<Verdict> {
-        Arc::new(Verdict::new(false, "baseline", 1.0, &[]))
+        Arc::new(Verdict::new(false, "baseline", 1.0, &[], false))
     }
 
     /// A buffer holding one popped, dropped session per (key, traces, spans) row.
@@ -1170,6 +1258,28 @@ mod tests {
         assert_eq!(due, vec![(1, 1), (1, 3), (3, 2), (3, 5)]);
         assert!(wheel.pop_due(4.9).is_empty());
         assert_eq!(wheel.pop_due(1e13).len(), 2); // a far jump does not walk empty ticks
+    }
+
+    #[test]
+    fn due_sessions_come_out_a_slice_at_a_time_and_none_is_lost() {
+        let mut buffer = Buffer::new(SessionSettings::default());
+        let b = block(b"r");
+        for n in 0..10 {
+            buffer.add(&arrival(trace(n), None, true, b"x", &b), 0.0); // a lone trace: 2 s grace
+        }
+        let mut seen = Vec::new();
+        for expected in [4, 4, 2, 0] {
+            let slice = buffer.pop_due_at_most(10.0, 4);
+            assert_eq!(slice.len(), expected);
+            for id in &slice {
+                assert!(buffer.get(*id).is_some_and(|s| s.state == State::Out));
+            }
+            seen.extend(slice);
+        }
+        seen.sort_by_key(|id| id.0);
+        seen.dedup();
+        assert_eq!(seen.len(), 10);
+        assert_eq!(buffer.by_age.len(), 0);
     }
 
     #[test]
@@ -1228,7 +1338,10 @@ mod tests {
     #[test]
     fn the_cache_forgets_the_oldest_and_a_new_verdict_replaces_an_old_one() {
         let mut cache = DecisionCache::new(2);
-        let (keep, drop) = (Arc::new(Verdict::new(true, "k", 1.0, &[])), drop_verdict());
+        let (keep, drop) = (
+            Arc::new(Verdict::new(true, "k", 1.0, &[], false)),
+            drop_verdict(),
+        );
         cache.remember(Some("a"), &[trace(1)], &keep);
         cache.remember(Some("b"), &[trace(2), trace(3)], &keep); // trace 1 forgotten
         assert!(cache.for_trace(&trace(1)).is_none());
@@ -1312,5 +1425,53 @@ mod tests {
             assert!(!buffer.hold_enabled());
             assert!(!buffer.hold(ids[0], drop_verdict(), false, 0.0, 1));
         }
+    }
+
+    #[test]
+    fn stepping_from_next_deadline_to_next_deadline_decides_everything_at_its_time() {
+        let settings = SessionSettings {
+            tick: 0.1,
+            dropped_hold: 60.0,
+            ..SessionSettings::default()
+        };
+        let mut buffer = Buffer::new(settings);
+        assert_eq!(buffer.next_deadline(), None);
+        let b = block(b"r");
+        let t0 = 1.7e9; // Unix time, as replay's clock: ticks are large numbers there
+        buffer.add(&arrival(trace(1), None, true, b"x", &b), t0); // lone trace: 2 s grace
+        buffer.add(&arrival(trace(2), Some("c"), true, b"x", &b), t0 + 1.0); // 30 s wait
+        let mut now = t0 + 1.0;
+        let mut decided = Vec::new();
+        let mut steps = 0;
+        while let Some(next) = buffer.next_deadline() {
+            steps += 1;
+            assert!(steps < 10, "stepping does not end");
+            now = now.max(next);
+            for id in buffer.pop_due(now) {
+                decided.push(now);
+                buffer.set_verdict(id, drop_verdict());
+                if buffer.get(id).is_some_and(|s| s.keyed) {
+                    assert!(buffer.hold(id, drop_verdict(), false, now, 1));
+                }
+            }
+            for held in buffer.hold_pop_expired(now) {
+                decided.push(now);
+                buffer.free(held.id);
+            }
+        }
+        // each at its deadline, within a tick: not all at the last one
+        assert_eq!(decided.len(), 3);
+        assert!(
+            (decided[0] - (t0 + 2.0)).abs() <= 0.1,
+            "{}",
+            decided[0] - t0
+        );
+        assert!(
+            (decided[1] - (t0 + 31.0)).abs() <= 0.1,
+            "{}",
+            decided[1] - t0
+        );
+        assert!((decided[2] - (decided[1] + 60.0)).abs() <= 1e-6);
+        assert_eq!(buffer.held_sessions(), 0);
     }
 }

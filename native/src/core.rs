@@ -8,6 +8,15 @@
 //!
 //! A large request is ingested in chunks (`max_spans` at a time, resumed from a `Cursor`), so
 //! that the event loop answers other calls between them.
+//!
+//! Shadow mode (`set_shadow`) decides the same and forwards everything: a dropped session's
+//! spans go out, annotated as dropped, when live mode would let go of them (`release`: after
+//! its hold, so that a later turn that reopens it is still decided with it, as live), and so
+//! do late spans following a drop. Each span goes out once, with its session's last verdict.
+//!
+//! A reload changes the span tests (`set_span_tests`) and the session settings
+//! (`set_session_settings`) under the buffered sessions, which keep their spans and features.
+
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -20,12 +29,13 @@ use crate::buffer::{
     Added, Arrival, BlockKey, Buffer, Held, SessionId, SessionSettings, State, TraceId,
 };
 use crate::emit::{emit, KeptRequest, RequestLimits};
-use crate::extract::{Extractor, Scratch};
+use crate::extract::{Extractor, KeyTable, Scratch};
 use crate::features::{Kind, Parent, SpanFeatures, SpanId};
 use crate::otlp::{
     self, REQUEST_RESOURCE_SPANS, RS_RESOURCE, RS_SCHEMA_URL, RS_SCOPE_SPANS, SS_SCHEMA_URL,
     SS_SCOPE, SS_SPANS,
 };
+use crate::span_tests::SpanTest;
 use crate::verdict::{Verdict, Verdicts};
 use crate::wire::{Value, WireResult};
 
@@ -110,6 +120,7 @@ pub struct Core {
     blocks: HashMap<Arc<BlockKey>, ()>,
     blocks_purge_at: usize,
     limits: RequestLimits,
+    shadow: bool,
 }
 
 fn randomness_of_key(key: &str) -> u64 {
@@ -138,7 +149,60 @@ impl Core {
             blocks: HashMap::new(),
             blocks_purge_at: 1024,
             limits,
+            shadow: false,
         }
+    }
+
+    /// Shadow mode: every span is forwarded, annotated with its session's verdict. Verdicts
+    /// given from now on are in the new mode; a verdict given before is re-annotated when its
+    /// spans go out (`current`).
+    pub fn set_shadow(&mut self, shadow: bool) {
+        self.shadow = shadow;
+    }
+
+    pub fn shadow(&self) -> bool {
+        self.shadow
+    }
+
+    /// Replaces the span tests (bit i of a session's `test_bits` is test i; `SpanTest::Vacant`
+    /// keeps a free position). The bits in `reset` are cleared in every session, buffered or
+    /// held: a position given to a new test must not carry what the old one found, so a new
+    /// test sees the spans that arrive from now on (a buffered session's earlier spans are not
+    /// read again).
+    pub fn set_span_tests(&mut self, tests: Vec<SpanTest>, test_keys: KeyTable, reset: u64) {
+        self.extractor = self.extractor.with_tests(tests, test_keys);
+        if reset != 0 {
+            self.buffer.clear_test_bits(reset);
+        }
+    }
+
+    /// New completion and hold settings (`tick` cannot change: the timer wheel is built on it).
+    pub fn set_session_settings(&mut self, settings: SessionSettings) -> Result<(), String> {
+        let tick = self.buffer.settings().tick;
+        if settings.tick != tick {
+            return Err(format!(
+                "tick cannot change while running ({tick}s, asked {}s)",
+                settings.tick
+            ));
+        }
+        self.buffer.set_settings(settings);
+        Ok(())
+    }
+
+    /// `verdict` in the current mode: the same one, or its twin (interned) if it was given in
+    /// the other mode (a late span of a session decided before a reload switched modes).
+    fn current(&mut self, verdict: &Arc<Verdict>) -> Arc<Verdict> {
+        if verdict.shadow == self.shadow {
+            return verdict.clone();
+        }
+        let signals: Vec<&str> = verdict.signals.iter().map(|s| &**s).collect();
+        self.verdicts.intern(
+            verdict.keep,
+            &verdict.rule,
+            verdict.adjusted_count,
+            &signals,
+            self.shadow,
+        )
     }
 
     fn shared_name(&mut self, name: &str) -> Arc<str> {
@@ -305,17 +369,21 @@ impl Core {
         Ok(())
     }
 
-    /// Late spans follow their session's verdict: kept ones go out as requests, grouped by
-    /// verdict and block as they arrived.
+    /// Late spans follow their session's verdict: kept ones (in shadow mode, all) go out as
+    /// requests, grouped by verdict and block as they arrived.
     fn emit_late(&mut self, late: Vec<Late>, out: &mut Ingested) {
         let mut groups: Vec<(Arc<Verdict>, Vec<BlockSpans>)> = Vec::new();
         let mut states: HashMap<TraceId, Box<str>> = HashMap::new();
-        for span in late {
-            if !span.verdict.keep {
+        for mut span in late {
+            if span.verdict.keep {
+                out.late_kept += 1;
+            } else {
                 out.late_dropped += 1;
-                continue;
+                if !self.shadow {
+                    continue;
+                }
             }
-            out.late_kept += 1;
+            span.verdict = self.current(&span.verdict);
             if !span.trace_state.is_empty() {
                 states.entry(span.trace_id).or_insert(span.trace_state);
             }
@@ -347,13 +415,16 @@ impl Core {
     /// Provisional sessions that joined a kept conversation follow its verdict.
     fn emit_followed(&mut self, out: &mut Ingested) {
         for (id, verdict) in std::mem::take(&mut self.buffer.followed) {
+            let verdict = self.current(&verdict);
             if let Some(session) = self.buffer.get(id) {
                 if verdict.keep {
                     out.late_kept += session.span_count();
-                    out.requests
-                        .extend(self.emit_session(session, &verdict, false));
                 } else {
                     out.late_dropped += session.span_count();
+                }
+                if verdict.keep || self.shadow {
+                    out.requests
+                        .extend(self.emit_session(session, &verdict, false));
                 }
             }
             self.buffer.free(id);
@@ -385,11 +456,11 @@ impl Core {
         let first_trace = s.trace_ids.first().copied().unwrap_or_default();
         Some(SessionView {
             id,
-            key: s.key.clone(),
+            key: s.key().into(),
             keyed: s.keyed,
-            trace_ids: s.trace_ids.clone(),
+            trace_ids: s.trace_ids.to_vec(),
             randomness: if s.keyed {
-                randomness_of_key(&s.key)
+                randomness_of_key(&s.key())
             } else {
                 randomness_of_trace_id(&first_trace)
             },
@@ -432,7 +503,8 @@ impl Core {
         adjusted_count: f64,
         signals: &[&str],
     ) -> Arc<Verdict> {
-        self.verdicts.intern(keep, rule, adjusted_count, signals)
+        self.verdicts
+            .intern(keep, rule, adjusted_count, signals, self.shadow)
     }
 
     /// Records the verdict of a popped (or released) session, so that its late spans follow
@@ -460,7 +532,9 @@ impl Core {
             .get(id)
             .map(|s| self.emit_session(s, &verdict, same_randomness))
             .unwrap_or_default();
-        self.release(id);
+        // freed, not released: a kept second look still carries its drop, which must not go
+        // out as well in shadow mode
+        self.buffer.free(id);
         requests
     }
 
@@ -472,11 +546,25 @@ impl Core {
         self.buffer.hold(id, verdict, cold, now, looks)
     }
 
-    /// Lets go of a decided session's spans.
-    pub fn release(&mut self, id: SessionId) {
-        if self.buffer.get(id).is_some_and(|s| s.state == State::Out) {
-            self.buffer.free(id);
-        }
+    /// Lets go of a decided session's spans. In shadow mode a dropped session's spans go out
+    /// now, annotated with its drop (as requests); live, nothing is returned.
+    pub fn release(&mut self, id: SessionId) -> Vec<KeptRequest> {
+        let Some(session) = self.buffer.get(id).filter(|s| s.state == State::Out) else {
+            return Vec::new();
+        };
+        let dropped = session.verdict.clone().filter(|v| !v.keep);
+        let requests = match dropped {
+            Some(verdict) if self.shadow => {
+                let verdict = self.current(&verdict);
+                self.buffer
+                    .get(id)
+                    .map(|s| self.emit_session(s, &verdict, false))
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        self.buffer.free(id);
+        requests
     }
 
     pub fn held_views(&self, held: Vec<Held>) -> Vec<HeldView> {

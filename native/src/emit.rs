@@ -37,10 +37,11 @@ pub struct RequestLimits {
 /// One kept request: its bytes and how many spans it holds.
 pub type KeptRequest = (Vec<u8>, usize);
 
-/// Assembles the spans of `blocks` (in order) into requests. With a keep probability below 1
-/// each span also gets the OpenTelemetry threshold in its tracestate, combined with one set
-/// upstream (`trace_states`, by trace); `same_randomness` says whether the decision used the
-/// trace id's randomness, as upstream samplers do (a session that is one trace).
+/// Assembles the spans of `blocks` (in order) into requests, each annotated with `verdict`.
+/// A live keep with probability below 1 (`Verdict::thins`) also gives each span the
+/// OpenTelemetry threshold in its tracestate, combined with one set upstream (`trace_states`,
+/// by trace); `same_randomness` says whether the decision used the trace id's randomness, as
+/// upstream samplers do (a session that is one trace). Shadow verdicts leave it as received.
 pub fn emit<'a, B, S>(
     blocks: B,
     verdict: &Verdict,
@@ -54,7 +55,7 @@ where
 {
     let suffix = &verdict.annotation;
     let probability = verdict.probability();
-    let thinned = probability < 1.0;
+    let thinned = verdict.thins();
     let span_extra = suffix.len() + FIELD_FRAMING + if thinned { TRACE_STATE_ALLOWANCE } else { 0 };
     let mut per_trace: HashMap<Option<TraceId>, Vec<u8>> = HashMap::new();
     let mut out = Vec::new();
@@ -376,7 +377,7 @@ mod tests {
 
     #[test]
     fn requests_group_by_resource_and_split_at_the_limits() {
-        let verdict = Verdict::new(true, "r", 1.0, &[]);
+        let verdict = Verdict::new(true, "r", 1.0, &[], false);
         let (a, b) = (block(b"R1", b"S1"), block(b"R1", b"S2"));
         let spans_a: Vec<&[u8]> = vec![b"x", b"y"];
         let spans_b: Vec<&[u8]> = vec![b"z"];

@@ -168,6 +168,7 @@ impl Default for ExtractorSettings {
 }
 
 pub struct Extractor {
+    settings: ExtractorSettings,
     pub keys: KeyTable,
     session_keys: Vec<usize>,
     tests: Vec<SpanTest>,
@@ -266,12 +267,23 @@ impl Extractor {
             })
             .collect();
         Extractor {
+            settings: settings.clone(),
             keys,
             session_keys,
             tests,
             max_attributes: settings.max_attributes_per_span,
             max_value: settings.max_attribute_value_size,
         }
+    }
+
+    /// The same extractor with other span tests (their keys numbered in `test_keys`): the key
+    /// table is built again, so keys no test reads any more are no longer decoded.
+    pub fn with_tests(&self, tests: Vec<SpanTest>, test_keys: KeyTable) -> Extractor {
+        Extractor::new(&self.settings, tests, test_keys)
+    }
+
+    pub fn span_tests(&self) -> usize {
+        self.tests.len()
     }
 
     /// The wanted attributes of a (merged) resource or scope: `parts` are the occurrences of

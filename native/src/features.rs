@@ -69,18 +69,21 @@ pub struct SpanFeatures<'a> {
 }
 
 /// An insertion-ordered map (a Python dict's order): iteration order is first insertion, a
-/// later insert of the same key replaces the value in place.
+/// later insert of the same key replaces the value in place. Small maps (most: a session's few
+/// agent and tool spans) are searched in order; an index is built past `INDEXED_FROM` entries.
 #[derive(Debug, Clone)]
 pub struct OrderedMap<V> {
     entries: Vec<(SpanId, V)>,
-    index: HashMap<SpanId, usize>,
+    index: Option<Box<HashMap<SpanId, usize>>>,
 }
+
+const INDEXED_FROM: usize = 16;
 
 impl<V> Default for OrderedMap<V> {
     fn default() -> Self {
         OrderedMap {
             entries: Vec::new(),
-            index: HashMap::new(),
+            index: None,
         }
     }
 }
@@ -95,11 +98,26 @@ impl<V> OrderedMap<V> {
     }
 
     pub fn insert(&mut self, key: SpanId, value: V) {
-        match self.index.get(&key) {
-            Some(&i) => self.entries[i].1 = value,
+        let found = match &self.index {
+            Some(index) => index.get(&key).copied(),
+            None => self.entries.iter().position(|(k, _)| *k == key),
+        };
+        match found {
+            Some(i) => self.entries[i].1 = value,
             None => {
-                self.index.insert(key, self.entries.len());
+                if let Some(index) = &mut self.index {
+                    index.insert(key, self.entries.len());
+                }
                 self.entries.push((key, value));
+                if self.index.is_none() && self.entries.len() > INDEXED_FROM {
+                    let index = self
+                        .entries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (k, _))| (*k, i))
+                        .collect();
+                    self.index = Some(Box::new(index));
+                }
             }
         }
     }
@@ -111,7 +129,9 @@ impl<V> OrderedMap<V> {
     /// Heap bytes held, roughly (for the buffer's memory figure).
     pub fn heap_bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<(SpanId, V)>()
-            + self.index.capacity() * (std::mem::size_of::<(SpanId, usize)>() + 1)
+            + self.index.as_ref().map_or(0, |index| {
+                index.capacity() * (std::mem::size_of::<(SpanId, usize)>() + 1) + 48
+            })
     }
 }
 

@@ -359,10 +359,13 @@ impl PyHeldSession {
 #[pyclass(module = "sampler._native", name = "Core", frozen)]
 struct PyCore {
     inner: Mutex<Core>,
-    span_tests: usize,
 }
 
-fn parse_test(spec: &Bound<'_, PyTuple>, keys: &mut KeyTable) -> PyResult<SpanTest> {
+/// A span test from its spec (`SpanTest.native_spec()`); None is a free position.
+fn parse_test(spec: &Option<Bound<'_, PyTuple>>, keys: &mut KeyTable) -> PyResult<SpanTest> {
+    let Some(spec) = spec else {
+        return Ok(SpanTest::Vacant);
+    };
     let kind: String = spec.get_item(0)?.extract()?;
     match kind.as_str() {
         "span_name" => Ok(SpanTest::SpanName(spec.get_item(1)?.extract()?)),
@@ -413,6 +416,22 @@ fn parse_test(spec: &Bound<'_, PyTuple>, keys: &mut KeyTable) -> PyResult<SpanTe
             "unknown span test kind {other:?}"
         ))),
     }
+}
+
+/// The span tests of `specs` and the keys they read, or why they cannot be used.
+fn parse_tests(specs: &[Option<Bound<'_, PyTuple>>]) -> PyResult<(Vec<SpanTest>, KeyTable)> {
+    if specs.len() > MAX_SPAN_TESTS {
+        return Err(PyValueError::new_err(format!(
+            "rules use {} distinct span tests (attribute and span_name conditions); at most {MAX_SPAN_TESTS} are supported",
+            specs.len()
+        )));
+    }
+    let mut keys = KeyTable::default();
+    let tests = specs
+        .iter()
+        .map(|spec| parse_test(spec, &mut keys))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok((tests, keys))
 }
 
 fn requests_to_python<'py>(
@@ -469,12 +488,12 @@ impl PyCore {
         *, session_keys, span_tests, max_attributes_per_span, max_attribute_value_size,
         decision_wait, root_end_grace, open_trace_wait, max_session_duration, max_session_spans,
         tick, dropped_hold, dropped_hold_max_spans, decision_cache_max, batch_max_spans,
-        batch_max_bytes,
+        batch_max_bytes, shadow = false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         session_keys: Vec<String>,
-        span_tests: Vec<Bound<'_, PyTuple>>,
+        span_tests: Vec<Option<Bound<'_, PyTuple>>>,
         max_attributes_per_span: usize,
         max_attribute_value_size: usize,
         decision_wait: f64,
@@ -488,21 +507,12 @@ impl PyCore {
         decision_cache_max: usize,
         batch_max_spans: usize,
         batch_max_bytes: usize,
+        shadow: bool,
     ) -> PyResult<Self> {
-        if span_tests.len() > MAX_SPAN_TESTS {
-            return Err(PyValueError::new_err(format!(
-                "rules use {} distinct span tests (attribute and span_name conditions); at most {MAX_SPAN_TESTS} are supported",
-                span_tests.len()
-            )));
-        }
         if tick <= 0.0 {
             return Err(PyValueError::new_err("tick must be positive"));
         }
-        let mut keys = KeyTable::default();
-        let tests = span_tests
-            .iter()
-            .map(|spec| parse_test(spec, &mut keys))
-            .collect::<PyResult<Vec<_>>>()?;
+        let (tests, keys) = parse_tests(&span_tests)?;
         let extractor = Extractor::new(
             &ExtractorSettings {
                 session_keys,
@@ -527,10 +537,69 @@ impl PyCore {
             max_spans: batch_max_spans.max(1),
             max_bytes: batch_max_bytes,
         };
+        let mut core = Core::new(extractor, sessions, limits);
+        core.set_shadow(shadow);
         Ok(PyCore {
-            inner: Mutex::new(Core::new(extractor, sessions, limits)),
-            span_tests: span_tests.len(),
+            inner: Mutex::new(core),
         })
+    }
+
+    /// Replaces the span tests (a reload): position i of `span_tests` is bit i of
+    /// `SessionView.test_bits`, None a free position. The bits of `reset` are cleared in every
+    /// session (positions given to new tests). Raises ValueError, changing nothing, for tests
+    /// that cannot be used.
+    fn set_span_tests(
+        &self,
+        span_tests: Vec<Option<Bound<'_, PyTuple>>>,
+        reset: u64,
+    ) -> PyResult<()> {
+        let (tests, keys) = parse_tests(&span_tests)?;
+        self.with(|core| core.set_span_tests(tests, keys, reset))
+    }
+
+    /// New completion and hold settings, and the decision cache's size (a reload). Raises
+    /// ValueError, changing nothing, if `tick` differs from the running one.
+    #[pyo3(signature = (
+        *, decision_wait, root_end_grace, open_trace_wait, max_session_duration,
+        max_session_spans, tick, dropped_hold, dropped_hold_max_spans, decision_cache_max,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn set_session_settings(
+        &self,
+        decision_wait: f64,
+        root_end_grace: f64,
+        open_trace_wait: f64,
+        max_session_duration: f64,
+        max_session_spans: u64,
+        tick: f64,
+        dropped_hold: f64,
+        dropped_hold_max_spans: u64,
+        decision_cache_max: usize,
+    ) -> PyResult<()> {
+        let settings = SessionSettings {
+            decision_wait,
+            root_end_grace,
+            open_trace_wait,
+            max_session_duration,
+            max_session_spans,
+            tick,
+            dropped_hold,
+            dropped_hold_max_spans,
+            decision_cache_max,
+        };
+        self.with(|core| core.set_session_settings(settings))?
+            .map_err(PyValueError::new_err)
+    }
+
+    /// Shadow mode: every span is forwarded, annotated with the verdict it would have had.
+    #[getter]
+    fn shadow(&self) -> PyResult<bool> {
+        self.with(|core| core.shadow())
+    }
+
+    #[setter]
+    fn set_shadow(&self, shadow: bool) -> PyResult<()> {
+        self.with(|core| core.set_shadow(shadow))
     }
 
     /// Ingests up to `max_spans` spans of `request` (resumes where the last call stopped):
@@ -583,10 +652,12 @@ impl PyCore {
         ))
     }
 
-    /// Removes and returns every session whose completion deadline has passed.
-    fn pop_due(&self, py: Python<'_>, now: f64) -> PyResult<Vec<Py<PySessionView>>> {
+    /// Removes and returns the sessions whose completion deadline has passed, at most
+    /// `limit` (the others stay due for the next call).
+    #[pyo3(signature = (now, limit = usize::MAX))]
+    fn pop_due(&self, py: Python<'_>, now: f64, limit: usize) -> PyResult<Vec<Py<PySessionView>>> {
         let views = self.with(|core| {
-            let ids = core.buffer.pop_due(now);
+            let ids = core.buffer.pop_due_at_most(now, limit);
             core.views(&ids)
         })?;
         views_to_python(py, views)
@@ -643,9 +714,11 @@ impl PyCore {
         self.with(|core| core.hold(SessionId::from_u64(handle), cold, now, looks))
     }
 
-    /// Lets go of a decided session's spans.
-    fn release(&self, handle: u64) -> PyResult<()> {
-        self.with(|core| core.release(SessionId::from_u64(handle)))
+    /// Lets go of a decided session's spans; in shadow mode a dropped session's spans are
+    /// returned as requests, annotated with the drop (live: an empty list).
+    fn release<'py>(&self, py: Python<'py>, handle: u64) -> PyResult<Bound<'py, PyList>> {
+        let requests = self.with(|core| core.release(SessionId::from_u64(handle)))?;
+        requests_to_python(py, requests)
     }
 
     /// Held sessions whose hold is over, oldest first.
@@ -676,6 +749,12 @@ impl PyCore {
             core.held_views(held)
         })?;
         held.into_iter().map(|h| held_to_python(py, h)).collect()
+    }
+
+    /// When popping due sessions or ended holds next has something to do (see
+    /// `Buffer::next_deadline`); None when nothing is buffered or held.
+    fn next_deadline(&self) -> PyResult<Option<f64>> {
+        self.with(|core| core.buffer.next_deadline())
     }
 
     /// The hold holds more spans than `dropped_hold_max_spans`.
@@ -732,10 +811,11 @@ impl PyCore {
         self.with(|core| core.buffer.held_memory())
     }
 
-    /// Distinct span tests the core evaluates (bit i of `SessionView.test_bits` is test i).
+    /// Positions of span tests the core evaluates (bit i of `SessionView.test_bits` is test i;
+    /// free positions included).
     #[getter]
-    fn span_tests(&self) -> usize {
-        self.span_tests
+    fn span_tests(&self) -> PyResult<usize> {
+        self.with(|core| core.extractor.span_tests())
     }
 
     /// The trace id of a session without a key, as its key: lowercase hex.

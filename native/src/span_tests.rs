@@ -34,6 +34,8 @@ pub enum SpanTest {
     },
     SpanName(Vec<String>),
     SpanNameRegex(Regex),
+    /// A free position (its test left the rules at a reload): never matches.
+    Vacant,
 }
 
 /// The most span tests a config may use (one bit each in a session's record).
@@ -81,6 +83,7 @@ impl SpanTest {
             }
             SpanTest::SpanName(names) => names.iter().any(|n| n == name),
             SpanTest::SpanNameRegex(pattern) => pattern.is_match(name),
+            SpanTest::Vacant => false,
         }
     }
 }

@@ -133,6 +133,10 @@ def _bind_value(
     if hint is bool:
         return value if isinstance(value, bool) else fail("expected true or false")
     if hint is int:
+        if spec.metadata.get("zero_allowed"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                return fail("expected a whole number, 0 or more")
+            return value
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             return fail("expected a positive whole number")
         return value

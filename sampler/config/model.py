@@ -7,6 +7,7 @@ described in exactly one place.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ def opt(default: Any, help: str, kind: str = "", **extra: Any) -> Any:
     """A config field: its default, a one-line help text and an optional value kind
     (``duration``, ``size``, ``listen``, ``url``, ``choice``, ``file``, ...) that selects the
     parser. ``secret=True`` keeps the value out of ``repr()`` and out of error messages.
+    ``restart=True``: a reload cannot change it (on a section: any key in it); the running
+    value stays until a restart (``config/changes.py``).
 
     A section may define ``check()`` yielding ``(field, message)`` for problems that involve
     several of its fields; the binder reports them when the fields themselves are valid."""
@@ -206,6 +209,7 @@ class SessionsConfig:
         DEFAULT_SESSION_KEYS,
         "Attributes naming a span's session, in precedence order; span attributes are looked up "
         "before resource attributes. A trace with none of them is a session of its own.",
+        restart=True,  # buffered spans are grouped by them
     )
     decision_wait: float = opt(
         30.0,
@@ -262,7 +266,10 @@ class SessionsConfig:
         "first given up for room, oldest first).",
     )
     tick: float = opt(
-        0.1, "Resolution of the completion timer; deadlines fire within one tick.", "duration"
+        0.1,
+        "Resolution of the completion timer; deadlines fire within one tick.",
+        "duration",
+        restart=True,  # the timer wheel's buckets are built on it
     )
 
 
@@ -284,8 +291,11 @@ class ToolCyclesConfig:
 
 @dataclass(frozen=True, slots=True)
 class RarityConfig:
-    window: float = opt(300.0, "Length of one window of recent traffic.", "duration")
-    windows: int = opt(6, "Windows remembered; older traffic ages out a whole window at a time.")
+    # the ring of windows and the sketches in it are built on window, windows and max_groups
+    window: float = opt(300.0, "Length of one window of recent traffic.", "duration", restart=True)
+    windows: int = opt(
+        6, "Windows remembered; older traffic ages out a whole window at a time.", restart=True
+    )
     decay: float = opt(
         0.5, "Weight of each older window relative to the next newer one.", "fraction"
     )
@@ -311,7 +321,9 @@ class RarityConfig:
         "Score (0 to 1) from which a rarity signal fires (rare_shape, tail_latency, ...).",
         "fraction",
     )
-    max_groups: int = opt(256, "Agents tracked with their own quantile sketches at most.")
+    max_groups: int = opt(
+        256, "Agents tracked with their own quantile sketches at most.", restart=True
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,17 +426,62 @@ class ClientTlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FileRotationConfig:
+    max_megabytes: int = opt(
+        100,
+        "Rotate the file before a line would take it past this many MiB (a longer line gets a "
+        "file of its own); 0: never rotate, the file grows without bound.",
+        zero_allowed=True,
+    )
+    max_backups: int = opt(
+        10,
+        "Rotated files kept, newest first; older ones are deleted. 0: keep them all (max_days "
+        "may still delete them).",
+        zero_allowed=True,
+    )
+    max_days: int = opt(
+        0,
+        "Delete rotated files older than this many days, by the time in their name; 0: no age "
+        "limit.",
+        zero_allowed=True,
+    )
+    localtime: bool = opt(False, "Name rotated files by the local time of rotation instead of UTC.")
+    compression: str = opt(
+        "none",
+        "Compress rotated files: gzip (NAME-TIME.jsonl.gz) or none. The file being written is "
+        "always plain OTLP/JSON lines.",
+        "choice",
+        choices=("none", "gzip"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FileExporterConfig:
+    rotation: FileRotationConfig = opt(
+        FileRotationConfig(),
+        "Rotation, as the collector's file exporter does it (NAME.jsonl becomes "
+        "NAME-2024-05-01T12-00-00.000.jsonl): left running, the file downstream takes at most "
+        "(1 + max_backups) x max_megabytes of disk, 1.1 GiB by default.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ExporterConfig:
     url: str = opt(
         "file://agent-sampler-kept.jsonl",
         "Where kept sessions go: grpc://HOST:PORT (OTLP/gRPC), grpcs://HOST:PORT (OTLP/gRPC "
         "over TLS), http://HOST:PORT or https://HOST[:PORT] (OTLP/HTTP protobuf) or file://PATH "
-        "(OTLP/JSON lines, as the collector's file exporter writes).",
+        "(OTLP/JSON lines, as the collector's file exporter writes). Left out of the file: "
+        "OTEL_EXPORTER_OTLP_ENDPOINT with OTEL_EXPORTER_OTLP_PROTOCOL, if set.",
         "url",
     )
     timeout: float = opt(10.0, "Timeout of one export attempt.", "duration")
     compression: str = opt(
-        "none", "Compression of outgoing requests.", "choice", choices=("none", "gzip")
+        "gzip",
+        "Compression of outgoing gRPC and HTTP requests (gzip, as the collector's OTLP exporters "
+        "default to; none for a downstream on loopback, where it only costs CPU).",
+        "choice",
+        choices=("none", "gzip"),
     )
     headers: tuple[tuple[str, str], ...] = opt(
         (),
@@ -460,6 +517,7 @@ class ExporterConfig:
     )
     batch_timeout: float = opt(0.2, "Longest a partial batch waits before it is sent.", "duration")
     retry: RetryConfig = opt(RetryConfig(), "Retry with exponential backoff and jitter.")
+    file: FileExporterConfig = opt(FileExporterConfig(), "The file:// downstream.")
 
     def check(self) -> Iterator[tuple[str, str]]:
         if self.tls.configured and not self.url.lower().startswith(("grpcs://", "https://")):
@@ -488,19 +546,75 @@ class LoggingConfig:
     format: str = opt("text", "Log line format.", "choice", choices=("text", "json"))
 
 
+MODES = ("live", "shadow")
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureConfig:
+    path: str = opt(
+        "",
+        "File to which every export request the receivers accept is appended as one OTLP/JSON "
+        "line, for `agent-sampler replay` (`run --capture PATH`); requests are left out, and "
+        "counted, rather than intake slowed. Empty: no capture.",
+        "path",
+    )
+    max_size: int = opt(
+        1 << 30,
+        "Size of the capture file at which capturing stops (one log line): the capture stays "
+        "one unbroken stretch of traffic.",
+        "size",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class SamplerConfig:
-    receivers: ReceiversConfig = opt(ReceiversConfig(), "Where spans come in.")
+    receivers: ReceiversConfig = opt(ReceiversConfig(), "Where spans come in.", restart=True)
     sessions: SessionsConfig = opt(SessionsConfig(), "How spans are grouped and when decided.")
     budget: BudgetConfig = opt(BudgetConfig(), "The volume budget of `action: budget`.")
     signals: SignalsConfig = opt(SignalsConfig(), "Signal detectors (errors need no settings).")
     decision_cache: DecisionCacheConfig = opt(
         DecisionCacheConfig(), "Memory of past decisions for late spans."
     )
+    mode: str = opt(
+        "live",
+        "`live` forwards the kept sessions only. `shadow` decides exactly as live (rules, "
+        "budget, holds, signals) but forwards every span, each annotated with the verdict it "
+        "would have had (`agent_sampler.verdict`: keep or drop, next to the rule and signals; "
+        "no tracestate threshold), so the verdicts can be compared in the backend before "
+        "anything is dropped (docs/operations.md, Shadow mode).",
+        "choice",
+        choices=MODES,
+    )
     rules: tuple[RuleSpec, ...] = opt(
         (), "Retention rules, in order; the first whose condition matches decides.", "rules"
     )
-    exporter: ExporterConfig = opt(ExporterConfig(), "Where kept sessions go.")
-    metrics: MetricsConfig = opt(MetricsConfig(), "Self-metrics and health endpoints.")
+    exporter: ExporterConfig = opt(ExporterConfig(), "Where kept sessions go.", restart=True)
+    metrics: MetricsConfig = opt(
+        MetricsConfig(), "Self-metrics and health endpoints.", restart=True
+    )
     logging: LoggingConfig = opt(LoggingConfig(), "Logs.")
+    capture: CaptureConfig = opt(
+        CaptureConfig(), "Recording of received traffic for replay.", restart=True
+    )
     source: str = field(default="<defaults>", metadata={"internal": True})
+    # Where values that are not defaults came from, as (key path, origin) pairs in the order
+    # they were set: "config file PATH", "flag --downstream", "environment: NAME". Not part of
+    # the value: two configs with the same settings are equal wherever they came from.
+    origins: tuple[tuple[str, str], ...] = field(
+        default=(), compare=False, metadata={"internal": True}
+    )
+    # sha256 of the file's bytes, 16 hex digits (`sha256sum FILE | cut -c1-16`): which version
+    # of the file runs (agent_sampler_config_info); not what the config says, so not compared
+    digest: str = field(default="", compare=False, metadata={"internal": True})
+
+    def origin(self, key: str) -> str:
+        """Where the value of ``key`` (a path such as ``exporter.url``) came from: the last
+        source that set it, or ``default``."""
+        for path, where in reversed(self.origins):
+            if path == key:
+                return where
+        return "default"
+
+    def set_by(self, where: str, *keys: str) -> SamplerConfig:
+        """This config, with ``keys`` recorded as set by ``where``."""
+        return dataclasses.replace(self, origins=self.origins + tuple((k, where) for k in keys))

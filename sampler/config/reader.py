@@ -20,13 +20,14 @@ from sampler.receive.address import parse_listen as parse_address
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
     path: str
-    line: int
+    line: int  # 1-based; 0 for the file as a whole (it cannot be read): no line is shown
     key: str
     message: str
 
     def __str__(self) -> str:
         where = f"{self.key}: " if self.key else ""
-        return f"{self.path}:{self.line}: {where}{self.message}"
+        line = f":{self.line}" if self.line > 0 else ""
+        return f"{self.path}{line}: {where}{self.message}"
 
 
 class ConfigError(Exception):

@@ -29,7 +29,10 @@ default `config/sampler.yaml`, which is commented and a good starting point). Ch
 Durations take a unit: `250ms`, `30s`, `5m`, `1h`. Sizes take bytes or a unit: `4096`, `512KiB`,
 `16MiB`, `1GiB`. Listen addresses are `HOST:PORT` (`[::1]:4317` for IPv6); an empty string turns
 that listener off. Command-line flags of `run` override the file (`--listen`, `--http-listen`,
-`--downstream`, `--decision-wait`, `--metrics-listen`, `--queue-dir`).
+`--downstream`, `--decision-wait`, `--metrics-listen`, `--queue-dir`, `--mode`). Below the
+file, the OpenTelemetry SDKs' `OTEL_EXPORTER_OTLP_*` variables set the `exporter` keys the file
+leaves out (`url`, `headers`, `compression`, `timeout`, `tls`); the embedded default config
+counts as defaults ([operations.md](operations.md#the-downstream)).
 
 Any string value may refer to environment variables as `${env:NAME}` (or
 `${env:NAME:-default}`), the OpenTelemetry Collector's syntax; `$${env:NAME}` is the literal
@@ -39,6 +42,12 @@ never shown in error messages or logs. Substitution yields text: use it for secr
 URLs, addresses, durations and sizes, not for plain numbers or booleans.
 File paths (`*_file`) are relative to the working directory; each file is read and checked for
 PEM content when the config is loaded. [security.md](security.md) shows how to use them.
+
+The running sampler reads its file again on `SIGHUP` (and, with `run --watch-config`, when the
+file changes): rules, budget, signal thresholds, session timings, `mode` and logging change
+under the buffered sessions, which are kept. Keys marked **restart** below (a section marked so:
+every key in it) keep their running values until a restart; a reload names them in the log. A
+file with problems changes nothing ([operations.md](operations.md#reloading-the-config)).
 """
 
 _YAML_BOUNDS = f"""\
@@ -121,6 +130,8 @@ def _rows(cls: type, prefix: str) -> list[str]:
         hint = hints[spec.name]
         kind = spec.metadata.get("kind", "")
         help_text = spec.metadata["help"]
+        if spec.metadata.get("restart"):
+            help_text += " **restart**"
         if dataclasses.is_dataclass(hint):
             rows.append(f"| **`{key}`** | section | | {help_text} |")
             rows.extend(_rows(hint, f"{key}."))  # type: ignore[arg-type]

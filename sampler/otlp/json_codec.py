@@ -47,9 +47,6 @@ __all__ = [
     "request_to_json",
 ]
 
-TRACE_ID_BYTES = 16
-SPAN_ID_BYTES = 8
-
 
 class OtlpDecodeError(ValueError):
     """A request body (or a line of a file) is not a valid OTLP/JSON export request."""

@@ -138,6 +138,12 @@ def decode(body: bytes, encoding: Encoding, max_spans: int, max_bytes: int) -> R
     return validate(body, max_spans)
 
 
+class CaptureSink(Protocol):
+    """Where admitted request bodies are recorded (``sampler.receive.capture``); must not block."""
+
+    def offer(self, body: bytes, encoding: Encoding) -> None: ...
+
+
 class ReceiveFlow:
     def __init__(
         self,
@@ -146,11 +152,13 @@ class ReceiveFlow:
         max_spans: int,
         max_message_bytes: int = 16 << 20,
         decoding: Executor | None = None,
+        capture: CaptureSink | None = None,
     ) -> None:
         self._target = target
         self._max_spans = max_spans
         self._max_bytes = max_message_bytes
         self._decoding = decoding  # None: decode on the loop (tests, tiny deployments)
+        self._capture = capture
 
     async def receive(self, body: bytes, encoding: Encoding, stats: ReceiverStats) -> Answer:
         # Only JSON takes memory to decode (its protobuf form, no larger than the body): the
@@ -170,13 +178,15 @@ class ReceiveFlow:
         finally:
             if size:
                 self._target.unreserve(size)
-        del body  # the request holds what is needed of it
         stats.spans_received += request.spans
         intake = self._target.admit(request)
         if isinstance(intake, Admission):
             stats.requests_refused += 1
             stats.spans_refused += request.spans
             return Answer(Outcome.REFUSED, intake.reason, intake.retry_after_s)
+        if self._capture is not None:  # admitted: in the order the buffer takes them
+            self._capture.offer(body, encoding)
+        del body  # the request holds what is needed of it
         try:
             while not self._target.ingest(intake):
                 await asyncio.sleep(0)  # let the loop answer others between chunks

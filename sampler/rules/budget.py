@@ -14,8 +14,11 @@ A session of stratum ``s`` is then kept with probability ``p_s = allocation_s / 
 decided from the session's deterministic randomness, and carries adjusted count ``1 / p_s``:
 summing adjusted counts over kept sessions estimates the number of sessions per stratum
 (Horvitz-Thompson). Allocations are recomputed at most once per ``RECOMPUTE_S`` of clock time,
-so deciding costs O(1); the strata tracked are bounded by ``max_strata`` (the rest share one).
-Pure: no I/O, time passed in.
+so deciding costs O(1); and, from the first decision on, each time the number of decisions seen
+has doubled (1, 2, 4, 8...: O(log n) in all), so that the first second is not decided with a
+probability computed from one or two sessions (a must-keep first left nothing for the budget
+for a whole second, a budget session first let it keep at the full ratio). The strata tracked
+are bounded by ``max_strata`` (the rest share one). Pure: no I/O, time passed in.
 """
 
 from __future__ import annotations
@@ -82,6 +85,29 @@ class BudgetController:
     _probabilities: dict[str, float] = field(default_factory=dict)
     _computed_at: float = -math.inf
     _started: float | None = None
+    _decisions: int = 0  # decided sessions seen
+    _decisions_at_compute: int = 0
+
+    def reconfigured(self, settings: BudgetSettings, *, same_strata: bool) -> BudgetController:
+        """This budget under new settings (a reload), keeping what it learned of the traffic
+        where it still means the same: every rate, rescaled to a new window, unless the unit
+        changed (they count other things then); the per-stratum rates only if strata are
+        divided the same way (``same_strata``). Probabilities are recomputed at the next
+        decision."""
+        if settings.unit != self.settings.unit:
+            return BudgetController(settings)
+        scale = settings.window_s / self.settings.window_s
+
+        def rescaled(rate: _Rate) -> _Rate:  # a decayed sum holds about rate x window
+            return _Rate(rate.value * scale, rate.last)
+
+        return BudgetController(
+            settings,
+            _offered=rescaled(self._offered),
+            _must_keep=rescaled(self._must_keep),
+            _strata={k: rescaled(r) for k, r in self._strata.items()} if same_strata else {},
+            _started=self._started,
+        )
 
     def cost(self, span_count: int) -> float:
         return 1.0 if self.settings.unit == "sessions" else float(span_count)
@@ -90,6 +116,7 @@ class BudgetController:
         """Every decided session, whatever its verdict: the traffic the ratio applies to."""
         if self._started is None:
             self._started = now
+        self._decisions += 1
         self._offered.add(self.cost(span_count), now, self.settings.window_s)
 
     def observe_must_keep(self, span_count: int, now: float) -> None:
@@ -104,7 +131,11 @@ class BudgetController:
         if rate is None:
             rate = self._strata[stratum] = _Rate(last=now)
         rate.add(self.cost(span_count), now, tau)
-        if now - self._computed_at >= RECOMPUTE_S or stratum not in self._probabilities:
+        if (
+            now - self._computed_at >= RECOMPUTE_S
+            or stratum not in self._probabilities
+            or self._decisions >= 2 * self._decisions_at_compute
+        ):
             self._recompute(now)
         return self._probabilities.get(stratum, 1.0)
 
@@ -132,6 +163,7 @@ class BudgetController:
             for name in demand
         }
         self._computed_at = now
+        self._decisions_at_compute = self._decisions
 
 
 def allocate(available: float, demand: dict[str, float], floor: float) -> dict[str, float]:

@@ -75,6 +75,28 @@ class RuleEngine:
                 )
         return engine
 
+    def reconfigured(
+        self,
+        rules: Sequence[RuleSpec],
+        budget: BudgetSettings,
+        strata: Sequence[str] = ("agent",),
+    ) -> RuleEngine:
+        """An engine for new rules (a reload) that keeps what this one learned: the budget's
+        traffic rates (BudgetController.reconfigured), and the token bucket of a rate limit
+        kept under the same rule name and unit (its tokens capped at the new rate)."""
+        engine = RuleEngine.build(rules, budget, strata)
+        engine.budget = self.budget.reconfigured(budget, same_strata=tuple(strata) == self.strata)
+        units = {r.name: r.action.unit for r in self.rules if isinstance(r.action, RateLimit)}
+        for rule in rules:
+            old = self._buckets.get(rule.name)
+            if old is None or not isinstance(rule.action, RateLimit):
+                continue
+            if units.get(rule.name) == rule.action.unit:
+                bucket = engine._buckets[rule.name]
+                bucket.tokens = min(old.tokens, bucket.rate)
+                bucket.last, bucket.offered, bucket.kept = old.last, old.offered, old.kept
+        return engine
+
     def decide(self, facts: DecisionFacts, now: float) -> Verdict:
         """The first matching rule's verdict. Every decision also feeds the budget's view of
         traffic, and keeps by rules other than `budget` are counted against it."""

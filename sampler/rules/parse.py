@@ -10,7 +10,7 @@ rules:
 
 from __future__ import annotations
 
-from sampler.config.reader import Node, Problems
+from sampler.config.reader import Node, Problems, did_you_mean
 from sampler.rules.conditions import ParseContext
 from sampler.rules.spec import (
     Action,
@@ -22,6 +22,8 @@ from sampler.rules.spec import (
     RuleSpec,
 )
 
+_NAMED_ACTIONS = ("keep", "drop", "budget")
+_ACTION_KINDS = ("probability", "rate_limit")
 _ACTION_HELP = (
     "expected keep, drop, budget, {probability: P} or "
     "{rate_limit: {sessions_per_second: N}} / {rate_limit: {spans_per_second: N}}"
@@ -65,7 +67,8 @@ def parse_action(node: Node, ctx: ParseContext) -> Action | None:
     if node.value == "budget":
         return KeepWithinBudget()
     if not node.is_mapping or len(node.value) != 1:  # type: ignore[arg-type]
-        ctx.problem(node, f"{_ACTION_HELP}, got {node.describe()}")
+        hint = did_you_mean(node.value, _NAMED_ACTIONS) if isinstance(node.value, str) else ""
+        ctx.problem(node, f"{_ACTION_HELP}, got {node.describe()}{hint}")
         return None
     ((kind, value),) = node.items()
     if kind == "probability":
@@ -92,5 +95,5 @@ def parse_action(node: Node, ctx: ParseContext) -> Action | None:
             sub.at(unit_key).problem(rate_node, f"expected a rate > 0, got {rate}")
             return None
         return RateLimit(rate, unit_key.removesuffix("_per_second"))
-    ctx.problem(node, f"unknown action {kind!r}; {_ACTION_HELP}")
+    ctx.problem(node, f"unknown action {kind!r}{did_you_mean(kind, _ACTION_KINDS)}; {_ACTION_HELP}")
     return None

@@ -11,7 +11,12 @@ NO_RULE = "(no rule matched)"
 RULE_ATTRIBUTE = "agent_sampler.rule"
 ADJUSTED_COUNT_ATTRIBUTE = "agent_sampler.adjusted_count"
 SIGNALS_ATTRIBUTE = "agent_sampler.signals"
-ANNOTATION_KEYS = frozenset({RULE_ATTRIBUTE, ADJUSTED_COUNT_ATTRIBUTE, SIGNALS_ATTRIBUTE})
+# Shadow mode only, on every span (dropped ones too): "keep" or "drop"; a would-drop carries
+# no adjusted count (native/src/verdict.rs).
+VERDICT_ATTRIBUTE = "agent_sampler.verdict"
+ANNOTATION_KEYS = frozenset(
+    {RULE_ATTRIBUTE, ADJUSTED_COUNT_ATTRIBUTE, SIGNALS_ATTRIBUTE, VERDICT_ATTRIBUTE}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,7 +160,7 @@ class _Window:
 
 
 class _GroupWindow:
-    __slots__ = ("index", "values", "sessions", "shapes", "below", "lower_bounds")
+    __slots__ = ("index", "values", "sessions", "shapes", "below", "queries", "lower_bounds")
 
     def __init__(self, index: int, lg_max_k: int) -> None:
         self.index = index
@@ -169,10 +169,12 @@ class _GroupWindow:
         # the group's own shapes: its share is measured among its sessions, and a small
         # group's common shape is tracked even when it is below the global sketch's resolution
         self.shapes = FrequentStrings(lg_max_k)
-        # Answers of a window that no longer changes (older than the current window), kept so
-        # that scoring asks its sketches once, not once per session: per dimension the
-        # largest value ranking below the tail quantile, and shapes' lower bounds.
+        # Answers kept so that scoring asks a sketch once, not once per session: per dimension
+        # the largest value ranking below the tail quantile (until the sketch next changes, at
+        # a flush), and, once the window is settled (older than the current one), shapes'
+        # lower bounds. `queries` counts a current window's scores since its last change.
         self.below: dict[str, float] = {}
+        self.queries: dict[str, int] = {}
         self.lower_bounds: dict[str, int] = {}
 
     def lower_bound(self, shape: str, settled: bool) -> int:
@@ -188,6 +190,9 @@ class _GroupWindow:
 
 # Shapes whose lower bound a settled window remembers, at most (then it starts over).
 _MAX_REMEMBERED_SHAPES = 4096
+# Scores of one dimension a current window answers rank by rank before it finds its
+# below-the-tail threshold (about ten ranks) and answers by comparison until it next changes.
+_QUERIES_BEFORE_THRESHOLD = 8
 
 
 _W = TypeVar("_W", _Window, _GroupWindow)
@@ -203,10 +208,13 @@ class RarityModel:
         self._windows: deque[_Window] = deque()  # oldest first; only windows that saw traffic
         self._groups: OrderedDict[str, deque[_GroupWindow]] = OrderedDict()  # LRU first
         self._latest = -math.inf
-        self._pending: list[tuple[TailQuantiles, float]] = []  # numbers waiting for `flush`
+        # numbers waiting for `flush`: (window, dimension, sketch, value)
+        self._pending: list[tuple[_GroupWindow, str, TailQuantiles, float]] = []
+        self._flushes = 0
         # per group, what its settled windows (older than the current one) say per dimension:
         # (their values counted, the least of their below-the-tail thresholds), for one index
-        self._settled: dict[str, tuple[int, dict[str, tuple[int, float]]]] = {}
+        # and one flush
+        self._settled: dict[str, tuple[int, int, dict[str, tuple[int, float]]]] = {}
 
     def score(
         self,
@@ -247,12 +255,12 @@ class RarityModel:
         numeric = dict.fromkeys(DIMENSIONS, 0.0)
         if group_live:
             settled = self._settled.get(group)
-            if settled is None or settled[0] != index:
-                settled = self._settled[group] = (index, {})
+            if settled is None or settled[0] != index or settled[1] != self._flushes:
+                settled = self._settled[group] = (index, self._flushes, {})
             for dimension, value in numbers.items():
                 if math.isfinite(value):
                     numeric[dimension] = self._tail_score(
-                        group_live, index, dimension, value, settled[1]
+                        group_live, index, dimension, value, settled[2]
                     )
         return RarityScores(shape_score, MappingProxyType(numeric), cold=group_cold)
 
@@ -276,19 +284,52 @@ class RarityModel:
             self._expire(group_windows, index)
         group_windows[-1].sessions += 1
         group_windows[-1].shapes.update(shape)
-        values = group_windows[-1].values
+        group_window = group_windows[-1]
+        values = group_window.values
         pending = self._pending
         for dimension, value in numbers.items():
             sketch = values.get(dimension)
             if sketch is None:
                 sketch = values[dimension] = TailQuantiles(self.settings.quantile_k)
-            pending.append((sketch, value))
+            pending.append((group_window, dimension, sketch, value))
+
+    # What the ring of windows and its sketches are built on: fixed for the model's life.
+    GEOMETRY: Final = (
+        "window_s",
+        "windows",
+        "max_groups",
+        "shape_lg_max_k",
+        "group_shape_lg_max_k",
+        "quantile_k",
+    )
+
+    def geometry_changes(self, settings: RaritySettings) -> list[str]:
+        """The settings of GEOMETRY that differ in ``settings``: they need a new model."""
+        return [n for n in self.GEOMETRY if getattr(settings, n) != getattr(self.settings, n)]
+
+    def reconfigure(self, settings: RaritySettings) -> None:
+        """Scores with ``settings`` from now on, keeping every window and sketch (a reload):
+        the thresholds and weights may change, not the geometry (ValueError, nothing changed).
+        Answers remembered for the old tail quantile are forgotten."""
+        fixed = self.geometry_changes(settings)
+        if fixed:
+            raise ValueError(f"rarity settings need a new model: {', '.join(fixed)}")
+        self.settings = settings
+        self._weights = tuple(settings.decay**age for age in range(settings.windows))
+        self._settled.clear()
+        for group_windows in self._groups.values():
+            for group_window in group_windows:
+                group_window.below.clear()
+                group_window.queries.clear()
 
     def flush(self) -> None:
         """Adds the numbers of the sessions observed since the last flush to their sketches."""
         pending, self._pending = self._pending, []
-        for sketch, value in pending:
+        for window, dimension, sketch, value in pending:
             sketch.update(value)
+            window.below.pop(dimension, None)  # what it answered no longer holds
+            window.queries.pop(dimension, None)
+        self._flushes += 1
 
     def sessions_seen(self, now: float) -> int:
         """Sessions observed in the windows still live at `now` (unweighted)."""
@@ -333,10 +374,10 @@ class RarityModel:
         settled: dict[str, tuple[int, float]],
     ) -> float:
         q = self.settings.tail_quantile
-        # The settled windows no longer change: their count, and the least value ranking at
-        # or above q in any of them, are asked once per index. A value at or below that ranks
-        # below q in each of them; below q in the current window too, it ranks below q in the
-        # weighted mixture: it scores 0 without asking every window.
+        # The settled windows do not change between flushes: their count, and the least
+        # value ranking at or above q in any of them, are asked once per index and flush. A
+        # value at or below that ranks below q in each of them; below q in the current window
+        # too, it ranks below q in the weighted mixture: it scores 0 without a rank per window.
         summary = settled.get(dimension)
         if summary is None:
             count, low = 0, math.inf
@@ -355,8 +396,19 @@ class RarityModel:
         current_count = current.count if current is not None else 0
         if settled_count + current_count < self.settings.min_group_values:
             return 0.0
-        if value <= low and (not current_count or current.rank(value) < q):  # type: ignore[union-attr]
-            return 0.0
+        if value <= low:
+            if current is None or not current_count:
+                return 0.0
+            below = newest.below.get(dimension)
+            if below is None:  # busy (many scores before it changes): find its threshold
+                queries = newest.queries[dimension] = newest.queries.get(dimension, 0) + 1
+                if queries >= _QUERIES_BEFORE_THRESHOLD:
+                    below = newest.below[dimension] = current.below(q)
+            if below is not None:
+                if value <= below:
+                    return 0.0
+            elif current.rank(value) < q:
+                return 0.0
         weighted_rank = 0.0
         weighted_count = 0.0
         for weight, group_window in live:

@@ -286,17 +286,30 @@ class TailQuantiles(_QuantileSketch):
 
     def below(self, q: float) -> float:
         """The largest value whose rank is below ``q`` (-inf when none is): a value at or below
-        it ranks below ``q``, bit for bit as ``rank`` says. Ranks are monotone in the value,
-        and values are float32 in the sketch, so this is a bisection over float32 values,
-        about 30 ranks. Worth it for a sketch that no longer changes."""
+        it ranks below ``q``, bit for bit as ``rank`` says. Ranks are monotone in the value and
+        values are float32 in the sketch: a search over float32 values, from the sketch's own
+        quantile outwards, then by halves (about ten ranks). Worth it for a sketch read many
+        times before it changes."""
         self._require_values()
         rank = self._sketch.get_rank
-        lo = _float32_order(float(self._sketch.get_min_value())) - 1  # below every value: rank 0
-        hi = _float32_order(float(self._sketch.get_max_value())) + 1  # above every value: rank 1
-        if rank(_float32_value(lo)) >= q:
+        bottom = _float32_order(float(self._sketch.get_min_value())) - 1  # rank 0
+        top = _float32_order(float(self._sketch.get_max_value())) + 1  # rank 1
+        if rank(_float32_value(bottom)) >= q:
             return -math.inf
-        if rank(_float32_value(hi)) < q:
-            return _float32_value(hi)
+        if rank(_float32_value(top)) < q:
+            return _float32_value(top)
+        guess = min(max(_float32_order(float(self._sketch.get_quantile(q))), bottom), top)
+        step = 1
+        if rank(_float32_value(guess)) < q:  # the boundary is above: gallop up
+            lo, hi = guess, min(guess + step, top)
+            while rank(_float32_value(hi)) < q:
+                lo, step = hi, step * 4
+                hi = min(hi + step, top)
+        else:  # at or below: gallop down
+            hi, lo = guess, max(guess - step, bottom)
+            while rank(_float32_value(lo)) >= q:
+                hi, step = lo, step * 4
+                lo = max(lo - step, bottom)
         while hi - lo > 1:  # rank(lo) < q <= rank(hi)
             middle = (lo + hi) // 2
             if rank(_float32_value(middle)) < q:

@@ -128,11 +128,17 @@ class GrpcSink:
 _EXEC_WITH_LIMIT = "import os, resource, sys; {limit}; os.execv(sys.argv[1], sys.argv[1:])"
 
 
+def inherited_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP_")}
+
+
 @dataclass
 class SamplerProcess:
-    """`agent-sampler run` as a subprocess with its own ports and config file."""
+    """`agent-sampler run` as a subprocess with its own ports and config file (None: the
+    embedded default). It inherits the test's environment but for OTEL_EXPORTER_OTLP_*, which
+    set its downstream: only ``env`` gives those."""
 
-    config_path: Path
+    config_path: Path | None
     workdir: Path
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
@@ -147,11 +153,11 @@ class SamplerProcess:
     def command(self) -> list[str]:
         script = Path(sys.executable).with_name("agent-sampler")
         base = [str(script)] if script.exists() else [sys.executable, "-m", "sampler"]
+        config = ["--config", str(self.config_path)] if self.config_path is not None else []
         cmd = [
             *base,
             "run",
-            "--config",
-            str(self.config_path),
+            *config,
             "--listen",
             f"{LOOPBACK}:{self.grpc_port}",
             "--http-listen",
@@ -176,7 +182,7 @@ class SamplerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+            env={**inherited_environment(), "PYTHONUNBUFFERED": "1", **self.env},
         )
         log.close()
         wait_until(self._ready, READY_TIMEOUT_S, f"sampler ready\n{self.logs()}")

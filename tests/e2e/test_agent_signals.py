@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -226,4 +227,79 @@ def test_loops_and_rare_paths_are_kept_whole_and_ordinary_sessions_mostly_not(
         baseline = sum(rule == "baseline" for rule, _, _ in kept_ordinary.values())
         assert decided(sampler, rule="baseline", verdict="keep") == baseline
         assert decided(sampler, rule="tool-loops") == 2
+        assert sampler.terminate() == 0
+
+
+COLD_START_CONFIG = """
+sessions:
+  decision_wait: 500ms
+  open_trace_wait: 3s
+  root_end_grace: 200ms
+  tick: 50ms
+  dropped_hold: 3s
+signals:
+  rarity: {warmup_sessions: 20, window: 5m}
+rules:
+  - name: tool-loops
+    when: {tool_cycle: true}
+    action: keep
+  - name: rare
+    when: {rare: true}
+    action: keep
+  - name: rest
+    action: drop
+exporter:
+  batch_timeout: 20ms
+  retry: {initial_interval: 100ms, max_interval: 500ms, max_elapsed_time: 30s}
+"""
+
+
+@pytest.mark.timeout(40)
+def test_kept_counts_add_up_to_what_the_downstream_got_with_a_second_look_and_late_spans(
+    tmp_path: Path, sink: GrpcSink
+) -> None:
+    """The first session arrives before the rarity model is warm: dropped, held, and kept on
+    its second look once the ordinary traffic has shown its path is rare. A span arriving
+    after that keep follows it. Every kept span is counted once, and the counts agree with
+    what the downstream received."""
+    rng = random.Random(11)
+    with running_sampler(COLD_START_CONFIG, tmp_path, sink.url) as sampler:
+        agent = Agent(sampler.grpc_port)
+        rare = agent.genai_session(
+            "conv-rare", [(tool, {"order": "1234", "step": tool}) for tool in RARE_PATH]
+        )
+        wait_until(lambda: decided(sampler) == 1, 10, "the cold session decided")
+        assert decided(sampler, verdict="drop") == 1
+        for i in range(60):  # its agent's usual paths: 50 warm its group
+            agent.genai_session(f"conv-{i}", ordinary_calls(rng, i))
+        wait_until(
+            lambda: sampler.metric("agent_sampler_second_look_kept_sessions") == 1,
+            15,
+            "the second look keeping the rare session",
+        )
+        wait_until(lambda: rare in {s.trace_id for s in sink.spans()}, 10, "the rare session")
+        late = trace.NonRecordingSpan(
+            trace.SpanContext(
+                int(rare, 16), 0x1234, is_remote=True, trace_flags=trace.TraceFlags(1)
+            )
+        )
+        with agent.tracer.start_as_current_span("late", context=trace.set_span_in_context(late)):
+            pass
+        wait_until(
+            lambda: sampler.metric("agent_sampler_late_spans", verdict="keep") == 1,
+            10,
+            "the late span",
+        )
+        agent.close()
+        kept = sampler.metric("agent_sampler_spans_kept")
+        wait_until(lambda: len(sink.spans()) == kept, 10, "kept spans downstream")
+
+        # (an ordinary session in its agent's far tail may be kept by `rare` too, under load)
+        assert decided(sampler, rule="rare", verdict="keep") >= 1
+        assert kept == sampler.metric(
+            "agent_sampler_spans_decided", verdict="keep"
+        ) + sampler.metric("agent_sampler_late_spans", verdict="keep")
+        assert kept == sampler.metric("agent_sampler_exporter_spans_sent")
+        rare_spans = [s for s in sink.spans() if s.trace_id == rare]
+        assert len(rare_spans) == len(RARE_PATH) + 3  # root, tools, chat, and the late span
         assert sampler.terminate() == 0

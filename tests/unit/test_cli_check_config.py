@@ -71,12 +71,23 @@ def _split(line: str, path: str) -> tuple[int, str, str]:
 def test_missing_file_exits_2_with_a_readable_message(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    """The file as a whole has a problem: no line number (there used to be a bogus ":0")."""
     path = str(tmp_path / "nope.yaml")
     assert main(["check-config", path]) == 2
     out, err = capsys.readouterr()
-    assert out == ""
-    assert err.startswith(path) and err.rstrip().endswith("cannot read: No such file or directory")
-    assert len(err.splitlines()) == 1
+    assert (out, err) == ("", f"{path}: cannot read: No such file or directory\n")
+
+
+def test_a_missing_relative_path_says_where_it_was_looked_for(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["check-config", "sampler.yaml"]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == (
+        "",
+        f"sampler.yaml: cannot read: No such file or directory (in {tmp_path})\n",
+    )
 
 
 def test_retry_max_elapsed_time_zero_is_accepted(

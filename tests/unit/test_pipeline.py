@@ -93,6 +93,14 @@ def without_annotations(s: Span) -> Span:
     return copy
 
 
+def kept_spans_add_up(pipeline: Pipeline, sink: RecordingSink) -> bool:
+    """Kept spans counted by rule, plus late ones, are what the sink was handed, once."""
+    stats = pipeline.stats
+    by_rule = sum(t.spans_kept for t in stats.by_rule.values())
+    sent = len(sink.spans()) + pipeline.pending_spans
+    return by_rule + stats.late_spans_kept == stats.spans_submitted == sent
+
+
 def settle(pipeline: Pipeline, clock: ManualClock, seconds: float = 30.05) -> int:
     """Move past decision_wait (conversations whose roots arrived) and decide what is due."""
     clock.advance(seconds)
@@ -255,6 +263,19 @@ def test_multi_trace_session_is_decided_once() -> None:
     assert len(sink.submitted) == 1
     assert sorted(s.trace_id.lstrip(b"\0") for s in sink.spans()) == [b"t1"] * 3 + [b"t2"] * 3
     assert pipeline.decide_all() == 0
+
+
+def test_a_server_pipeline_decides_only_when_asked_a_slice_at_a_time() -> None:
+    sink, clock = RecordingSink(), ManualClock()
+    pipeline = Pipeline(sampler_config(KEEP_ALL), sink, clock, decide_on_intake=False)
+    for n in range(8):
+        consume(pipeline, simple_request(*conversation(f"t{n}", f"c{n}")))
+    clock.advance(30.05)
+    consume(pipeline, simple_request(span("late-lone", 1)))  # intake does not decide
+    assert "everything" not in pipeline.stats.by_rule
+    assert [pipeline.decide_due(3) for _ in range(4)] == [3, 3, 2, 0]
+    assert pipeline.stats.by_rule["everything"].sessions_seen == 8
+    assert len(sink.spans()) == 8 * 3
 
 
 NO_HOLD = {"dropped_hold": 0.0}
@@ -881,11 +902,14 @@ def test_a_session_dropped_while_cold_is_kept_if_rare_when_looked_at_again(
         assert ("string_value", "rare_shape") in annotations(got)[SIGNALS_ATTRIBUTE][1]
     assert (stats.second_look_sessions, stats.second_look_spans) == (1, 3)
     assert stats.by_rule["rest"].sessions_seen == 151  # its first decision stays counted
-    assert "rare" not in stats.by_rule
+    rare = stats.by_rule["rare"]  # and the keep is counted where kept spans are
+    assert (rare.sessions_seen, rare.sessions_kept, rare.spans_kept) == (1, 1, 3)
+    assert kept_spans_add_up(pipeline, sink)
     consume(pipeline, simple_request(span("first", 9, parent=1)))  # late: follows the keep now
     pipeline.decide_all()
     assert sink.span_names()[3:] == ["first/9"]
     assert stats.late_spans_kept == 1
+    assert kept_spans_add_up(pipeline, sink)
 
 
 def test_a_session_still_cold_at_its_second_look_waits_for_another_max_looks_in_all() -> None:

@@ -81,6 +81,7 @@ fn ingest_all(core: &mut Core, body: &[u8], now: f64, chunk: usize) -> Ingested 
         total.accepted += part.accepted;
         total.invalid += part.invalid;
         total.late_kept += part.late_kept;
+        total.late_dropped += part.late_dropped;
         total.requests.extend(part.requests);
     }
     total
@@ -220,6 +221,213 @@ fn an_unreadable_request_is_an_error_not_a_panic() {
     let mut cursor = Cursor::default();
     assert!(core.ingest(&varint, &mut cursor, 0.0, 10).is_ok()); // an unknown-typed field: skipped
     assert!(cursor.done);
+}
+
+// --- shadow mode ---------------------------------------------------------------------------
+
+fn occurrences(requests: &[KeptRequest], needle: &[u8]) -> usize {
+    requests
+        .iter()
+        .map(|(body, _)| body.windows(needle.len()).filter(|w| *w == needle).count())
+        .sum()
+}
+
+fn spans_in(requests: &[KeptRequest]) -> usize {
+    requests.iter().map(|r| r.1).sum()
+}
+
+fn shadow_core() -> Core {
+    let mut core = core();
+    core.set_shadow(true);
+    core
+}
+
+const VERDICT_KEY: &[u8] = b"agent_sampler.verdict";
+
+#[test]
+fn shadow_mode_sends_a_dropped_session_when_it_is_let_go_annotated_as_dropped() {
+    let mut core = shadow_core();
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    let ids = core.buffer.pop_all();
+    let drop = core.verdict(false, "baseline", 1.0, &["rare_shape"]);
+    assert!(core.decide(ids[0], drop, false).is_empty());
+    assert!(core.hold(ids[0], false, 0.0, 1)); // held as in live mode: nothing out yet
+    let held = core.buffer.hold_pop_all();
+    let out = core.release(held[0].id);
+    assert_eq!(spans_in(&out), 3);
+    assert!(out
+        .iter()
+        .all(|(body, _)| validate_request(body, 100).is_ok()));
+    assert_eq!(occurrences(&out, VERDICT_KEY), 3);
+    assert_eq!(occurrences(&out, b"drop"), 3);
+    assert_eq!(occurrences(&out, b"agent_sampler.adjusted_count"), 0);
+    assert_eq!(core.buffer.live_sessions(), 0);
+    // a late span follows the drop, and goes out too
+    let late = ingest_all(&mut core, &request(&[span(1, 9, Some(1), None)]), 1.0, 4096);
+    assert_eq!((late.late_kept, late.late_dropped), (0, 1));
+    assert_eq!(spans_in(&late.requests), 1);
+    assert_eq!(occurrences(&late.requests, b"drop"), 1);
+}
+
+#[test]
+fn live_mode_sends_nothing_of_a_dropped_session() {
+    let mut core = core();
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    let ids = core.buffer.pop_all();
+    let drop = core.verdict(false, "baseline", 1.0, &[]);
+    core.decide(ids[0], drop, false);
+    assert!(core.release(ids[0]).is_empty());
+    let late = ingest_all(&mut core, &request(&[span(1, 9, Some(1), None)]), 1.0, 4096);
+    assert_eq!((late.late_dropped, late.requests.len()), (1, 0));
+}
+
+#[test]
+fn shadow_mode_sends_a_reopened_conversation_once_with_its_last_verdict() {
+    let mut core = shadow_core();
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    let ids = core.buffer.pop_all();
+    let drop = core.verdict(false, "baseline", 1.0, &[]);
+    core.decide(ids[0], drop, false);
+    assert!(core.hold(ids[0], false, 0.0, 1));
+    let second = ingest_all(&mut core, &request(&conversation()[3..5]), 1.0, 4096);
+    assert!(second.requests.is_empty()); // the new turn reopened it
+    let ids = core.buffer.pop_all();
+    let keep = core.verdict(true, "errors", 1.0, &["error"]);
+    let out = core.decide(ids[0], keep, false);
+    assert_eq!(spans_in(&out), 5);
+    assert_eq!(occurrences(&out, b"keep"), 5);
+    assert_eq!(occurrences(&out, b"drop"), 0);
+}
+
+#[test]
+fn a_kept_second_look_goes_out_once_as_kept() {
+    let mut core = shadow_core();
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    let ids = core.buffer.pop_all();
+    let drop = core.verdict(false, "baseline", 1.0, &[]);
+    core.decide(ids[0], drop, false);
+    assert!(core.hold(ids[0], true, 0.0, 1));
+    let held = core.buffer.hold_pop_all();
+    let keep = core.verdict(true, "rare", 1.0, &["rare_shape"]);
+    let out = core.decide(held[0].id, keep, false);
+    assert_eq!((spans_in(&out), occurrences(&out, b"drop")), (3, 0));
+    assert!(core.release(held[0].id).is_empty()); // gone: nothing more goes out
+    assert_eq!(core.buffer.live_sessions(), 0);
+}
+
+#[test]
+fn shadow_keeps_carry_no_threshold_live_ones_below_one_do() {
+    for (shadow, expected) in [(false, 5), (true, 0)] {
+        let mut core = core();
+        core.set_shadow(shadow);
+        ingest_all(&mut core, &request(&conversation()[..5]), 0.0, 4096);
+        let ids = core.buffer.pop_all();
+        let keep = core.verdict(true, "sampled", 2.0, &[]);
+        let out = core.decide(ids[0], keep, false);
+        assert_eq!(occurrences(&out, b"ot=th:"), expected, "shadow {shadow}");
+        assert_eq!(occurrences(&out, VERDICT_KEY), if shadow { 5 } else { 0 });
+    }
+}
+
+#[test]
+fn late_spans_take_the_mode_they_arrive_in() {
+    let mut core = core();
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    let ids = core.buffer.pop_all();
+    let drop = core.verdict(false, "baseline", 1.0, &[]);
+    core.decide(ids[0], drop, false);
+    assert!(core.release(ids[0]).is_empty()); // live: dropped for good
+    core.set_shadow(true);
+    let late = ingest_all(&mut core, &request(&[span(1, 9, Some(1), None)]), 1.0, 4096);
+    assert_eq!(occurrences(&late.requests, VERDICT_KEY), 1);
+    core.set_shadow(false);
+    let late = ingest_all(
+        &mut core,
+        &request(&[span(1, 10, Some(1), None)]),
+        2.0,
+        4096,
+    );
+    assert!(late.requests.is_empty());
+}
+
+// --- reloads --------------------------------------------------------------------------------
+
+/// `session.id` exists, on the span (a test a reload can add or take away).
+fn has_session_id(keys: &mut KeyTable) -> SpanTest {
+    SpanTest::Attribute {
+        key: keys.add("session.id"),
+        scope: crate::span_tests::Scope::Span,
+        op: crate::span_tests::AttributeOp::Exists,
+    }
+}
+
+#[test]
+fn new_span_tests_see_the_spans_that_arrive_after_them() {
+    let mut core = core();
+    // the root of trace 1 (with session.id) arrives before the test exists
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    let mut keys = KeyTable::default();
+    let tests = vec![SpanTest::Vacant, has_session_id(&mut keys)];
+    core.set_span_tests(tests, keys, 0b10);
+    assert_eq!(core.extractor.span_tests(), 2);
+    let ids = core.buffer.pop_all();
+    assert_eq!(core.views(&ids)[0].test_bits, 0);
+    for id in ids {
+        core.release(id);
+    }
+    ingest_all(&mut core, &request(&conversation()[3..5]), 1.0, 4096);
+    let ids = core.buffer.pop_all();
+    assert_eq!(core.views(&ids)[0].test_bits, 0b10);
+}
+
+#[test]
+fn a_position_given_to_another_test_forgets_what_the_old_one_found() {
+    let mut keys = KeyTable::default();
+    let tests = vec![has_session_id(&mut keys)];
+    let extractor = Extractor::new(&ExtractorSettings::default(), tests, keys);
+    let limits = RequestLimits {
+        max_spans: 100,
+        max_bytes: 1 << 20,
+    };
+    let mut core = Core::new(extractor, SessionSettings::default(), limits);
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    // kept at its position: what it found stays
+    let mut keys = KeyTable::default();
+    core.set_span_tests(vec![has_session_id(&mut keys)], keys, 0);
+    let ids = core.buffer.pop_all();
+    assert_eq!(core.views(&ids)[0].test_bits, 1);
+    let drop = core.verdict(false, "baseline", 1.0, &[]);
+    core.decide(ids[0], drop, false);
+    assert!(core.hold(ids[0], false, 0.0, 1));
+    // position 0 now holds another test: cleared in held sessions too
+    let other = SpanTest::SpanName(vec!["span-7".into()]);
+    core.set_span_tests(vec![other], KeyTable::default(), 1);
+    let held = core.buffer.hold_pop_all();
+    assert_eq!(core.view(held[0].id).unwrap().test_bits, 0);
+}
+
+#[test]
+fn shorter_waits_apply_to_sessions_already_buffered() {
+    let mut core = core();
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    assert!(core.buffer.pop_due(10.0).is_empty()); // decision_wait 30s
+    let mut settings = *core.buffer.settings();
+    settings.decision_wait = 5.0;
+    core.set_session_settings(settings).unwrap();
+    assert_eq!(core.buffer.pop_due(10.0).len(), 1);
+    settings.tick = 0.5;
+    assert!(core.set_session_settings(settings).is_err());
+    assert_eq!(core.buffer.settings().tick, 0.1);
+}
+
+#[test]
+fn a_lower_span_cap_makes_bigger_sessions_due_at_once() {
+    let mut core = core();
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    let mut settings = *core.buffer.settings();
+    settings.max_session_spans = 2;
+    core.set_session_settings(settings).unwrap();
+    assert_eq!(core.buffer.pop_due(0.0).len(), 1);
 }
 
 mod arbitrary {

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sampler.config.reader import Node
-from sampler.rules.conditions.registry import ParseContext, condition_kind
+from sampler.rules.conditions.registry import ParseContext, condition_kind, hint_parts
 from sampler.rules.facts import DecisionFacts, SpanTest
 from sampler.rules.spec import Condition
 from sampler.signals.errors import SIGNAL_NAMES
@@ -40,6 +40,7 @@ class HasError:
 
 
 ANY_ERROR = sum(SIGNAL_NAMES.values())
+hint_parts(SIGNAL_NAMES, lambda kind: f"{{error: {{kinds: [{kind}]}}}}")
 
 
 @condition_kind("error")

@@ -19,13 +19,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sampler.config.reader import Node
-from sampler.rules.conditions.registry import ParseContext, condition_kind
+from sampler.rules.conditions.registry import ParseContext, condition_kind, hint_parts
 from sampler.rules.facts import DecisionFacts, SpanTest
 from sampler.rules.spec import Condition
 from sampler.signals.rarity import DIMENSIONS as RARITY_DIMENSIONS
 from sampler.signals.rarity import RARE_SHAPE, TAIL_SIGNALS
 
 DIMENSIONS: tuple[str, ...] = ("shape", *RARITY_DIMENSIONS)
+hint_parts(DIMENSIONS, lambda dimension: f"{{rare: {{dimensions: [{dimension}]}}}}")
 
 
 @dataclass(frozen=True, slots=True)

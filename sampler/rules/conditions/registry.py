@@ -8,7 +8,7 @@ condition is the kind's name, e.g. ``{error: true}`` or ``{attribute: {key: k, e
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -17,6 +17,10 @@ from sampler.rules.spec import Condition
 
 ConditionParser = Callable[[Node, "ParseContext"], Condition | None]
 _KINDS: dict[str, ConditionParser] = {}
+# Words that are not kinds but name a part of one (a dimension of `rare`, an error kind), with
+# the condition they belong in: written as a kind, they get it as the hint rather than a kind
+# that merely looks alike (`latency` is not `any`).
+_PART_HINTS: dict[str, str] = {}
 
 
 def condition_kind(name: str) -> Callable[[ConditionParser], ConditionParser]:
@@ -27,6 +31,13 @@ def condition_kind(name: str) -> Callable[[ConditionParser], ConditionParser]:
         return parser
 
     return register
+
+
+def hint_parts(words: Iterable[str], condition: Callable[[str], str]) -> None:
+    """Declare ``words`` as parts of a kind: ``condition(word)`` is the condition to suggest
+    when one is written as a kind of its own."""
+    for word in words:
+        _PART_HINTS.setdefault(word, condition(word))
 
 
 def kinds() -> tuple[str, ...]:
@@ -71,10 +82,10 @@ class ParseContext:
             child_ctx = self.at(kind)
             if parser is None:
                 line_node = Node(None, node.key_lines.get(kind, node.line))
+                part = _PART_HINTS.get(kind)
+                hint = f" (did you mean {part}?)" if part else did_you_mean(kind, kinds())
                 child_ctx.problem(
-                    line_node,
-                    f"unknown condition kind{did_you_mean(kind, kinds())}"
-                    f"; kinds: {', '.join(kinds())}",
+                    line_node, f"unknown condition kind{hint}; kinds: {', '.join(kinds())}"
                 )
                 continue
             parsed = parser(child, child_ctx)

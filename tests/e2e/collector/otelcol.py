@@ -75,12 +75,14 @@ def sampler_config(
 
 @dataclass
 class Collector:
-    """The collector binary on one config; ``env`` fills the config's ``${env:...}``."""
+    """The collector binary on one config, or several that it merges (``extra_configs``, as
+    ``--config A --config B``); ``env`` fills the configs' ``${env:...}``."""
 
     binary: Path
     config_path: Path
     workdir: Path
     env: dict[str, str]
+    extra_configs: tuple[Path, ...] = ()
     metrics_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -95,7 +97,10 @@ class Collector:
         }
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [str(self.binary), "--config", str(self.config_path)],
+                [
+                    str(self.binary),
+                    *(f"--config={path}" for path in (self.config_path, *self.extra_configs)),
+                ],
                 cwd=self.workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,

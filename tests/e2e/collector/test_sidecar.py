@@ -1,4 +1,5 @@
-"""The sidecar deployment with a real collector, as config/collector-sidecar.yaml and
+"""The sidecar deployment with a real collector, as config/collector-sidecar.yaml (with the
+return path of config/collector-sidecar-backend.yaml merged in by the collector) and
 config/sampler-sidecar.yaml ship it (timings shortened):
 
     app (SDK) --OTLP/gRPC--> collector `traces` --> agent-sampler --> collector `traces/sampled`
@@ -66,6 +67,9 @@ def sidecar(
     def edit(config: dict[str, Any]) -> None:
         config["processors"]["batch"] = batch
         config["exporters"]["otlp_grpc/sampler"]["retry_on_failure"] = COLLECTOR_RETRY
+
+    def edit_backend(config: dict[str, Any]) -> None:
+        config["processors"]["batch/sampled"] = {"timeout": "50ms"}
         # The backend pipeline also writes a file: the format of the sampler's file:// output
         # and replay input is defined as this exporter's.
         config["exporters"]["file/kept"] = {"path": str(kept_file), "flush_interval": "50ms"}
@@ -75,6 +79,9 @@ def sidecar(
         otelcol,
         adapt("collector-sidecar.yaml", workdir / "collector.yaml", edit),
         workdir,
+        extra_configs=(
+            adapt("collector-sidecar-backend.yaml", workdir / "backend.yaml", edit_backend),
+        ),
         env={
             "OTLP_GRPC_ENDPOINT": f"{LOOPBACK}:{app_port}",
             "OTLP_HTTP_ENDPOINT": f"{LOOPBACK}:{free_port()}",

@@ -18,6 +18,7 @@ from sampler.config.model import (
     BudgetConfig,
     DecisionCacheConfig,
     ExporterConfig,
+    FileRotationConfig,
     LoggingConfig,
     MetricsConfig,
     ReceiversConfig,
@@ -26,8 +27,9 @@ from sampler.config.model import (
     SignalsConfig,
 )
 from sampler.config.reader import ConfigError, ConfigProblem
-from sampler.export.base import ExporterSettings, SendResult
+from sampler.export.base import ExporterSettings
 from sampler.export.factory import exporter_from_url
+from sampler.export.retry import SendResult
 from sampler.rules.conditions.error import ANY_ERROR, HasError
 from sampler.rules.conditions.rare import DIMENSIONS, IsRare
 from sampler.rules.conditions.tool_cycle import CYCLE_KINDS, HasToolCycle
@@ -162,7 +164,11 @@ def test_every_section_binds_to_typed_values() -> None:
         256 << 20,
     )
     assert (exporter.retry.initial_interval, exporter.retry.max_elapsed_time) == (0.1, 60.0)
+    assert exporter.file.rotation == FileRotationConfig(
+        max_megabytes=0, max_backups=3, max_days=7, localtime=True, compression="gzip"
+    )
     assert (config.logging.level, config.logging.format) == ("debug", "json")
+    assert config.mode == "shadow"
 
 
 def test_there_is_one_invalid_fixture_per_case() -> None:

@@ -22,7 +22,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from sampler.export.base import ExporterSettings, Outcome, QueuedExporter, RetryPolicy, SendResult
+from sampler.export.base import ExporterSettings
+from sampler.export.delivery import QueuedExporter
+from sampler.export.retry import Outcome, RetryPolicy, SendResult
 
 T = TypeVar("T")
 
@@ -97,26 +99,27 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-class ScriptedExporter(QueuedExporter):
-    """A transport that answers from a script (then OK), so the shared machinery can be
-    exercised without sockets. ``gate``, when given, holds every send until it is set."""
+class ScriptedTransport:
+    """A transport that answers from a script (then OK), so the delivery loop can be exercised
+    without sockets. ``gate``, when given, holds every send until it is set."""
+
+    name = "scripted://test"
 
     def __init__(
-        self,
-        exporter_settings: ExporterSettings,
-        results: Iterable[SendResult] = (),
-        clock: FakeClock | None = None,
-        gate: asyncio.Event | None = None,
+        self, results: Iterable[SendResult] = (), gate: asyncio.Event | None = None
     ) -> None:
-        super().__init__(
-            "scripted://test", exporter_settings, clock=clock or FakeClock(), rng=random.Random(7)
-        )
         self.results = deque(results)
         self.gate = gate
         self.attempts: list[bytes] = []
         self.delivered: list[bytes] = []
 
-    async def _send(self, body: bytes) -> SendResult:
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def send(self, body: bytes) -> SendResult:
         self.attempts.append(body)
         if self.gate is not None:
             await self.gate.wait()
@@ -124,6 +127,31 @@ class ScriptedExporter(QueuedExporter):
         if result.outcome is Outcome.OK:
             self.delivered.append(body)
         return result
+
+
+class ScriptedExporter(QueuedExporter):
+    """The real exporter over a ScriptedTransport, with a fake clock and a seeded jitter."""
+
+    def __init__(
+        self,
+        exporter_settings: ExporterSettings,
+        results: Iterable[SendResult] = (),
+        clock: FakeClock | None = None,
+        gate: asyncio.Event | None = None,
+        transport: ScriptedTransport | None = None,
+    ) -> None:
+        self.script = transport if transport is not None else ScriptedTransport(results, gate)
+        super().__init__(
+            self.script, exporter_settings, clock=clock or FakeClock(), rng=random.Random(7)
+        )
+
+    @property
+    def attempts(self) -> list[bytes]:
+        return self.script.attempts
+
+    @property
+    def delivered(self) -> list[bytes]:
+        return self.script.delivered
 
 
 # -- loopback OTLP/gRPC collector ---------------------------------------------------------
@@ -267,3 +295,53 @@ class HttpCollector:
     async def __aexit__(self, *exc: object) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+# -- a loopback TCP relay that counts bytes -----------------------------------------------
+
+
+class CountingRelay:
+    """Relays TCP connections from 127.0.0.1:<free port> to ``target_port``, counting the bytes
+    the client sends: what went over the wire, whatever the protocol above it."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.bytes_up = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, up: bool
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if up:
+                    self.bytes_up += len(data)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        for task in (
+            asyncio.ensure_future(self._pipe(reader, up_writer, up=True)),
+            asyncio.ensure_future(self._pipe(up_reader, writer, up=False)),
+        ):
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def __aenter__(self) -> CountingRelay:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in list(self._pipes):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

@@ -9,10 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sampler.export.base import ExporterSettings, QueuedExporter, RetryPolicy, SendResult
+from sampler.export.base import ExporterSettings
+from sampler.export.delivery import QueuedExporter
 from sampler.export.disk_queue import HEADER, DiskQueue
+from sampler.export.retry import RetryPolicy, SendResult
 from tests.unit.export.support import (
     ScriptedExporter,
+    ScriptedTransport,
     expected_names,
     make_request,
     run,
@@ -99,10 +102,10 @@ def test_what_is_not_delivered_at_stop_stays_on_disk_and_goes_out_after_the_next
     assert resumed.stats.spans_sent == 7
 
 
-class Down(QueuedExporter):
+class Down(ScriptedTransport):
     """A downstream that is down: every attempt fails with a retryable error."""
 
-    async def _send(self, body: bytes) -> SendResult:
+    async def send(self, body: bytes) -> SendResult:
         return SendResult.retryable("UNAVAILABLE: connection refused")
 
 
@@ -110,7 +113,9 @@ def test_stop_does_not_wait_for_a_downstream_that_is_down(tmp_path: Path) -> Non
     slow_retries = RetryPolicy(initial_interval_s=30.0, max_interval_s=30.0)
 
     async def scenario() -> float:
-        exporter = Down("down://", durable(tmp_path, retry=slow_retries), rng=random.Random(1))
+        exporter = QueuedExporter(
+            Down(), durable(tmp_path, retry=slow_retries), rng=random.Random(1)
+        )
         await exporter.start()
         assert exporter.try_submit(make_request("a", 2), 2)
         await asyncio.sleep(0.05)  # the first attempt failed; the next is 30 s away

@@ -1,4 +1,5 @@
-"""exporter_from_url: which downstream URLs are accepted, and what each one builds."""
+"""exporter_from_url / transport_from_url: which downstream URLs are accepted, and what each
+one builds."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from sampler.export.base import ExporterSettings
-from sampler.export.factory import exporter_from_url
-from sampler.export.file_exporter import FileExporter
-from sampler.export.grpc_exporter import GrpcExporter
-from sampler.export.http_exporter import HttpExporter
+from sampler.export.factory import exporter_from_url, transport_from_url
+from sampler.export.file_transport import FileTransport
+from sampler.export.grpc_transport import GrpcTransport
+from sampler.export.http_transport import HttpTransport
 
 SETTINGS = ExporterSettings()
 
@@ -18,23 +19,23 @@ SETTINGS = ExporterSettings()
 @pytest.mark.parametrize(
     ("url", "kind", "name"),
     [
-        ("grpc://127.0.0.1:4317", GrpcExporter, "grpc://127.0.0.1:4317"),
-        ("grpc://collector:4317/", GrpcExporter, "grpc://collector:4317"),
-        ("grpc://[::1]:4317", GrpcExporter, "grpc://[::1]:4317"),
-        ("GRPC://localhost:4317", GrpcExporter, "grpc://localhost:4317"),
-        ("http://127.0.0.1:4318", HttpExporter, "http://127.0.0.1:4318/v1/traces"),
-        ("http://h:4318/otlp", HttpExporter, "http://h:4318/otlp/v1/traces"),
-        ("http://h:4318/v1/traces", HttpExporter, "http://h:4318/v1/traces"),
-        ("http://[::1]:4318", HttpExporter, "http://[::1]:4318/v1/traces"),
-        ("https://api.example.com", HttpExporter, "https://api.example.com/v1/traces"),
+        ("grpc://127.0.0.1:4317", GrpcTransport, "grpc://127.0.0.1:4317"),
+        ("grpc://collector:4317/", GrpcTransport, "grpc://collector:4317"),
+        ("grpc://[::1]:4317", GrpcTransport, "grpc://[::1]:4317"),
+        ("GRPC://localhost:4317", GrpcTransport, "grpc://localhost:4317"),
+        ("http://127.0.0.1:4318", HttpTransport, "http://127.0.0.1:4318/v1/traces"),
+        ("http://h:4318/otlp", HttpTransport, "http://h:4318/otlp/v1/traces"),
+        ("http://h:4318/v1/traces", HttpTransport, "http://h:4318/v1/traces"),
+        ("http://[::1]:4318", HttpTransport, "http://[::1]:4318/v1/traces"),
+        ("https://api.example.com", HttpTransport, "https://api.example.com/v1/traces"),
         (
             "https://api.example.com:8443/x",
-            HttpExporter,
+            HttpTransport,
             "https://api.example.com:8443/x/v1/traces",
         ),
-        ("file://./kept.jsonl", FileExporter, "file://./kept.jsonl"),
-        ("file://kept.jsonl", FileExporter, "file://kept.jsonl"),
-        ("file:///var/lib/sampler/kept.jsonl", FileExporter, "file:///var/lib/sampler/kept.jsonl"),
+        ("file://./kept.jsonl", FileTransport, "file://./kept.jsonl"),
+        ("file://kept.jsonl", FileTransport, "file://kept.jsonl"),
+        ("file:///var/lib/sampler/kept.jsonl", FileTransport, "file:///var/lib/sampler/kept.jsonl"),
     ],
     ids=[
         "grpc-ipv4",
@@ -53,9 +54,9 @@ SETTINGS = ExporterSettings()
     ],
 )
 def test_accepted_urls(url: str, kind: type, name: str) -> None:
-    exporter = exporter_from_url(url, SETTINGS)
-    assert isinstance(exporter, kind)
-    assert exporter.name == name
+    transport = transport_from_url(url, SETTINGS)
+    assert isinstance(transport, kind)
+    assert transport.name == name
 
 
 @pytest.mark.parametrize(
@@ -69,10 +70,10 @@ def test_accepted_urls(url: str, kind: type, name: str) -> None:
     ids=["dot-relative", "relative", "relative-dir", "absolute"],
 )
 def test_file_paths(url: str, path: Path) -> None:
-    exporter = exporter_from_url(url, SETTINGS)
-    assert isinstance(exporter, FileExporter)
-    assert exporter.path == path
-    assert exporter.path.is_absolute() == path.is_absolute()
+    transport = transport_from_url(url, SETTINGS)
+    assert isinstance(transport, FileTransport)
+    assert transport.path == path
+    assert transport.path.is_absolute() == path.is_absolute()
 
 
 @pytest.mark.parametrize(
@@ -125,6 +126,6 @@ def test_rejected_urls_name_the_url_and_the_accepted_forms(url: str, problem: st
     ids=["grpcs", "grpcs-ipv6-uppercase", "grpc-is-plaintext"],
 )
 def test_the_scheme_alone_turns_grpc_tls_on(url: str, name: str, secure: bool) -> None:
-    exporter = exporter_from_url(url, SETTINGS)
-    assert isinstance(exporter, GrpcExporter)
-    assert (exporter.name, exporter.secure) == (name, secure)
+    transport = transport_from_url(url, SETTINGS)
+    assert isinstance(transport, GrpcTransport)
+    assert (transport.name, transport.secure) == (name, secure)

@@ -385,3 +385,19 @@ def test_reconsider_by_the_budget_rule_asks_the_budget_without_counting_a_keep()
 
     assert verdict is not None and (verdict.keep, verdict.rule) == (True, "rare-ish")
     assert (budget.decided, budget.must_keep) == (1, 0)
+
+
+def test_a_reconfigured_engine_keeps_the_bucket_of_a_rate_limit_it_keeps() -> None:
+    engine = engine_of("[{name: two, action: {rate_limit: {sessions_per_second: 2}}}]")
+    assert [engine.decide(facts(), 10.0).keep for _ in range(3)] == [True, True, False]
+
+    def reloaded(rules_yaml: str) -> RuleEngine:
+        new = engine_of(rules_yaml)
+        return engine.reconfigured(new.rules, BudgetSettings())
+
+    same = reloaded("[{name: two, action: {rate_limit: {sessions_per_second: 4}}}]")
+    assert not same.decide(facts(), 10.0).keep  # its bucket is still empty
+    renamed = reloaded("[{name: other, action: {rate_limit: {sessions_per_second: 2}}}]")
+    assert renamed.decide(facts(), 10.0).keep  # a new rule: a full bucket
+    spans = reloaded("[{name: two, action: {rate_limit: {spans_per_second: 20}}}]")
+    assert spans.decide(facts(), 10.0).keep  # counted in spans now: a new bucket

@@ -552,3 +552,22 @@ def test_invalid_settings_are_refused(changes: dict[str, float], problems: list[
         RaritySettings(**changes)  # type: ignore[arg-type]
     for problem in problems:
         assert problem in str(raised.value)
+
+
+def test_a_reconfigured_model_scores_with_new_thresholds_on_what_it_learned() -> None:
+    """A reload changes the tail quantile: what the model answered for the old one (the
+    below-the-tail thresholds it remembers) must not answer for the new one."""
+    model = RarityModel(RaritySettings(warmup_sessions=100))
+    for i in range(100):
+        model.observe("s", "support", {"duration": float(i)}, now=0.0)
+    model.flush()
+    for _ in range(20):  # enough scores for the current window to remember its threshold
+        assert duration_score(model, 95.0) == 0.0
+    model.reconfigure(RaritySettings(warmup_sessions=100, tail_quantile=0.9))
+    assert duration_score(model, 95.0) == pytest.approx(0.5 + 0.5 * (0.955 - 0.9) / 0.1, abs=0.01)
+    assert model.sessions_seen(0.0) == 100
+
+    before = model.settings
+    with pytest.raises(ValueError, match="windows"):
+        model.reconfigure(RaritySettings(warmup_sessions=100, windows=3))
+    assert model.settings is before

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from sampler.export.base import ExporterSettings, Outcome
+from sampler.export.base import ExporterSettings
+from sampler.export.delivery import QueuedExporter
 from sampler.export.factory import exporter_from_url
-from sampler.export.grpc_exporter import GrpcExporter
-from sampler.export.http_exporter import HttpExporter
+from sampler.export.grpc_transport import GrpcTransport
+from sampler.export.http_transport import HttpTransport
+from sampler.export.retry import Outcome
 from sampler.tls import ClientTls, ServerTls
 from tests.certificates import NAMED_HOST, Certificates, make_certificates
 from tests.unit.export.support import (
@@ -37,7 +39,7 @@ def client_tls(certs: Certificates, *, client_cert: bool = True, **extra: str) -
     return ClientTls(str(certs.ca), str(certs.client_cert), str(certs.client_key), **extra)
 
 
-async def deliver(exporter: GrpcExporter | HttpExporter) -> None:
+async def deliver(exporter: QueuedExporter) -> None:
     await exporter.start()
     assert exporter.try_submit(make_request("a", 2), 2)
     assert await exporter.flush(5.0)
@@ -45,14 +47,14 @@ async def deliver(exporter: GrpcExporter | HttpExporter) -> None:
 
 
 def test_grpcs_delivers_with_mutual_tls_and_headers(certs: Certificates) -> None:
-    async def scenario() -> tuple[GrpcCollector, GrpcExporter]:
+    async def scenario() -> tuple[GrpcCollector, QueuedExporter]:
         credentials = collector_tls(certs, mutual=True).grpc_credentials()
         async with GrpcCollector(credentials) as collector:
             exporter = exporter_from_url(
                 f"grpcs://{collector.target}",
                 settings(tls=client_tls(certs), headers={"authorization": "Bearer t0k"}),
             )
-            assert isinstance(exporter, GrpcExporter)
+            assert isinstance(exporter.transport, GrpcTransport)
             await deliver(exporter)
         return collector, exporter
 
@@ -74,10 +76,12 @@ def test_grpcs_server_name_override(certs: Certificates, override: str, delivere
         named = ServerTls(str(certs.named_cert), str(certs.named_key))
         async with GrpcCollector(named.grpc_credentials()) as collector:
             tls = client_tls(certs, client_cert=False, server_name_override=override)
-            exporter = GrpcExporter(collector.target, settings(tls=tls, timeout_s=2.0), secure=True)
-            await exporter.start()
-            result = await exporter._send(make_request("a", 2))
-            await exporter.stop(0.1)
+            transport = GrpcTransport(
+                collector.target, settings(tls=tls, timeout_s=2.0), secure=True
+            )
+            await transport.open()
+            result = await transport.send(make_request("a", 2))
+            await transport.close()
         return collector, result.outcome
 
     collector, outcome = run(scenario())
@@ -97,10 +101,12 @@ def test_grpcs_handshake_failures_are_retryable_and_deliver_nothing(
         credentials = collector_tls(certs, mutual=mutual).grpc_credentials()
         async with GrpcCollector(credentials) as collector:
             tls = ClientTls(ca_file=str(getattr(certs, ca))) if ca else None
-            exporter = GrpcExporter(collector.target, settings(tls=tls, timeout_s=2.0), secure=True)
-            await exporter.start()
-            result = await exporter._send(make_request("a", 1))
-            await exporter.stop(0.1)
+            transport = GrpcTransport(
+                collector.target, settings(tls=tls, timeout_s=2.0), secure=True
+            )
+            await transport.open()
+            result = await transport.send(make_request("a", 1))
+            await transport.close()
         return collector, result.outcome
 
     collector, outcome = run(scenario())
@@ -109,12 +115,12 @@ def test_grpcs_handshake_failures_are_retryable_and_deliver_nothing(
 
 
 def test_https_delivers_with_mutual_tls(certs: Certificates) -> None:
-    async def scenario() -> tuple[HttpCollector, HttpExporter]:
+    async def scenario() -> tuple[HttpCollector, QueuedExporter]:
         server = collector_tls(certs, mutual=True).ssl_context
         async with HttpCollector(ssl_context=server) as collector:
             url = collector.base_url.replace("127.0.0.1", "localhost")
             exporter = exporter_from_url(url, settings(tls=client_tls(certs)))
-            assert isinstance(exporter, HttpExporter)
+            assert isinstance(exporter.transport, HttpTransport)
             await deliver(exporter)
         return collector, exporter
 
@@ -128,10 +134,10 @@ def test_https_without_the_client_certificate_is_refused(certs: Certificates) ->
         server = collector_tls(certs, mutual=True).ssl_context
         async with HttpCollector(ssl_context=server) as collector:
             tls = client_tls(certs, client_cert=False)
-            exporter = HttpExporter(collector.base_url, settings(tls=tls, timeout_s=2.0))
-            await exporter.start()
-            result = await exporter._send(make_request("a", 1))
-            await exporter.stop(0.1)
+            transport = HttpTransport(collector.base_url, settings(tls=tls, timeout_s=2.0))
+            await transport.open()
+            result = await transport.send(make_request("a", 1))
+            await transport.close()
         return collector, result.outcome
 
     collector, outcome = run(scenario())
@@ -149,10 +155,10 @@ def test_https_server_name_override(certs: Certificates, override: str, delivere
         named = ServerTls(str(certs.named_cert), str(certs.named_key))
         async with HttpCollector(ssl_context=named.ssl_context) as collector:
             tls = client_tls(certs, client_cert=False, server_name_override=override)
-            exporter = HttpExporter(collector.base_url, settings(tls=tls, timeout_s=2.0))
-            await exporter.start()
-            result = await exporter._send(make_request("a", 2))
-            await exporter.stop(0.1)
+            transport = HttpTransport(collector.base_url, settings(tls=tls, timeout_s=2.0))
+            await transport.open()
+            result = await transport.send(make_request("a", 2))
+            await transport.close()
         return collector, result.outcome
 
     collector, outcome = run(scenario())

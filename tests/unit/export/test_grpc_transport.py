@@ -1,4 +1,4 @@
-"""GrpcExporter against a real TraceService/Export server on loopback."""
+"""The OTLP/gRPC downstream against a real TraceService/Export server on loopback."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import socket
 import grpc
 import pytest
 
-from sampler.export.base import Outcome, RetryPolicy
-from sampler.export.grpc_exporter import GrpcExporter, classify_rpc_error
+from sampler.export.delivery import QueuedExporter
+from sampler.export.factory import exporter_from_url
+from sampler.export.retry import RetryPolicy
 from tests.unit.export.support import (
     FakeClock,
     GrpcCollector,
     expected_names,
     make_request,
-    retry_info_trailer,
     run,
     settings,
     span_names,
@@ -22,10 +22,10 @@ from tests.unit.export.support import (
 
 
 def test_requests_arrive_batched_with_headers_and_gzip() -> None:
-    async def scenario() -> tuple[GrpcCollector, GrpcExporter]:
+    async def scenario() -> tuple[GrpcCollector, QueuedExporter]:
         async with GrpcCollector() as collector:
-            exporter = GrpcExporter(
-                collector.target,
+            exporter = exporter_from_url(
+                f"grpc://{collector.target}",
                 settings(headers={"Authorization": "Bearer t0ken"}, compression="gzip"),
             )
             await exporter.start()
@@ -46,10 +46,12 @@ def test_requests_arrive_batched_with_headers_and_gzip() -> None:
 def test_unavailable_is_retried_and_nothing_is_lost_or_duplicated() -> None:
     clock = FakeClock()
 
-    async def scenario() -> tuple[GrpcCollector, GrpcExporter]:
+    async def scenario() -> tuple[GrpcCollector, QueuedExporter]:
         async with GrpcCollector() as collector:
             collector.failures.extend([(grpc.StatusCode.UNAVAILABLE, None)] * 2)
-            exporter = GrpcExporter(collector.target, settings(batch_max_spans=3), clock=clock)
+            exporter = exporter_from_url(
+                f"grpc://{collector.target}", settings(batch_max_spans=3), clock=clock
+            )
             await exporter.start()
             for prefix in ("a", "b", "c"):
                 exporter.try_submit(make_request(prefix, 2), 2)
@@ -67,10 +69,10 @@ def test_unavailable_is_retried_and_nothing_is_lost_or_duplicated() -> None:
 def test_resource_exhausted_with_retry_info_waits_as_told() -> None:
     clock = FakeClock()
 
-    async def scenario() -> tuple[GrpcCollector, GrpcExporter]:
+    async def scenario() -> tuple[GrpcCollector, QueuedExporter]:
         async with GrpcCollector() as collector:
             collector.failures.append((grpc.StatusCode.RESOURCE_EXHAUSTED, 2.5))
-            exporter = GrpcExporter(collector.target, settings(), clock=clock)
+            exporter = exporter_from_url(f"grpc://{collector.target}", settings(), clock=clock)
             await exporter.start()
             exporter.try_submit(make_request("a", 3), 3)
             assert await exporter.flush(5.0)
@@ -90,10 +92,10 @@ def test_resource_exhausted_with_retry_info_waits_as_told() -> None:
 def test_permanent_errors_give_up_at_once(code: grpc.StatusCode) -> None:
     clock = FakeClock()
 
-    async def scenario() -> tuple[GrpcCollector, GrpcExporter]:
+    async def scenario() -> tuple[GrpcCollector, QueuedExporter]:
         async with GrpcCollector() as collector:
             collector.failures.append((code, None))
-            exporter = GrpcExporter(collector.target, settings(), clock=clock)
+            exporter = exporter_from_url(f"grpc://{collector.target}", settings(), clock=clock)
             await exporter.start()
             exporter.try_submit(make_request("a", 4), 4)
             assert await exporter.flush(5.0)
@@ -107,10 +109,10 @@ def test_permanent_errors_give_up_at_once(code: grpc.StatusCode) -> None:
 
 
 def test_partial_success_counts_rejected_spans() -> None:
-    async def scenario() -> GrpcExporter:
+    async def scenario() -> QueuedExporter:
         async with GrpcCollector() as collector:
             collector.rejected_spans = 2
-            exporter = GrpcExporter(collector.target, settings())
+            exporter = exporter_from_url(f"grpc://{collector.target}", settings())
             await exporter.start()
             exporter.try_submit(make_request("a", 5), 5)
             await exporter.stop(5.0)
@@ -126,9 +128,11 @@ def test_unreachable_endpoint_retries_until_max_elapsed() -> None:
         port = probe.getsockname()[1]
     clock = FakeClock()
 
-    async def scenario() -> GrpcExporter:
+    async def scenario() -> QueuedExporter:
         policy = RetryPolicy(max_elapsed_s=10.0)
-        exporter = GrpcExporter(f"127.0.0.1:{port}", settings(retry=policy), clock=clock)
+        exporter = exporter_from_url(
+            f"grpc://127.0.0.1:{port}", settings(retry=policy), clock=clock
+        )
         await exporter.start()
         exporter.try_submit(make_request("a", 2), 2)
         assert await exporter.flush(5.0)
@@ -140,45 +144,22 @@ def test_unreachable_endpoint_retries_until_max_elapsed() -> None:
     assert (exporter.stats.failed_requests, exporter.stats.failed_spans) == (1, 2)
 
 
-@pytest.mark.parametrize(
-    ("code", "delay_s", "outcome"),
-    [
-        (grpc.StatusCode.UNAVAILABLE, None, Outcome.RETRYABLE),
-        (grpc.StatusCode.CANCELLED, None, Outcome.RETRYABLE),
-        (grpc.StatusCode.DEADLINE_EXCEEDED, None, Outcome.RETRYABLE),
-        (grpc.StatusCode.ABORTED, None, Outcome.RETRYABLE),
-        (grpc.StatusCode.OUT_OF_RANGE, None, Outcome.RETRYABLE),
-        (grpc.StatusCode.DATA_LOSS, None, Outcome.RETRYABLE),
-        (grpc.StatusCode.UNAVAILABLE, 0.25, Outcome.RETRYABLE),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, 3.0, Outcome.RETRYABLE),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, None, Outcome.RETRYABLE),
-        (grpc.StatusCode.INVALID_ARGUMENT, None, Outcome.PERMANENT),
-        (grpc.StatusCode.UNAUTHENTICATED, None, Outcome.PERMANENT),
-        (grpc.StatusCode.UNIMPLEMENTED, None, Outcome.PERMANENT),
-        (grpc.StatusCode.INTERNAL, None, Outcome.PERMANENT),
-    ],
-    ids=lambda v: v.name.lower() if hasattr(v, "name") else f"delay={v}",
-)
-def test_status_classification(
-    code: grpc.StatusCode, delay_s: float | None, outcome: Outcome
-) -> None:
-    trailer = retry_info_trailer(code, delay_s) if delay_s is not None else ()
-    result = classify_rpc_error(code, "details", trailer)
-    assert result.outcome is outcome
-    if outcome is Outcome.RETRYABLE:
-        assert result.server_delay_s == delay_s
+def test_every_attempt_is_timed_failed_ones_included() -> None:
+    async def scenario() -> QueuedExporter:
+        async with GrpcCollector() as collector:
+            collector.failures.append((grpc.StatusCode.UNAVAILABLE, None))
+            exporter = exporter_from_url(
+                f"grpc://{collector.target}", settings(), clock=FakeClock()
+            )
+            await exporter.start()
+            assert exporter.try_submit(make_request("a", 2), 2)
+            assert await exporter.flush(5.0)
+            assert exporter.try_submit(make_request("b", 3), 3)
+            assert await exporter.flush(5.0)
+            await exporter.stop(1.0)
+        return exporter
 
-
-def test_a_malformed_status_trailer_is_ignored() -> None:
-    result = classify_rpc_error(
-        grpc.StatusCode.UNAVAILABLE, None, (("grpc-status-details-bin", b"\xff\xff"),)
-    )
-    assert result.outcome is Outcome.RETRYABLE
-    assert result.server_delay_s is None
-
-
-def test_a_message_over_the_servers_size_limit_is_not_retried() -> None:
-    result = classify_rpc_error(
-        grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max (5000 vs. 1000)", ()
-    )
-    assert result.outcome is Outcome.PERMANENT
+    stats = run(scenario()).stats
+    assert (stats.requests_sent, stats.retries) == (2, 1)
+    assert stats.send_durations.count == 3  # the failed attempt, its retry, the second batch
+    assert 0 < stats.send_durations.sum < 5.0

@@ -1,16 +1,17 @@
-"""The shared delivery machinery, driven through a scripted transport (no sockets, fake time)."""
+"""The delivery loop, driven through a scripted transport (no sockets, fake time)."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 
 import pytest
 
-from sampler.export.base import ExporterSettings, RetryPolicy, SendResult
+from sampler.export.base import ExporterSettings
+from sampler.export.retry import RetryPolicy, SendResult
 from tests.unit.export.support import (
     FakeClock,
     ScriptedExporter,
+    ScriptedTransport,
     expected_names,
     make_request,
     run,
@@ -107,10 +108,28 @@ def test_retryable_failures_back_off_with_jitter_then_deliver_once() -> None:
     assert exporter.stats.failed_spans == 0
 
 
-def test_backoff_is_capped_at_max_interval() -> None:
-    policy = RetryPolicy(initial_interval_s=1.0, max_interval_s=5.0, jitter=0.0)
-    delays = [policy.backoff_s(n, random.Random(1)) for n in range(6)]
-    assert delays == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+def test_every_attempt_is_timed_failed_and_broken_ones_included() -> None:
+    class BrokenOnce(ScriptedTransport):
+        async def send(self, body: bytes) -> SendResult:
+            if not self.attempts:
+                self.attempts.append(body)
+                raise RuntimeError("boom")
+            return await super().send(body)
+
+    async def scenario() -> ScriptedExporter:
+        transport = BrokenOnce([SendResult.retryable("UNAVAILABLE"), SendResult.ok()])
+        exporter = ScriptedExporter(settings(), transport=transport)
+        exporter.try_submit(make_request("bad", 1), 1)  # the bug fails this batch for good
+        await exporter.start()
+        assert await exporter.flush(2.0)
+        exporter.try_submit(make_request("a", 1), 1)  # one retry, then delivered
+        assert await exporter.flush(2.0)
+        await exporter.stop(1.0)
+        return exporter
+
+    exporter = run(scenario())
+    assert len(exporter.attempts) == 3
+    assert exporter.stats.send_durations.count == 3
 
 
 def test_server_delay_replaces_backoff() -> None:
@@ -213,12 +232,12 @@ def test_partial_success_counts_rejected_spans_as_failed() -> None:
 
 
 def test_a_transport_bug_fails_the_batch_instead_of_wedging_the_queue() -> None:
-    class Broken(ScriptedExporter):
-        async def _send(self, body: bytes) -> SendResult:
+    class Broken(ScriptedTransport):
+        async def send(self, body: bytes) -> SendResult:
             raise RuntimeError("boom")
 
-    async def scenario() -> Broken:
-        exporter = Broken(settings())
+    async def scenario() -> ScriptedExporter:
+        exporter = ScriptedExporter(settings(), transport=Broken())
         exporter.try_submit(make_request("a", 2), 2)
         await exporter.start()
         assert await exporter.flush(2.0)

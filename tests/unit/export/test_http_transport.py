@@ -1,4 +1,4 @@
-"""HttpExporter against a real aiohttp OTLP/HTTP server on loopback."""
+"""The OTLP/HTTP downstream against a real aiohttp OTLP/HTTP server on loopback."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import socket
 
 import pytest
 
-from sampler.export.base import RetryPolicy
-from sampler.export.http_exporter import HttpExporter, parse_retry_after, traces_url
+from sampler.export.delivery import QueuedExporter
+from sampler.export.factory import exporter_from_url
+from sampler.export.http_transport import traces_url
+from sampler.export.retry import RetryPolicy
 from tests.unit.export.support import (
     FakeClock,
     HttpCollector,
@@ -20,9 +22,9 @@ from tests.unit.export.support import (
 
 
 def test_requests_arrive_as_protobuf_with_headers_and_gzip() -> None:
-    async def scenario() -> tuple[HttpCollector, HttpExporter]:
+    async def scenario() -> tuple[HttpCollector, QueuedExporter]:
         async with HttpCollector() as collector:
-            exporter = HttpExporter(
+            exporter = exporter_from_url(
                 collector.base_url,
                 settings(headers={"X-Api-Key": "k"}, compression="gzip"),
             )
@@ -45,10 +47,10 @@ def test_requests_arrive_as_protobuf_with_headers_and_gzip() -> None:
 def test_429_with_retry_after_waits_as_told_then_delivers_once() -> None:
     clock = FakeClock()
 
-    async def scenario() -> tuple[HttpCollector, HttpExporter]:
+    async def scenario() -> tuple[HttpCollector, QueuedExporter]:
         async with HttpCollector() as collector:
             collector.responses.append((429, {"Retry-After": "3"}))
-            exporter = HttpExporter(collector.base_url, settings(), clock=clock)
+            exporter = exporter_from_url(collector.base_url, settings(), clock=clock)
             await exporter.start()
             exporter.try_submit(make_request("a", 2), 2)
             assert await exporter.flush(5.0)
@@ -68,7 +70,7 @@ def test_503_without_retry_after_uses_backoff() -> None:
     async def scenario() -> HttpCollector:
         async with HttpCollector() as collector:
             collector.responses.extend([(503, {}), (502, {}), (504, {})])
-            exporter = HttpExporter(collector.base_url, settings(), clock=clock)
+            exporter = exporter_from_url(collector.base_url, settings(), clock=clock)
             await exporter.start()
             exporter.try_submit(make_request("a", 1), 1)
             await exporter.stop(5.0)
@@ -83,10 +85,10 @@ def test_503_without_retry_after_uses_backoff() -> None:
 def test_400_is_permanent(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
 
-    async def scenario() -> tuple[HttpCollector, HttpExporter]:
+    async def scenario() -> tuple[HttpCollector, QueuedExporter]:
         async with HttpCollector() as collector:
             collector.responses.append((400, {}))
-            exporter = HttpExporter(collector.base_url, settings(), clock=clock)
+            exporter = exporter_from_url(collector.base_url, settings(), clock=clock)
             await exporter.start()
             exporter.try_submit(make_request("a", 3), 3)
             await exporter.stop(5.0)
@@ -102,7 +104,7 @@ def test_400_is_permanent(caplog: pytest.LogCaptureFixture) -> None:
 def test_a_full_url_is_used_as_is() -> None:
     async def scenario() -> HttpCollector:
         async with HttpCollector(path="/otlp/v1/traces") as collector:
-            exporter = HttpExporter(f"{collector.base_url}/otlp/v1/traces", settings())
+            exporter = exporter_from_url(f"{collector.base_url}/otlp/v1/traces", settings())
             await exporter.start()
             exporter.try_submit(make_request("a", 1), 1)
             await exporter.stop(5.0)
@@ -117,8 +119,8 @@ def test_connection_refused_is_retried_until_max_elapsed() -> None:
         port = probe.getsockname()[1]
     clock = FakeClock()
 
-    async def scenario() -> HttpExporter:
-        exporter = HttpExporter(
+    async def scenario() -> QueuedExporter:
+        exporter = exporter_from_url(
             f"http://127.0.0.1:{port}", settings(retry=RetryPolicy(max_elapsed_s=10.0)), clock=clock
         )
         await exporter.start()
@@ -146,19 +148,15 @@ def test_traces_url(base: str, url: str) -> None:
     assert traces_url(base) == url
 
 
-@pytest.mark.parametrize(
-    ("header", "seconds"),
-    [
-        ("5", 5.0),
-        (" 0.5 ", 0.5),
-        ("0", 0.0),
-        (None, None),
-        ("-1", None),
-        ("soon", None),
-        ("Wed, 21 Oct 2015 07:28:00 GMT", None),
-        ("inf", None),
-    ],
-    ids=["int", "float", "zero", "absent", "negative", "junk", "http-date", "inf"],
-)
-def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
-    assert parse_retry_after(header) == seconds
+def test_sends_are_timed() -> None:
+    async def scenario() -> QueuedExporter:
+        async with HttpCollector() as collector:
+            exporter = exporter_from_url(collector.base_url, settings())
+            await exporter.start()
+            assert exporter.try_submit(make_request("a", 2), 2)
+            assert await exporter.flush(5.0)
+            await exporter.stop(1.0)
+        return exporter
+
+    stats = run(scenario()).stats
+    assert (stats.spans_sent, stats.send_durations.count) == (2, 1)

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import gzip
-import math
-import random
 
 import aiohttp
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from sampler.export.base import ExporterSettings, QueuedExporter, RetryClock, SendResult
+from sampler.export.base import ExporterSettings
+from sampler.export.retry import SendResult, classify_http
 from sampler.tls import ClientTls
 
 TRACES_PATH = "/v1/traces"
-# Transient per the OTLP/HTTP specification; every other non-2xx status is permanent.
-RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 
 
 def traces_url(base_url: str) -> str:
@@ -25,32 +22,15 @@ def traces_url(base_url: str) -> str:
     return trimmed if trimmed.endswith(TRACES_PATH) else trimmed + TRACES_PATH
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After given in seconds; anything else (absent, HTTP-date, junk) gives None, and
-    our own backoff applies."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+class HttpTransport:
+    """Sends batches to an OTLP/HTTP endpoint. The aiohttp session lives from open() to
+    close(); ``https`` URLs use ``settings.tls`` (else the system's trusted roots). Uses the
+    settings' timeout, headers, compression and TLS."""
 
-
-class HttpExporter(QueuedExporter):
-    """Sends batches to an OTLP/HTTP endpoint. The aiohttp session lives from start() to
-    stop(); ``https`` URLs use ``settings.tls`` (else the system's trusted roots)."""
-
-    def __init__(
-        self,
-        base_url: str,
-        settings: ExporterSettings,
-        *,
-        clock: RetryClock | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
+    def __init__(self, base_url: str, settings: ExporterSettings) -> None:
         url = traces_url(base_url)
-        super().__init__(url, settings, clock=clock, rng=rng)
+        self.name = url
+        self.settings = settings
         self.url = url
         self._headers = {
             **settings.headers,
@@ -64,13 +44,13 @@ class HttpExporter(QueuedExporter):
         self._last_plain: bytes | None = None
         self._last_wire = b""
 
-    async def _open(self) -> None:
+    async def open(self) -> None:
         tls = self.settings.tls or ClientTls()
         connector = aiohttp.TCPConnector(ssl=tls.ssl_context)  # used by https URLs only
         self._server_hostname = tls.server_name_override or None
         self._session = aiohttp.ClientSession(headers=self._headers, connector=connector)
 
-    async def _close(self) -> None:
+    async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -83,7 +63,7 @@ class HttpExporter(QueuedExporter):
             self._last_wire = gzip.compress(body, compresslevel=6)
         return self._last_wire
 
-    async def _send(self, body: bytes) -> SendResult:
+    async def send(self, body: bytes) -> SendResult:
         if self._session is None:
             return SendResult.permanent("exporter not started")
         try:
@@ -107,10 +87,9 @@ class HttpExporter(QueuedExporter):
 
         if 200 <= status < 300:
             return _partial_success(payload) if is_protobuf else SendResult.ok()
-        reason = f"HTTP {status}: {_error_message(payload, is_protobuf)}"
-        if status in RETRYABLE_STATUSES:
-            return SendResult.retryable(reason, server_delay_s=parse_retry_after(retry_after))
-        return SendResult.permanent(reason)
+        return classify_http(
+            status, f"HTTP {status}: {_error_message(payload, is_protobuf)}", retry_after
+        )
 
 
 def _partial_success(payload: bytes) -> SendResult:
