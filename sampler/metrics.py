@@ -288,7 +288,7 @@ METRICS: tuple[MetricSpec, ...] = (
         "agent_sampler_spans_limited",
         "counter",
         "Spans whose attributes were cut to the receivers' limits (max_attributes_per_span, "
-        "max_attribute_value_size).",
+        "max_attribute_value_size, 10,000 values an array, 1,024 links a span).",
         (),
         _one(lambda s: s.pipeline.stats.spans_limited),
     ),

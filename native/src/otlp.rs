@@ -37,6 +37,7 @@ pub const SPAN_ATTRIBUTES: u32 = 9;
 pub const SPAN_DROPPED_ATTRIBUTES: u32 = 10;
 pub const SPAN_EVENTS: u32 = 11;
 pub const SPAN_LINKS: u32 = 13;
+pub const SPAN_DROPPED_LINKS: u32 = 14;
 pub const SPAN_STATUS: u32 = 15;
 // Span.Event
 pub const EVENT_NAME: u32 = 2;

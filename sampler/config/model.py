@@ -196,7 +196,9 @@ class ReceiversConfig:
     max_attribute_value_size: int = opt(
         256 << 10,
         "Longest string or bytes attribute value kept on a span, top level or in an array; "
-        "longer ones are cut to this size (strings at a character boundary), never refused.",
+        "longer ones are cut to this size (strings at a character boundary), never refused. "
+        "Fixed limits beside it: an array keeps its first 10,000 values, a span its first "
+        "1,024 links (the rest counted in its dropped_links_count).",
         "size",
     )
     tls: ServerTlsConfig = opt(ServerTlsConfig(), "TLS for both receivers (docs/security.md).")

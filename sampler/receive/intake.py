@@ -37,7 +37,8 @@ T = TypeVar("T")
 
 # Bodies up to this size are decoded on the event loop: well under a millisecond natively.
 INLINE_DECODE_BYTES = 256 << 10
-# Spans ingested between two turns of the event loop.
+# Work ingested between two turns of the event loop, in units: a span, each KiB of a large
+# span, a resource or scope block (a request of empty blocks is taken in steps too).
 INGEST_CHUNK_SPANS = 4096
 
 _log = logging.getLogger(__name__)
