@@ -183,10 +183,10 @@ class ReceiversConfig:
     )
     max_spans_per_request: int = opt(
         DEFAULT_MAX_SPANS_PER_REQUEST,
-        "Spans one request may hold; a request with more is refused before it is parsed "
-        "(RESOURCE_EXHAUSTED / HTTP 413, not retried: parsed, each span costs about 170 bytes "
-        "however small it is on the wire). OTLP/protobuf only; JSON is bounded by "
-        "max_message_size.",
+        "Spans one request may hold, OTLP/protobuf or JSON; a request with more is refused "
+        "as it is validated, before anything of it is kept (RESOURCE_EXHAUSTED / HTTP 413, not "
+        "retried). So is a request in which one message holds more than a million fields "
+        "(a span's events, links or attributes, an array's values): a fixed limit.",
     )
     max_attributes_per_span: int = opt(
         1024,
