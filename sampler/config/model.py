@@ -201,16 +201,27 @@ class SessionsConfig:
 @dataclass(frozen=True, slots=True)
 class ToolCyclesConfig:
     same_call_repeats: int = opt(
-        3, "A tool called with the same arguments this many times in a session is a loop."
+        3,
+        "A tool called with the same arguments this many times within one turn is a loop (an "
+        "attempt that failed and was retried until it succeeded does not count).",
     )
     same_tool_repeats: int = opt(
         6,
-        "A tool called this many times in a row (arguments ignored: often not recorded) is a loop.",
+        "A tool called this many times in a row within one turn, with no recorded arguments "
+        "telling the calls apart (often none are recorded), is a loop.",
     )
     pattern_max_period: int = opt(
-        4, "Longest repeating pattern looked for in the tool sequence (A-B-A-B is period 2)."
+        4, "Longest repeating pattern looked for in a turn's tool sequence (A-B-A-B is period 2)."
     )
-    pattern_min_repeats: int = opt(3, "A pattern repeated this many times in a row is a loop.")
+    pattern_min_repeats: int = opt(
+        3, "A pattern repeated this many times in a row within one turn is a loop."
+    )
+    same_turn_repeats: int = opt(
+        3,
+        "This many turns in a row that make the same tool calls with the same recorded arguments "
+        "are a loop: the turns are retries of one another. Turns that differ in any argument, "
+        "or record none, are never a loop by repeating across turns.",
+    )
     max_agent_depth: int = opt(4, "Agents nested deeper than this are a recursion.")
 
 

@@ -41,6 +41,7 @@ class SessionScorer:
             same_tool_repeats=c.same_tool_repeats,
             pattern_max_period=c.pattern_max_period,
             pattern_min_repeats=c.pattern_min_repeats,
+            same_turn_repeats=c.same_turn_repeats,
             max_agent_depth=c.max_agent_depth,
         )
         self.rarity = RarityModel(
@@ -92,12 +93,22 @@ class SessionScorer:
         tail_latency even before (or without) its agent's history saying so.
         ``learn``: add the session to the rarity model (not on a second look: once per session)."""
         signals = list(error_signals(features.error_kinds))
-        calls = [ToolCall(start, name, digest) for start, name, digest in features.tool_calls]
+        calls = [
+            ToolCall(start, name, digest, turn, failed)
+            for start, name, digest, turn, failed, _ in features.tool_calls
+        ]
         agents = [
             AgentSpan(span_id, features.parents.get(span_id, b""), name)
             for span_id, name in features.agents
         ]
-        findings = detect_cycles(calls, agents, features.parents, features.links, self.thresholds)
+        findings = detect_cycles(
+            calls,
+            agents,
+            features.parents,
+            features.links,
+            self.thresholds,
+            features.model_starts,
+        )
         if findings:
             signals.append(TOOL_CYCLE)
         shape = self.shape_of(features)

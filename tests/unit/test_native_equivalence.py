@@ -4,7 +4,8 @@ The same traffic goes through both pipelines, replayed as ``agent-sampler replay
 (a clock moved to each request's latest span end). For every decided session, in order, both
 must have seen the same features (span and trace counts, error kinds, span tests, tokens,
 tool calls with their argument digests (compared as which calls share arguments, since the two
-digest the same JSON differently), agents, parents, links, latencies) and reached the same
+digest the same JSON differently), turns and failures, agents, parents, links, latencies, model
+call starts, turn durations, typical model and tool calls) and reached the same
 verdict (rule, adjusted count, signals) from the same scores; and the kept spans, annotations
 and tracestates included, must be the same messages. Rejections must agree too.
 
@@ -42,12 +43,17 @@ pytestmark = pytest.mark.slow
 TESTDATA = Path(__file__).parents[1] / "testdata"
 
 
-def _digest_classes(calls: Iterable[tuple[int, str, str]]) -> list[tuple[int, str, int]]:
+ToolCallRecord = tuple[int, str, str, int, bool, int]
+
+
+def _digest_classes(
+    calls: Iterable[ToolCallRecord],
+) -> list[tuple[int, str, int, int, bool, int]]:
     """Tool calls with each digest replaced by the order of its first appearance (-1: none)."""
     seen: dict[str, int] = {}
     return [
-        (start, name, seen.setdefault(digest, len(seen)) if digest else -1)
-        for start, name, digest in calls
+        (start, name, seen.setdefault(digest, len(seen)) if digest else -1, turn, failed, end)
+        for start, name, digest, turn, failed, end in calls
     ]
 
 
@@ -70,6 +76,11 @@ def _session(features: Any, key: str, trace_count: int) -> dict[str, Any]:
         "root_agent": features.root_agent,
         "latency": features.latency_s,
         "model_latency": features.model_latency_s,
+        "model_starts": list(features.model_starts),
+        "turn_latencies": list(features.turn_latencies),
+        "turns_ended": features.turns_ended,
+        "model_pace": features.model_pace_s,
+        "tool_pace": features.tool_pace_s,
     }
 
 

@@ -2,7 +2,8 @@
 
 A session is written as its agent and its tool calls, one per word, in start order:
 ``search:q1`` is the tool ``search`` called with arguments whose digest is ``q1``; a bare
-``search`` recorded no arguments. Every session is one trace: a root agent span, then its tools.
+``search`` recorded no arguments. Every session is one trace: a root agent span, then its tools,
+each after a model call that decided it (as an agent makes them).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def session(
     for i, word in enumerate(words):
         name, _, digest = word.partition(":")
         on_this = failing == KIND_TOOL and i == len(words) - 1
+        features.observe(span_facts(100 + i, 1_500 + i * 1_000, KIND_LLM, duration_ns=400))
         features.observe(
             span_facts(
                 i + 2,
@@ -153,6 +155,45 @@ def test_tool_cycles(tools: str, kinds: frozenset[str]) -> None:
     assert result.cycle_kinds == kinds
     assert ("tool_cycle" in result.signals) == bool(kinds)
     assert len(result.cycle_details) == len(kinds)
+
+
+def conversation(*turns: str) -> SessionFeatures:
+    """One trace per turn, each written as ``session`` writes its tools; a turn is numbered
+    (its index among the session's traces) as the buffer numbers it."""
+    features = SessionFeatures()
+    for turn, tools in enumerate(turns):
+        base = turn * 100_000
+        for i, word in enumerate(tools.split()):
+            name, _, digest = word.partition(":")
+            features.observe(span_facts(1000 + i, base + 1_500 + i * 1_000, KIND_LLM))
+            tool_span = span_facts(2000 + i, base + 2_000 + i * 1_000, KIND_TOOL)
+            features.observe(tool_span._replace(tool_name=name, tool_args=digest), turn)
+    return features
+
+
+@pytest.mark.parametrize(
+    ("turns", "kinds"),
+    [
+        pytest.param(
+            ("lookup:c1 search:q1 reply:r1", "lookup:c1 search:q2 reply:r2", "lookup:c1 search:q3"),
+            frozenset(),
+            id="the-same-workflow-for-every-message",
+        ),
+        pytest.param(("lookup search reply",) * 5, frozenset(), id="the-same-without-arguments"),
+        pytest.param(
+            ("lookup:c1 search:q1",) * 3, frozenset({"repeated_turn"}), id="a-turn-retried"
+        ),
+        pytest.param(
+            ("lookup:c1", "search:q search:q search:q"),
+            frozenset({"repeated_call"}),
+            id="a-loop-within-a-turn",
+        ),
+    ],
+)
+def test_turns_are_looked_at_one_by_one(turns: tuple[str, ...], kinds: frozenset[str]) -> None:
+    result = scorer().score(conversation(*turns), now=0.0)
+
+    assert result.cycle_kinds == kinds
 
 
 # --- shape --------------------------------------------------------------------------------
