@@ -1,7 +1,7 @@
 """The quality benchmark: which sessions does each method keep, at the same kept volume?
 
     python -m benchmarks.quality [--json] [--sessions N] [--seed S] [--config PATH]
-                                 [--traffic default|varied]
+                                 [--traffic default|varied|conversations]
 
 A labelled corpus (``benchmarks.quality.generator``) is written as OTLP/JSON lines and goes
 through three methods, each keeping the same number of sessions:
@@ -251,10 +251,15 @@ def write_uniform_config(probability: float, path: Path) -> None:
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
 
 
-def run(spec: TrafficSpec, workdir: Path, config: SamplerConfig | None = None) -> dict[str, Any]:
-    """Generate, replay, score; returns the benchmark's JSON object."""
+def run(
+    spec: TrafficSpec,
+    workdir: Path,
+    config: SamplerConfig | None = None,
+    generator: Callable[[TrafficSpec], Corpus] = generate,
+) -> dict[str, Any]:
+    """Generate (with ``generator``), replay, score; returns the benchmark's JSON object."""
     started = time.perf_counter()
-    corpus = generate(spec)
+    corpus = generator(spec)
     traffic = workdir / "traffic.jsonl"
     corpus.write_jsonl(traffic)
     keys = list(corpus.labels)
@@ -308,7 +313,7 @@ def run(spec: TrafficSpec, workdir: Path, config: SamplerConfig | None = None) -
             "spans": corpus.span_count,
             "requests": len(corpus.requests),
             "seed": spec.seed,
-            "agents": [agent.name for agent in spec.agents],
+            "agents": sorted(set(corpus.session_agents.values())),
             "labels": corpus.label_counts(),
         },
         "targets": targets,
@@ -406,15 +411,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--traffic",
         choices=sorted(PROFILES),
         default="default",
-        help="traffic profile (benchmarks/quality/profiles.py): the generator's default, or "
-        "'varied', shaped differently to check that the defaults are not fitted to one corpus",
+        help="traffic profile (benchmarks/quality/profiles.py): the generator's default; "
+        "'varied', shaped differently to check that the defaults are not fitted to one corpus; "
+        "'conversations', from a generator of its own: long conversations whose every turn "
+        "repeats its agent's workflow, with legitimate iteration",
     )
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
-    spec = PROFILES[args.traffic](TrafficSpec(seed=args.seed, sessions=args.sessions))
+    shape, generator = PROFILES[args.traffic]
+    spec = shape(TrafficSpec(seed=args.seed, sessions=args.sessions))
     config = load_config(args.config) if args.config else None
     with tempfile.TemporaryDirectory(prefix="quality-bench-") as workdir:
-        result = run(spec, Path(workdir), config)
+        result = run(spec, Path(workdir), config, generator)
+    result["corpus"]["traffic"] = args.traffic
     if not args.json:
         print(format_table(result))
     print(json.dumps(result))

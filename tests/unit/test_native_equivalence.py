@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from benchmarks.quality.generator import TrafficSpec, generate
+from benchmarks.quality.generator import TrafficSpec
 from benchmarks.quality.profiles import PROFILES
 from sampler._native import InvalidRequest, RequestTooLarge, SessionView, validate
 from sampler.clock import ManualClock
@@ -230,8 +230,9 @@ def assert_equivalent(config: SamplerConfig, bodies: list[bytes]) -> Run:
 
 
 def corpus_bodies(profile: str, seed: int, sessions: int) -> list[bytes]:
-    spec = PROFILES[profile](TrafficSpec(seed=seed, sessions=sessions))
-    return [request.SerializeToString() for request in generate(spec).requests]
+    shape, generator = PROFILES[profile]
+    spec = shape(TrafficSpec(seed=seed, sessions=sessions))
+    return [request.SerializeToString() for request in generator(spec).requests]
 
 
 def jsonl_bodies(path: Path) -> Iterator[bytes]:
@@ -242,8 +243,8 @@ def jsonl_bodies(path: Path) -> Iterator[bytes]:
 
 @pytest.mark.parametrize(
     ("profile", "seed"),
-    [("default", 1), ("default", 2), ("varied", 1), ("varied", 3)],
-    ids=["default-1", "default-2", "varied-1", "varied-3"],
+    [("default", 1), ("default", 2), ("varied", 1), ("varied", 3), ("conversations", 1)],
+    ids=["default-1", "default-2", "varied-1", "varied-3", "conversations-1"],
 )
 def test_the_quality_corpora_decide_alike(profile: str, seed: int) -> None:
     run = assert_equivalent(load_config(), corpus_bodies(profile, seed, 700))
