@@ -217,7 +217,7 @@ class ToolCyclesConfig:
         3, "A pattern repeated this many times in a row within one turn is a loop."
     )
     same_turn_repeats: int = opt(
-        3,
+        4,
         "This many turns in a row that make the same tool calls with the same recorded arguments "
         "are a loop: the turns are retries of one another. Turns that differ in any argument, "
         "or record none, are never a loop by repeating across turns.",

@@ -83,7 +83,7 @@ class CycleThresholds:
     same_tool_repeats: int = 6
     pattern_max_period: int = 4  # 1 disables tool_pattern (period 1 is repeated_tool)
     pattern_min_repeats: int = 3
-    same_turn_repeats: int = 3
+    same_turn_repeats: int = 4
     max_agent_depth: int = 4
     max_calls_examined: int = 512
 
@@ -334,6 +334,10 @@ def _keep_longest(
         found[canonical] = (first, CycleFinding("tool_pattern", finding.tools, len(block), repeats))
 
 
+def _keys(calls: Sequence[ToolCall]) -> list[CallKey]:
+    return [(call.name, call.args_digest) for call in calls]
+
+
 def _repeated_turns(by_turn: Sequence[Sequence[_Step]], min_repeats: int) -> list[CycleFinding]:
     """Runs of consecutive turns (those that called tools, in order of their first call) whose
     steps are the same calls with the same recorded arguments; every call must have some."""
@@ -342,8 +346,9 @@ def _repeated_turns(by_turn: Sequence[Sequence[_Step]], min_repeats: int) -> lis
     run = 0
     for steps in [*by_turn, ()]:
         calls = [call for step in steps for call in step.calls]
+        # a step's calls in any order (a parallel fan-out starts them in no set order)
         signature = (
-            tuple((call.name, call.args_digest) for call in calls)
+            tuple(call for step in steps for call in sorted(_keys(step.calls)))
             if calls and all(call.args_digest for call in calls)
             else None
         )

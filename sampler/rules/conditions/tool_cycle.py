@@ -24,7 +24,8 @@ Legitimate iteration is not a loop either:
 A session without any model span has one step per tool call. Limits: with no arguments
 recorded, a model that pages through results (or polls a job) one model call at a time
 `same_tool_repeats` times looks like a loop; with arguments, a model that polls a job with the
-same arguments `same_call_repeats` times in one turn is one.
+same arguments `same_call_repeats` times in one turn is one, and so is a user who asks the
+same thing `same_turn_repeats` times when the agent answers with the very same calls.
 
 ```yaml
 tool_cycle: true

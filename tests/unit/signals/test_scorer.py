@@ -180,8 +180,9 @@ def conversation(*turns: str) -> SessionFeatures:
             id="the-same-workflow-for-every-message",
         ),
         pytest.param(("lookup search reply",) * 5, frozenset(), id="the-same-without-arguments"),
+        pytest.param(("lookup:c1 search:q1",) * 3, frozenset(), id="a-turn-asked-again-twice"),
         pytest.param(
-            ("lookup:c1 search:q1",) * 3, frozenset({"repeated_turn"}), id="a-turn-retried"
+            ("lookup:c1 search:q1",) * 4, frozenset({"repeated_turn"}), id="a-turn-retried"
         ),
         pytest.param(
             ("lookup:c1", "search:q search:q search:q"),

@@ -214,6 +214,7 @@ LEGITIMATE: list[tuple[str, str]] = [
         "lookup:cust9 search:refund | lookup:cust9 search:delivery | lookup:cust9 search:invoice",
     ),
     ("turns/identical-twice-only", "lookup:c search:q | lookup:c search:q"),
+    ("turns/the-same-question-asked-three-times", " | ".join(["lookup:c search:q"] * 3)),
     (
         "turns/identical-but-not-every-argument-recorded",
         " | ".join(["lookup:c search"] * 4),
@@ -285,8 +286,13 @@ LOOPS: list[tuple[str, str, list[Summary]]] = [
     ),
     (
         "turns/retried-three-times",
-        "lookup:c search:q | lookup:c search:q | lookup:c search:q",
-        [("repeated_turn", "lookup,search", 2, 3)],
+        " | ".join(["lookup:c search:q"] * 4),
+        [("repeated_turn", "lookup,search", 2, 4)],
+    ),
+    (
+        "turns/retried-with-a-fan-out-started-in-another-order",
+        " | ".join(["diff:p read:a+read:b lint:p", "diff:p read:b+read:a lint:p"] * 2),
+        [("repeated_turn", "diff,read,read,lint", 4, 4)],
     ),
     (
         "turns/a-trace-per-step-of-a-looping-agent",
@@ -295,8 +301,8 @@ LOOPS: list[tuple[str, str, list[Summary]]] = [
     ),
     (
         "turns/retries-after-an-ordinary-turn",
-        "a:1 | b:2 c:3 | b:2 c:3 | b:2 c:3",
-        [("repeated_turn", "b,c", 2, 3)],
+        "a:1 | b:2 c:3 | b:2 c:3 | b:2 c:3 | b:2 c:3",
+        [("repeated_turn", "b,c", 2, 4)],
     ),
 ]
 
@@ -323,9 +329,9 @@ KNOWN_LIMITS: list[tuple[str, str, list[Summary]]] = [
         [("repeated_tool", "list_items", 1, 6)],
     ),
     (
-        "a-user-asking-the-same-thing-three-times",
-        "order_status:o1 | order_status:o1 | order_status:o1",
-        [("repeated_turn", "order_status", 1, 3)],
+        "a-user-asking-the-same-thing-four-times",
+        " | ".join(["order_status:o1"] * 4),
+        [("repeated_turn", "order_status", 1, 4)],
     ),
 ]
 
@@ -356,16 +362,17 @@ def test_a_model_call_streaming_while_its_tool_starts_still_divides_decisions() 
 
 
 @pytest.mark.parametrize(
-    ("turns", "expected"),
-    [(2, []), (3, [("repeated_turn", "search", 1, 3)])],
-    ids=["below", "at"],
+    ("threshold", "turns", "expected"),
+    [
+        (4, 3, []),
+        (4, 4, [("repeated_turn", "search", 1, 4)]),
+        (2, 2, [("repeated_turn", "search", 1, 2)]),
+    ],
+    ids=["default-below", "default-at", "two"],
 )
-def test_same_turn_repeats(turns: int, expected: list[Summary]) -> None:
+def test_same_turn_repeats(threshold: int, turns: int, expected: list[Summary]) -> None:
     text = " | ".join(["search:q"] * turns)
-    assert find(text, CycleThresholds(same_turn_repeats=3)) == expected
-    assert find(" | ".join(["search:q"] * 2), CycleThresholds(same_turn_repeats=2)) == [
-        ("repeated_turn", "search", 1, 2)
-    ]
+    assert find(text, CycleThresholds(same_turn_repeats=threshold)) == expected
 
 
 THRESHOLDS: list[tuple[str, CycleThresholds, str, list[Summary]]] = [
