@@ -397,3 +397,35 @@ def test_a_slow_model_call_fires_tail_model_latency() -> None:
     assert "tail_model_latency" in scored.signals
     assert scored.rarity["model_latency"] == 1.0
     assert "tail_latency" not in scored.signals  # the turn itself is as long as usual
+
+
+@pytest.mark.parametrize(
+    ("levels", "found"), [(4, False), (5, True)], ids=["at-the-bound", "one-deeper"]
+)
+def test_agent_recursion_is_found_through_the_spans_between_an_agent_and_its_tools(
+    levels: int, found: bool
+) -> None:
+    """LangGraph with OpenInference puts a `tools` CHAIN span between an agent and its TOOL
+    spans: an agent calling itself as a tool, level after level, is still a recursion. Spans
+    arrive as they end: children first."""
+    spans: list[SpanFacts] = []
+    parent = 0  # span numbers: agent 10*i+1, its tools CHAIN 10*i+2, its delegate TOOL 10*i+3
+    for level in range(levels):
+        agent, chain, tool = 10 * level + 1, 10 * level + 2, 10 * level + 3
+        facts_of_level = [
+            (agent, parent, KIND_AGENT, {"agent_name": "planner"}),
+            (chain, agent, KIND_OTHER, {}),
+            (tool, chain, KIND_TOOL, {"tool_name": "delegate", "tool_args": f"task {level}"}),
+        ]
+        for number, of, kind, names in facts_of_level:
+            span = span_facts(number, 1_000 * number, kind, **names)
+            parent_id = of.to_bytes(8, "big") if of else b""
+            spans.append(span._replace(parent_span_id=parent_id, is_root=not of))
+        parent = tool
+    features = SessionFeatures()
+    for span in reversed(spans):  # innermost (ending first) first
+        features.observe(span)
+
+    result = scorer().score(features, now=0.0)
+
+    assert ("agent_recursion" in result.cycle_kinds) is found
