@@ -31,7 +31,7 @@ from sampler.rules.conditions.rare import DIMENSIONS as RARITY_DIMENSIONS
 from sampler.rules.conditions.rare import IsRare
 from sampler.rules.spec import Condition, RuleSpec
 
-# Rarity thresholds per score dimension: (score, what uses it), e.g. (0.75, "slow-model").
+# Rarity thresholds per score dimension: (score, what uses it), e.g. (0.75, "slow-calls").
 Thresholds = Mapping[str, Sequence[tuple[float, str]]]
 
 PALETTE = (

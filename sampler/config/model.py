@@ -240,16 +240,18 @@ class RarityConfig:
     )
     rare_shape_share: float = opt(
         0.02,
-        "A shape seen in at most this share of its agent's recent sessions is rare (scores 0.5 "
-        "there, 1 at a tenth of it). An odd path that recurs a few times in the window is still "
-        "rare.",
+        "A tool path is judged by its parts (each tool, each step from one tool to the next, "
+        "the first and the last tool): a part seen in at most this share of its agent's recent "
+        "sessions, or fewer than 3 times, is rare (scores 0.5 there, 1 at a tenth of it), and "
+        "so is the session. An odd path that recurs a few times in the window is still rare.",
         "fraction",
     )
     tail_quantile: float = opt(
-        0.98,
+        0.99,
         "Values at or above this quantile of the agent's recent values are tail (score 0.5 "
-        "there, 1 above everything seen). Below p99 on purpose: slow sessions that are 1% of "
-        "traffic raise the p99 themselves.",
+        "there, 1 above everything seen). The longest turn is ranked as the longest of its "
+        "turns; a session's typical model call also scores 1 beyond Tukey's outer fence, "
+        "however many sessions are there (a degraded model).",
         "fraction",
     )
     threshold: float = opt(
@@ -268,7 +270,11 @@ class ShapeConfig:
     collapse_repeats: bool = opt(
         True, "Consecutive calls of the same tool count once in the shape's tool path."
     )
-    max_tools: int = opt(12, "Tools of the path kept in the shape (the first ones).")
+    max_tools: int = opt(
+        12,
+        "Tools of the path kept in the shape (the first ones): the shape's name, shown in "
+        "replay and used by budget strata; rarity judges the whole path's parts.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

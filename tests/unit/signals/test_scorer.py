@@ -326,9 +326,11 @@ def test_learn_false_scores_without_teaching_the_model() -> None:
     assert model.rarity.sessions_seen(0.0) == 6
 
 
-def test_a_fragment_scores_only_its_latency_and_is_not_learned_from() -> None:
-    """A conversation decided before (a continuation, or reopened): its shape and totals were
-    judged (and learned) the first time; only the latency of its turns is scored again."""
+def test_a_fragment_scores_its_steps_and_latency_and_learns_only_its_steps() -> None:
+    """A conversation decided before (a continuation, or reopened): its totals were judged (and
+    learned) the first time. Its latency is scored again (as the longest of its turns), and its
+    tool path by its steps, without where it starts and ends (a continuation starts mid-way);
+    the steps are learned (a later turn may take steps the first did not), the numbers not."""
     warm_after_5 = scorer(warmup_sessions=5, min_group_values=5)
     for _ in range(60):
         warm_after_5.score(session("search:q1 answer:a1"), now=0.0)  # 500 ns turns
@@ -337,19 +339,29 @@ def test_a_fragment_scores_only_its_latency_and_is_not_learned_from() -> None:
 
     fragment = warm_after_5.score(looping, now=1.0, fragment=True)
 
-    assert fragment.rarity == {"latency": 0.0, "model_latency": 0.0}
-    assert fragment.signals == ("http_5xx", "tool_cycle")  # errors and loops still found
+    assert fragment.rarity == {
+        "shape": 1.0,
+        "latency": 0.0,
+        "model_latency": 0.0,
+        "tool_latency": 0.0,
+    }
+    assert fragment.signals == ("http_5xx", "tool_cycle", "rare_shape")
     assert fragment.shape == "support:refund"
-    assert warm_after_5.rarity.sessions_seen(1.0) == 60  # not taught
-    whole = warm_after_5.score(looping, now=1.0, learn=False)
-    assert whole.rarity["shape"] == 1.0  # never seen: rare as a session, not as a fragment
-    assert "rare_shape" in whole.signals
+    assert warm_after_5.rarity.sessions_seen(1.0) == 61  # its steps are taught
+
+    later_turn = warm_after_5.score(session("answer:a2"), now=1.0, fragment=True)
+    assert later_turn.rarity["shape"] == 0.0  # starts with "answer": no matter in a fragment
+    assert warm_after_5.score(session("answer:a2"), now=1.0, learn=False).rarity["shape"] == 1.0
 
     slow = warm_after_5.score(timed(60.0, 60.0), now=1.0, fragment=True)
 
-    assert slow.rarity == {"latency": 1.0, "model_latency": 0.0}
+    assert slow.rarity == {
+        "shape": 0.0,
+        "latency": 1.0,
+        "model_latency": 0.0,
+        "tool_latency": 0.0,
+    }
     assert slow.signals == ("tail_latency",)
-    assert warm_after_5.rarity.sessions_seen(1.0) == 60
 
 
 def test_the_rarity_config_reaches_the_model() -> None:
@@ -363,27 +375,63 @@ def test_the_rarity_config_reaches_the_model() -> None:
     )
 
 
+def running(*, turn_ended: bool) -> SessionFeatures:
+    """A trace whose root has not arrived (still running), after a turn that ended or not."""
+    features = SessionFeatures()
+    if turn_ended:
+        features.observe(span_facts(1, 1_000, KIND_AGENT, agent_name="support"))
+    features.observe(span_facts(5, 2_000, KIND_TOOL, tool_name="search")._replace(is_root=False))
+    return features
+
+
 @pytest.mark.parametrize("fragment", [False, True], ids=["session", "fragment"])
 def test_a_session_still_running_at_the_duration_cap_is_tail_latency(fragment: bool) -> None:
-    """Cold (no history at all), yet a trace still running at max_session_duration makes its
-    turn one of the longest by construction."""
-    features = session("search fetch")
-    scored = scorer().score(features, now=1.0, fragment=fragment, running_at_cap=True)
+    """Cold (no history at all), yet a trace still running at max_session_duration when no turn
+    of the session has ended: that turn has lasted the whole session, among the longest by
+    construction."""
+    scored = scorer().score(
+        running(turn_ended=False), now=1.0, fragment=fragment, running_at_cap=True
+    )
     assert scored.signals.count("tail_latency") == 1
     assert scored.rarity["latency"] == 1.0
     assert "tail_duration" not in scored.signals
-    if fragment:
-        assert scored.rarity == {"latency": 1.0, "model_latency": 0.0}
-    else:
+    if not fragment:
         assert scored.rarity["duration"] == 0.0  # the cap says nothing of the session's length
-    plain = scorer().score(session("search fetch"), now=1.0, fragment=fragment)
+    plain = scorer().score(running(turn_ended=False), now=1.0, fragment=fragment)
     assert "tail_latency" not in plain.signals
     assert plain.rarity["latency"] == 0.0
 
 
-def test_a_slow_model_call_fires_tail_model_latency() -> None:
-    """The slowest model call of a session, against its agent's: a model made several times
-    slower hides in turn latency when the turn also makes fewer calls, not here."""
+def test_a_conversation_at_the_duration_cap_is_not_slow_for_it() -> None:
+    """Turns have ended: the cap measured the conversation, not the turn still running."""
+    scored = scorer().score(running(turn_ended=True), now=1.0, running_at_cap=True)
+    assert "tail_latency" not in scored.signals
+    assert scored.rarity["latency"] == 0.0
+
+
+def model_calls(*seconds: float) -> SessionFeatures:
+    """One turn of 1 s making model calls of these durations."""
+    features = SessionFeatures()
+    features.observe(span_facts(1, 1_000, KIND_AGENT, agent_name="support", duration_ns=10**9))
+    for number, duration in enumerate(seconds, start=2):
+        features.observe(span_facts(number, 1_000, KIND_LLM, duration_ns=int(duration * 1e9)))
+    return features
+
+
+@pytest.mark.parametrize(
+    ("calls", "fires"),
+    [
+        pytest.param((5.0, 5.0, 5.0), True, id="every-call-five-times-slower"),
+        pytest.param((1.0, 1.0, 5.0), False, id="one-slow-call-among-usual-ones"),
+        pytest.param((1.0, 1.1, 0.9), False, id="usual"),
+    ],
+)
+def test_a_session_whose_model_calls_are_slower_fires_tail_model_latency(
+    calls: tuple[float, ...], fires: bool
+) -> None:
+    """The session's typical (median) model call, against its agent's: a model made several
+    times slower hides in turn latency when the turn also makes fewer calls, not here; one
+    slow call is the longest turn's business."""
     model = scorer(warmup_sessions=5, min_group_values=5)
     for _ in range(60):
         model.score(timed(1.0, 1.0), now=0.0)
@@ -392,11 +440,49 @@ def test_a_slow_model_call_fires_tail_model_latency() -> None:
     slow_call.observe(span_facts(1, 1_000, KIND_AGENT, agent_name="support", duration_ns=10**9))
     slow_call.observe(span_facts(2, 1_000, KIND_LLM, duration_ns=5 * 10**9))
 
-    scored = model.score(slow_call, now=0.0)
+    for i in range(60):
+        model.score(model_calls(0.9 + i % 3 * 0.1, 1.0, 1.1), now=0.0)
+    model.flush()
 
-    assert "tail_model_latency" in scored.signals
-    assert scored.rarity["model_latency"] == 1.0
+    scored = model.score(model_calls(*calls), now=0.0)
+
+    assert ("tail_model_latency" in scored.signals) is fires
+    assert (scored.rarity["model_latency"] == 1.0) is fires
     assert "tail_latency" not in scored.signals  # the turn itself is as long as usual
+
+
+def tool_calls(*seconds: float) -> SessionFeatures:
+    """One turn of 10 s making tool calls of these durations, each after a model call."""
+    features = SessionFeatures()
+    features.observe(span_facts(1, 1_000, KIND_AGENT, agent_name="support", duration_ns=10**10))
+    for number, duration in enumerate(seconds, start=2):
+        features.observe(span_facts(100 + number, 1_000 + number, KIND_LLM, duration_ns=10**8))
+        call = span_facts(number, 2_000 + number, KIND_TOOL, duration_ns=int(duration * 1e9))
+        features.observe(call._replace(tool_name=f"tool{number}"))
+    return features
+
+
+@pytest.mark.parametrize(
+    ("calls", "fires"),
+    [
+        pytest.param((2.0, 2.0, 2.0), True, id="every-call-to-a-slow-dependency"),
+        pytest.param((0.5, 0.5, 2.0), False, id="one-slow-call"),
+        pytest.param((0.5, 0.45, 0.55), False, id="usual"),
+    ],
+)
+def test_a_session_whose_tool_calls_are_slower_fires_tail_tool_latency(
+    calls: tuple[float, ...], fires: bool
+) -> None:
+    """A slow dependency: the turn hardly changes when tools are a small part of it."""
+    model = scorer(warmup_sessions=5, min_group_values=5)
+    for i in range(60):
+        model.score(tool_calls(0.45 + i % 3 * 0.05, 0.5, 0.55), now=0.0)
+    model.flush()
+
+    scored = model.score(tool_calls(*calls), now=0.0)
+
+    assert ("tail_tool_latency" in scored.signals) is fires
+    assert "tail_latency" not in scored.signals
 
 
 @pytest.mark.parametrize(
