@@ -178,10 +178,13 @@ class SessionsConfig:
         "fraction",
     )
     dropped_hold: float = opt(
-        120.0,
+        300.0,
         "Hold a dropped conversation's spans this long: if a later turn of it is kept (say it "
-        "fails), the earlier turns are kept with it, whole. A session dropped while the rarity "
-        "model was cold is scored again when its hold ends (0s: no hold).",
+        "fails), the earlier turns are kept with it, whole. Long enough for a person's think "
+        "time and the next turn (whose session key may arrive only with its root span, when "
+        "the turn ends); memory is bounded by dropped_hold_max_spans whatever the time. A "
+        "session dropped while the rarity model was cold is scored again when its hold ends "
+        "(0s: no hold).",
         "duration",
         zero_allowed=True,
     )

@@ -118,7 +118,7 @@ def test_embedded_default_holds_dropped_sessions_and_samples_the_p99() -> None:
     rarity = config.signals.rarity
     assert (rarity.rare_shape_share, rarity.tail_quantile) == (0.02, 0.99)
     assert (config.sessions.dropped_hold, config.sessions.dropped_hold_max_spans) == (
-        120.0,
+        300.0,
         200_000,
     )
 
