@@ -61,7 +61,7 @@ _DESCRIBE_MAX_NAMES = 8
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """One tool call (``sampler.sessions.features.ToolCallRecord`` defines the fields)."""
+    """One tool call (``SessionView.tool_calls`` in ``sampler/_native.pyi`` defines the fields)."""
 
     start_ns: int
     name: str
