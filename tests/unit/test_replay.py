@@ -37,6 +37,7 @@ from sampler.replay import (
     format_summary,
     read_requests,
     replay,
+    signal_rows,
     summary_json,
     summary_rows,
     total_row,
@@ -359,6 +360,10 @@ def test_kept_counts_add_up_to_the_output_file_with_a_second_look(tmp_path: Path
     assert "spans written: 3" in format_summary(result.stats)
     kept_by_signal = result.observed.by_signal["rare_shape"]  # a decision, as in the rules'
     assert (kept_by_signal.sessions_seen, kept_by_signal.sessions_kept) == (1, 1)
+    # shares count the second look as a decision in both tables
+    assert result.observed.decisions == rows["TOTAL"]["sessions_seen"] == 62
+    signals = {row["signal"]: row for row in signal_rows(result.observed)}
+    assert signals["rare_shape"]["share"] == round(1 / 62, 4)
 
 
 # -- the capture's own timeline ----------------------------------------------------------------
