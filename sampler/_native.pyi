@@ -98,6 +98,15 @@ class SessionView:
     def turns_ended(self) -> int:
         """How many turns (root spans) have arrived: ``len(turn_latencies)``."""
     @property
+    def tool_repeats_in_a_turn(self) -> int:
+        """The most calls of one tool (by name) within one turn, among ``tool_calls``."""
+    @property
+    def turns_with_tool_calls(self) -> int:
+        """How many turns made calls among ``tool_calls``."""
+    @property
+    def agent_count(self) -> int:
+        """``len(agents)``."""
+    @property
     def model_pace_s(self) -> float:
         """The typical (median; of an even count the lower middle) model call, 0 without one."""
     @property

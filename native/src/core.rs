@@ -94,6 +94,8 @@ pub struct SessionView {
     pub model_pace_ns: u64,
     /// Its typical (median) tool call's duration.
     pub tool_pace_ns: u64,
+    /// `Features::tool_repeats`.
+    pub tool_repeats: (u32, u32),
     pub agents: Vec<(SpanId, Arc<str>)>,
     pub parents: Vec<(SpanId, Parent)>,
     pub links: Vec<(SpanId, Box<[Parent]>)>,
@@ -487,6 +489,7 @@ impl Core {
             turn_ns: f.turn_ns.clone(),
             model_pace_ns: f.model_pace_ns(),
             tool_pace_ns: f.tool_pace_ns(),
+            tool_repeats: f.tool_repeats(),
             agents: f.agents.clone(),
             parents: f.parents.iter().copied().collect(),
             links: f.links.iter().cloned().collect(),

@@ -299,6 +299,22 @@ impl Features {
         self.slowest_llm_ns = self.slowest_llm_ns.max(other.slowest_llm_ns);
     }
 
+    /// The most calls of one tool (by name) within one turn, among the recorded calls, and the
+    /// number of turns that made recorded calls: no loop detector over tool calls can fire on
+    /// fewer (the scorer skips them then; see `SessionScorer`).
+    pub fn tool_repeats(&self) -> (u32, u32) {
+        let mut per_tool: HashMap<(u32, &str), u32> = HashMap::new();
+        let mut turns: HashSet<u32> = HashSet::new();
+        let mut most = 0;
+        for call in &self.tool_calls {
+            let count = per_tool.entry((call.turn, &call.name)).or_insert(0);
+            *count += 1;
+            most = most.max(*count);
+            turns.insert(call.turn);
+        }
+        (most, u32::try_from(turns.len()).unwrap_or(u32::MAX))
+    }
+
     /// The typical (median, the lower middle one of an even count) model call's duration, 0
     /// without one.
     pub fn model_pace_ns(&self) -> u64 {
@@ -445,6 +461,21 @@ mod tests {
             0,
             "an end before its start counts as zero"
         );
+    }
+
+    #[test]
+    fn tool_repeats_count_one_tool_within_one_turn() {
+        let mut f = Features::default();
+        assert_eq!(f.tool_repeats(), (0, 0));
+        let call = |name: &str, turn: u32, f: &mut Features| {
+            let mut span = span(Kind::Tool, 1, Parent::Id([9; 8]), 1, 2);
+            span.tool_name = Some(Arc::from(name));
+            f.observe(&span, turn);
+        };
+        for (name, turn) in [("a", 0), ("b", 0), ("a", 0), ("a", 1), ("a", 2), ("b", 2)] {
+            call(name, turn, &mut f);
+        }
+        assert_eq!(f.tool_repeats(), (2, 3), "a twice in turn 0; turns 0, 1, 2");
     }
 
     #[test]

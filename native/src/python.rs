@@ -285,6 +285,21 @@ impl PySessionView {
     fn model_pace_s(&self) -> f64 {
         self.0.model_pace_ns as f64 / 1e9
     }
+    /// The most calls of one tool (by name) within one turn, among `tool_calls`.
+    #[getter]
+    fn tool_repeats_in_a_turn(&self) -> u32 {
+        self.0.tool_repeats.0
+    }
+    /// How many turns made calls among `tool_calls`.
+    #[getter]
+    fn turns_with_tool_calls(&self) -> u32 {
+        self.0.tool_repeats.1
+    }
+    /// How many agent spans `agents` holds.
+    #[getter]
+    fn agent_count(&self) -> usize {
+        self.0.agents.len()
+    }
     /// Its typical (median) tool call, in seconds.
     #[getter]
     fn tool_pace_s(&self) -> f64 {

@@ -296,6 +296,7 @@ class RarityModel:
             total = 0.0
             for weight, group_window in group_live:
                 total += weight * group_window.sessions
+            common = 10.0 * settings.rare_shape_share * total  # known from here on: 0
             for part in parts:
                 known = 0.0
                 sightings = 0
@@ -303,11 +304,15 @@ class RarityModel:
                     bound = group_window.lower_bound(part, group_window.index < index)
                     known += weight * bound
                     sightings += bound
+                if known >= common and sightings >= MIN_SIGHTINGS:
+                    continue  # most parts: common, scoring 0
                 score = _shape_score(min(1.0, known / total), settings.rare_shape_share)
                 if score < 0.5 and sightings < MIN_SIGHTINGS:
                     score = 0.5  # seen once or twice: in a small group that is already 2%
                 if score > shape_score:
                     shape_score = score
+                    if score >= 1.0:
+                        break
         numeric = dict.fromkeys(DIMENSIONS, 0.0)
         # a cold group's numbers are not scored either (a dimension learned per unit, turns,
         # may have enough values in fewer sessions)

@@ -14,7 +14,15 @@ from sampler._native import SessionView as SessionFeatures
 from sampler.config.model import SignalsConfig
 from sampler.signals.errors import error_signals
 from sampler.signals.rarity import TAIL_SIGNALS, RarityModel, RaritySettings
-from sampler.signals.tool_cycles import AgentSpan, CycleThresholds, ToolCall, detect_cycles
+from sampler.signals.tool_cycles import (
+    AgentSpan,
+    CycleFinding,
+    CycleThresholds,
+    ToolCall,
+    find_agent_recursion,
+    find_link_cycle,
+    find_tool_cycles,
+)
 
 TOOL_CYCLE = "tool_cycle"
 LATENCY = "latency"
@@ -45,6 +53,15 @@ class SessionScorer:
             same_turn_repeats=c.same_turn_repeats,
             max_agent_depth=c.max_agent_depth,
         )
+        # the fewest calls of one tool in one turn that a tool detector can fire on: a
+        # repeated call or tool is that many calls of it, a repeating pattern that many of each
+        # of its tools (tool_cycles.find_tool_cycles)
+        t = self.thresholds
+        self._fewest_repeats = min(
+            t.same_call_repeats,
+            t.same_tool_repeats,
+            t.pattern_min_repeats if t.pattern_max_period >= 2 else t.same_tool_repeats,
+        )
         self.rarity = RarityModel(
             RaritySettings(
                 window_s=r.window,
@@ -62,6 +79,37 @@ class SessionScorer:
         """The numbers of the sessions scored since the last flush count from now on (see
         rarity: the pipeline flushes once a tick)."""
         self.rarity.flush()
+
+    def _cycles(self, features: SessionFeatures) -> list[CycleFinding]:
+        """``detect_cycles``, skipping what the native aggregates say cannot fire: a session
+        whose turns call no tool as often as the fewest repeats any tool detector needs, in
+        fewer turns than a repeated turn needs, has no tool loop; one with no more agent spans
+        than ``max_agent_depth`` no recursion (most sessions: their calls are then not copied
+        into Python objects at all)."""
+        t = self.thresholds
+        findings: list[CycleFinding] = []
+        if (
+            features.tool_repeats_in_a_turn >= self._fewest_repeats
+            or features.turns_with_tool_calls >= t.same_turn_repeats
+        ):
+            calls = [
+                ToolCall(start, name, digest, turn, failed)
+                for start, name, digest, turn, failed, _ in features.tool_calls
+            ]
+            findings.extend(find_tool_cycles(calls, t, features.model_starts))
+        if features.agent_count > t.max_agent_depth:
+            parents = features.parents
+            agents = [
+                AgentSpan(span_id, parents.get(span_id, b""), name)
+                for span_id, name in features.agents
+            ]
+            recursion = find_agent_recursion(agents, parents, t)
+            if recursion is not None:
+                findings.append(recursion)
+        link_cycle = find_link_cycle(features.links)
+        if link_cycle is not None:
+            findings.append(link_cycle)
+        return findings
 
     def shape_of(self, features: SessionFeatures) -> str:
         """A compact key of the session's structure: agent and tool path, as configured."""
@@ -115,22 +163,7 @@ class SessionScorer:
         cap measured the conversation, not the running turn, which is not scored.
         ``learn``: add the session to the rarity model (not on a second look: once per session)."""
         signals = list(error_signals(features.error_kinds))
-        calls = [
-            ToolCall(start, name, digest, turn, failed)
-            for start, name, digest, turn, failed, _ in features.tool_calls
-        ]
-        agents = [
-            AgentSpan(span_id, features.parents.get(span_id, b""), name)
-            for span_id, name in features.agents
-        ]
-        findings = detect_cycles(
-            calls,
-            agents,
-            features.parents,
-            features.links,
-            self.thresholds,
-            features.model_starts if calls else (),
-        )
+        findings = self._cycles(features)
         if findings:
             signals.append(TOOL_CYCLE)
         path = self._path(features.tool_path())

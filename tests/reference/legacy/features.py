@@ -7,6 +7,8 @@ and sums keep counting.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from tests.reference.legacy.spans import KIND_AGENT, KIND_LLM, KIND_TOOL, SpanFacts
 
 MAX_TOOL_CALLS = 1024
@@ -183,6 +185,19 @@ class SessionFeatures:
     @property
     def turns_ended(self) -> int:
         return len(self.turn_ns)
+
+    @property
+    def tool_repeats_in_a_turn(self) -> int:
+        counts = Counter((call[3], call[1]) for call in self.tool_calls)
+        return max(counts.values(), default=0)
+
+    @property
+    def turns_with_tool_calls(self) -> int:
+        return len({call[3] for call in self.tool_calls})
+
+    @property
+    def agent_count(self) -> int:
+        return len(self.agents)
 
     @property
     def model_pace_s(self) -> float:

@@ -9,6 +9,7 @@ each after a model call that decided it (as an agent makes them).
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import pytest
 
@@ -16,6 +17,7 @@ from sampler.config.model import RarityConfig, ShapeConfig, SignalsConfig
 from sampler.signals.errors import ErrorKind
 from sampler.signals.rarity import RarityModel
 from sampler.signals.scorer import SessionScorer
+from sampler.signals.tool_cycles import AgentSpan, ToolCall, detect_cycles
 from tests.reference.legacy.features import SessionFeatures
 from tests.reference.legacy.spans import KIND_AGENT, KIND_LLM, KIND_OTHER, KIND_TOOL, SpanFacts
 
@@ -515,3 +517,68 @@ def test_agent_recursion_is_found_through_the_spans_between_an_agent_and_its_too
     result = scorer().score(features, now=0.0)
 
     assert ("agent_recursion" in result.cycle_kinds) is found
+
+
+def random_session(rng: random.Random) -> SessionFeatures:
+    """Up to six turns of up to nine calls of one to three tools (in some sessions every turn
+    the same), arguments recorded for none, few or every call, some failing, a model call before
+    some of them; then up to six levels of an agent delegating to itself through a tool."""
+    features = SessionFeatures()
+    arguments = rng.choice([[""], ["", "x", "y"], [f"q{i}" for i in range(9)]])
+    tools = rng.choice(["abc", "ab", "a"])
+    first: list[tuple[str, str]] = []  # every turn repeats the first one, in some sessions
+    repeat = rng.random() < 0.3
+    number = 10
+    for turn in range(rng.randint(1, 6)):
+        base = turn * 1_000_000
+        made = (
+            first
+            if repeat and turn
+            else [(rng.choice(tools), rng.choice(arguments)) for _ in range(rng.randint(0, 9))]
+        )
+        first = first or made
+        for i, (name, args) in enumerate(made):
+            number += 1
+            start = base + 1_000 * i
+            if rng.random() < 0.5:
+                features.observe(span_facts(number, start - 10, KIND_LLM))
+                number += 1
+            tool = span_facts(
+                number,
+                start,
+                KIND_TOOL,
+                tool_name=name,
+                tool_args=args,
+                error_kinds=int(rng.random() < 0.2),
+            )
+            features.observe(tool, turn)
+    parent = b""
+    for level in range(rng.randint(0, 6)):
+        agent_id, tool_id = (
+            (500 + 2 * level).to_bytes(8, "big"),
+            (501 + 2 * level).to_bytes(8, "big"),
+        )
+        agent = span_facts(500 + 2 * level, 1, KIND_AGENT, agent_name="planner")
+        features.observe(agent._replace(parent_span_id=parent, is_root=not parent))
+        delegate = span_facts(501 + 2 * level, 2, KIND_TOOL, tool_name="delegate")
+        features.observe(delegate._replace(parent_span_id=agent_id, tool_args=f"task {level}"))
+        parent = tool_id
+    return features
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_skipping_what_cannot_fire_finds_what_every_detector_finds(seed: int) -> None:
+    """The scorer runs the tool detectors only when some tool is called often enough in one
+    turn, or enough turns call tools, and the recursion detector only with enough agents:
+    the findings are those of all the detectors."""
+    rng = random.Random(seed)
+    s = scorer()
+    for _ in range(300):
+        features = random_session(rng)
+        parents = features.parents
+        agents = [AgentSpan(i, parents.get(i, b""), name) for i, name in features.agents]
+        calls = [ToolCall(*call[:5]) for call in features.tool_calls]
+        expected = detect_cycles(
+            calls, agents, parents, features.links, s.thresholds, features.model_starts
+        )
+        assert s.score(features, now=0.0).cycle_details == tuple(f.describe() for f in expected)
