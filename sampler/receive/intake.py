@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from sampler._native import (
     InternalError,
@@ -32,10 +33,12 @@ from sampler._native import (
 )
 
 Encoding = Literal["protobuf", "json"]
+T = TypeVar("T")
 
 # Bodies up to this size are decoded on the event loop: well under a millisecond natively.
 INLINE_DECODE_BYTES = 256 << 10
-# Spans ingested between two turns of the event loop.
+# Work ingested between two turns of the event loop, in units: a span, each KiB of a large
+# span, a resource or scope block (a request of empty blocks is taken in steps too).
 INGEST_CHUNK_SPANS = 4096
 
 _log = logging.getLogger(__name__)
@@ -198,6 +201,12 @@ class ReceiveFlow:
         stats.requests_ok += 1
         stats.spans_refused += admission.rejected_spans
         return Answer(Outcome.OK, admission.reason, rejected_spans=admission.rejected_spans)
+
+    async def off_loop(self, work: Callable[[], T]) -> T:
+        """Runs ``work`` on the decoding threads (on the loop when there are none)."""
+        if self._decoding is None:
+            return work()
+        return await asyncio.get_running_loop().run_in_executor(self._decoding, work)
 
     async def _decode(self, body: bytes, encoding: Encoding) -> Request:
         if self._decoding is None or len(body) <= INLINE_DECODE_BYTES:
