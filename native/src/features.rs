@@ -162,7 +162,7 @@ pub struct Features {
     /// entry per span
     pub parents: OrderedMap<Parent>,
     /// The parent ids in `parents`.
-    pub linking: HashSet<SpanId>,
+    pub linking: IdSet,
     pub links: OrderedMap<Box<[Parent]>>,
     /// the agent of a trace's root span: the session's agent
     pub root_agent: Option<Arc<str>>,
@@ -200,27 +200,30 @@ impl Features {
         if is_root {
             self.longest_root_ns = self.longest_root_ns.max(took);
             if self.turn_ns.len() < MAX_TOOL_CALLS {
-                self.turn_ns.push(took);
+                push_compact(&mut self.turn_ns, took);
             }
         }
         match span.kind {
             Kind::Llm => {
                 self.slowest_llm_ns = self.slowest_llm_ns.max(took);
                 if self.model_calls.len() < MAX_TOOL_CALLS {
-                    self.model_calls.push((span.start_ns, took));
+                    push_compact(&mut self.model_calls, (span.start_ns, took));
                 }
             }
             Kind::Tool => {
                 self.tool_call_count += 1;
                 if self.tool_calls.len() < MAX_TOOL_CALLS {
-                    self.tool_calls.push(ToolCall {
-                        start_ns: span.start_ns,
-                        name: span.tool_name.clone().unwrap_or_else(|| Arc::from("")),
-                        args_digest: span.args_digest,
-                        turn,
-                        failed: span.error_kinds != 0,
-                        end_ns: span.end_ns,
-                    });
+                    push_compact(
+                        &mut self.tool_calls,
+                        ToolCall {
+                            start_ns: span.start_ns,
+                            name: span.tool_name.clone().unwrap_or_else(|| Arc::from("")),
+                            args_digest: span.args_digest,
+                            turn,
+                            failed: span.error_kinds != 0,
+                            end_ns: span.end_ns,
+                        },
+                    );
                 }
             }
             Kind::Agent => {
@@ -236,7 +239,7 @@ impl Features {
         }
         if self.parents.len() < MAX_STRUCTURE
             && (matches!(span.kind, Kind::Agent | Kind::Tool)
-                || (!self.linking.is_empty() && self.linking.contains(&span.span_id)))
+                || self.linking.contains(&span.span_id))
         {
             self.insert_parent(span.span_id, span.parent);
         }
@@ -336,7 +339,7 @@ impl Features {
         self.tool_calls.capacity() * std::mem::size_of::<ToolCall>()
             + self.model_calls.capacity() * std::mem::size_of::<(u64, u64)>()
             + self.turn_ns.capacity() * std::mem::size_of::<u64>()
-            + self.linking.capacity() * (std::mem::size_of::<SpanId>() + 1)
+            + self.linking.heap_bytes()
             + self.agents.capacity() * std::mem::size_of::<(SpanId, Arc<str>)>()
             + self.parents.heap_bytes()
             + self.links.heap_bytes()
@@ -345,6 +348,53 @@ impl Features {
                 .iter()
                 .map(|(_, l)| l.len() * std::mem::size_of::<Parent>())
                 .sum::<usize>()
+    }
+}
+
+/// Pushes, growing a full vector by a quarter (at least 4), not double: the slack is memory
+/// every buffered session pays for.
+fn push_compact<T>(values: &mut Vec<T>, value: T) {
+    if values.len() == values.capacity() {
+        values.reserve_exact((values.len() / 4).max(4));
+    }
+    values.push(value);
+}
+
+/// A set of span ids, kept as a short list (most sessions link their agent and tool spans
+/// through a few parents) and as a hash set past `INDEXED_FROM` ids.
+#[derive(Debug, Clone, Default)]
+pub struct IdSet {
+    list: Vec<SpanId>,
+    set: Option<Box<HashSet<SpanId>>>,
+}
+
+impl IdSet {
+    pub fn insert(&mut self, id: SpanId) {
+        if let Some(set) = &mut self.set {
+            set.insert(id);
+        } else if !self.list.contains(&id) {
+            push_compact(&mut self.list, id);
+            if self.list.len() > INDEXED_FROM {
+                self.set = Some(Box::new(
+                    std::mem::take(&mut self.list).into_iter().collect(),
+                ));
+            }
+        }
+    }
+
+    pub fn contains(&self, id: &SpanId) -> bool {
+        match &self.set {
+            Some(set) => set.contains(id),
+            None => self.list.contains(id),
+        }
+    }
+
+    /// Heap bytes held, roughly (for the buffer's memory figure).
+    pub fn heap_bytes(&self) -> usize {
+        self.list.capacity() * std::mem::size_of::<SpanId>()
+            + self.set.as_ref().map_or(0, |set| {
+                set.capacity() * (std::mem::size_of::<SpanId>() + 1) + 48
+            })
     }
 }
 
@@ -461,6 +511,18 @@ mod tests {
             0,
             "an end before its start counts as zero"
         );
+    }
+
+    #[test]
+    fn an_id_set_is_a_list_then_a_set() {
+        let mut ids = IdSet::default();
+        for n in 0..40u8 {
+            ids.insert([n; 8]);
+            ids.insert([n; 8]);
+            assert!(ids.contains(&[n; 8]) && !ids.contains(&[n + 1; 8]));
+        }
+        assert!((0..40u8).all(|n| ids.contains(&[n; 8])));
+        assert!(ids.set.is_some() && ids.list.capacity() == 0);
     }
 
     #[test]
