@@ -92,9 +92,11 @@ class RuleEngine:
         return engine
 
     def decide(self, facts: DecisionFacts, now: float) -> Verdict:
-        """The first matching rule's verdict. Every decision also feeds the budget's view of
-        traffic, and keeps by rules other than `budget` are counted against it."""
-        self.budget.observe_decided(facts.span_count, now)
+        """The first matching rule's verdict. Every decision of a session not decided before
+        also feeds the budget's view of traffic, and keeps by rules other than `budget` are
+        counted against it."""
+        if not facts.redecision:
+            self.budget.observe_decided(facts.span_count, now)
         rule = self._first_match(facts)
         if rule is None:
             return Verdict(False, NO_RULE, facts.signals)
