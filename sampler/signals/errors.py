@@ -4,6 +4,10 @@ of its spans' kinds in one int and the `error` signal can say which kind fired."
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+
+from sampler.config.model import SignalsConfig
+from sampler.signals.registry import Scored, Session, SignalKind, signal_kind
 
 
 class ErrorKind(enum.IntFlag):
@@ -35,3 +39,21 @@ def error_signals(kinds: int) -> tuple[str, ...]:
     if not kinds:
         return ()
     return tuple(name for name, bits in _SIGNAL_BITS if kinds & bits)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSignals:
+    """The `error` signals: which kinds of error the session's spans showed."""
+
+    names: tuple[str, ...] = tuple(SIGNAL_NAMES)
+
+    def score(self, session: Session, scored: Scored) -> None:
+        scored.signals.extend(error_signals(session.features.error_kinds))
+
+    def flush(self) -> None:
+        pass
+
+
+@signal_kind("errors", order=10)
+def _errors(config: SignalsConfig) -> SignalKind:
+    return ErrorSignals()

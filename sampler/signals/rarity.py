@@ -92,6 +92,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, TypeVar
 
+from sampler.config.model import RarityConfig, SignalsConfig
+from sampler.signals.registry import Scored, Session, SignalKind, signal_kind
 from sampler.signals.sketches import MAX_LG_MAX_K, MIN_LG_MAX_K, FrequentStrings, TailQuantiles
 
 DIMENSIONS: Final = (
@@ -126,19 +128,24 @@ TAIL_SIGNALS: Final[Mapping[str, str]] = MappingProxyType(
 )
 
 
+_CONFIG = RarityConfig()  # the defaults are the config's: one source of truth
+
+
 @dataclass(frozen=True, slots=True)
 class RaritySettings:
-    window_s: float = 300.0  # one window of traffic
-    windows: int = 6  # ring of windows: the last 30 min; older windows age out whole
-    decay: float = 0.5  # weight of each older window relative to the next newer one
-    warmup_sessions: int = 200  # fewer sessions than this in the live windows: all scores 0
+    window_s: float = _CONFIG.window  # one window of traffic
+    windows: int = _CONFIG.windows  # ring of windows; older windows age out whole
+    decay: float = _CONFIG.decay  # weight of each older window relative to the next newer one
+    warmup_sessions: int = _CONFIG.warmup_sessions  # fewer in the live windows: all scores 0
     shape_lg_max_k: int = 10  # frequent-items sketch size (2^k counters, 0.75 * 2^k tracked)
     group_shape_lg_max_k: int = 9  # per-group shape sketch: resolution 3.5/512 = 0.7% of a group
     quantile_k: int = 100  # t-digest size per (group, dimension, window)
-    max_groups: int = 256  # groups with quantile sketches; least recently observed evicted
+    max_groups: int = _CONFIG.max_groups  # groups with quantile sketches; LRU evicted
     min_group_values: int = 50  # fewer values than this for a group: its numeric scores are 0
-    rare_shape_share: float = 0.002  # a shape seen in at least this share of sessions scores 0
-    tail_quantile: float = 0.99  # values above this quantile of their group score above 0
+    # a shape seen in at least this share of sessions scores 0
+    rare_shape_share: float = _CONFIG.rare_shape_share
+    # values above this quantile of their group score above 0
+    tail_quantile: float = _CONFIG.tail_quantile
 
     def __post_init__(self) -> None:
         problems = [
@@ -575,3 +582,106 @@ def _check_numbers(numbers: Mapping[str, float | Sequence[float]]) -> None:
             raise ValueError(
                 f"unknown dimension {dimension!r}; dimensions: {', '.join(DIMENSIONS)}"
             )
+
+
+# --- the signal kind ----------------------------------------------------------------------------
+
+LATENCY = "latency"
+MODEL_LATENCY = "model_latency"
+TOOL_LATENCY = "tool_latency"
+TAIL_LATENCY = TAIL_SIGNALS[LATENCY]
+
+
+class RaritySignal:
+    """The rarity signals: `rare_shape` and the `tail_*` of the session's numbers, against the
+    recent traffic this kind's ``model`` remembers (score, then observe)."""
+
+    names = (RARE_SHAPE, *TAIL_SIGNALS.values())
+
+    def __init__(self, model: RarityModel, threshold: float) -> None:
+        self.model = model
+        self.threshold = threshold
+
+    def flush(self) -> None:
+        self.model.flush()
+
+    def score(self, session: Session, scored: Scored) -> None:
+        features, now, learn = session.features, session.now, session.learn
+        parts = shape_parts(session.path, not session.fragment)
+        group = features.root_agent
+        # the longest turn is the largest of several: scored as such (RarityModel.score)
+        # against what one turn takes; model and tool calls by the session's typical one
+        turns_ended = features.turns_ended
+        units = {LATENCY: turns_ended}
+        model_pace = features.model_pace_s
+        tool_pace = features.tool_pace_s
+        rarity: dict[str, float]
+        if session.fragment:
+            latency = {
+                LATENCY: features.latency_s,
+                MODEL_LATENCY: model_pace,
+                TOOL_LATENCY: tool_pace,
+            }
+            scores = self.model.score(parts, group, latency, now, units)
+            if learn:  # its numbers were learned the first time; its steps may be new
+                self.model.observe(parts, group, {}, now)
+            rarity = {
+                "shape": scores.shape,
+                **{dimension: scores.numeric[dimension] for dimension in latency},
+            }
+            scored.signals.extend(scores.fired(self.threshold))
+        else:
+            # sizes per turn: a conversation of many ordinary turns is not an outlier, and a
+            # session scored again later (a second look) with more turns is compared alike
+            turns = max(1, turns_ended)
+            numbers = {
+                LATENCY: features.latency_s,
+                MODEL_LATENCY: model_pace,
+                TOOL_LATENCY: tool_pace,
+                "duration": features.duration_s,
+                "tokens": features.tokens / turns,
+                "span_count": features.span_count / turns,
+                "tool_calls": features.tool_call_count / turns,
+            }
+            scores = self.model.score(parts, group, numbers, now, units)
+            if learn:
+                learned: dict[str, float | list[float]] = dict(numbers)
+                if turns_ended:
+                    learned[LATENCY] = features.turn_latencies
+                self.model.observe(parts, group, learned, now)
+            scored.cold = scores.cold
+            scored.signals.extend(scores.fired(self.threshold))
+            rarity = {"shape": scores.shape, **scores.numeric}
+        if session.running_at_cap and not turns_ended:
+            rarity[LATENCY] = 1.0
+            if TAIL_LATENCY not in scored.signals:
+                scored.signals.append(TAIL_LATENCY)
+        scored.rarity = rarity
+
+
+def shape_parts(path: list[str], ends: bool) -> tuple[str, ...]:
+    """``SessionScorer.shape_parts`` of a tool path."""
+    if not path:
+        return ("^$",) if ends else ()
+    parts = dict.fromkeys(path)
+    parts.update(dict.fromkeys(f"{a}>{b}" for a, b in zip(path, path[1:], strict=False)))
+    if ends:
+        parts.update({f"^{path[0]}": None, f"{path[-1]}$": None})
+    return tuple(parts)
+
+
+@signal_kind("rarity", order=30)
+def _rarity(config: SignalsConfig) -> SignalKind:
+    r = config.rarity
+    model = RarityModel(
+        RaritySettings(
+            window_s=r.window,
+            windows=r.windows,
+            decay=r.decay,
+            warmup_sessions=r.warmup_sessions,
+            rare_shape_share=r.rare_shape_share,
+            tail_quantile=r.tail_quantile,
+            max_groups=r.max_groups,
+        )
+    )
+    return RaritySignal(model, r.threshold)

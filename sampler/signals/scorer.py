@@ -12,23 +12,27 @@ from dataclasses import dataclass, field
 
 from sampler._native import SessionView as SessionFeatures
 from sampler.config.model import SignalsConfig
-from sampler.signals.errors import error_signals
-from sampler.signals.rarity import TAIL_SIGNALS, RarityModel, RaritySettings
-from sampler.signals.tool_cycles import (
-    AgentSpan,
-    CycleFinding,
-    CycleThresholds,
-    ToolCall,
-    find_agent_recursion,
-    find_link_cycle,
-    find_tool_cycles,
+from sampler.signals.rarity import (
+    LATENCY,
+    MODEL_LATENCY,
+    TAIL_LATENCY,
+    TOOL_LATENCY,
+    RarityModel,
+    RaritySignal,
+    shape_parts,
 )
+from sampler.signals.registry import Scored, Session, SignalKind, signal_kinds
+from sampler.signals.tool_cycles import TOOL_CYCLE
 
-TOOL_CYCLE = "tool_cycle"
-LATENCY = "latency"
-MODEL_LATENCY = "model_latency"
-TOOL_LATENCY = "tool_latency"
-TAIL_LATENCY = TAIL_SIGNALS[LATENCY]
+__all__ = [
+    "LATENCY",
+    "MODEL_LATENCY",
+    "TAIL_LATENCY",
+    "TOOL_CYCLE",
+    "TOOL_LATENCY",
+    "SessionScorer",
+    "SessionSignals",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,74 +46,34 @@ class SessionSignals:
 
 
 class SessionScorer:
+    """Runs every registered signal kind (``signals/registry.py``) on a session being decided,
+    in their order, and gives the session its shape."""
+
     def __init__(self, config: SignalsConfig) -> None:
-        c, r = config.tool_cycles, config.rarity
         self.shape_config = config.shape
-        self.thresholds = CycleThresholds(
-            same_call_repeats=c.same_call_repeats,
-            same_tool_repeats=c.same_tool_repeats,
-            pattern_max_period=c.pattern_max_period,
-            pattern_min_repeats=c.pattern_min_repeats,
-            same_turn_repeats=c.same_turn_repeats,
-            max_agent_depth=c.max_agent_depth,
-        )
-        # the fewest calls of one tool in one turn that a tool detector can fire on: a
-        # repeated call or tool is that many calls of it, a repeating pattern that many of each
-        # of its tools (tool_cycles.find_tool_cycles)
-        t = self.thresholds
-        self._fewest_repeats = min(
-            t.same_call_repeats,
-            t.same_tool_repeats,
-            t.pattern_min_repeats if t.pattern_max_period >= 2 else t.same_tool_repeats,
-        )
-        self.rarity = RarityModel(
-            RaritySettings(
-                window_s=r.window,
-                windows=r.windows,
-                decay=r.decay,
-                warmup_sessions=r.warmup_sessions,
-                rare_shape_share=r.rare_shape_share,
-                tail_quantile=r.tail_quantile,
-                max_groups=r.max_groups,
-            )
-        )
-        self.rarity_threshold = r.threshold
+        self.kinds: dict[str, SignalKind] = {
+            name: build(config) for name, build in signal_kinds().items()
+        }
+
+    @property
+    def rarity(self) -> RarityModel:
+        """The rarity kind's model of recent traffic (a reload keeps the running one)."""
+        return self._rarity_kind().model
+
+    @rarity.setter
+    def rarity(self, model: RarityModel) -> None:
+        self._rarity_kind().model = model
+
+    def _rarity_kind(self) -> RaritySignal:
+        kind = self.kinds["rarity"]
+        assert isinstance(kind, RaritySignal)
+        return kind
 
     def flush(self) -> None:
-        """The numbers of the sessions scored since the last flush count from now on (see
-        rarity: the pipeline flushes once a tick)."""
-        self.rarity.flush()
-
-    def _cycles(self, features: SessionFeatures) -> list[CycleFinding]:
-        """``detect_cycles``, skipping what the native aggregates say cannot fire: a session
-        whose turns call no tool as often as the fewest repeats any tool detector needs, in
-        fewer turns than a repeated turn needs, has no tool loop; one with no more agent spans
-        than ``max_agent_depth`` no recursion (most sessions: their calls are then not copied
-        into Python objects at all)."""
-        t = self.thresholds
-        findings: list[CycleFinding] = []
-        if (
-            features.tool_repeats_in_a_turn >= self._fewest_repeats
-            or features.turns_with_tool_calls >= t.same_turn_repeats
-        ):
-            calls = [
-                ToolCall(start, name, digest, turn, failed)
-                for start, name, digest, turn, failed, _ in features.tool_calls
-            ]
-            findings.extend(find_tool_cycles(calls, t, features.model_starts))
-        if features.agent_count > t.max_agent_depth:
-            parents = features.parents
-            agents = [
-                AgentSpan(span_id, parents.get(span_id, b""), name)
-                for span_id, name in features.agents
-            ]
-            recursion = find_agent_recursion(agents, parents, t)
-            if recursion is not None:
-                findings.append(recursion)
-        link_cycle = find_link_cycle(features.links)
-        if link_cycle is not None:
-            findings.append(link_cycle)
-        return findings
+        """What the kinds learned from the sessions scored since the last flush counts from now
+        on (see rarity: the pipeline flushes once a tick)."""
+        for kind in self.kinds.values():
+            kind.flush()
 
     def shape_of(self, features: SessionFeatures) -> str:
         """A compact key of the session's structure: agent and tool path, as configured."""
@@ -139,7 +103,7 @@ class SessionScorer:
         takes as many forms as there are ways to combine its turns. A fragment (a conversation
         decided before) is judged without ``ends``: it may start in the middle of the
         conversation (a continuation)."""
-        return _parts(self._path(features.tool_path()), ends)
+        return shape_parts(self._path(features.tool_path()), ends)
 
     def score(
         self,
@@ -162,78 +126,16 @@ class SessionScorer:
         without) its agent's history saying so. When turns have ended (a long conversation), the
         cap measured the conversation, not the running turn, which is not scored.
         ``learn``: add the session to the rarity model (not on a second look: once per session)."""
-        signals = list(error_signals(features.error_kinds))
-        findings = self._cycles(features)
-        if findings:
-            signals.append(TOOL_CYCLE)
         path = self._path(features.tool_path())
-        shape = self._shape(features.root_agent, path)
-        parts = _parts(path, not fragment)
-        group = features.root_agent
-        # the longest turn is the largest of several: scored as such (RarityModel.score)
-        # against what one turn takes; model and tool calls by the session's typical one
-        turns_ended = features.turns_ended
-        units = {LATENCY: turns_ended}
-        model_pace = features.model_pace_s
-        tool_pace = features.tool_pace_s
-        rarity: dict[str, float] = {}
-        cold = False
-        if fragment:
-            latency = {
-                LATENCY: features.latency_s,
-                MODEL_LATENCY: model_pace,
-                TOOL_LATENCY: tool_pace,
-            }
-            scores = self.rarity.score(parts, group, latency, now, units)
-            if learn:  # its numbers were learned the first time; its steps may be new
-                self.rarity.observe(parts, group, {}, now)
-            rarity = {
-                "shape": scores.shape,
-                **{dimension: scores.numeric[dimension] for dimension in latency},
-            }
-            signals.extend(scores.fired(self.rarity_threshold))
-        else:
-            # sizes per turn: a conversation of many ordinary turns is not an outlier, and a
-            # session scored again later (a second look) with more turns is compared alike
-            turns = max(1, turns_ended)
-            numbers = {
-                LATENCY: features.latency_s,
-                MODEL_LATENCY: model_pace,
-                TOOL_LATENCY: tool_pace,
-                "duration": features.duration_s,
-                "tokens": features.tokens / turns,
-                "span_count": features.span_count / turns,
-                "tool_calls": features.tool_call_count / turns,
-            }
-            scores = self.rarity.score(parts, group, numbers, now, units)
-            if learn:
-                learned: dict[str, float | list[float]] = dict(numbers)
-                if turns_ended:
-                    learned[LATENCY] = features.turn_latencies
-                self.rarity.observe(parts, group, learned, now)
-            cold = scores.cold
-            signals.extend(scores.fired(self.rarity_threshold))
-            rarity = {"shape": scores.shape, **scores.numeric}
-        if running_at_cap and not turns_ended:
-            rarity[LATENCY] = 1.0
-            if TAIL_LATENCY not in signals:
-                signals.append(TAIL_LATENCY)
+        session = Session(features, now, path, fragment, running_at_cap, learn)
+        scored = Scored()
+        for kind in self.kinds.values():
+            kind.score(session, scored)
         return SessionSignals(
-            signals=tuple(signals),
-            shape=shape,
-            cycle_kinds=frozenset(f.kind for f in findings),
-            cycle_details=tuple(f.describe() for f in findings),
-            rarity=rarity,
-            cold=cold,
+            signals=tuple(scored.signals),
+            shape=self._shape(features.root_agent, path),
+            cycle_kinds=scored.cycle_kinds,
+            cycle_details=scored.cycle_details,
+            rarity=scored.rarity,
+            cold=scored.cold,
         )
-
-
-def _parts(path: list[str], ends: bool) -> tuple[str, ...]:
-    """``SessionScorer.shape_parts`` of a tool path."""
-    if not path:
-        return ("^$",) if ends else ()
-    parts = dict.fromkeys(path)
-    parts.update(dict.fromkeys(f"{a}>{b}" for a, b in zip(path, path[1:], strict=False)))
-    if ends:
-        parts.update({f"^{path[0]}": None, f"{path[-1]}$": None})
-    return tuple(parts)

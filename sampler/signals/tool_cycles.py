@@ -47,6 +47,9 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Literal
 
+from sampler.config.model import SignalsConfig, ToolCyclesConfig
+from sampler.signals.registry import Scored, Session, SignalKind, signal_kind
+
 CycleKind = Literal[
     "repeated_call",
     "repeated_tool",
@@ -77,14 +80,18 @@ class AgentSpan:
     name: str  # "" if unknown
 
 
+_CONFIG = ToolCyclesConfig()  # the defaults are the config's: one source of truth
+
+
 @dataclass(frozen=True, slots=True)
 class CycleThresholds:
-    same_call_repeats: int = 3
-    same_tool_repeats: int = 6
-    pattern_max_period: int = 4  # 1 disables tool_pattern (period 1 is repeated_tool)
-    pattern_min_repeats: int = 3
-    same_turn_repeats: int = 4
-    max_agent_depth: int = 4
+    same_call_repeats: int = _CONFIG.same_call_repeats
+    same_tool_repeats: int = _CONFIG.same_tool_repeats
+    # 1 disables tool_pattern (period 1 is repeated_tool)
+    pattern_max_period: int = _CONFIG.pattern_max_period
+    pattern_min_repeats: int = _CONFIG.pattern_min_repeats
+    same_turn_repeats: int = _CONFIG.same_turn_repeats
+    max_agent_depth: int = _CONFIG.max_agent_depth
     max_calls_examined: int = 512
 
     def __post_init__(self) -> None:
@@ -525,3 +532,82 @@ def detect_cycles(
     if link_cycle is not None:
         findings.append(link_cycle)
     return findings
+
+
+# --- the signal kind ----------------------------------------------------------------------------
+
+TOOL_CYCLE = "tool_cycle"
+
+
+class ToolCycleSignal:
+    """The `tool_cycle` signal: the session's agent loops (its findings' kinds and details go
+    to the rules and the logs)."""
+
+    names = (TOOL_CYCLE,)
+
+    def __init__(self, thresholds: CycleThresholds) -> None:
+        self.thresholds = t = thresholds
+        # the fewest calls of one tool in one turn that a tool detector can fire on: a
+        # repeated call or tool is that many calls of it, a repeating pattern that many of each
+        # of its tools (find_tool_cycles)
+        self._fewest_repeats = min(
+            t.same_call_repeats,
+            t.same_tool_repeats,
+            t.pattern_min_repeats if t.pattern_max_period >= 2 else t.same_tool_repeats,
+        )
+
+    def score(self, session: Session, scored: Scored) -> None:
+        findings = self.findings(session)
+        if findings:
+            scored.signals.append(TOOL_CYCLE)
+        scored.cycle_kinds = frozenset(f.kind for f in findings)
+        scored.cycle_details = tuple(f.describe() for f in findings)
+
+    def flush(self) -> None:
+        pass
+
+    def findings(self, session: Session) -> list[CycleFinding]:
+        """``detect_cycles``, skipping what the native aggregates say cannot fire: a session
+        whose turns call no tool as often as the fewest repeats any tool detector needs, in
+        fewer turns than a repeated turn needs, has no tool loop; one with no more agent spans
+        than ``max_agent_depth`` no recursion (most sessions: their calls are then not copied
+        into Python objects at all)."""
+        t, features = self.thresholds, session.features
+        findings: list[CycleFinding] = []
+        if (
+            features.tool_repeats_in_a_turn >= self._fewest_repeats
+            or features.turns_with_tool_calls >= t.same_turn_repeats
+        ):
+            calls = [
+                ToolCall(start, name, digest, turn, failed)
+                for start, name, digest, turn, failed, _ in features.tool_calls
+            ]
+            findings.extend(find_tool_cycles(calls, t, features.model_starts))
+        if features.agent_count > t.max_agent_depth:
+            parents = features.parents
+            agents = [
+                AgentSpan(span_id, parents.get(span_id, b""), name)
+                for span_id, name in features.agents
+            ]
+            recursion = find_agent_recursion(agents, parents, t)
+            if recursion is not None:
+                findings.append(recursion)
+        link_cycle = find_link_cycle(features.links)
+        if link_cycle is not None:
+            findings.append(link_cycle)
+        return findings
+
+
+@signal_kind("tool_cycles", order=20)
+def _tool_cycles(config: SignalsConfig) -> SignalKind:
+    c = config.tool_cycles
+    return ToolCycleSignal(
+        CycleThresholds(
+            same_call_repeats=c.same_call_repeats,
+            same_tool_repeats=c.same_tool_repeats,
+            pattern_max_period=c.pattern_max_period,
+            pattern_min_repeats=c.pattern_min_repeats,
+            same_turn_repeats=c.same_turn_repeats,
+            max_agent_depth=c.max_agent_depth,
+        )
+    )

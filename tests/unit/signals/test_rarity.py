@@ -155,7 +155,7 @@ def test_a_shape_common_hours_ago_is_rare_again() -> None:
 
 
 def test_a_burst_of_a_rare_shape_makes_it_common() -> None:
-    model = RarityModel(RaritySettings())
+    model = RarityModel(RaritySettings(rare_shape_share=0.002))  # scores 0 from 2% on
     observe_all(model, common(1000), now=0.0)
     assert shape_score(model, "burst", now=1.0) == 1.0
 
@@ -254,8 +254,8 @@ def test_a_group_is_cold_again_once_its_sessions_age_out() -> None:
 
 def test_a_common_shape_is_never_called_rare_however_many_rare_ones_go_by() -> None:
     # 20k distinct shapes overflow the 768 counters many times over; 5 shapes at 4% each
-    # stay tracked and score 0, and each one-off shape is told rare.
-    model = RarityModel(RaritySettings())
+    # stay tracked and score 0 (from 2% on), and each one-off shape is told rare.
+    model = RarityModel(RaritySettings(rare_shape_share=0.002))
     for i in range(4000):
         observe_all(model, [f"one-off-{5 * i + j}" for j in range(4)] + [COMMON[i % 5]], now=0.0)
 

@@ -573,12 +573,13 @@ def test_skipping_what_cannot_fire_finds_what_every_detector_finds(seed: int) ->
     the findings are those of all the detectors."""
     rng = random.Random(seed)
     s = scorer()
+    thresholds = s.kinds["tool_cycles"].thresholds  # type: ignore[attr-defined]
     for _ in range(300):
         features = random_session(rng)
         parents = features.parents
         agents = [AgentSpan(i, parents.get(i, b""), name) for i, name in features.agents]
         calls = [ToolCall(*call[:5]) for call in features.tool_calls]
         expected = detect_cycles(
-            calls, agents, parents, features.links, s.thresholds, features.model_starts
+            calls, agents, parents, features.links, thresholds, features.model_starts
         )
         assert s.score(features, now=0.0).cycle_details == tuple(f.describe() for f in expected)
