@@ -75,10 +75,6 @@ class SessionScorer:
         for kind in self.kinds.values():
             kind.flush()
 
-    def shape_of(self, features: SessionFeatures) -> str:
-        """A compact key of the session's structure: agent and tool path, as configured."""
-        return self._shape(features.root_agent, self._path(features.tool_path()))
-
     def _path(self, tools: tuple[str, ...]) -> list[str]:
         """The tool path, repeats collapsed as configured."""
         if not self.shape_config.collapse_repeats:

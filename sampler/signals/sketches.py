@@ -4,16 +4,15 @@ datasketches ships no type stubs: this module is the only one that imports it. E
 crossing the boundary is converted to a plain `int`, `float`, `str` or `bytes`, and misuse the
 library would report as an opaque `RuntimeError` (or accept silently) is a `ValueError` here.
 
-All three sketches are mergeable (a sketch of stream A merged with one of stream B answers for
+Both sketches are mergeable (a sketch of stream A merged with one of stream B answers for
 A + B within the same bounds) and serialisable, and their memory is bounded by their size
 parameter whatever the number of distinct inputs:
 
 - `FrequentStrings` (`frequent_strings_sketch`): heavy hitters with guaranteed error bounds;
-- `Quantiles` (`kll_floats_sketch`): ranks with an additive error bound, uniform over all ranks,
-  but randomised (the library seeds its coin flips per process: two sketches of the same stream
-  may answer differently);
 - `TailQuantiles` (`tdigest_float`): deterministic, with a rank error that shrinks towards the
-  tails, which is what tail scores at the 99th percentile need.
+  tails, which is what tail scores at the 99th percentile need (KLL's additive rank error is
+  uniform over all ranks and exceeds the whole far tail, and its coin flips are seeded per
+  process: two sketches of one stream may answer differently).
 """
 
 from __future__ import annotations
@@ -174,67 +173,6 @@ class _QuantileSketch:
     def _require_values(self) -> None:
         if self._sketch.is_empty():
             raise ValueError("no values yet")
-
-
-class Quantiles(_QuantileSketch):
-    """Ranks and quantiles of a stream of floats (KLL).
-
-    Rank answers are within `rank_error` of the truth (additive, the same at every rank) for
-    99% of sketches; `rank_error` is about 1.3% at k=200. The sketch is randomised and its
-    seed is not ours: do not rely on two sketches of one stream giving equal answers.
-    NaN values are ignored.
-    """
-
-    __slots__ = ("_sketch",)
-
-    def __init__(self, k: int = 200) -> None:
-        if not 8 <= k <= 65535:
-            raise ValueError(f"k must be in [8, 65535]: {k}")
-        self._sketch: Any = _ds.kll_floats_sketch(k)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Quantiles:
-        restored = cls.__new__(cls)
-        restored._sketch = _ds.kll_floats_sketch.deserialize(data)
-        return restored
-
-    @staticmethod
-    def rank_error_for(k: int) -> float:
-        """The single-sided normalised rank error of a sketch of size k (99% confidence)."""
-        return float(_ds.kll_floats_sketch.get_normalized_rank_error(k, False))
-
-    def to_bytes(self) -> bytes:
-        return bytes(self._sketch.serialize())
-
-    def update(self, value: float) -> None:
-        self._sketch.update(value)
-
-    def merge(self, other: Quantiles) -> None:
-        self._sketch.merge(other._sketch)
-
-    def rank(self, value: float, *, inclusive: bool = False) -> float:
-        """The share of values below `value` (inclusive: at or below), in [0, 1]."""
-        self._require_values()
-        return float(self._sketch.get_rank(value, inclusive))
-
-    def quantile(self, q: float, *, inclusive: bool = False) -> float:
-        """A value whose rank is about q (inclusive: the smallest with inclusive rank >= q)."""
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"q must be in [0, 1]: {q}")
-        self._require_values()
-        return float(self._sketch.get_quantile(q, inclusive))
-
-    @property
-    def rank_error(self) -> float:
-        return float(self._sketch.normalized_rank_error(False))
-
-    @property
-    def count(self) -> int:
-        return int(self._sketch.n)
-
-    def approx_bytes(self) -> int:
-        """Serialized size: grows like k * log(count / k), about 2 KB at k=200."""
-        return len(self._sketch.serialize())
 
 
 class TailQuantiles(_QuantileSketch):

@@ -227,13 +227,12 @@ PATH = "search search fetch search answer"
         pytest.param(ShapeConfig(), "", "support:", id="no-tools"),
     ],
 )
-def test_shape_of_follows_the_shape_config(
+def test_the_shape_follows_the_shape_config(
     shape_config: ShapeConfig, tools: str, expected: str
 ) -> None:
     features = session(tools)
     shaped = SessionScorer(SignalsConfig(shape=shape_config))
 
-    assert shaped.shape_of(features) == expected
     assert shaped.score(features, now=0.0).shape == expected
 
 
@@ -243,7 +242,7 @@ def test_the_shape_follows_start_order_not_arrival_order() -> None:
     for number, start_ns, name in ((3, 3_000, "answer"), (2, 2_000, "search")):
         features.observe(span_facts(number, start_ns, KIND_TOOL, tool_name=name))
 
-    assert scorer().shape_of(features) == "support:search>answer"
+    assert scorer().score(features, now=0.0).shape == "support:search>answer"
 
 
 # --- rarity -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sampler.signals.sketches import FrequentStrings, Quantiles, TailQuantiles
+from sampler.signals.sketches import FrequentStrings, TailQuantiles
 
 FAST = settings(max_examples=20, deadline=None)
 
@@ -170,9 +170,6 @@ def test_frequent_strings_top_is_heaviest_first_with_deterministic_ties() -> Non
         pytest.param(lambda: FrequentStrings(25), id="lg-max-k-too-large"),
         pytest.param(lambda: FrequentStrings(4).update("x", 0), id="zero-weight"),
         pytest.param(lambda: FrequentStrings(4).top(-1), id="negative-top"),
-        pytest.param(lambda: Quantiles(4), id="kll-k-too-small"),
-        pytest.param(lambda: Quantiles().rank(1.0), id="kll-rank-of-empty"),
-        pytest.param(lambda: Quantiles().quantile(0.5), id="kll-quantile-of-empty"),
         pytest.param(lambda: TailQuantiles(5), id="tdigest-k-too-small"),
         pytest.param(lambda: TailQuantiles().rank(1.0), id="tdigest-rank-of-empty"),
         pytest.param(lambda: TailQuantiles().max, id="tdigest-max-of-empty"),
@@ -184,7 +181,7 @@ def test_misuse_is_a_value_error(make: object) -> None:
         make()
 
 
-# --- Quantiles (KLL) ----------------------------------------------------------------------
+# --- streams of values -------------------------------------------------------------------
 
 FAMILIES = ("uniform", "lognormal", "exponential", "small-ints", "sorted", "bimodal")
 
@@ -214,68 +211,7 @@ def rank_error(estimate: float, exact: np.ndarray, value: float) -> float:
     return float(max(below - estimate, estimate - at_or_below, 0.0))
 
 
-def kll_of(data: np.ndarray, k: int = 200) -> Quantiles:
-    sketch = Quantiles(k)
-    for value in data.tolist():
-        sketch.update(value)
-    return sketch
-
-
 PROBES = np.array([0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99])
-
-
-@FAST
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    family=st.sampled_from(FAMILIES),
-    n=st.integers(1000, 10_000),
-)
-def test_kll_rank_error_is_within_the_normalized_rank_error(seed: int, family: str, n: int) -> None:
-    data = values(seed, family, n)
-    sketch = kll_of(data)
-    exact = np.sort(data)
-
-    assert sketch.rank_error == pytest.approx(Quantiles.rank_error_for(200))
-    assert sketch.rank_error < 0.0135  # about 1.3% at k=200
-    for value in exact[(PROBES * n).astype(int)].tolist():
-        assert rank_error(sketch.rank(value), exact, value) <= sketch.rank_error
-    assert sketch.count == n
-    assert (sketch.min, sketch.max) == (exact[0], exact[-1])
-
-
-def test_kll_inclusive_rank_counts_the_value_itself() -> None:
-    sketch = kll_of(np.array([1, 2, 2, 3], dtype=np.float32))
-
-    assert sketch.rank(2.0) == 0.25
-    assert sketch.rank(2.0, inclusive=True) == 0.75
-    assert sketch.quantile(0.5, inclusive=True) == 2.0
-
-
-@FAST
-@given(seed=st.integers(0, 2**32 - 1), family=st.sampled_from(FAMILIES), split=st.floats(0, 1))
-def test_kll_merge_is_within_the_error_of_the_combined_stream(
-    seed: int, family: str, split: float
-) -> None:
-    data = values(seed, family, 6000)
-    cut = int(split * len(data))
-    merged = kll_of(data[:cut])
-    merged.merge(kll_of(data[cut:]))
-    exact = np.sort(data)
-
-    assert merged.count == len(data)
-    for value in exact[(PROBES * len(data)).astype(int)].tolist():
-        assert rank_error(merged.rank(value), exact, value) <= merged.rank_error
-
-
-def test_kll_round_trip_and_bounded_memory() -> None:
-    sketch = kll_of(values(1, "lognormal", 100_000))
-    restored = Quantiles.from_bytes(sketch.to_bytes())
-
-    assert restored.count == sketch.count == 100_000
-    for q in (0.0, 0.5, 0.99, 1.0):
-        assert restored.quantile(q) == sketch.quantile(q)
-        assert restored.rank(sketch.quantile(q)) == sketch.rank(sketch.quantile(q))
-    assert sketch.approx_bytes() < 3_000  # k=200: about 2 KB whatever the count
 
 
 # --- TailQuantiles (t-digest) -------------------------------------------------------------
