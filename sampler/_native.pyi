@@ -190,8 +190,6 @@ class Core:
         """A peer sampler kept the conversation ``key``: later turns follow this keep (as the
         decision cache's), and the part held here after a drop is kept now: its requests and
         span count come back (none when nothing was held)."""
-    def held_keys(self) -> list[str]:
-        """The keys of the held (dropped) conversations, oldest first."""
     def release(self, handle: int) -> KeptRequests:
         """Lets go of a decided session; in shadow mode a dropped one's spans come back as
         requests, annotated as dropped (live: an empty list)."""

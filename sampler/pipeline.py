@@ -434,8 +434,6 @@ class Pipeline:
             elif (view.keyed or view.rootless or cold) and core.hold(view.handle, cold, now, 1):
                 # more turns or late spans may reopen it, a second look or a peer keep it
                 self._trim_hold(now)
-                if view.keyed and self.sharing is not None:
-                    self.sharing.dropped(view.key)
             else:
                 self._let_go(view.handle)  # dropped for good
         return decided
@@ -465,10 +463,6 @@ class Pipeline:
         self.stats.shared_keep_sessions += 1
         self.stats.shared_keep_spans += spans
         self.engine.budget.observe_must_keep(spans, now)
-
-    def held_conversations(self) -> list[str]:
-        """The keys of the conversations held here after a drop (looked up on a reconnection)."""
-        return self.core.held_keys()
 
     def _trim_hold(self, now: float) -> None:
         while self.core.hold_over_cap:

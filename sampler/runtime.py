@@ -214,7 +214,6 @@ class SamplerApp:
                 self.config.cluster,
                 self.config.sessions,
                 self.pipeline.adopt,
-                self.pipeline.held_conversations,
                 self.clock,
                 tick_s=self.config.sessions.tick,
             )

@@ -1120,16 +1120,6 @@ impl Buffer {
         self.cache.for_key(&session.keyed_key).filter(|v| v.keep)
     }
 
-    /// The keys of the held (dropped) conversations, oldest first.
-    pub fn held_keys(&self) -> Vec<Box<str>> {
-        self.hold
-            .held
-            .iter()
-            .filter(|(_, held)| self.get(held.id).is_some_and(|s| s.keyed))
-            .map(|(key, _)| key.clone())
-            .collect()
-    }
-
     pub fn held_sessions(&self) -> usize {
         self.hold.held.len()
     }

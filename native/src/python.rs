@@ -739,17 +739,6 @@ impl PyCore {
         Ok((requests_to_python(py, requests)?, spans))
     }
 
-    /// The keys of the held (dropped) conversations, oldest first.
-    fn held_keys(&self) -> PyResult<Vec<String>> {
-        self.with(|core| {
-            core.buffer
-                .held_keys()
-                .into_iter()
-                .map(String::from)
-                .collect()
-        })
-    }
-
     /// Holds a dropped session; False (nothing held) when holding is off or it is too big.
     fn hold(&self, handle: u64, cold: bool, now: f64, looks: u32) -> PyResult<bool> {
         self.with(|core| core.hold(SessionId::from_u64(handle), cold, now, looks))

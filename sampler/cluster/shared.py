@@ -1,7 +1,7 @@
 """What samplers share, and the rules for sharing it, without I/O: the keep as it travels (its
 encoding in the store and on the channel), the bounded outbox of keeps waiting to be
-published, the reconnection backoff and the catch-up window after a (re)connection. Time and
-randomness are passed in.
+published, the reconnection backoff and the catch-up after a (re)connection. Randomness is
+passed in.
 
 A keep is shared by its session key only, with what a peer needs to annotate its own part of
 the conversation as kept by the same rule: the rule, the adjusted count (so the kept parts
@@ -57,11 +57,17 @@ def encode_value(keep: SharedKeep) -> bytes:
     return json.dumps(_fields(keep), separators=(",", ":")).encode()
 
 
-def encode_batch(keeps: Iterable[SharedKeep]) -> bytes:
-    """One channel message for a tick's keeps: ``[[key, rule, adjusted_count, signals,
-    origin], ...]``."""
-    rows = [[k.key, *_fields(k)] for k in keeps]
-    return json.dumps(rows, separators=(",", ":")).encode()
+def encode_batch(origin: str, keeps: Iterable[SharedKeep]) -> bytes:
+    """One channel message for a tick's keeps, all of ``origin``: ``ORIGIN [[key, rule,
+    adjusted_count, signals], ...]``; the origin first, so that a sampler passes over its own
+    messages without parsing them (``batch_origin``)."""
+    rows = [[k.key, k.rule, k.adjusted_count, list(k.signals)] for k in keeps]
+    return origin.encode() + b" " + json.dumps(rows, separators=(",", ":")).encode()
+
+
+def batch_origin(data: bytes) -> bytes:
+    """The sampler a channel message comes from."""
+    return data.partition(b" ")[0]
 
 
 def _keep(key: object, fields: object) -> SharedKeep:
@@ -94,14 +100,17 @@ def decode_value(key: str, data: bytes) -> SharedKeep:
 
 def decode_batch(data: bytes) -> list[SharedKeep]:
     """A channel message's keeps; ValueError when it is not a batch of them."""
-    rows = json.loads(data)
+    origin, space, body = data.partition(b" ")
+    if not space:
+        raise ValueError("a batch of shared keeps starts with its origin")
+    rows = json.loads(body)
     if not isinstance(rows, list):
         raise ValueError("a batch of shared keeps is a list")
     out = []
     for row in rows:
-        if not isinstance(row, list) or len(row) != 5:
-            raise ValueError("a shared keep is a list of five")
-        out.append(_keep(row[0], row[1:]))
+        if not isinstance(row, list) or len(row) != 4:
+            raise ValueError("a shared keep is a list of four")
+        out.append(_keep(row[0], [*row[1:], origin.decode(errors="replace")]))
     return out
 
 
@@ -110,10 +119,6 @@ class VerdictSharing(Protocol):
 
     def kept(self, key: str, verdict: Verdict) -> None:
         """A conversation was kept here by a rule: announce it."""
-
-    def dropped(self, key: str) -> None:
-        """A conversation was dropped and held here: a keep this sampler may have missed could
-        still save it (looked up after a (re)connection)."""
 
 
 @dataclass(slots=True)
@@ -165,19 +170,35 @@ class Backoff:
 
 @dataclass(slots=True)
 class CatchUp:
-    """After a (re)connection, keeps published while this sampler was not listening are still
-    in the store (for ``window_s``, the verdicts' lifetime): conversations dropped here in that
-    window are looked up, in one batch a tick, and kept if a peer kept them. Outside it the
-    channel has told us everything, and nothing is looked up."""
+    """After a (re)connection, the keeps announced while this sampler was not listening are
+    still in the store (each for ``verdict_ttl``): it reads them all once, a batch a tick (a
+    ``SCAN`` step, then a ``MGET`` of the keys it found), and takes them as if heard. Then the
+    channel tells it everything, and nothing more is read: no look-up per session, ever."""
 
-    window_s: float
-    _until: float = float("-inf")
+    scanning: bool = False
+    cursor: int = 0
+    found: list[str] = field(default_factory=list)  # keys scanned, not yet read
 
-    def connected(self, now: float) -> None:
-        self._until = now + self.window_s
+    def begin(self) -> None:
+        self.scanning, self.cursor, self.found = True, 0, []
 
-    def active(self, now: float) -> bool:
-        return now < self._until
+    def next_scan(self) -> int | None:
+        """The cursor of the next SCAN step, or None when the scan is over."""
+        return self.cursor if self.scanning else None
+
+    def scanned(self, cursor: int, keys: Iterable[str]) -> None:
+        self.found.extend(keys)
+        self.cursor = cursor
+        if cursor == 0:  # SCAN's way of saying it went round
+            self.scanning = False
+
+    def take(self, most: int) -> list[str]:
+        taken, self.found = self.found[:most], self.found[most:]
+        return taken
+
+    @property
+    def done(self) -> bool:
+        return not self.scanning and not self.found
 
 
 @dataclass(slots=True)
@@ -185,8 +206,8 @@ class ClusterStats:
     """Plain counters; ``metrics.py`` exposes them at scrape time."""
 
     published: int = 0  # keeps announced (stored and published)
-    received: int = 0  # keeps of peers heard on the channel or found by a look-up
-    looked_up: int = 0  # keys looked up after a (re)connection
+    received: int = 0  # keeps of peers heard on the channel or read when catching up
+    caught_up: int = 0  # keeps read from the store after a (re)connection (own ones included)
     errors: int = 0  # failed round trips and connections, unreadable messages, refused writes
     outages: int = 0
     connected: bool = False

@@ -444,7 +444,6 @@ fn a_peers_keep_sends_the_held_part_at_once_and_later_turns_follow_it() {
     let drop = core.verdict(false, "baseline", 1.0, &[]);
     core.decide(ids[0], drop, false);
     assert!(core.hold(ids[0], false, 0.0, 1));
-    assert_eq!(core.buffer.held_keys(), vec![Box::<str>::from("conv")]);
 
     let keep = peer_keep(&mut core);
     let (requests, spans) = core.adopt_keep("conv", keep.clone());
@@ -455,7 +454,6 @@ fn a_peers_keep_sends_the_held_part_at_once_and_later_turns_follow_it() {
         (core.buffer.held_spans(), core.buffer.live_sessions()),
         (0, 0)
     );
-    assert!(core.buffer.held_keys().is_empty());
 
     // a second announcement of the same keep finds nothing more to send
     assert_eq!(core.adopt_keep("conv", keep).1, 0);
@@ -510,7 +508,6 @@ fn a_keyless_held_session_is_no_conversation_to_adopt() {
     let drop = core.verdict(false, "baseline", 1.0, &[]);
     core.decide(ids[0], drop, false);
     assert!(core.hold(ids[0], false, 0.0, 1));
-    assert!(core.buffer.held_keys().is_empty());
     let keep = peer_keep(&mut core);
     let (_, spans) = core.adopt_keep("03030303030303030303030303030303", keep);
     assert_eq!((spans, core.buffer.held_spans()), (0, 1));

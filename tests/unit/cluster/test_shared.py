@@ -13,6 +13,7 @@ from sampler.cluster.shared import (
     CatchUp,
     Outbox,
     SharedKeep,
+    batch_origin,
     decode_batch,
     decode_value,
     encode_batch,
@@ -30,8 +31,9 @@ def keep(n: int) -> SharedKeep:
 
 def test_a_keep_survives_the_store_and_the_channel() -> None:
     assert decode_value(KEEP.key, encode_value(KEEP)) == KEEP
-    assert decode_batch(encode_batch([KEEP, keep(1)])) == [KEEP, keep(1)]
-    assert decode_batch(encode_batch([])) == []
+    assert decode_batch(encode_batch("a1", [KEEP, keep(1)])) == [KEEP, keep(1)]
+    assert decode_batch(encode_batch("a1", [])) == []
+    assert batch_origin(encode_batch("a1", [KEEP])) == b"a1"
     # what one verdict costs on the wire: a few dozen bytes besides the key
     assert len(encode_value(keep(1))) < 40
 
@@ -47,20 +49,22 @@ def test_a_keep_is_built_from_a_verdict_and_says_it_was_shared() -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        b"not json",
-        b"{}",
-        b"[[1, 2]]",
-        b'[["k", "r", 1.0, [], "o", "extra"]]',
-        b'[["", "r", 1.0, [], "o"]]',
-        b'[["k", 7, 1.0, [], "o"]]',
-        b'[["k", "r", 0.5, [], "o"]]',
-        b'[["k", "r", true, [], "o"]]',
-        b'[["k", "r", "NaN", [], "o"]]',
-        b'[["k", "r", Infinity, [], "o"]]',
-        b'[["k", "r", 1.0, [1], "o"]]',
-        b'[["k", "r", 1.0, "error", "o"]]',
+        b'[["k", "r", 1.0, []]]',
+        b"o not json",
+        b"o {}",
+        b"o [[1, 2]]",
+        b'o [["k", "r", 1.0, [], "extra"]]',
+        b'o [["", "r", 1.0, []]]',
+        b'o [["k", 7, 1.0, []]]',
+        b'o [["k", "r", 0.5, []]]',
+        b'o [["k", "r", true, []]]',
+        b'o [["k", "r", "NaN", []]]',
+        b'o [["k", "r", Infinity, []]]',
+        b'o [["k", "r", 1.0, [1]]]',
+        b'o [["k", "r", 1.0, "error"]]',
     ],
     ids=[
+        "no-origin",
         "not-json",
         "not-a-list",
         "short-row",
@@ -113,14 +117,20 @@ def test_the_backoff_grows_to_its_cap_with_jitter() -> None:
         assert max(waits) - min(waits) > ceiling / 4, "jittered"
 
 
-def test_lookups_happen_only_in_the_window_after_a_connection() -> None:
-    catch_up = CatchUp(window_s=420.0)
-    assert not catch_up.active(0.0)
-    catch_up.connected(10.0)
-    assert catch_up.active(10.0) and catch_up.active(429.9)
-    assert not catch_up.active(430.0)
-    catch_up.connected(500.0)  # a reconnection opens it again
-    assert catch_up.active(600.0)
+def test_the_catch_up_scans_once_then_reads_what_it_found() -> None:
+    catch_up = CatchUp()
+    assert catch_up.done and catch_up.next_scan() is None  # nothing before a connection
+    catch_up.begin()
+    assert catch_up.next_scan() == 0 and not catch_up.done
+    catch_up.scanned(17, ["a", "b", "c"])
+    assert catch_up.next_scan() == 17
+    assert catch_up.take(2) == ["a", "b"]
+    catch_up.scanned(0, ["d"])  # the scan went round: over
+    assert catch_up.next_scan() is None and not catch_up.done
+    assert catch_up.take(10) == ["c", "d"]
+    assert catch_up.done
+    catch_up.begin()  # a reconnection starts it over
+    assert catch_up.next_scan() == 0 and catch_up.take(10) == []
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ back from what the sinks received."""
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -14,7 +15,13 @@ from sampler.clock import ManualClock
 from sampler.cluster.shared import SHARED_KEEP_SIGNAL, SharedKeep
 from sampler.pipeline import Pipeline
 from sampler.rules.verdict import Verdict
-from tests.unit.sessions.builders import RecordingSink, consume, sampler_config, simple_request
+from tests.unit.sessions.builders import (
+    RecordingSink,
+    consume,
+    sampler_config,
+    simple_request,
+    trace_id,
+)
 from tests.unit.test_pipeline import RULES, annotations, conversation, kept_spans_add_up, settle
 
 
@@ -25,7 +32,6 @@ class Bus:
 
     pipelines: dict[str, Pipeline] = field(default_factory=dict)
     announced: list[tuple[str, str, Verdict]] = field(default_factory=list)
-    dropped_keys: list[tuple[str, str]] = field(default_factory=list)
     held: bool = False
     _waiting: list[SharedKeep] = field(default_factory=list)
 
@@ -38,9 +44,6 @@ class Bus:
                 bus._waiting.append(SharedKeep.of(key, verdict, name))
                 if not bus.held:
                     bus.deliver()
-
-            def dropped(self, key: str) -> None:
-                bus.dropped_keys.append((name, key))
 
         self.pipelines[name] = pipeline
         pipeline.sharing = Port()
@@ -78,7 +81,6 @@ def test_a_part_held_after_a_drop_is_kept_at_once_for_a_peers_keep() -> None:
     send(a, turn("t1", "conv"))  # the first turn went to a: fine
     settle(a, clock)
     assert not a_sink.spans() and a.buffer.held_spans == 3
-    assert bus.dropped_keys == [("a", "conv")]
 
     send(b, turn("t2", "conv", error=True))  # the failing turn went to b
     settle(b, clock)
@@ -160,3 +162,55 @@ def test_the_budget_counts_a_peers_keep_as_a_keep_by_another_rule() -> None:
     send(b, turn("t2", "conv", error=True))
     settle(b, clock)
     assert must_keep.value == 1.0, "one session (the budget's unit) kept for b's keep"
+
+
+def test_three_samplers_sharing_keep_the_volume_one_sampler_keeps() -> None:
+    """The same traffic (600 conversations of three turns, a few failing in one turn, the rest
+    sampled by the budget) through one sampler, and through three that each get the turns
+    routed to them by trace id and share their keeps: kept volume within 10%, and every kept
+    conversation whole."""
+    rules = (
+        "  - {name: errors, when: {error: true}, action: keep}\n"
+        "  - {name: baseline, action: budget}\n"
+    )
+    traffic = []  # (time, trace, key, error)
+    for i in range(600):
+        failing = i % 20 if i % 20 < 3 else None  # 15%: one turn fails
+        for t in range(3):
+            traffic.append((i * 0.5 + t * 5.0, f"c{i}t{t}", f"conv-{i}", t == failing))
+    traffic.sort()
+
+    conversation_of = {trace_id(trace): key for _, trace, key, _ in traffic}
+
+    def run(count: int) -> tuple[int, dict[str, int]]:
+        bus, clock = Bus(), ManualClock()
+        sinks = []
+        for n in range(count):
+            sink = RecordingSink()
+            bus.join(str(n), Pipeline(sampler_config(rules), sink, clock))
+            sinks.append(sink)
+        pipelines = list(bus.pipelines.values())
+        for at, trace, key, error in traffic:
+            clock.advance(at - clock.now())
+            for pipeline in pipelines:
+                pipeline.decide_due()
+            shard = pipelines[zlib.crc32(trace.encode()) % count]  # routed by trace id
+            send(shard, turn(trace, key, error=error))
+        clock.advance(100)
+        for pipeline in pipelines:
+            pipeline.decide_due()
+        for pipeline in pipelines:
+            pipeline.decide_all()
+        kept: dict[str, int] = {}  # spans kept by conversation
+        for sink in sinks:
+            for s_ in sink.spans():
+                key = conversation_of[s_.trace_id]
+                kept[key] = kept.get(key, 0) + 1
+        return sum(kept.values()), kept
+
+    one, _ = run(1)
+    three, kept = run(3)
+    assert one > 0 and abs(three - one) <= 0.1 * one, (one, three)
+    assert set(kept.values()) == {9}, "every kept conversation whole: 3 turns of 3 spans"
+    failing = {f"conv-{i}" for i in range(600) if i % 20 < 3}
+    assert failing <= kept.keys()
