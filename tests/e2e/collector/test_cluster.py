@@ -168,8 +168,10 @@ def test_a_restarted_sampler_follows_keeps_made_before_it_started(
         time.sleep(2.5)
 
         assert_whole(lb, convs, [])
-        # it read the keeps made before it started, and its later turns followed them
+        # it read the keeps made before it started, and its later turns were kept for them:
+        # followed at once, or (arrived before it had read them) kept as parts of a peer's keep
         assert restarted.metric("agent_sampler_cluster_verdicts", event="received") >= 12
-        assert restarted.metric("agent_sampler_late_spans", verdict="keep") >= 1, (
-            "no later turn went to the restarted sampler: nothing tested"
-        )
+        kept_for_peers = restarted.metric(
+            "agent_sampler_late_spans", verdict="keep"
+        ) + restarted.metric("agent_sampler_cluster_spans_kept")
+        assert kept_for_peers >= SPANS_PER_TURN, "no later turn went to it: nothing tested"
