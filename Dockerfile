@@ -29,6 +29,12 @@ WORKDIR /var/lib/agent-sampler
 
 # 4317 OTLP/gRPC, 4318 OTLP/HTTP, 9464 /metrics /healthz /readyz
 EXPOSE 4317 4318 9464
+
+# Each connection takes a file descriptor: run with a limit of at least 2,144 open files
+# (docs/operations.md, "File descriptors and connections"). An image cannot set it:
+#   docker run --ulimit nofile=65536:65536 ...      (Compose: ulimits: {nofile: 65536})
+# The sampler raises its soft limit to the hard one at start, and fits its connection caps
+# to what it gets (a warning says so).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=2)"]
 

@@ -122,13 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="live, or shadow: decide as live but forward every span, annotated with the "
         "verdict it would have had (mode)",
     )
+    run.add_argument(
+        "--capture",
+        metavar="PATH",
+        help="append every accepted request to PATH as OTLP/JSON lines, for replay "
+        "(capture.path; stops at capture.max_size, 1GiB by default)",
+    )
 
     check = commands.add_parser("check-config", help="validate a config file (exit 2 if invalid)")
     check.add_argument("path")
 
     rep = commands.add_parser("replay", help="run recorded OTLP/JSON traffic through the rules")
     rep.add_argument("--config", help="config file (default: the embedded one)")
-    rep.add_argument("--output", required=True, help="file for the kept spans (OTLP/JSON lines)")
+    rep.add_argument(
+        "--output",
+        metavar="OUT",
+        help="file for the kept spans (OTLP/JSON lines); without it they are counted only",
+    )
     rep.add_argument("--json", action="store_true", help="print the summary as JSON")
     rep.add_argument(
         "--report",
@@ -136,10 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the summary as a self-contained HTML page with plots",
     )
     rep.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress on stderr (shown on a terminal, or for inputs over 256MiB)",
+    )
+    rep.add_argument(
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="OTLP/JSON lines files, e.g. written by the collector's file exporter",
+        help="OTLP/JSON lines files (e.g. from run --capture or the collector's file "
+        "exporter), gzip-compressed or not; - reads standard input",
     )
     return parser
 
@@ -169,7 +185,13 @@ def apply_overrides(config: SamplerConfig, args: argparse.Namespace) -> SamplerC
     if args.mode is not None:
         mode = args.mode
         flags.append(("mode", "--mode"))
-    config = dataclasses.replace(config, mode=mode, receivers=r, sessions=s, exporter=e, metrics=m)
+    c = config.capture
+    if args.capture is not None:
+        c = dataclasses.replace(c, path=args.capture)
+        flags.append(("capture.path", "--capture"))
+    config = dataclasses.replace(
+        config, mode=mode, receivers=r, sessions=s, exporter=e, metrics=m, capture=c
+    )
     for key, flag in flags:
         config = config.set_by(f"flag {flag}", key)
     return config
@@ -222,27 +244,43 @@ def _run(config: SamplerConfig, args: argparse.Namespace) -> int:
 
 
 def _replay(config: SamplerConfig, args: argparse.Namespace) -> int:
-    from sampler.replay import format_summary, replay, summary_json
+    from sampler.replay import (
+        STDIN,
+        Progress,
+        format_summary,
+        input_name,
+        replay,
+        summary_json,
+        total_size,
+    )
 
+    if args.inputs.count(STDIN) > 1:
+        print("agent-sampler replay: standard input (-) can be read once", file=sys.stderr)
+        return EXIT_USAGE
+    progress = None
+    if not args.no_progress:
+        progress = Progress(sys.stderr, total_size(args.inputs), tty=sys.stderr.isatty())
     try:
-        result = replay(config, args.inputs, args.output)
+        result = replay(config, args.inputs, args.output, progress=progress)
     except (OSError, OtlpDecodeError) as exc:
         print(f"agent-sampler replay: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(summary_json(result.stats, result.requests, result.observed))
     else:
-        print(format_summary(result.stats, result.observed))
+        print(format_summary(result.stats, result.observed, written=args.output is not None))
     if args.report is not None:
-        from sampler.report import write_report
+        from sampler.report import rule_thresholds, write_report
 
+        signal_threshold = config.signals.rarity.threshold
         try:
             write_report(
                 args.report,
                 result,
                 config_path=args.config if args.config is not None else config.source,
-                inputs=args.inputs,
-                rarity_threshold=config.signals.rarity.threshold,
+                inputs=[input_name(path) for path in args.inputs],
+                thresholds=rule_thresholds(config.rules, signal_threshold),
+                signal_threshold=signal_threshold,
             )
         except OSError as exc:
             print(f"agent-sampler replay: cannot write the report: {exc}", file=sys.stderr)

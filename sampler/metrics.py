@@ -23,6 +23,8 @@ from sampler.config.model import MODES
 from sampler.export.base import Exporter
 from sampler.latency import Histogram
 from sampler.pipeline import Pipeline
+from sampler.receive.capture import TrafficCapture
+from sampler.receive.connections import ConnectionStats, DescriptorShortage
 from sampler.receive.intake import ReceiverStats
 from sampler.reload import OUTCOMES, ConfigState
 from sampler.version import package_version, python_version
@@ -36,6 +38,9 @@ class Sources:
     pipeline: Pipeline
     exporter: Exporter
     receivers: dict[str, ReceiverStats]  # by transport
+    capture: TrafficCapture | None = None
+    connections: dict[str, ConnectionStats] = field(default_factory=dict)  # by listener
+    shortage: DescriptorShortage = field(default_factory=DescriptorShortage)
     # the running config's generation and reloads (reload.Reloader); None: as loaded at start
     config: ConfigState | None = field(default=None, kw_only=True)
     # cluster: verdicts shared through the store; None when off (its metrics read 0)
@@ -69,6 +74,13 @@ def _requests(s: Sources) -> Iterator[Sample]:
         yield (transport, "timed_out"), st.requests_timed_out
 
 
+def _connections_closed(s: Sources) -> Iterator[Sample]:
+    for listener, st in s.connections.items():
+        yield (listener, "refused"), st.refused
+        yield (listener, "evicted"), st.evicted
+        yield (listener, "header_timeout"), st.timed_out
+
+
 def _decided(field: str) -> Callable[[Sources], Iterator[Sample]]:
     def read(s: Sources) -> Iterator[Sample]:
         for rule, tally in s.pipeline.stats.by_rule.items():
@@ -78,6 +90,15 @@ def _decided(field: str) -> Callable[[Sources], Iterator[Sample]]:
             yield (rule, "drop"), seen - kept
 
     return read
+
+
+def _captured(s: Sources) -> Iterator[Sample]:
+    if s.capture is None:
+        return
+    stats = s.capture.snapshot()
+    yield ("written",), stats.requests_written
+    for reason, count in stats.requests_dropped.items():
+        yield (reason,), count
 
 
 def _refused(s: Sources) -> Iterator[Sample]:
@@ -163,6 +184,46 @@ METRICS: tuple[MetricSpec, ...] = (
         lambda s: [((t,), st.spans_received) for t, st in s.receivers.items()],
     ),
     MetricSpec(
+        "agent_sampler_connections",
+        "gauge",
+        "Connections open on the OTLP/HTTP and metrics listeners (gRPC's are grpc core's).",
+        ("listener",),
+        lambda s: [((name,), st.open) for name, st in s.connections.items()],
+    ),
+    MetricSpec(
+        "agent_sampler_connections_closed",
+        "counter",
+        "Connections the OTLP/HTTP and metrics listeners closed, by reason: refused (at "
+        "max_connections, every connection busy), evicted (closed to make room: no request in "
+        "progress), header_timeout (no complete request head in time).",
+        ("listener", "reason"),
+        _connections_closed,
+    ),
+    MetricSpec(
+        "agent_sampler_accept_failures",
+        "counter",
+        "Connections that could not be accepted for want of file descriptors (or kernel "
+        "memory); accepting pauses briefly each time.",
+        (),
+        _one(lambda s: s.shortage.failures),
+    ),
+    MetricSpec(
+        "agent_sampler_capture_requests",
+        "counter",
+        "Accepted requests offered to the traffic capture (capture.path), by outcome: written, "
+        "or left out (queue_full: the writer was behind; size_cap, write_error: capturing "
+        "had stopped; shutdown: still queued at the end).",
+        ("outcome",),
+        _captured,
+    ),
+    MetricSpec(
+        "agent_sampler_capture_bytes",
+        "counter",
+        "Bytes of OTLP/JSON lines written to the traffic capture.",
+        (),
+        lambda s: [] if s.capture is None else [((), s.capture.snapshot().bytes_written)],
+    ),
+    MetricSpec(
         "agent_sampler_spans_accepted",
         "counter",
         "Spans accepted into the pipeline.",
@@ -238,7 +299,7 @@ METRICS: tuple[MetricSpec, ...] = (
         "agent_sampler_spans_limited",
         "counter",
         "Spans whose attributes were cut to the receivers' limits (max_attributes_per_span, "
-        "max_attribute_value_size).",
+        "max_attribute_value_size, 10,000 values an array, 1,024 links a span).",
         (),
         _one(lambda s: s.pipeline.stats.spans_limited),
     ),

@@ -1,8 +1,11 @@
 """``agent-sampler replay``: recorded traffic through the same Pipeline, offline.
 
-Time comes from the spans: before each recorded request the clock moves to the latest span end
-time seen so far, so ``decision_wait``, grace periods and rate limits behave as they did live
-(for traffic recorded in arrival order). Kept spans are written as OTLP/JSON lines.
+Time comes from the spans: a recorded request arrives at its latest span end time, and the clock
+moves there through every time at which a session becomes due or a hold ends, deciding there
+as the live ticker would (``decide_until``); at the end of the input it runs on until nothing
+is buffered or held. So ``decision_wait``, grace periods, holds, rate limits and the budget
+behave as they did live (for traffic recorded in arrival order). Kept spans are written as
+OTLP/JSON lines.
 
 Every decision is also shown to a ``ReplayObservations``, which aggregates as it goes (per
 signal tallies, rare shapes, kept volume over time, rarity score histograms) so that memory
@@ -11,10 +14,19 @@ stays bounded however long the recording. ``sampler.report`` renders them as an 
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import io
 import json
+import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import stat
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from sampler._native import InvalidRequest, Request, RequestTooLarge, validate_json
 from sampler.clock import ManualClock
@@ -24,6 +36,9 @@ from sampler.otlp.json_codec import OtlpDecodeError
 from sampler.pipeline import Pipeline, PipelineStats, RuleTally
 from sampler.rules.facts import DecisionFacts
 from sampler.rules.verdict import Verdict
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 NO_SIGNAL = "(no signal)"  # the row of sessions on which no signal fired
 TOP_SHAPES = 10
@@ -179,6 +194,13 @@ class _FileSink:
         return True
 
 
+class _Discard:
+    """Without ``--output``: kept spans are counted by the pipeline, and written nowhere."""
+
+    def try_submit(self, request: bytes, span_count: int) -> bool:
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayResult:
     stats: PipelineStats
@@ -186,36 +208,241 @@ class ReplayResult:
     observed: ReplayObservations = field(default_factory=ReplayObservations)
 
 
-def replay(config: SamplerConfig, inputs: Sequence[str], output: str) -> ReplayResult:
+def replay(
+    config: SamplerConfig,
+    inputs: Sequence[str],
+    output: str | None = None,
+    *,
+    progress: Progress | None = None,
+) -> ReplayResult:
+    """Replays ``inputs`` (paths of OTLP/JSON lines files, gzip-compressed or not, or ``-``
+    for standard input) in order; kept spans go to ``output``, or nowhere when it is None."""
     clock = ManualClock(0.0)
     observed = ReplayObservations()
-    writer = JsonlFile(output)
+    writer = JsonlFile(output) if output is not None else None
     try:
-        pipeline = Pipeline(config, _FileSink(writer), clock, observer=observed)
-        requests = 0
+        # As live: sessions are decided by the timer (decide_until), not in the intake path.
+        pipeline = Pipeline(
+            config,
+            _FileSink(writer) if writer is not None else _Discard(),
+            clock,
+            observer=observed,
+            decide_on_intake=False,
+        )
+        requests = spans = read_before = 0
         for path in inputs:
-            for request in read_requests(path, config.receivers):
-                clock.advance_to(request.max_end_ns / 1e9)
-                pipeline.decide_due()
-                pipeline.consume(request)
-                requests += 1
-        pipeline.decide_all()
+            with open_input(path) as (lines, counted):
+                for request in _requests(lines, input_name(path), config.receivers):
+                    decide_until(pipeline, clock, request.max_end_ns / 1e9)
+                    spans += request.spans
+                    pipeline.consume(request)
+                    requests += 1
+                    if progress is not None:
+                        progress.update(read_before + counted.count, spans)
+                read_before += counted.count
+        decide_until(pipeline, clock, math.inf)  # the capture's end: its timers still run
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
+        if progress is not None:
+            progress.finish()
     return ReplayResult(pipeline.stats, requests, observed)
 
 
+def decide_until(pipeline: Pipeline, clock: ManualClock, until: float) -> None:
+    """Moves the clock to ``until`` as the live ticker would: through each time at which a
+    session becomes due or a hold ends, deciding there and then. With ``until`` infinite, until
+    nothing is buffered or held.
+
+    Everything that depends on when a decision is made follows the same timeline as live: the
+    budget's rates and the probabilities it recomputes once a second, the rate limits, the
+    rarity windows, the holds. Deciding what became due only when the next request arrived, or
+    all that was left at the last timestamp, bunched decisions at one instant: the budget then
+    kept every session of the bunch with the probability it had computed before the bunch's
+    other keeps were counted (1 / ratio, more than live kept)."""
+    core = pipeline.core
+    stalled = 0
+    while (deadline := core.next_deadline()) is not None and deadline <= until:
+        if deadline <= clock.now():
+            stalled += 1  # the first step may be due already; a second cannot
+            if stalled > 2:
+                raise RuntimeError("replay: the session timers do not move on (a bug)")
+        else:
+            stalled = 0
+        clock.advance_to(deadline)
+        pipeline.decide_due()
+    if math.isfinite(until):
+        clock.advance_to(until)
+
+
 def read_requests(path: str | os.PathLike[str], limits: ReceiversConfig) -> Iterator[Request]:
-    """The requests of a file of OTLP/JSON lines (blank lines skipped), within the receivers'
-    limits. A bad line raises ``OtlpDecodeError`` whose message starts with ``PATH:LINE:``."""
-    with open(path, "rb") as file:
-        for number, line in enumerate(file, start=1):
+    """The requests of a file of OTLP/JSON lines (blank lines skipped; gzip-compressed or not;
+    ``-``: standard input), within the receivers' limits. A bad line raises
+    ``OtlpDecodeError`` whose message starts with ``PATH:LINE:``."""
+    name = os.fspath(path)
+    with open_input(name) as (lines, _):
+        yield from _requests(lines, input_name(name), limits)
+
+
+def _requests(lines: Iterable[bytes], name: str, limits: ReceiversConfig) -> Iterator[Request]:
+    number = 0
+    try:
+        for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
                 yield validate_json(line, limits.max_message_size, limits.max_spans_per_request)
             except (InvalidRequest, RequestTooLarge) as err:
-                raise OtlpDecodeError(f"{os.fspath(path)}:{number}: {err}") from None
+                raise OtlpDecodeError(f"{name}:{number}: {err}") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:  # a damaged or truncated .gz
+        raise OtlpDecodeError(f"{name}:{number + 1}: cannot gunzip: {err}") from None
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+STDIN = "-"
+GZIP_MAGIC = b"\x1f\x8b"
+READ_BUFFER_BYTES = 1 << 20
+
+
+def input_name(path: str) -> str:
+    return "<stdin>" if path == STDIN else path
+
+
+def input_size(path: str) -> int | None:
+    """Bytes of an input as stored, when known: not for standard input or a pipe."""
+    if path == STDIN:
+        return None
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None  # reported when it is opened
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+
+def total_size(paths: Sequence[str]) -> int | None:
+    sizes = [input_size(path) for path in paths]
+    return None if any(size is None for size in sizes) else sum(s for s in sizes if s)
+
+
+class _Counted(io.RawIOBase):
+    """A binary stream counting the bytes read from it: how far into an input the replay is,
+    in bytes as stored (compressed, for gzip)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.count = 0
+        self._read = getattr(source, "read1", source.read)  # what is there, without waiting
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._read(len(view))
+        view[: len(data)] = data
+        self.count += len(data)
+        return len(data)
+
+
+@contextlib.contextmanager
+def open_input(path: str) -> Iterator[tuple[Iterable[bytes], _Counted]]:
+    """The lines of an input (``-``: standard input), gunzipped when it starts as gzip does
+    (whatever its name), and the count of bytes read from it as stored."""
+    source: BinaryIO = sys.stdin.buffer if path == STDIN else open(path, "rb", buffering=0)
+    try:
+        counted = _Counted(source)
+        buffered = io.BufferedReader(counted, READ_BUFFER_BYTES)
+        lines: Iterable[bytes] = buffered
+        if buffered.peek(len(GZIP_MAGIC))[: len(GZIP_MAGIC)] == GZIP_MAGIC:
+            lines = gzip.GzipFile(fileobj=buffered, mode="rb")
+        yield lines, counted
+    finally:
+        if path != STDIN:
+            source.close()
+
+
+# -- progress ----------------------------------------------------------------------------------
+
+# Without a terminal, progress is shown only for inputs at least this large (a line every
+# PROGRESS_LOG_EVERY_S); on a terminal one line is redrawn every PROGRESS_TTY_EVERY_S.
+LARGE_INPUT_BYTES = 256 << 20
+PROGRESS_TTY_EVERY_S = 0.5
+PROGRESS_LOG_EVERY_S = 10.0
+
+
+class Progress:
+    """How far a replay is, on stderr (never on stdout, where ``--json`` goes): bytes read of
+    the inputs as stored and spans, per second, and an ETA when the inputs' total size is
+    known. On a terminal one line is redrawn in place and cleared at the end; otherwise only a
+    large input (``LARGE_INPUT_BYTES``, or that much read of one of unknown size) gets a line
+    now and then. Nothing is shown before the first interval: a quick replay shows nothing."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        total: int | None,
+        *,
+        tty: bool,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream
+        self.total = total
+        self.tty = tty
+        self.clock = clock
+        self.started = clock()
+        self.every = PROGRESS_TTY_EVERY_S if tty else PROGRESS_LOG_EVERY_S
+        self.min_bytes = 0 if tty else LARGE_INPUT_BYTES
+        self._next = self.started + self.every
+        self._shown = False
+
+    def update(self, position: int, spans: int) -> None:
+        now = self.clock()
+        if now < self._next:
+            return
+        self._next = now + self.every
+        if max(position, self.total or 0) < self.min_bytes:
+            return
+        text = self.line(position, spans, now - self.started)
+        self.stream.write(f"\r{text}\x1b[K" if self.tty else f"{text}\n")
+        self.stream.flush()
+        self._shown = True
+
+    def finish(self) -> None:
+        if self.tty and self._shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+    def line(self, position: int, spans: int, elapsed: float) -> str:
+        elapsed = max(elapsed, 1e-9)
+        rate = position / elapsed
+        text = f"replay: {_bytes(position)}"
+        if self.total:
+            text += f" of {_bytes(self.total)} ({min(1.0, position / self.total):.0%})"
+        text += f", {_bytes(rate)}/s, {_count(spans / elapsed)} spans/s ({_count(spans)} spans)"
+        if self.total and rate > 0:
+            text += f", ETA {_duration(max(0, self.total - position) / rate)}"
+        return text
+
+
+def _bytes(value: float) -> str:
+    for shift, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if value >= 1 << shift:
+            return f"{value / (1 << shift):.1f} {unit}"
+    return f"{value:.0f} B"
+
+
+def _count(value: float) -> str:
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:.1f}{suffix}"
+    return f"{value:.0f}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _tally_row(name_key: str, name: str, t: RuleTally) -> dict[str, object]:
@@ -268,13 +495,17 @@ TALLY_HEADERS = ["sessions_seen", "sessions_kept", "spans_seen", "spans_kept", "
 SHAPE_HEADERS = ["shape", "peak_score", "sessions", "sessions_kept"]
 
 
-def format_summary(stats: PipelineStats, observed: ReplayObservations | None = None) -> str:
-    """The per-rule table; with ``observed``, also the per-signal and rare-shape tables."""
+def format_summary(
+    stats: PipelineStats, observed: ReplayObservations | None = None, *, written: bool = True
+) -> str:
+    """The per-rule table; with ``observed``, also the per-signal and rare-shape tables.
+    ``written``: the kept spans went to an output file (else they were only counted)."""
     rows = [*summary_rows(stats), total_row(stats)]
     headers = ["rule", *TALLY_HEADERS]
     text = _table(headers, ([str(r[h]) for h in headers] for r in rows))
     text += (
-        f"\nspans written: {stats.spans_submitted} (kept by rules, and {stats.late_spans_kept}"
+        f"\nspans {'written' if written else 'kept (no --output: not written)'}: "
+        f"{stats.spans_submitted} (kept by rules, and {stats.late_spans_kept}"
         " late spans that followed a keep); a session kept on a second look counts as a"
         " second decision"
     )

@@ -9,10 +9,11 @@ bar shows its exact numbers through SVG ``<title>`` elements, which needs no Jav
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 
 from sampler.replay import (
@@ -26,6 +27,12 @@ from sampler.replay import (
     summary_rows,
     total_row,
 )
+from sampler.rules.conditions.rare import DIMENSIONS as RARITY_DIMENSIONS
+from sampler.rules.conditions.rare import IsRare
+from sampler.rules.spec import Condition, RuleSpec
+
+# Rarity thresholds per score dimension: (score, what uses it), e.g. (0.75, "slow-model").
+Thresholds = Mapping[str, Sequence[tuple[float, str]]]
 
 PALETTE = (
     "#4e79a7",
@@ -68,8 +75,39 @@ svg .axis { stroke: #555; stroke-width: 1; }
 svg .grid { stroke: #e6e6e6; stroke-width: 1; }
 svg .title { font-size: 13px; font-weight: 600; }
 svg .threshold { stroke: #c00; stroke-width: 1; stroke-dasharray: 4 3; }
+svg .threshold-label { fill: #c00; font-size: 10px; }
+svg .signal { stroke: #999; stroke-width: 1; stroke-dasharray: 1 3; }
 p.note { color: #666; }
 """
+
+
+def rule_thresholds(
+    rules: Sequence[RuleSpec], signal_threshold: float
+) -> dict[str, list[tuple[float, str]]]:
+    """The scores from which each rule's `rare` conditions match, per rarity dimension: its
+    `min_score`, or the signal threshold (``signals.rarity.threshold``) for `rare` without
+    one. Conditions inside `all`, `any` and `not` count too. A dimension no rule reads has
+    none."""
+    out: dict[str, list[tuple[float, str]]] = {}
+    for rule in rules:
+        for condition in _rare_conditions(rule.condition):
+            score = signal_threshold if condition.min_score is None else condition.min_score
+            for dimension in condition.dimensions:
+                if (score, rule.name) not in out.setdefault(dimension, []):
+                    out[dimension].append((score, rule.name))
+    return {d: sorted(out[d]) for d in RARITY_DIMENSIONS if d in out}
+
+
+def _rare_conditions(condition: Condition | None) -> Iterator[IsRare]:
+    """The `rare` conditions in a condition tree (combinators hold their parts in fields)."""
+    if isinstance(condition, IsRare):
+        yield condition
+    elif condition is not None and dataclasses.is_dataclass(condition):
+        for spec in dataclasses.fields(condition):
+            value = getattr(condition, spec.name)
+            for part in value if isinstance(value, tuple) else (value,):
+                if hasattr(part, "matches"):
+                    yield from _rare_conditions(part)
 
 
 def render_report(
@@ -77,10 +115,12 @@ def render_report(
     *,
     config_path: str,
     inputs: Sequence[str],
-    rarity_threshold: float | None = None,
+    thresholds: Thresholds | None = None,
+    signal_threshold: float | None = None,
 ) -> str:
-    """The whole page. ``rarity_threshold``: drawn on the score histograms when given (the
-    score from which a rarity signal fires)."""
+    """The whole page. ``thresholds`` (``rule_thresholds``) are drawn on the score histograms,
+    each labelled with the rules that use it; ``signal_threshold``, the score from which a
+    rarity signal fires, is drawn, fainter, on those no rule reads."""
     stats, observed = result.stats, result.observed
     total = total_row(stats)
     timeline = observed.timeline
@@ -120,7 +160,7 @@ def render_report(
         "<h2>Kept spans over time, per rule</h2>",
         _timeline_figure(timeline, sorted(stats.by_rule)),
         "<h2>Rarity scores, kept vs dropped</h2>",
-        _histograms(observed.scores, rarity_threshold),
+        _histograms(observed.scores, thresholds or {}, signal_threshold),
         "</body>",
         "</html>",
     ]
@@ -133,10 +173,15 @@ def write_report(
     *,
     config_path: str,
     inputs: Sequence[str],
-    rarity_threshold: float | None = None,
+    thresholds: Thresholds | None = None,
+    signal_threshold: float | None = None,
 ) -> None:
     page = render_report(
-        result, config_path=config_path, inputs=inputs, rarity_threshold=rarity_threshold
+        result,
+        config_path=config_path,
+        inputs=inputs,
+        thresholds=thresholds,
+        signal_threshold=signal_threshold,
     )
     with open(path, "w", encoding="utf-8") as out:
         out.write(page)
@@ -270,21 +315,38 @@ _H_WIDTH, _H_HEIGHT = 340, 250
 _H_LEFT, _H_RIGHT, _H_TOP, _H_BOTTOM = 52, 12, 44, 48
 
 
-def _histograms(scores: dict[str, ScoreHistogram], threshold: float | None) -> str:
+def _histograms(
+    scores: dict[str, ScoreHistogram], thresholds: Thresholds, signal_threshold: float | None
+) -> str:
     if not scores:
         return (
             '<p class="note">No rarity scores: no session was decided, or only continuations '
             "of sessions decided before.</p>"
         )
-    figures = [_histogram_svg(dimension, h, threshold) for dimension, h in scores.items()]
+    figures = []
+    for dimension, histogram in scores.items():
+        lines: dict[float, list[str]] = {}
+        for score, rule in thresholds.get(dimension, ()):
+            lines.setdefault(score, []).append(rule)
+        signal = signal_threshold if not lines else None
+        figures.append(_histogram_svg(dimension, histogram, lines, signal))
     note = (
         '<p class="note">Sessions per score bin (log scale), kept and dropped side by side. '
-        "Scores are 0 while the rarity model warms up, and for values below the tail.</p>"
+        "Scores are 0 while the rarity model warms up, and for values below the tail. "
+        "A red dashed line is a rule's threshold (its <code>min_score</code>, or "
+        "<code>signals.rarity.threshold</code> for <code>rare</code> without one), named "
+        "above it; where no rule reads a score, a grey dotted line shows where its signal "
+        "fires.</p>"
     )
     return note + '\n<div class="plots">\n' + "\n".join(figures) + "\n</div>"
 
 
-def _histogram_svg(dimension: str, histogram: ScoreHistogram, threshold: float | None) -> str:
+def _histogram_svg(
+    dimension: str,
+    histogram: ScoreHistogram,
+    rule_lines: Mapping[float, Sequence[str]],
+    signal_threshold: float | None,
+) -> str:
     bins = histogram.bins
     peak = max([*histogram.kept, *histogram.dropped, 1])
     top = 10 ** math.ceil(math.log10(peak))
@@ -346,11 +408,25 @@ def _histogram_svg(dimension: str, histogram: ScoreHistogram, threshold: float |
         f'<text x="{_f(_H_LEFT + plot_w / 2)}" y="{bottom + 34}" text-anchor="middle">'
         f"{_e(dimension)} rarity score</text>"
     )
-    if threshold is not None and 0.0 <= threshold <= 1.0:
-        x = _H_LEFT + threshold * plot_w
+    for score, rules in sorted(rule_lines.items()):
+        if not 0.0 <= score <= 1.0:
+            continue
+        x = _H_LEFT + score * plot_w
+        names = ", ".join(rules)
         out.append(
             f'<line class="threshold" x1="{_f(x)}" y1="{_H_TOP}" x2="{_f(x)}" y2="{bottom}">'
-            f"<title>signal threshold {threshold:g}</title></line>"
+            f"<title>{_e(names)}: score at least {score:g}</title></line>"
+        )
+        out.append(
+            f'<text class="threshold-label" x="{_f(x - 3)}" y="{_H_TOP + 10}" '
+            f'text-anchor="end">{_e(_clip(names, 24))} {score:g}</text>'
+        )
+    if signal_threshold is not None and 0.0 <= signal_threshold <= 1.0:
+        x = _H_LEFT + signal_threshold * plot_w
+        out.append(
+            f'<line class="signal" x1="{_f(x)}" y1="{_H_TOP}" x2="{_f(x)}" y2="{bottom}">'
+            f"<title>no rule reads this score; its signal fires from {signal_threshold:g}"
+            "</title></line>"
         )
     out.append("</svg>")
     return "<figure>\n" + "\n".join(out) + "\n</figure>"

@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import gc
 import logging
+import resource
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,8 +46,16 @@ from sampler.metrics import Sources, build_registry
 from sampler.pipeline import Pipeline, PipelineStats
 from sampler.receive.address import parse_listen
 from sampler.receive.auth import BearerAuth
+from sampler.receive.capture import TrafficCapture
+from sampler.receive.connections import (
+    ConnectionGuard,
+    ConnectionLimits,
+    ConnectionStats,
+    DescriptorShortage,
+    GuardedSite,
+)
 from sampler.receive.grpc_server import SERVICE_NAME as OTLP_TRACE_SERVICE
-from sampler.receive.grpc_server import GrpcReceiver
+from sampler.receive.grpc_server import GrpcConnections, GrpcReceiver
 from sampler.receive.http_server import HttpReceiver
 from sampler.receive.intake import ReceiveFlow, ReceiverStats
 from sampler.reload import ConfigSource, ConfigWatcher, Reloader
@@ -65,6 +74,13 @@ DECODING_THREADS = 2
 SHUTDOWN_FLUSH_TIMEOUT_S = 25.0  # below Kubernetes' default 30 s termination grace period
 RECEIVER_STOP_GRACE_S = 5.0
 OVERLOAD_QUIET_S = 10.0  # an overload episode is over after this long without refusal or relief
+# File descriptors kept for everything but client connections: the listening sockets, the
+# exporter's connections, the durable queue's files, the event loop's and grpc's own (an idle
+# sampler holds 16).
+DESCRIPTOR_RESERVE = 64
+MIN_CONNECTIONS = 8  # per listener, however low the descriptor limit
+METRICS_HEADER_TIMEOUT_S = 10.0
+METRICS_IDLE_TIMEOUT_S = 60.0
 WATCH_INTERVAL_S = 1.0  # --watch-config: how often the config file is looked at
 
 
@@ -125,6 +141,95 @@ def receiver_security(config: SamplerConfig) -> tuple[ServerTls | None, BearerAu
             "network in clear text (fine on loopback, not beyond it)"
         )
     return tls, auth
+
+
+def raise_descriptor_limit() -> int:
+    """Raises the soft limit on open files to the hard limit, as Go programs (the collector
+    among them) do at start: container runtimes often set a soft limit of 1,024 under a hard
+    one of 524,288. Returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and hard != resource.RLIM_INFINITY:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as error:
+            log.warning(
+                "cannot raise the file-descriptor limit from %d to %d: %s", soft, hard, error
+            )
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionBudget:
+    """Connections each listener may hold (0: the listener is off), within ``descriptors``."""
+
+    grpc: int
+    http: int
+    metrics: int
+    descriptors: int
+    lowered: bool  # below what the config asks for, to fit the descriptor limit
+
+    @property
+    def needed(self) -> int:
+        """The descriptor limit the configured caps would need."""
+        return self.grpc + self.http + self.metrics + DESCRIPTOR_RESERVE
+
+
+def connection_budget(config: SamplerConfig, descriptors: int) -> ConnectionBudget:
+    """The connection caps: as configured when the descriptor limit holds them all with
+    ``DESCRIPTOR_RESERVE`` to spare; otherwise the metrics listener keeps its cap (probes must
+    get in) and the OTLP listeners share the rest, each keeping ``MIN_CONNECTIONS``. So, from
+    a limit of about 200 on, accepted connections alone cannot exhaust the descriptors, and
+    the metrics listener always has room."""
+    r = config.receivers
+    metrics = config.metrics.max_connections if config.metrics.listen else 0
+    wanted = {
+        "grpc": r.grpc.max_connections if r.grpc.listen else 0,
+        "http": r.http.max_connections if r.http.listen else 0,
+    }
+    room = descriptors - DESCRIPTOR_RESERVE - metrics
+    caps = dict(wanted)
+    if sum(wanted.values()) > room:
+        listeners = sorted((n, name) for name, n in wanted.items() if n)
+        left = room
+        for count, (n, name) in zip(range(len(listeners), 0, -1), listeners, strict=True):
+            caps[name] = min(n, max(MIN_CONNECTIONS, left // count))
+            left -= caps[name]
+    return ConnectionBudget(
+        caps["grpc"], caps["http"], metrics, descriptors, lowered=caps != wanted
+    )
+
+
+def grpc_connections(config: SamplerConfig, max_connections: int) -> GrpcConnections:
+    g = config.receivers.grpc
+    return GrpcConnections(
+        max_connections=max_connections,
+        max_concurrent_streams=g.max_concurrent_streams,
+        handshake_timeout_s=g.handshake_timeout,
+        keepalive_time_s=g.keepalive.time,
+        keepalive_timeout_s=g.keepalive.timeout,
+        max_connection_idle_s=g.keepalive.max_connection_idle,
+        min_ping_interval_s=g.keepalive.min_time,
+        permit_pings_without_calls=g.keepalive.permit_without_stream,
+    )
+
+
+def _log_budget(config: SamplerConfig, budget: ConnectionBudget) -> None:
+    shown = f"OTLP/gRPC {budget.grpc}, OTLP/HTTP {budget.http}, metrics {budget.metrics}"
+    if not budget.lowered:
+        log.info("connections at most: %s (file-descriptor limit %d)", shown, budget.descriptors)
+        return
+    r = config.receivers
+    wanted = connection_budget(config, 1 << 62)
+    log.warning(
+        "the file-descriptor limit (%d) holds fewer connections than configured "
+        "(receivers.grpc.max_connections %d, receivers.http.max_connections %d): at most %s; "
+        "run with a limit of at least %d (docs/operations.md, File descriptors and connections)",
+        budget.descriptors,
+        r.grpc.max_connections,
+        r.http.max_connections,
+        shown,
+        wanted.needed,
+    )
 
 
 @dataclass(slots=True)
@@ -196,11 +301,14 @@ class SamplerApp:
     cluster: ClusterLink | None = None  # cluster: verdicts shared through the store
     _watcher: asyncio.Task[None] | None = None
     _config_watcher: ConfigWatcher | None = None
+    _capture: TrafficCapture | None = None  # capture.path: accepted requests recorded
     # Large bodies are decoded here, without the GIL, while the event loop answers others.
     _decoding: ThreadPoolExecutor | None = None
     _ready: bool = False
     _stopping: bool = False  # shutdown began: a SIGHUP is ignored (SIG_DFL would kill us)
     _overload: OverloadLog = field(default_factory=OverloadLog)
+    # accepts that failed for want of descriptors, on any of the HTTP listeners
+    _shortage: DescriptorShortage = field(default_factory=DescriptorShortage)
     _young: YoungCollections = field(default_factory=lambda: YoungCollections())
     # grpc.health.v1 on the OTLP/gRPC port: SERVING once started, NOT_SERVING from shutdown
     _health: health_aio.HealthServicer = field(default_factory=lambda: health_aio.HealthServicer())
@@ -235,21 +343,29 @@ class SamplerApp:
             "downstream %s (%s)", self.exporter.name, "default" if where == "default" else where
         )
         receivers: dict[str, ReceiverStats] = {}
+        connections: dict[str, ConnectionStats] = {}
+        budget = connection_budget(cfg, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        _log_budget(cfg, budget)
         limit = cfg.receivers.max_message_size
         self._decoding = ThreadPoolExecutor(
             max_workers=DECODING_THREADS, thread_name_prefix="decode"
         )
+        if cfg.capture.path:
+            self._capture = TrafficCapture(cfg.capture.path, cfg.capture.max_size)
+            self._capture.open()
         flow = ReceiveFlow(
             self.pipeline,
             max_spans=cfg.receivers.max_spans_per_request,
             max_message_bytes=limit,
             decoding=self._decoding,
+            capture=self._capture,
         )
         if cfg.receivers.grpc.listen:
             self._grpc = GrpcReceiver(
                 flow,
                 cfg.receivers.grpc.listen,
                 max_message_bytes=limit,
+                connections=grpc_connections(cfg, budget.grpc),
                 tls=tls,
                 auth=auth,
                 health=self._health,
@@ -262,20 +378,34 @@ class SamplerApp:
                 cfg.receivers.http.listen,
                 max_message_bytes=limit,
                 read_timeout=cfg.receivers.http.read_timeout,
+                idle_timeout=cfg.receivers.http.idle_timeout,
+                connections=ConnectionLimits(budget.http, cfg.receivers.http.read_header_timeout),
+                shortage=self._shortage,
                 tls=tls,
                 auth=auth,
             )
             self.ports.http = await self._http.start()
             receivers["http"] = self._http.stats
+            connections["http"] = self._http.connections
         if cfg.metrics.listen:
+            guard = ConnectionGuard(
+                "metrics",
+                ConnectionLimits(budget.metrics, METRICS_HEADER_TIMEOUT_S),
+                self._shortage,
+            )
+            connections["metrics"] = guard.stats
             self.ports.metrics = await self._start_metrics(
                 Sources(
                     self.pipeline,
                     self.exporter,
                     receivers,
+                    self._capture,
+                    connections=connections,
+                    shortage=self._shortage,
                     config=self.reloader.state,
                     cluster=self.cluster,
-                )
+                ),
+                guard,
             )
         self._ticker = asyncio.create_task(self._tick_forever(), name="decision-ticker")
         if self.cluster is not None:
@@ -312,6 +442,8 @@ class SamplerApp:
                     await task
         if self._decoding is not None:
             self._decoding.shutdown(wait=False)
+        if self._capture is not None:  # intake has stopped: what it took is written
+            await asyncio.to_thread(self._capture.close)
         pipeline, exporter = self.pipeline, self.exporter
         before = pipeline.buffer
         second_looks, sent = pipeline.stats.second_look_sessions, exporter.stats.spans_sent
@@ -385,7 +517,7 @@ class SamplerApp:
             while more and time.perf_counter() < turn_ends:
                 more = decide_due(DECIDE_BATCH, new_tick=False) == DECIDE_BATCH
 
-    async def _start_metrics(self, sources: Sources) -> int:
+    async def _start_metrics(self, sources: Sources, guard: ConnectionGuard) -> int:
         registry = build_registry(sources)
 
         async def metrics(_: web.Request) -> web.Response:
@@ -400,14 +532,17 @@ class SamplerApp:
                 return web.Response(text="ready\n")
             return web.Response(status=503, text="not ready\n")
 
-        app = web.Application()
+        app = web.Application(middlewares=[guard.middleware])
         app.router.add_get("/metrics", metrics)
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/readyz", readyz)
-        self._metrics_runner = web.AppRunner(app, access_log=None)
+        self._metrics_runner = web.AppRunner(
+            app, access_log=None, keepalive_timeout=METRICS_IDLE_TIMEOUT_S
+        )
         await self._metrics_runner.setup()
         address = parse_listen(self.config.metrics.listen)
-        site = web.TCPSite(self._metrics_runner, address.host, address.port)
+        # its own connection budget: answers while the OTLP listeners are full
+        site = GuardedSite(self._metrics_runner, address.host, address.port, guard)
         await site.start()
         return site.port  # the bound port, also when 0 was asked for
 
@@ -484,6 +619,7 @@ async def serve(config: SamplerConfig, source: ConfigSource | None = None) -> No
     """Run until SIGTERM or SIGINT, then shut down cleanly; reload the config (read again from
     ``source``) on SIGHUP."""
     tune_allocator()  # before any thread allocates
+    raise_descriptor_limit()
     app = SamplerApp(config, source=source or ConfigSource())
     tune_garbage_collector()
     stop = asyncio.Event()

@@ -336,7 +336,7 @@ def scaling(bench: Bench) -> tuple[dict[str, Any], float | None]:
                 stop_after_spans=target - parked,
             )
             filled = bench.measure(prefill, samplers)
-            parked += round(filled.delta(ACCEPTED))
+            parked += round(_accepted_since(samplers, filled.before))
             fill = {
                 "fill_spans_per_second": round(filled.spans_per_second),
                 "fill_seconds": round(filled.seconds, 2),
@@ -369,6 +369,21 @@ def scaling(bench: Bench) -> tuple[dict[str, Any], float | None]:
     grown = last_spans - first_spans
     per_span = (last_rss - first_rss) / grown if grown > 0 else None
     return points, per_span
+
+
+def _accepted_since(samplers: Sequence[SamplerProcess], before: Sequence[Snapshot]) -> float:
+    """Spans accepted since `before`, once the count holds still: the generator stops when it
+    has sent, and the samplers may still be taking its last requests in (on a busy machine,
+    most of a small fill)."""
+    start = sum(s.metric(ACCEPTED) for s in before)
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    last = -1.0
+    while True:
+        now = sum(s.snapshot().metric(ACCEPTED) for s in samplers) - start
+        if now == last or time.monotonic() > deadline:
+            return now
+        last = now
+        time.sleep(0.2)
 
 
 def _settled(samplers: Sequence[SamplerProcess], parked: int) -> tuple[list[Snapshot], bool]:

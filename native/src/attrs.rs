@@ -14,6 +14,11 @@ use crate::otlp::{
 };
 use crate::wire::{Value, WireResult};
 
+/// Values an array attribute keeps (the rest are removed, on the forwarded span too). An
+/// array of 8 million empty values is 16 MiB on the wire but hundreds of MiB decoded; no
+/// instrumentation records more than a few thousand (an embedding vector: 3,072 floats).
+pub const MAX_ARRAY_VALUES: usize = 10_000;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttrValue<'a> {
     None,
@@ -65,9 +70,13 @@ impl<'a> AttrValue<'a> {
             }
         }
         if let AttrValue::Array(items) = &mut value {
-            for (part, at) in array {
+            // one value past the limit is decoded, so that the caller sees the array is over it
+            'parts: for (part, at) in array {
                 for field in otlp::fields(part, at) {
                     if let (otlp::LIST_VALUES, Value::Len(item, item_at), _) = field? {
+                        if items.len() > MAX_ARRAY_VALUES {
+                            break 'parts;
+                        }
                         items.push(AttrValue::decode(item, item_at)?);
                     }
                 }

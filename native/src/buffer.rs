@@ -928,6 +928,32 @@ impl Buffer {
         due
     }
 
+    /// A time by which `pop_due_at_most` or `hold_pop_expired` returns something, or at least
+    /// moves on: the middle of the first tick that holds timers (safely past its boundary,
+    /// whatever the float error at large times) or the end of the oldest hold, whichever comes
+    /// first; None when nothing is buffered or held. The tick may be stale (its sessions decided
+    /// or re-filed since): popping then returns nothing but removes the stale entry, so going
+    /// from one next deadline to the next always ends. `replay` moves its clock this way, as
+    /// the live ticker would, without walking the empty ticks between.
+    pub fn next_deadline(&self) -> Option<f64> {
+        let timer = if !self.due_now.is_empty() {
+            Some(f64::NEG_INFINITY) // due already: a sliced pop left them
+        } else if self.session_count > 0 {
+            let tick_s = self.wheel.tick_s;
+            self.wheel
+                .ticks
+                .peek()
+                .map(|Reverse(tick)| (*tick as f64 + 0.5) * tick_s)
+        } else {
+            None
+        };
+        let hold = self.hold.held.front().map(|(_, held)| held.expires);
+        match (timer, hold) {
+            (Some(timer), Some(hold)) => Some(timer.min(hold)),
+            (timer, hold) => timer.or(hold),
+        }
+    }
+
     /// Removes and returns the oldest sessions until at least `spans` spans and `memory` bytes
     /// are freed: stress relief decides them early.
     pub fn pop_oldest(&mut self, spans: i64, memory: i64) -> Vec<SessionId> {
@@ -1425,5 +1451,53 @@ mod tests {
             assert!(!buffer.hold_enabled());
             assert!(!buffer.hold(ids[0], drop_verdict(), false, 0.0, 1));
         }
+    }
+
+    #[test]
+    fn stepping_from_next_deadline_to_next_deadline_decides_everything_at_its_time() {
+        let settings = SessionSettings {
+            tick: 0.1,
+            dropped_hold: 60.0,
+            ..SessionSettings::default()
+        };
+        let mut buffer = Buffer::new(settings);
+        assert_eq!(buffer.next_deadline(), None);
+        let b = block(b"r");
+        let t0 = 1.7e9; // Unix time, as replay's clock: ticks are large numbers there
+        buffer.add(&arrival(trace(1), None, true, b"x", &b), t0); // lone trace: 2 s grace
+        buffer.add(&arrival(trace(2), Some("c"), true, b"x", &b), t0 + 1.0); // 30 s wait
+        let mut now = t0 + 1.0;
+        let mut decided = Vec::new();
+        let mut steps = 0;
+        while let Some(next) = buffer.next_deadline() {
+            steps += 1;
+            assert!(steps < 10, "stepping does not end");
+            now = now.max(next);
+            for id in buffer.pop_due(now) {
+                decided.push(now);
+                buffer.set_verdict(id, drop_verdict());
+                if buffer.get(id).is_some_and(|s| s.keyed) {
+                    assert!(buffer.hold(id, drop_verdict(), false, now, 1));
+                }
+            }
+            for held in buffer.hold_pop_expired(now) {
+                decided.push(now);
+                buffer.free(held.id);
+            }
+        }
+        // each at its deadline, within a tick: not all at the last one
+        assert_eq!(decided.len(), 3);
+        assert!(
+            (decided[0] - (t0 + 2.0)).abs() <= 0.1,
+            "{}",
+            decided[0] - t0
+        );
+        assert!(
+            (decided[1] - (t0 + 31.0)).abs() <= 0.1,
+            "{}",
+            decided[1] - t0
+        );
+        assert!((decided[2] - (decided[1] + 60.0)).abs() <= 1e-6);
+        assert_eq!(buffer.held_sessions(), 0);
     }
 }

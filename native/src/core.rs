@@ -114,6 +114,8 @@ pub struct HeldView {
 /// Distinct agent and tool names shared as one `Arc<str>` each; beyond this many the table
 /// starts over, so a flood of unique names costs nothing lasting.
 const MAX_SHARED_NAMES: usize = 4096;
+/// Bytes of a span that count as one more unit of ingest work: a large span takes longer.
+const BYTES_PER_UNIT: usize = 1024;
 
 pub struct Core {
     pub extractor: Extractor,
@@ -233,7 +235,11 @@ impl Core {
         block
     }
 
-    /// Ingests up to `max_spans` spans of a validated request from `cursor` on.
+    /// Ingests a validated request from `cursor` on, for at most `max_spans` units of work: a
+    /// span (and one more for each BYTES_PER_UNIT of it), or a field beside the spans (each
+    /// resource and scope block, an unknown field),
+    /// since a request of millions of empty blocks holds no span and must be taken in steps
+    /// too. A step always makes progress: work is counted once done.
     pub fn ingest(
         &mut self,
         body: &[u8],
@@ -245,6 +251,9 @@ impl Core {
         let mut late: Vec<Late> = Vec::new();
         let mut budget = max_spans.max(1);
         'request: while cursor.rs_field < body.len() {
+            if budget == 0 {
+                break;
+            }
             let (number, value, range) = field_at(body, cursor.rs_field)?;
             let Value::Len(rs, rs_at) = value else {
                 cursor.rs_field = range.end;
@@ -252,6 +261,7 @@ impl Core {
             };
             if number != REQUEST_RESOURCE_SPANS {
                 cursor.rs_field = range.end;
+                budget -= 1;
                 continue;
             }
             let (resource_parts, resource_url) =
@@ -262,9 +272,13 @@ impl Core {
                 .flat_map(|(b, _)| b.iter().copied())
                 .collect();
             while cursor.ss_field < rs.len() {
+                if budget == 0 {
+                    break 'request;
+                }
                 let (number, value, ss_range) = field_at_base(rs, rs_at, cursor.ss_field)?;
                 let (RS_SCOPE_SPANS, Value::Len(ss, ss_at)) = (number, value) else {
                     cursor.ss_field = ss_range.end;
+                    budget -= 1;
                     continue;
                 };
                 let (scope_parts, scope_url) = block_parts(ss, ss_at, SS_SCOPE, SS_SCHEMA_URL)?;
@@ -284,10 +298,11 @@ impl Core {
                     }
                     let (number, value, span_range) = field_at_base(ss, ss_at, cursor.span_field)?;
                     cursor.span_field = span_range.end;
+                    budget -= 1;
                     let (SS_SPANS, Value::Len(span, span_at)) = (number, value) else {
                         continue;
                     };
-                    budget -= 1;
+                    budget = budget.saturating_sub(span.len() / BYTES_PER_UNIT);
                     self.ingest_span(
                         span,
                         span_at,
@@ -301,9 +316,11 @@ impl Core {
                 }
                 cursor.ss_field = ss_range.end;
                 cursor.span_field = 0;
+                budget = budget.saturating_sub(1);
             }
             cursor.rs_field = range.end;
             cursor.ss_field = 0;
+            budget = budget.saturating_sub(1);
         }
         cursor.done = cursor.rs_field >= body.len();
         self.emit_late(late, &mut out);

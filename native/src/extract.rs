@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use blake2::digest::{Update, VariableOutput};
 use hashbrown::HashMap;
 
-use crate::attrs::{key_value, AttrValue, ValueParts};
+use crate::attrs::{key_value, AttrValue, ValueParts, MAX_ARRAY_VALUES};
 use crate::features::{Kind, Parent};
 use crate::otlp::{
     self, ANY_ARRAY, ANY_BYTES, ANY_STRING, EVENT_NAME, KV_VALUE, LINK_SPAN_ID, LIST_VALUES,
@@ -33,6 +33,14 @@ pub const ERROR_LLM_TRUNCATED: u8 = 32;
 pub const ERROR_HTTP_5XX: u8 = 64;
 
 const EXCEPTION_EVENT: &[u8] = b"exception";
+/// Links a span keeps (the rest are removed and counted in its dropped_links_count): each is
+/// remembered for the link-cycle signal until the session is decided.
+pub const MAX_LINKS_PER_SPAN: usize = 1024;
+/// An attribute shorter than this holds no value over the limits: no string or bytes value
+/// over `max_value`, no array of more than MAX_ARRAY_VALUES values (each at least 2 bytes).
+fn cut_threshold(max_value: usize) -> usize {
+    max_value.min(2 * MAX_ARRAY_VALUES)
+}
 const OI_INPUT_VALUE: &[u8] = b"input.value"; // a TOOL span's arguments (tool.parameters is a schema)
 
 /// The keys the conventions read; their index in the key table is their position here.
@@ -174,6 +182,14 @@ pub struct Extractor {
     tests: Vec<SpanTest>,
     max_attributes: usize,
     max_value: usize,
+}
+
+/// What the limits remove from a span, and the counts it had of them.
+struct Cuts {
+    attributes: usize,
+    dropped_attributes: u32,
+    links: usize,
+    dropped_links: u32,
 }
 
 /// The facts of one span.
@@ -320,6 +336,8 @@ impl Extractor {
         let mut attribute_count = 0usize;
         let mut needs_cut = false;
         let mut dropped_attributes: u32 = 0;
+        let mut link_count = 0usize;
+        let mut dropped_links: u32 = 0;
         let mut status_code: u64 = 0;
         let mut exception = false;
         let mut input_value: Option<ValueParts<'a>> = None;
@@ -348,8 +366,8 @@ impl Extractor {
                     let (key, parts) = key_value(kv, at)?;
                     let wanted = self.keys.get(key);
                     let is_input = key == OI_INPUT_VALUE;
-                    // only an attribute larger than the limit can hold a value over it
-                    let may_cut = kv.len() > self.max_value;
+                    // only an attribute this large can hold a value over the limits
+                    let may_cut = kv.len() > cut_threshold(self.max_value);
                     if wanted.is_none() && !may_cut {
                         if is_input && input_value.is_none() {
                             input_value = Some(parts);
@@ -368,6 +386,7 @@ impl Extractor {
                         attrs[index] = Some(decoded);
                     }
                 }
+                (otlp::SPAN_DROPPED_LINKS, VARINT) => dropped_links = reader.read_varint()? as u32,
                 (otlp::SPAN_EVENTS, LEN) => {
                     let (event, at) = reader.read_len(number)?;
                     if !exception {
@@ -376,6 +395,10 @@ impl Extractor {
                 }
                 (otlp::SPAN_LINKS, LEN) => {
                     let (link, at) = reader.read_len(number)?;
+                    link_count += 1;
+                    if link_count > MAX_LINKS_PER_SPAN {
+                        continue; // removed by the limit
+                    }
                     facts.links.push(Parent::of(
                         last_len_field(link, at, LINK_SPAN_ID)?.unwrap_or_default(),
                     ));
@@ -392,6 +415,7 @@ impl Extractor {
             }
         }
         let over = attribute_count.saturating_sub(self.max_attributes);
+        let over_links = link_count.saturating_sub(MAX_LINKS_PER_SPAN);
 
         let attrs: &Picked<'a> = attrs;
         for (i, test) in self.tests.iter().enumerate() {
@@ -415,10 +439,15 @@ impl Extractor {
         }
         facts.error_kinds = errors;
         facts.session_key = self.session_key(attrs, resource);
-        facts.limited = over > 0 || needs_cut;
+        facts.limited = over > 0 || over_links > 0 || needs_cut;
         if facts.limited || facts.annotated {
-            facts.rewritten =
-                Some(self.rewrite(span, base, over, dropped_attributes, facts.annotated)?);
+            let cuts = Cuts {
+                attributes: over,
+                dropped_attributes,
+                links: over_links,
+                dropped_links,
+            };
+            facts.rewritten = Some(self.rewrite(span, base, &cuts, facts.annotated)?);
         }
         Ok(facts)
     }
@@ -523,19 +552,21 @@ impl Extractor {
     /// The span's bytes with the limits applied and our annotations stripped: attributes past
     /// `max_attributes` removed (and counted in `dropped_attributes_count`, written last: the
     /// last occurrence of a singular field wins), values over `max_value` cut.
-    fn rewrite(
-        &self,
-        span: &[u8],
-        base: usize,
-        over: usize,
-        dropped: u32,
-        strip: bool,
-    ) -> WireResult<Vec<u8>> {
+    fn rewrite(&self, span: &[u8], base: usize, cuts: &Cuts, strip: bool) -> WireResult<Vec<u8>> {
         let mut out = Vec::with_capacity(span.len());
         let mut attribute_count = 0usize;
+        let mut link_count = 0usize;
+        let over = cuts.attributes;
         for field in otlp::fields(span, base) {
             let (number, value, range) = field?;
             match (number, value) {
+                (otlp::SPAN_LINKS, Value::Len(..)) => {
+                    link_count += 1;
+                    if link_count > MAX_LINKS_PER_SPAN {
+                        continue;
+                    }
+                }
+                (otlp::SPAN_DROPPED_LINKS, Value::Varint(_)) if cuts.links > 0 => continue,
                 (otlp::SPAN_ATTRIBUTES, Value::Len(kv, at)) => {
                     attribute_count += 1;
                     if attribute_count > self.max_attributes {
@@ -547,7 +578,7 @@ impl Extractor {
                             continue;
                         }
                     }
-                    if kv.len() > self.max_value {
+                    if kv.len() > cut_threshold(self.max_value) {
                         let cut = self.cut_key_value(kv, at)?;
                         put_len(&mut out, otlp::SPAN_ATTRIBUTES, &cut);
                         continue;
@@ -558,12 +589,18 @@ impl Extractor {
             }
             out.extend_from_slice(&span[range]);
         }
-        if over > 0 {
-            put_tag(&mut out, otlp::SPAN_DROPPED_ATTRIBUTES, VARINT);
-            let total = u64::from(dropped)
-                .saturating_add(over as u64)
-                .min(u64::from(u32::MAX));
-            put_varint(&mut out, total);
+        // counts are written last: the last occurrence of a singular field wins
+        for (number, over, dropped) in [
+            (otlp::SPAN_DROPPED_ATTRIBUTES, over, cuts.dropped_attributes),
+            (otlp::SPAN_DROPPED_LINKS, cuts.links, cuts.dropped_links),
+        ] {
+            if over > 0 {
+                put_tag(&mut out, number, VARINT);
+                let total = u64::from(dropped)
+                    .saturating_add(over as u64)
+                    .min(u64::from(u32::MAX));
+                put_varint(&mut out, total);
+            }
         }
         Ok(out)
     }
@@ -597,12 +634,19 @@ impl Extractor {
                 (ANY_BYTES, Value::Len(b, _)) if b.len() > self.max_value => {
                     put_len(&mut out, ANY_BYTES, &b[..self.max_value])
                 }
-                (ANY_ARRAY, Value::Len(array, array_at)) if array.len() > self.max_value => {
+                (ANY_ARRAY, Value::Len(array, array_at))
+                    if array.len() > cut_threshold(self.max_value) =>
+                {
                     let mut items = Vec::with_capacity(array.len().min(2 * self.max_value));
+                    let mut values = 0usize;
                     for item in otlp::fields(array, array_at) {
                         let (item_number, item_value, item_range) = item?;
                         match (item_number, item_value) {
                             (LIST_VALUES, Value::Len(v, v_at)) => {
+                                values += 1;
+                                if values > MAX_ARRAY_VALUES {
+                                    continue;
+                                }
                                 put_len(&mut items, LIST_VALUES, &self.cut_any_value(v, v_at)?)
                             }
                             _ => items.extend_from_slice(&array[item_range]),
@@ -637,7 +681,9 @@ fn over_limit(value: &AttrValue<'_>, max: usize) -> bool {
     match value {
         AttrValue::Str(s) => s.len() > max,
         AttrValue::Bytes(b) => b.len() > max,
-        AttrValue::Array(items) => items.iter().any(|item| over_limit(item, max)),
+        AttrValue::Array(items) => {
+            items.len() > MAX_ARRAY_VALUES || items.iter().any(|item| over_limit(item, max))
+        }
         _ => false,
     }
 }
@@ -646,9 +692,13 @@ fn cut(value: AttrValue<'_>, max: usize) -> AttrValue<'_> {
     match value {
         AttrValue::Str(s) => AttrValue::Str(utf8_prefix(s, max)),
         AttrValue::Bytes(b) => AttrValue::Bytes(&b[..b.len().min(max)]),
-        AttrValue::Array(items) => {
-            AttrValue::Array(items.into_iter().map(|item| cut(item, max)).collect())
-        }
+        AttrValue::Array(items) => AttrValue::Array(
+            items
+                .into_iter()
+                .take(MAX_ARRAY_VALUES)
+                .map(|item| cut(item, max))
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -894,6 +944,78 @@ mod tests {
         assert!(f.annotated && !f.limited);
         let rewritten = f.rewritten.unwrap();
         assert_eq!(rewritten, span(&[attr("x", string("y"))]));
+    }
+
+    /// (links, dropped_links_count) of a rewritten span.
+    fn links_of(bytes: &[u8]) -> (usize, Option<u64>) {
+        let mut links = 0;
+        let mut dropped = None;
+        for field in otlp::fields(bytes, 0) {
+            match field.unwrap() {
+                (otlp::SPAN_LINKS, Value::Len(..), _) => links += 1,
+                (otlp::SPAN_DROPPED_LINKS, Value::Varint(v), _) => dropped = Some(v),
+                _ => {}
+            }
+        }
+        (links, dropped)
+    }
+
+    #[test]
+    fn links_past_the_limit_are_removed_and_counted() {
+        let e = extractor(100, 1000);
+        let link = ld(otlp::SPAN_LINKS, &ld(LINK_SPAN_ID, &[9; 8]));
+        let mut dropped_before = Vec::new();
+        put_tag(&mut dropped_before, otlp::SPAN_DROPPED_LINKS, VARINT);
+        put_varint(&mut dropped_before, 5);
+        let mut parts = vec![dropped_before];
+        parts.extend(std::iter::repeat_n(link.clone(), MAX_LINKS_PER_SPAN + 10));
+        let bytes = span(&parts);
+        let f = facts(&e, &bytes);
+        assert!(f.limited);
+        assert_eq!(f.links.len(), MAX_LINKS_PER_SPAN);
+        assert_eq!(
+            links_of(f.rewritten.as_deref().unwrap()),
+            (MAX_LINKS_PER_SPAN, Some(15))
+        );
+        // at the limit, nothing changes
+        let at_limit = span(&vec![link; MAX_LINKS_PER_SPAN]);
+        let f = facts(&e, &at_limit);
+        assert!(!f.limited && f.rewritten.is_none());
+    }
+
+    /// Values of the array attribute `key` in a rewritten span.
+    fn array_len(bytes: &[u8], key: &[u8]) -> usize {
+        for field in otlp::fields(bytes, 0) {
+            if let (otlp::SPAN_ATTRIBUTES, Value::Len(kv, at), _) = field.unwrap() {
+                let (k, value) = key_value(kv, at).unwrap();
+                if k == key {
+                    return match value.decode().unwrap() {
+                        AttrValue::Array(items) => items.len(),
+                        _ => 0,
+                    };
+                }
+            }
+        }
+        0
+    }
+
+    #[test]
+    fn arrays_keep_at_most_their_limit_of_values_read_or_not() {
+        let e = extractor(100, 1 << 20);
+        let values = |n: usize| ld(ANY_ARRAY, &ld(LIST_VALUES, &string("a")).repeat(n));
+        let bytes = span(&[
+            attr("gen_ai.agent.name", values(MAX_ARRAY_VALUES + 1)), // a test reads it
+            attr("unread", values(3 * MAX_ARRAY_VALUES)),
+            attr("small", values(MAX_ARRAY_VALUES)),
+        ]);
+        let f = facts(&e, &bytes);
+        assert!(f.limited);
+        let rewritten = f.rewritten.as_deref().unwrap();
+        assert_eq!(array_len(rewritten, b"gen_ai.agent.name"), MAX_ARRAY_VALUES);
+        assert_eq!(array_len(rewritten, b"unread"), MAX_ARRAY_VALUES);
+        assert_eq!(array_len(rewritten, b"small"), MAX_ARRAY_VALUES);
+        let within = span(&[attr("small", values(MAX_ARRAY_VALUES))]);
+        assert!(!facts(&e, &within).limited);
     }
 
     #[test]

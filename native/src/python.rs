@@ -781,6 +781,12 @@ impl PyCore {
         held.into_iter().map(|h| held_to_python(py, h)).collect()
     }
 
+    /// When popping due sessions or ended holds next has something to do (see
+    /// `Buffer::next_deadline`); None when nothing is buffered or held.
+    fn next_deadline(&self) -> PyResult<Option<f64>> {
+        self.with(|core| core.buffer.next_deadline())
+    }
+
     /// The hold holds more spans than `dropped_hold_max_spans`.
     #[getter]
     fn hold_over_cap(&self) -> PyResult<bool> {

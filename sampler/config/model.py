@@ -40,9 +40,66 @@ DEFAULT_SESSION_KEYS = (
 )
 
 
+# Connections one OTLP listener holds at most, before the file-descriptor limit is applied
+# (docs/operations.md, File descriptors): far more than the collectors a sampler serves need.
+DEFAULT_MAX_CONNECTIONS = 1024
+
+_MAX_CONNECTIONS_HELP = (
+    "Connections held at once at most; a connection beyond them is closed as soon as it is "
+    "accepted{room}. Lowered at start to fit the file-descriptor limit (docs/operations.md)."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcKeepaliveConfig:
+    time: float = opt(
+        60.0,
+        "Ping a client whose connection has been quiet this long, to find peers that are gone "
+        "without closing their connection.",
+        "duration",
+    )
+    timeout: float = opt(
+        20.0, "Close the connection when a ping is not answered within this long.", "duration"
+    )
+    max_connection_idle: float = opt(
+        300.0,
+        "Close (GOAWAY) a connection without a call for this long; clients reconnect when they "
+        "next send. 0s: never.",
+        "duration",
+        zero_allowed=True,
+    )
+    min_time: float = opt(
+        5.0,
+        "Enforcement: a client may ping at most this often (the collector's otlp exporter pings "
+        "every 10s while a call is in flight); one pinging faster is sent GOAWAY "
+        "(too_many_pings).",
+        "duration",
+    )
+    permit_without_stream: bool = opt(
+        True, "Enforcement: let clients ping while they have no call in flight."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class GrpcReceiverConfig:
     listen: str = opt("0.0.0.0:4317", "OTLP/gRPC listen address; empty disables it.", "listen")
+    max_connections: int = opt(
+        DEFAULT_MAX_CONNECTIONS, _MAX_CONNECTIONS_HELP.format(room=" (by grpc, not counted)")
+    )
+    max_concurrent_streams: int = opt(
+        100,
+        "Calls in flight on one connection at most (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); a "
+        "client's further calls wait for one to end.",
+    )
+    handshake_timeout: float = opt(
+        10.0,
+        "A new connection that has not completed its handshake (TLS, then the HTTP/2 preface) "
+        "within this long is closed.",
+        "duration",
+    )
+    keepalive: GrpcKeepaliveConfig = opt(
+        GrpcKeepaliveConfig(), "Keepalive pings and idle connections (gRPC's own settings)."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +110,24 @@ class HttpReceiverConfig:
         "Longest a request body may take to arrive; a slower one is answered 408 and its "
         "connection closed, so a stalled sender holds no connection for ever. 0s: no limit.",
         "duration",
+    )
+    read_header_timeout: float = opt(
+        10.0,
+        "A request's head (request line and headers; on a new connection, its TLS handshake "
+        "too) must arrive within this long of the connection opening or of the request's "
+        "first byte; otherwise the connection is closed.",
+        "duration",
+    )
+    idle_timeout: float = opt(
+        60.0,
+        "Close a keep-alive connection that stays idle this long between requests.",
+        "duration",
+    )
+    max_connections: int = opt(
+        DEFAULT_MAX_CONNECTIONS,
+        _MAX_CONNECTIONS_HELP.format(
+            room=", unless one that has no request in progress is closed to make room for it"
+        ),
     )
 
 
@@ -108,10 +183,10 @@ class ReceiversConfig:
     )
     max_spans_per_request: int = opt(
         DEFAULT_MAX_SPANS_PER_REQUEST,
-        "Spans one request may hold; a request with more is refused before it is parsed "
-        "(RESOURCE_EXHAUSTED / HTTP 413, not retried: parsed, each span costs about 170 bytes "
-        "however small it is on the wire). OTLP/protobuf only; JSON is bounded by "
-        "max_message_size.",
+        "Spans one request may hold, OTLP/protobuf or JSON; a request with more is refused "
+        "as it is validated, before anything of it is kept (RESOURCE_EXHAUSTED / HTTP 413, not "
+        "retried). So is a request in which one message holds more than a million fields "
+        "(a span's events, links or attributes, an array's values): a fixed limit.",
     )
     max_attributes_per_span: int = opt(
         1024,
@@ -121,7 +196,9 @@ class ReceiversConfig:
     max_attribute_value_size: int = opt(
         256 << 10,
         "Longest string or bytes attribute value kept on a span, top level or in an array; "
-        "longer ones are cut to this size (strings at a character boundary), never refused.",
+        "longer ones are cut to this size (strings at a character boundary), never refused. "
+        "Fixed limits beside it: an array keeps its first 10,000 values, a span its first "
+        "1,024 links (the rest counted in its dropped_links_count).",
         "size",
     )
     tls: ServerTlsConfig = opt(ServerTlsConfig(), "TLS for both receivers (docs/security.md).")
@@ -456,6 +533,13 @@ class MetricsConfig:
         "Prometheus /metrics, /healthz and /readyz listen address; empty disables it.",
         "listen",
     )
+    max_connections: int = opt(
+        32,
+        "Connections to the metrics listener at most: a budget of its own, kept apart from the "
+        "OTLP listeners', so probes and scrapes are answered while those are full. Beyond it, "
+        "the connection waiting longest without a request in progress is closed to make room, "
+        "else the new one.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,6 +604,23 @@ MODES = ("live", "shadow")
 
 
 @dataclass(frozen=True, slots=True)
+class CaptureConfig:
+    path: str = opt(
+        "",
+        "File to which every export request the receivers accept is appended as one OTLP/JSON "
+        "line, for `agent-sampler replay` (`run --capture PATH`); requests are left out, and "
+        "counted, rather than intake slowed. Empty: no capture.",
+        "path",
+    )
+    max_size: int = opt(
+        1 << 30,
+        "Size of the capture file at which capturing stops (one log line): the capture stays "
+        "one unbroken stretch of traffic.",
+        "size",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class SamplerConfig:
     receivers: ReceiversConfig = opt(ReceiversConfig(), "Where spans come in.", restart=True)
     sessions: SessionsConfig = opt(SessionsConfig(), "How spans are grouped and when decided.")
@@ -546,6 +647,9 @@ class SamplerConfig:
         MetricsConfig(), "Self-metrics and health endpoints.", restart=True
     )
     logging: LoggingConfig = opt(LoggingConfig(), "Logs.")
+    capture: CaptureConfig = opt(
+        CaptureConfig(), "Recording of received traffic for replay.", restart=True
+    )
     cluster: ClusterConfig = opt(
         ClusterConfig(),
         "Samplers behind a load balancer that routes by trace id share their keeps of "

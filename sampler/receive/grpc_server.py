@@ -11,7 +11,8 @@ metrics port.
 Status codes a sender sees:
 - OK with an optional `partial_success` when the pipeline took the request (or part of it);
 - UNAUTHENTICATED when a bearer token is configured and the `authorization` metadata does not
-  carry it (checked before the body is parsed);
+  carry it: checked by an interceptor from the call's metadata, before the message is read
+  (grpc reads no more of it than its flow-control window, tens of KiB);
 - INVALID_ARGUMENT when the body is not an `ExportTraceServiceRequest`;
 - RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo` in `grpc-status-details-bin` when the pipeline
   refused the request (retryable: the OTLP exporters honour the delay);
@@ -28,12 +29,19 @@ a message cut short by the end of the stream.
 
 With `tls`, the port speaks TLS only; with mutual TLS, a client without a certificate from the
 configured CAs fails the handshake and never reaches the handler.
+
+Connections are grpc core's (`GrpcConnections`): at most `max_connections` at once (beyond, a
+new one is closed as soon as it is accepted, uncounted here), a handshake due within
+`handshake_timeout_s`, keepalive pings to find dead peers, idle connections closed, and a
+ping policy for clients.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
@@ -69,6 +77,76 @@ class _Abort:
     trailing_metadata: tuple[tuple[str, bytes], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class GrpcConnections:
+    """What grpc core is told about connections (its channel arguments)."""
+
+    max_connections: int = 1024
+    max_concurrent_streams: int = 100
+    handshake_timeout_s: float = 10.0
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+    max_connection_idle_s: float = 300.0  # 0: never
+    min_ping_interval_s: float = 5.0  # clients pinging more often are sent GOAWAY
+    permit_pings_without_calls: bool = True
+
+    def options(self) -> list[tuple[str, int]]:
+        def ms(seconds: float) -> int:
+            return max(1, round(seconds * 1000))
+
+        options = [
+            ("grpc.max_allowed_incoming_connections", self.max_connections),
+            ("grpc.max_concurrent_streams", self.max_concurrent_streams),
+            ("grpc.server_handshake_timeout_ms", ms(self.handshake_timeout_s)),
+            ("grpc.keepalive_time_ms", ms(self.keepalive_time_s)),
+            ("grpc.keepalive_timeout_ms", ms(self.keepalive_timeout_s)),
+            ("grpc.http2.min_ping_interval_without_data_ms", ms(self.min_ping_interval_s)),
+            ("grpc.keepalive_permit_without_calls", int(self.permit_pings_without_calls)),
+        ]
+        if self.max_connection_idle_s > 0:
+            options.append(("grpc.max_connection_idle_ms", ms(self.max_connection_idle_s)))
+        return options
+
+
+if TYPE_CHECKING:  # generic in grpc-stubs only
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class _RequireToken(_Interceptor):
+    """Refuses Export calls without the bearer token from their metadata alone, before the
+    message is read: the refusing handler takes the request as a stream and never reads it, so
+    an unauthenticated sender of 16 MiB messages costs a flow-control window, not 16 MiB.
+    Other services (grpc.health.v1, for probes) pass untouched."""
+
+    def __init__(self, auth: BearerAuth, stats: ReceiverStats) -> None:
+        self._auth = auth
+        self._stats = stats
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        if handler_call_details.method != EXPORT_METHOD or self._auth.allows(
+            _authorization(handler_call_details.invocation_metadata)
+        ):
+            return await continuation(handler_call_details)
+        self._stats.requests_unauthenticated += 1
+        return _REFUSE_UNAUTHENTICATED
+
+
+async def _unauthenticated(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    _log.debug("unauthenticated OTLP/gRPC request from %s", context.peer())
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+
+
+_REFUSE_UNAUTHENTICATED = grpc.stream_unary_rpc_method_handler(_unauthenticated)
+
+
 class GrpcReceiver:
     """Serves OTLP/gRPC trace exports: bodies go to the receive flow, answers become statuses."""
 
@@ -78,6 +156,7 @@ class GrpcReceiver:
         listen: str,
         *,
         max_message_bytes: int,
+        connections: GrpcConnections = GrpcConnections(),
         tls: ServerTls | None = None,
         auth: BearerAuth | None = None,
         health: health_aio.HealthServicer | None = None,
@@ -87,6 +166,7 @@ class GrpcReceiver:
         self._flow = flow
         self._address = parse_listen(listen)
         self._max_message_bytes = max_message_bytes
+        self._connections = connections
         self._tls = tls
         self._auth = auth
         self._health = health  # the standard grpc.health.v1 service, served beside Export
@@ -97,11 +177,14 @@ class GrpcReceiver:
         """Bind and start serving; return the bound port (useful when the port is 0)."""
         if self._server is not None:
             raise RuntimeError("GrpcReceiver already started")
+        interceptors = [] if self._auth is None else [_RequireToken(self._auth, self.stats)]
         server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", self._max_message_bytes),
                 # One receiver per port: fail loudly instead of sharing a port with a stale one.
                 ("grpc.so_reuseport", 0),
+                *self._connections.options(),
             ],
         )
         export = grpc.unary_unary_rpc_method_handler(
@@ -143,11 +226,7 @@ class GrpcReceiver:
         body: bytes,
         context: grpc.aio.ServicerContext[bytes, ExportTraceServiceResponse],
     ) -> ExportTraceServiceResponse:
-        if self._auth is not None and not self._auth.allows(_authorization(context)):
-            self.stats.requests_unauthenticated += 1
-            _log.debug("unauthenticated OTLP/gRPC request from %s", context.peer())
-            del body
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+        # (without the bearer token the call never gets here: _RequireToken)
         answer = await self._flow.receive(body, "protobuf", self.stats)
         # context.abort() raises, and grpc.aio keeps the exception, and with it this frame, in a
         # reference cycle: what the frame still refers to lives until a full garbage collection,
@@ -186,10 +265,8 @@ def _abort_of(answer: Answer) -> _Abort:
     return _Abort(grpc.StatusCode.INVALID_ARGUMENT, answer.message)
 
 
-def _authorization(
-    context: grpc.aio.ServicerContext[bytes, ExportTraceServiceResponse],
-) -> str | None:
-    for key, value in context.invocation_metadata() or ():
+def _authorization(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+    for key, value in metadata or ():
         if key == "authorization":
             return value if isinstance(value, str) else None
     return None

@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from sampler._native import (
     InternalError,
@@ -32,10 +33,12 @@ from sampler._native import (
 )
 
 Encoding = Literal["protobuf", "json"]
+T = TypeVar("T")
 
 # Bodies up to this size are decoded on the event loop: well under a millisecond natively.
 INLINE_DECODE_BYTES = 256 << 10
-# Spans ingested between two turns of the event loop.
+# Work ingested between two turns of the event loop, in units: a span, each KiB of a large
+# span, a resource or scope block (a request of empty blocks is taken in steps too).
 INGEST_CHUNK_SPANS = 4096
 
 _log = logging.getLogger(__name__)
@@ -136,6 +139,12 @@ def decode(body: bytes, encoding: Encoding, max_spans: int, max_bytes: int) -> R
     return validate(body, max_spans)
 
 
+class CaptureSink(Protocol):
+    """Where admitted request bodies are recorded (``sampler.receive.capture``); must not block."""
+
+    def offer(self, body: bytes, encoding: Encoding) -> None: ...
+
+
 class ReceiveFlow:
     def __init__(
         self,
@@ -144,11 +153,13 @@ class ReceiveFlow:
         max_spans: int,
         max_message_bytes: int = 16 << 20,
         decoding: Executor | None = None,
+        capture: CaptureSink | None = None,
     ) -> None:
         self._target = target
         self._max_spans = max_spans
         self._max_bytes = max_message_bytes
         self._decoding = decoding  # None: decode on the loop (tests, tiny deployments)
+        self._capture = capture
 
     async def receive(self, body: bytes, encoding: Encoding, stats: ReceiverStats) -> Answer:
         # Only JSON takes memory to decode (its protobuf form, no larger than the body): the
@@ -168,13 +179,15 @@ class ReceiveFlow:
         finally:
             if size:
                 self._target.unreserve(size)
-        del body  # the request holds what is needed of it
         stats.spans_received += request.spans
         intake = self._target.admit(request)
         if isinstance(intake, Admission):
             stats.requests_refused += 1
             stats.spans_refused += request.spans
             return Answer(Outcome.REFUSED, intake.reason, intake.retry_after_s)
+        if self._capture is not None:  # admitted: in the order the buffer takes them
+            self._capture.offer(body, encoding)
+        del body  # the request holds what is needed of it
         try:
             while not self._target.ingest(intake):
                 await asyncio.sleep(0)  # let the loop answer others between chunks
@@ -188,6 +201,12 @@ class ReceiveFlow:
         stats.requests_ok += 1
         stats.spans_refused += admission.rejected_spans
         return Answer(Outcome.OK, admission.reason, rejected_spans=admission.rejected_spans)
+
+    async def off_loop(self, work: Callable[[], T]) -> T:
+        """Runs ``work`` on the decoding threads (on the loop when there are none)."""
+        if self._decoding is None:
+            return work()
+        return await asyncio.get_running_loop().run_in_executor(self._decoding, work)
 
     async def _decode(self, body: bytes, encoding: Encoding) -> Request:
         if self._decoding is None or len(body) <= INLINE_DECODE_BYTES:

@@ -14,8 +14,11 @@ A session of stratum ``s`` is then kept with probability ``p_s = allocation_s / 
 decided from the session's deterministic randomness, and carries adjusted count ``1 / p_s``:
 summing adjusted counts over kept sessions estimates the number of sessions per stratum
 (Horvitz-Thompson). Allocations are recomputed at most once per ``RECOMPUTE_S`` of clock time,
-so deciding costs O(1); the strata tracked are bounded by ``max_strata`` (the rest share one).
-Pure: no I/O, time passed in.
+so deciding costs O(1); and, from the first decision on, each time the number of decisions seen
+has doubled (1, 2, 4, 8...: O(log n) in all), so that the first second is not decided with a
+probability computed from one or two sessions (a must-keep first left nothing for the budget
+for a whole second, a budget session first let it keep at the full ratio). The strata tracked
+are bounded by ``max_strata`` (the rest share one). Pure: no I/O, time passed in.
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ class BudgetController:
     _probabilities: dict[str, float] = field(default_factory=dict)
     _computed_at: float = -math.inf
     _started: float | None = None
+    _decisions: int = 0  # decided sessions seen
+    _decisions_at_compute: int = 0
 
     def reconfigured(self, settings: BudgetSettings, *, same_strata: bool) -> BudgetController:
         """This budget under new settings (a reload), keeping what it learned of the traffic
@@ -111,6 +116,7 @@ class BudgetController:
         """Every decided session, whatever its verdict: the traffic the ratio applies to."""
         if self._started is None:
             self._started = now
+        self._decisions += 1
         self._offered.add(self.cost(span_count), now, self.settings.window_s)
 
     def observe_must_keep(self, span_count: int, now: float) -> None:
@@ -125,7 +131,11 @@ class BudgetController:
         if rate is None:
             rate = self._strata[stratum] = _Rate(last=now)
         rate.add(self.cost(span_count), now, tau)
-        if now - self._computed_at >= RECOMPUTE_S or stratum not in self._probabilities:
+        if (
+            now - self._computed_at >= RECOMPUTE_S
+            or stratum not in self._probabilities
+            or self._decisions >= 2 * self._decisions_at_compute
+        ):
             self._recompute(now)
         return self._probabilities.get(stratum, 1.0)
 
@@ -153,6 +163,7 @@ class BudgetController:
             for name in demand
         }
         self._computed_at = now
+        self._decisions_at_compute = self._decisions
 
 
 def allocate(available: float, demand: dict[str, float], floor: float) -> dict[str, float]:

@@ -124,6 +124,10 @@ class GrpcSink:
             return [span for request in self.requests for span in flatten(request)]
 
 
+# Sets a resource limit, then becomes the command given as its arguments.
+_EXEC_WITH_LIMIT = "import os, resource, sys; {limit}; os.execv(sys.argv[1], sys.argv[1:])"
+
+
 def inherited_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP_")}
 
@@ -142,6 +146,7 @@ class SamplerProcess:
     downstream: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # added to the test's environment
     args: tuple[str, ...] = ()  # more `run` flags
+    nofile: int | None = None  # the file-descriptor limit (soft and hard) to run with
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -162,7 +167,11 @@ class SamplerProcess:
         ]
         if self.downstream:
             cmd += ["--downstream", self.downstream]
-        return [*cmd, *self.args]
+        cmd += self.args
+        if self.nofile is not None:  # as `prlimit --nofile=N:N`, without needing util-linux
+            limit = f"resource.setrlimit(resource.RLIMIT_NOFILE, ({self.nofile}, {self.nofile}))"
+            cmd = [sys.executable, "-c", _EXEC_WITH_LIMIT.format(limit=limit), *cmd]
+        return cmd
 
     def start(self) -> SamplerProcess:
         self.log_path = self.workdir / f"sampler-{self.grpc_port}.log"
@@ -235,11 +244,12 @@ def running_sampler(
     downstream: str | None,
     env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
+    nofile: int | None = None,
 ) -> Iterator[SamplerProcess]:
     config_path = workdir / "sampler.yaml"
     config_path.write_text(config_text)
     sampler = SamplerProcess(
-        config_path, workdir, downstream=downstream, env=env or {}, args=args
+        config_path, workdir, downstream=downstream, env=env or {}, args=args, nofile=nofile
     ).start()
     try:
         yield sampler

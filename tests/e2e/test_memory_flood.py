@@ -290,7 +290,9 @@ def agent_traffic(sessions: int, seed: int = 7) -> RequestPool:
     )
 
 
-def flood_requests(pool: RequestPool, rounds: Iterator[int]) -> Iterator[tuple[bytes, int]]:
+def flood_requests(
+    pool: RequestPool, rounds: Iterator[int], big_bodies: int = BIG_REQUEST_BODIES
+) -> Iterator[tuple[bytes, int]]:
     """(body, spans) for each request, round after round, with new trace ids and keys every
     round; after every BIG_EVERY requests comes one of BIG_REQUEST_BODIES bodies joined (a
     request is one repeated field, so concatenated requests are one request)."""
@@ -306,7 +308,7 @@ def flood_requests(pool: RequestPool, rounds: Iterator[int]) -> Iterator[tuple[b
             if item is None:
                 return
             yield item
-        group = [item for _, item in zip(range(BIG_REQUEST_BODIES), bodies, strict=False)]
+        group = [item for _, item in zip(range(big_bodies), bodies, strict=False)]
         if not group:
             return
         yield b"".join(b for b, _ in group), sum(n for _, n in group)
@@ -378,13 +380,15 @@ def _sender(
                 time.sleep(REFUSED_PAUSE_S)
 
 
-def flood(port: int, pool: RequestPool, total_bytes: int) -> Outcomes:
+def flood(
+    port: int, pool: RequestPool, total_bytes: int, big_bodies: int = BIG_REQUEST_BODIES
+) -> Outcomes:
     out = Outcomes()
     sent = 0
 
     def limited() -> Iterator[tuple[bytes, int]]:
         nonlocal sent
-        for item in flood_requests(pool, iter(range(1, 1 << 20))):
+        for item in flood_requests(pool, iter(range(1, 1 << 20)), big_bodies):
             if sent >= total_bytes:
                 return
             sent += len(item[0])

@@ -32,3 +32,10 @@ def test_mode_flag_overrides_the_file() -> None:
 def test_watch_config_is_off_unless_asked_for() -> None:
     assert not build_parser().parse_args(["run"]).watch_config
     assert build_parser().parse_args(["run", "--watch-config"]).watch_config
+
+
+def test_capture_flag_records_traffic_with_the_default_cap() -> None:
+    args = build_parser().parse_args(["run", "--capture", "/var/tmp/traffic.jsonl"])
+    config = apply_overrides(SamplerConfig(), args)
+    assert (config.capture.path, config.capture.max_size) == ("/var/tmp/traffic.jsonl", 1 << 30)
+    assert apply_overrides(SamplerConfig(), build_parser().parse_args(["run"])).capture.path == ""

@@ -217,3 +217,27 @@ def test_export_send_durations_are_exposed_as_a_histogram() -> None:
     assert registry.get_sample_value(f"{name}_bucket", {"le": "0.005"}) == 2.0
     assert registry.get_sample_value(f"{name}_bucket", {"le": "+Inf"}) == 3.0
     assert registry.get_sample_value(f"{name}_sum") == pytest.approx(2.007)
+
+
+def test_connection_metrics_read_the_listeners_counts() -> None:
+    from sampler.receive.connections import ConnectionStats, DescriptorShortage
+
+    pipeline = Pipeline(sampler_config(RULES), RecordingSink(), ManualClock(0.0))
+    exporter: Any = SimpleNamespace(queued_spans=lambda: 0, stats=ExporterStats())
+    shortage = DescriptorShortage()
+    shortage.failures = 3
+    connections = {
+        "http": ConnectionStats(open=5, refused=1, evicted=2, timed_out=4),
+        "metrics": ConnectionStats(open=1),
+    }
+    registry = build_registry(
+        Sources(pipeline, exporter, {}, connections=connections, shortage=shortage)
+    )
+    value = registry.get_sample_value
+    assert value("agent_sampler_connections", {"listener": "http"}) == 5
+    assert value("agent_sampler_connections", {"listener": "metrics"}) == 1
+    closed = "agent_sampler_connections_closed_total"
+    assert value(closed, {"listener": "http", "reason": "refused"}) == 1
+    assert value(closed, {"listener": "http", "reason": "evicted"}) == 2
+    assert value(closed, {"listener": "http", "reason": "header_timeout"}) == 4
+    assert value("agent_sampler_accept_failures_total") == 3

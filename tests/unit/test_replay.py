@@ -9,21 +9,33 @@ fires and every rarity score is 0.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import random
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from sampler.cli import main
+from sampler.clock import ManualClock
 from sampler.config.load import load_config_text
+from sampler.config.model import SamplerConfig
 from sampler.otlp.json_codec import iter_json_lines, request_to_json
+from sampler.pipeline import Pipeline
 from sampler.replay import (
+    LARGE_INPUT_BYTES,
     NO_SIGNAL,
+    PROGRESS_LOG_EVERY_S,
     KeptTimeline,
+    Progress,
     ReplayObservations,
     ReplayResult,
     format_summary,
+    read_requests,
     replay,
     summary_json,
     summary_rows,
@@ -31,7 +43,7 @@ from sampler.replay import (
 )
 from sampler.rules.facts import DecisionFacts
 from sampler.rules.verdict import Verdict
-from tests.unit.sessions.builders import simple_request, span
+from tests.unit.sessions.builders import RecordingSink, simple_request, span
 from tests.unit.test_report import check_well_formed
 
 CONFIG = """\
@@ -316,3 +328,273 @@ def test_kept_counts_add_up_to_the_output_file_with_a_second_look(tmp_path: Path
     assert "spans written: 3" in format_summary(result.stats)
     kept_by_signal = result.observed.by_signal["rare_shape"]  # a decision, as in the rules'
     assert (kept_by_signal.sessions_seen, kept_by_signal.sessions_kept) == (1, 1)
+
+
+# -- the capture's own timeline ----------------------------------------------------------------
+
+
+def test_a_capture_shorter_than_decision_wait_is_decided_on_its_own_timeline(
+    tmp_path: Path,
+) -> None:
+    """Ten conversations a second apart, each decided 30 s (decision_wait) after its last
+    span, as live: nine seconds of decisions, not all of them at the capture's end."""
+    sessions = [
+        conversation(i, [(tool("lookup", f'{{"id": {i}}}'), False), (CHAT, False)], f"c{i}")
+        for i in range(10)
+    ]
+    for i, spans in enumerate(sessions):  # one second apart, not a minute
+        for s in spans:
+            s.start_time_unix_nano -= i * 59 * SECOND_NS
+            s.end_time_unix_nano -= i * 59 * SECOND_NS
+    recorded = tmp_path / "in.jsonl"
+    recorded.write_text("".join(request_to_json(simple_request(*s)) + "\n" for s in sessions))
+    config = load_config_text(CONFIG, "replay.yaml")
+
+    result = replay(config, [str(recorded)], str(tmp_path / "out.jsonl"))
+
+    timeline = result.observed.timeline
+    assert timeline.start is not None and timeline.end is not None
+    last_span_s = (T0_NS + 4 * SECOND_NS) / 1e9  # the first conversation's root ends
+    assert timeline.start == pytest.approx(last_span_s + 30, abs=0.1)
+    assert timeline.end - timeline.start == pytest.approx(9, abs=0.1)
+    assert timeline.bucket_count == 10  # one-second buckets, not one bar
+    assert sum(t.sessions_seen for t in result.stats.by_rule.values()) == 10
+
+
+BUDGET_CONFIG = """
+sessions: {decision_wait: 30s, tick: 100ms}
+budget: {ratio: 0.1, window: 60s}
+rules:
+  - {name: errors, when: {error: true}, action: keep}
+  - {name: baseline, action: budget}
+"""
+
+
+def budget_traffic(path: Path) -> Path:
+    """Conversations of three agents, 20 a second for two minutes, 4% of them with a failed
+    model call; then, in the last 30 seconds (decision_wait), an incident: 60% fail."""
+    rng = random.Random(1)
+    lines = []
+    per_second, steady_s, incident_s = 20, 90, 30
+    for i in range(per_second * (steady_s + incident_s)):
+        start = T0_NS + i * SECOND_NS // per_second
+        failing = 0.6 if i >= per_second * steady_s else 0.04
+        root_attrs = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": rng.choice(["a", "b", "c"]),
+            "gen_ai.conversation.id": f"c{i}",
+        }
+        root = span(
+            f"t{i}",
+            1,
+            name="invoke_agent",
+            attrs=root_attrs,
+            start_ns=start,
+            end_ns=start + 2 * SECOND_NS,
+        )
+        chat = span(
+            f"t{i}",
+            2,
+            parent=1,
+            name="chat",
+            attrs=CHAT,
+            error=rng.random() < failing,
+            start_ns=start + SECOND_NS // 10,
+            end_ns=start + SECOND_NS,
+        )
+        lines.append(request_to_json(simple_request(chat, root)) + "\n")
+    path.write_text("".join(lines))
+    return path
+
+
+def run_as_live(config: SamplerConfig, recorded: Path) -> dict[str, tuple[int, float]]:
+    """The live server's schedule on the same traffic: each request taken when it arrives
+    (its last span's end), never decided on intake; a ticker deciding what is due every
+    `sessions.tick`, from a phase of its own, until nothing is buffered or held. Returns the
+    kept sessions: conversation -> (rule, adjusted count)."""
+    clock, sink = ManualClock(0.0), RecordingSink()
+    pipeline = Pipeline(config, sink, clock, decide_on_intake=False)
+    tick, next_tick = config.sessions.tick, None
+    for request in read_requests(recorded, config.receivers):
+        arrival = request.max_end_ns / 1e9
+        next_tick = arrival + 0.037 if next_tick is None else next_tick
+        while next_tick <= arrival:
+            clock.advance_to(next_tick)
+            pipeline.decide_due()
+            next_tick += tick
+        clock.advance_to(arrival)
+        pipeline.consume(request)
+    while pipeline.core.span_count or pipeline.core.held_spans:
+        clock.advance_to(next_tick)  # type: ignore[arg-type]
+        pipeline.decide_due()
+        next_tick += tick  # type: ignore[operator]
+    return kept_sessions(sink.spans())
+
+
+def kept_sessions(spans: Iterable[Span]) -> dict[str, tuple[str, float]]:
+    out = {}
+    for s in spans:
+        attrs = {kv.key: kv.value for kv in s.attributes}
+        if "gen_ai.conversation.id" in attrs:
+            out[attrs["gen_ai.conversation.id"].string_value] = (
+                attrs["agent_sampler.rule"].string_value,
+                attrs["agent_sampler.adjusted_count"].double_value,
+            )
+    return out
+
+
+def test_the_budget_decides_in_replay_as_it_does_live(tmp_path: Path) -> None:
+    """The budget's rates, and the keep probabilities it recomputes once a second, are in
+    clock time. Replay decides each session when live would (within a tick), so the budget
+    keeps the same sessions with about the same adjusted counts. Here the capture ends with
+    an incident: live, its errors take the budget from the ordinary sessions within seconds.
+    (Deciding the last decision_wait of the capture at its last timestamp, replay kept that
+    bunch at the probability from before the incident: 138 baseline sessions where live kept
+    113.)"""
+    config = load_config_text(BUDGET_CONFIG, "budget.yaml")
+    recorded = budget_traffic(tmp_path / "in.jsonl")
+    live = run_as_live(config, recorded)
+
+    output = tmp_path / "out.jsonl"
+    replay(config, [str(recorded)], str(output))
+    replayed = kept_sessions(
+        s
+        for request in iter_json_lines(output)
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for s in scope.spans
+    )
+
+    def baseline(kept: dict[str, tuple[str, float]]) -> dict[str, float]:
+        return {key: count for key, (rule, count) in kept.items() if rule == "baseline"}
+
+    assert {k for k, (rule, _) in replayed.items() if rule == "errors"} == {
+        k for k, (rule, _) in live.items() if rule == "errors"
+    }
+    live_baseline, replay_baseline = baseline(live), baseline(replayed)
+    assert len(live_baseline) >= 50
+    assert abs(len(replay_baseline) - len(live_baseline)) <= 3
+    assert len(replay_baseline.keys() & live_baseline.keys()) >= 0.9 * len(live_baseline)
+    # Horvitz-Thompson estimates of the baseline population agree within a few percent
+    live_estimate, replay_estimate = sum(live_baseline.values()), sum(replay_baseline.values())
+    assert replay_estimate == pytest.approx(live_estimate, rel=0.05)
+
+
+# -- inputs, output and progress ---------------------------------------------------------------
+
+
+def cli_replay(tmp_path: Path, *args: str) -> int:
+    config = tmp_path / "rules.yaml"
+    config.write_text(CONFIG)
+    return main(["replay", "--config", str(config), *args])
+
+
+def test_report_without_output_writes_no_spans_anywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = recording(tmp_path / "in.jsonl")
+    monkeypatch.chdir(tmp_path)
+    before = set(tmp_path.iterdir())
+
+    assert cli_replay(tmp_path, "--report", "r.html", str(source)) == 0
+
+    assert set(tmp_path.iterdir()) - before == {tmp_path / "r.html", tmp_path / "rules.yaml"}
+    out = capsys.readouterr().out
+    assert "spans kept (no --output: not written): 6" in out
+    assert "tool-loops" in (tmp_path / "r.html").read_text()
+
+
+def summary_of(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    summary = json.loads(capsys.readouterr().out)
+    return {key: summary[key] for key in ("requests", "spans_kept", "rules")}
+
+
+def test_gzip_inputs_and_standard_input_replay_as_the_plain_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = recording(tmp_path / "in.jsonl")
+    compressed = tmp_path / "capture.data"  # told by its first bytes, not by its name
+    compressed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert cli_replay(tmp_path, "--json", str(plain)) == 0
+    expected = summary_of(capsys)
+
+    assert cli_replay(tmp_path, "--json", str(compressed)) == 0
+    assert summary_of(capsys) == expected
+    for stdin in (plain.read_bytes(), compressed.read_bytes()):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        assert cli_replay(tmp_path, "--json", "-") == 0
+        assert summary_of(capsys) == expected
+
+
+def test_standard_input_is_read_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_replay(tmp_path, "-", "-") == 2
+    assert "standard input" in capsys.readouterr().err
+
+
+def test_a_damaged_gzip_input_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    damaged = tmp_path / "in.jsonl.gz"
+    damaged.write_bytes(gzip.compress(recording(tmp_path / "in.jsonl").read_bytes())[:-40])
+
+    assert cli_replay(tmp_path, str(damaged)) == 1
+    err = capsys.readouterr().err
+    assert f"{damaged}:" in err and "gunzip" in err
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_on_a_terminal_is_one_line_redrawn_with_rates_and_an_eta() -> None:
+    stream, clock = io.StringIO(), FakeClock()
+    progress = Progress(stream, 100 << 20, tty=True, clock=clock)
+
+    progress.update(1 << 20, 1_000)  # before the first interval: nothing
+    assert stream.getvalue() == ""
+    clock.now += 10
+    progress.update(25 << 20, 50_000)
+    progress.finish()
+
+    line = stream.getvalue()
+    assert line.startswith("\r") and "\n" not in line
+    assert "25.0 MiB of 100.0 MiB (25%), 2.5 MiB/s, 5.0k spans/s (50.0k spans), ETA 0:30" in line
+    assert line.endswith("\r\x1b[K")  # cleared: the summary prints on a clean line
+
+
+def test_progress_without_a_terminal_only_for_large_inputs() -> None:
+    small, large, unknown = io.StringIO(), io.StringIO(), io.StringIO()
+    clock = FakeClock()
+    reporters = [
+        Progress(small, 10 << 20, tty=False, clock=clock),
+        Progress(large, LARGE_INPUT_BYTES * 2, tty=False, clock=clock),
+        Progress(unknown, None, tty=False, clock=clock),  # standard input
+    ]
+    for step in range(1, 4):
+        clock.now += PROGRESS_LOG_EVERY_S
+        reporters[0].update(step * (3 << 20), step * 1000)
+        for progress in reporters[1:]:
+            progress.update(step * LARGE_INPUT_BYTES // 2, step * 1000)
+
+    assert small.getvalue() == ""
+    assert len(large.getvalue().splitlines()) == 3 and "ETA" in large.getvalue()
+    lines = unknown.getvalue().splitlines()  # from the point it is known to be large
+    assert len(lines) == 2 and "ETA" not in lines[0] and "\r" not in unknown.getvalue()
+
+
+def test_progress_never_reaches_the_json_on_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sampler.replay.LARGE_INPUT_BYTES", 0)
+    monkeypatch.setattr("sampler.replay.PROGRESS_LOG_EVERY_S", 0.0)
+    source = recording(tmp_path / "in.jsonl")
+
+    assert cli_replay(tmp_path, "--json", str(source)) == 0
+
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["requests"] == 5
+    assert captured.err.count("replay: ") == 5 and "spans/s" in captured.err

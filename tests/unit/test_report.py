@@ -10,9 +10,10 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
+from sampler.config.load import load_config_text
 from sampler.pipeline import PipelineStats, RuleTally
 from sampler.replay import ReplayObservations, ReplayResult
-from sampler.report import PALETTE, render_report, write_report
+from sampler.report import PALETTE, Thresholds, render_report, rule_thresholds, write_report
 from sampler.rules.facts import DecisionFacts
 from sampler.rules.verdict import Verdict
 
@@ -100,9 +101,17 @@ def result_of(decisions: list[tuple[DecisionFacts, Verdict, float]]) -> ReplayRe
     return ReplayResult(stats, len(decisions), observed)
 
 
-def render(result: ReplayResult, rarity_threshold: float | None = None) -> str:
+def render(
+    result: ReplayResult,
+    thresholds: Thresholds | None = None,
+    signal_threshold: float | None = None,
+) -> str:
     page = render_report(
-        result, config_path="rules.yaml", inputs=["in.jsonl"], rarity_threshold=rarity_threshold
+        result,
+        config_path="rules.yaml",
+        inputs=["in.jsonl"],
+        thresholds=thresholds,
+        signal_threshold=signal_threshold,
     )
     check_well_formed(page)
     return page
@@ -154,21 +163,89 @@ def test_every_rule_is_in_the_legend_even_beyond_the_palette() -> None:
     assert all(rule in legend for rule in rules)
 
 
-def test_histograms_show_kept_and_dropped_and_the_threshold() -> None:
+def threshold_lines(svg: ET.Element) -> list[tuple[str, str]]:
+    """(class, x) of the vertical threshold lines of a histogram."""
+    return [
+        (line.get("class", ""), line.get("x1", ""))
+        for line in svg.iter(f"{SVG}line")
+        if line.get("class") in ("threshold", "signal")
+    ]
+
+
+def test_histograms_show_kept_and_dropped_and_each_rules_threshold() -> None:
     result = result_of(
         [
             (facts(score=0.9), Verdict(True, "rare"), 1.0),
             (facts(score=0.0), Verdict(False, "baseline"), 2.0),
         ]
     )
+    thresholds = {"shape": [(0.5, "rare"), (0.8, "odd-paths"), (0.8, "audit")]}
 
-    page = render(result, rarity_threshold=0.5)
+    page = render(result, thresholds, signal_threshold=0.5)
 
-    shape = svgs(page)[1]
+    shape, duration = svgs(page)[1:]
     titles = [t.text or "" for t in shape.iter(f"{SVG}title")]
     assert "1 kept, score 0.90 to 0.95" in titles
     assert "1 dropped, score 0.00 to 0.05" in titles
-    assert "signal threshold 0.5" in titles
+    assert "rare: score at least 0.5" in titles
+    assert "odd-paths, audit: score at least 0.8" in titles  # one line, both rules
+    assert [kind for kind, _ in threshold_lines(shape)] == ["threshold", "threshold"]
+    # no rule reads the duration score: where its signal fires, drawn apart
+    assert [kind for kind, _ in threshold_lines(duration)] == ["signal"]
+    assert any("no rule reads" in (t.text or "") for t in duration.iter(f"{SVG}title"))
+
+
+def test_a_rules_min_score_is_drawn_where_it_is_not_at_the_signal_threshold() -> None:
+    """The threshold line used to sit at 0.5 whatever the rules' min_score."""
+    config = load_config_text(
+        "rules:\n  - name: outliers\n    when: {rare: {dimensions: [duration], min_score: 0.9}}"
+        "\n    action: keep\n",
+        "rules.yaml",
+    )
+    result = result_of([(facts(score=0.95), Verdict(True, "outliers"), 1.0)])
+
+    page = render(result, rule_thresholds(config.rules, 0.5), signal_threshold=0.5)
+
+    duration = svgs(page)[2]
+    plot_w = 340 - 52 - 12  # the histogram's width between its margins
+    assert threshold_lines(duration) == [("threshold", f"{52 + 0.9 * plot_w:.1f}")]
+    assert "outliers 0.9" in [t.text for t in duration.iter(f"{SVG}text")]
+
+
+DEFAULT_RULES = """\
+rules:
+  - {name: rare, when: {rare: {dimensions: [shape, latency]}}, action: keep}
+  - name: slow-model
+    when: {rare: {dimensions: [model_latency], min_score: 0.75}}
+    action: keep
+  - name: outliers
+    when: {rare: {dimensions: [duration, tokens, span_count, tool_calls], min_score: 0.9}}
+    action: keep
+  - name: nested
+    when:
+      any:
+        - error: true
+        - all: [{not: {rare: {dimensions: [tokens], min_score: 0.6}}}, {span_count: {min: 5}}]
+    action: keep
+  - {name: anything-rare, when: {rare: true}, action: keep}
+  - {name: baseline, action: budget}
+"""
+
+
+def test_rule_thresholds_are_read_from_every_rare_condition() -> None:
+    config = load_config_text(DEFAULT_RULES, "rules.yaml")
+
+    thresholds = rule_thresholds(config.rules, 0.4)
+
+    assert thresholds == {
+        "shape": [(0.4, "anything-rare"), (0.4, "rare")],
+        "latency": [(0.4, "anything-rare"), (0.4, "rare")],
+        "model_latency": [(0.4, "anything-rare"), (0.75, "slow-model")],
+        "duration": [(0.4, "anything-rare"), (0.9, "outliers")],
+        "tokens": [(0.4, "anything-rare"), (0.6, "nested"), (0.9, "outliers")],
+        "span_count": [(0.4, "anything-rare"), (0.9, "outliers")],
+        "tool_calls": [(0.4, "anything-rare"), (0.9, "outliers")],
+    }
 
 
 def test_names_from_traffic_config_and_command_line_are_escaped(tmp_path: Path) -> None:

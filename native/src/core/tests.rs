@@ -582,3 +582,42 @@ mod arbitrary {
         }
     }
 }
+
+#[test]
+fn a_request_of_empty_blocks_is_ingested_in_steps() {
+    // 5,000 empty resource blocks then a span: no step takes more than its budget of blocks
+    let mut body = ld(1, &[]).repeat(5_000);
+    body.extend(request(&[span(1, 1, None, None)]));
+    validate_request(&body, 1000).expect("valid");
+    let mut core = core();
+    let mut cursor = Cursor::default();
+    let mut steps = 0;
+    let mut accepted = 0;
+    while !cursor.done {
+        let part = core.ingest(&body, &mut cursor, 1.0, 100).expect("ingests");
+        accepted += part.accepted;
+        steps += 1;
+        assert!(steps <= 100, "no progress");
+    }
+    assert_eq!(accepted, 1);
+    assert!(steps >= 50, "{steps} steps for 5,000 blocks at 100 a step");
+    // the smallest budget still makes progress
+    let mut core2 = self::core();
+    assert_eq!(ingest_all(&mut core2, &body, 1.0, 1).accepted, 1);
+}
+
+#[test]
+fn a_large_span_counts_for_its_size() {
+    let mut big = span(1, 1, None, None);
+    let kv = [ld(1, b"blob"), ld(2, &ld(1, &[b'x'; 64 << 10]))].concat();
+    big.extend(ld(9, &kv));
+    let body = request(&[big, span(1, 2, Some(1), None), span(1, 3, Some(1), None)]);
+    let mut core = core();
+    let mut cursor = Cursor::default();
+    let first = core.ingest(&body, &mut cursor, 1.0, 32).expect("ingests");
+    assert_eq!(
+        first.accepted, 1,
+        "64 KiB is 64 units: the step ends after it"
+    );
+    assert_eq!(ingest_all(&mut self::core(), &body, 1.0, 32).accepted, 3);
+}

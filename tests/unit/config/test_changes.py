@@ -78,6 +78,7 @@ def test_the_restart_only_keys() -> None:
         "signals.rarity.max_groups",
         "exporter",
         "metrics",
+        "capture",
         "cluster",
     ]
 

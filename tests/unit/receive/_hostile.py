@@ -274,6 +274,7 @@ class Front:
         finally:
             try:
                 self.run(self._stop())
+                self._cancel_the_rest()
             finally:
                 # As asyncio.run ends: a handler task of a connection cut mid-request may still be
                 # pending; closing the loop under it would have its destruction logged as an
@@ -284,6 +285,16 @@ class Front:
                 self.loop.run_until_complete(_settled(pending))
                 self.loop.close()
                 self.decoding.shutdown(wait=True)
+
+    def _cancel_the_rest(self) -> None:
+        """Cancels what still runs, as asyncio.run does before closing its loop: aiohttp leaves
+        a connection lost while it drained a refused body ("lingering close", up to 10 s)
+        waiting, and a task destroyed later, pending, is logged at ERROR in another test."""
+        pending = [task for task in asyncio.all_tasks(self.loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
     # -- sending ---------------------------------------------------------------------------
 

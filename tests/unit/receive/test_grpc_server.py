@@ -16,7 +16,12 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from sampler.receive.grpc_server import EXPORT_METHOD, STATUS_DETAILS_KEY, GrpcReceiver
+from sampler.receive.grpc_server import (
+    EXPORT_METHOD,
+    STATUS_DETAILS_KEY,
+    GrpcConnections,
+    GrpcReceiver,
+)
 from sampler.receive.intake import ACCEPTED, Admission, ReceiverStats
 from tests.unit.receive._support import (
     RecordingConsumer,
@@ -206,3 +211,92 @@ def test_bind_failure_is_an_os_error() -> None:
             await receiver.stop(grace=0)
 
     run(scenario())
+
+
+def test_connection_settings_become_grpc_channel_arguments() -> None:
+    options = dict(
+        GrpcConnections(
+            max_connections=7,
+            max_concurrent_streams=9,
+            handshake_timeout_s=2.5,
+            keepalive_time_s=60,
+            keepalive_timeout_s=20,
+            max_connection_idle_s=0,  # never: no argument at all
+            min_ping_interval_s=5,
+            permit_pings_without_calls=False,
+        ).options()
+    )
+    assert options == {
+        "grpc.max_allowed_incoming_connections": 7,
+        "grpc.max_concurrent_streams": 9,
+        "grpc.server_handshake_timeout_ms": 2500,
+        "grpc.keepalive_time_ms": 60_000,
+        "grpc.keepalive_timeout_ms": 20_000,
+        "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+        "grpc.keepalive_permit_without_calls": 0,
+    }
+    assert GrpcConnections().options()[-1] == ("grpc.max_connection_idle_ms", 300_000)
+
+
+def _closed_at_once(sock: socket.socket) -> bool:
+    """True if the server closes ``sock`` within a second (after what it sent first)."""
+    sock.settimeout(1.0)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+def test_beyond_max_connections_a_new_connection_is_closed_at_once() -> None:
+    consumer = RecordingConsumer()
+
+    async def scenario() -> tuple[list[bool], bool]:
+        receiver = GrpcReceiver(
+            flow(consumer),
+            "127.0.0.1:0",
+            max_message_bytes=MAX_BYTES,
+            connections=GrpcConnections(max_connections=2, handshake_timeout_s=30),
+        )
+        port = await receiver.start()
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        try:
+            closed = await asyncio.gather(
+                *(asyncio.to_thread(_closed_at_once, sock) for sock in held)
+            )
+            # the held ones let go: a client gets in again
+            for sock in held:
+                sock.close()
+            await asyncio.sleep(0.2)
+            async with export_call(f"127.0.0.1:{port}") as call:
+                await call(make_request().SerializeToString(), timeout=5)
+            return list(closed), True
+        finally:
+            for sock in held:
+                sock.close()
+            await receiver.stop(grace=1.0)
+
+    closed, served = run(scenario())
+    assert closed == [False, False, True]
+    assert served and len(consumer.requests) == 1
+
+
+def test_a_connection_without_the_http2_preface_is_closed_at_the_handshake_timeout() -> None:
+    async def scenario() -> bool:
+        receiver = GrpcReceiver(
+            flow(RecordingConsumer()),
+            "127.0.0.1:0",
+            max_message_bytes=MAX_BYTES,
+            connections=GrpcConnections(handshake_timeout_s=0.3),
+        )
+        port = await receiver.start()
+        try:
+            with socket.create_connection(("127.0.0.1", port)) as silent:
+                return await asyncio.to_thread(_closed_at_once, silent)
+        finally:
+            await receiver.stop(grace=1.0)
+
+    assert run(scenario())

@@ -15,6 +15,8 @@ import grpc.aio
 import pytest
 import requests
 from google.rpc import code_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
@@ -209,6 +211,53 @@ def test_grpc_token_without_tls_works_on_plaintext() -> None:
     assert run(scenario()) == (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.OK)
 
 
+def test_grpc_token_is_checked_before_the_message_is_read() -> None:
+    """Without the token, a message over max_message_bytes gets UNAUTHENTICATED, not grpc's
+    "larger than max" RESOURCE_EXHAUSTED: it was never read. The health service, which probes
+    call without a token, still answers."""
+    consumer = RecordingConsumer()
+    oversize = bytes(MAX_BYTES * 4)
+
+    async def scenario() -> tuple[grpc.StatusCode, grpc.StatusCode, str, ReceiverStats]:
+        health = health_aio.HealthServicer()
+        receiver = GrpcReceiver(
+            flow(consumer),
+            "127.0.0.1:0",
+            max_message_bytes=MAX_BYTES,
+            auth=BearerAuth(TOKEN),
+            health=health,
+        )
+        port = await receiver.start()
+        try:
+            await health.set("", health_pb2.HealthCheckResponse.SERVING)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                export = channel.unary_unary(EXPORT_METHOD, None, None)
+                codes = []
+                for metadata in ((), (("authorization", f"Bearer {TOKEN}"),)):
+                    try:
+                        await export(oversize, timeout=5, metadata=metadata)
+                        codes.append(grpc.StatusCode.OK)
+                    except grpc.aio.AioRpcError as err:
+                        codes.append(err.code())
+                check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[no-untyped-call]
+                answer = await check(health_pb2.HealthCheckRequest(), timeout=5)
+            return (
+                codes[0],
+                codes[1],
+                health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status),
+                receiver.stats,
+            )
+        finally:
+            await receiver.stop(grace=1.0)
+
+    without, with_token, health_status, stats = run(scenario())
+    assert without is grpc.StatusCode.UNAUTHENTICATED
+    assert with_token is grpc.StatusCode.RESOURCE_EXHAUSTED  # read, and over the limit
+    assert health_status == "SERVING"
+    assert stats.requests_unauthenticated == 1
+    assert consumer.requests == []
+
+
 # --- HTTP -----------------------------------------------------------------------------------
 
 
@@ -350,3 +399,45 @@ def test_http_bearer_token(
     assert consumer.requests == []
     if content_type == PROTOBUF:
         assert status_pb2.Status.FromString(body).code == code_pb2.UNAUTHENTICATED
+
+
+def test_http_reads_little_of_an_unauthenticated_body() -> None:
+    """A 1 MiB body without the token is read and dropped, then answered 401 cleanly; of a
+    64 MiB one the sampler reads about a megabyte, answers 401 and closes the connection
+    (aiohttp alone would read the rest first, for up to 10 s)."""
+
+    async def send(port: int, size: int) -> tuple[bytes, int]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = (
+            f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: {PROTOBUF}\r\n"
+            f"Content-Length: {size}\r\n\r\n"
+        )
+        writer.write(head.encode())
+        sent = 0
+        try:
+            while sent < size:
+                chunk = bytes(min(256 << 10, size - sent))
+                writer.write(chunk)
+                await asyncio.wait_for(writer.drain(), 5)
+                sent += len(chunk)
+        except ConnectionError:
+            pass  # closed on us: what was answered is still read below
+        try:
+            answer = await asyncio.wait_for(reader.read(), 5)
+        except ConnectionError:
+            answer = b""
+        writer.close()
+        return answer, sent
+
+    async def scenario() -> tuple[tuple[bytes, int], tuple[bytes, int]]:
+        async with http_serving(RecordingConsumer(), None, BearerAuth(TOKEN)) as (receiver, url):
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            small = await send(port, 1 << 20)
+            large = await send(port, 64 << 20)
+            assert receiver.stats.requests_unauthenticated == 2
+            return small, large
+
+    (small_answer, _), (_, large_sent) = run(scenario())
+    assert small_answer.startswith(b"HTTP/1.1 401 ")
+    # the socket buffers take some megabytes more before the writer notices the close
+    assert large_sent < 32 << 20

@@ -81,14 +81,20 @@ def run_traffic(
 
 
 def test_adjusted_counts_estimate_each_strata_size() -> None:
-    """Summing 1/p over kept sessions estimates each stratum's session count. Seed fixed; the
-    tolerance is 10% for strata with >= 5,000 sessions and 20% for the rare one (~600)."""
+    """Summing 1/p over kept sessions estimates each stratum's session count, without bias.
+    Over 20 seeds the relative error's standard deviation is about 4% (support, ~36,000
+    sessions), 7% (research, ~9,600) and 6% (billing, ~600, kept by its floor): each seed's
+    estimate is within 20%, and the mean of five within 8% (over 2.5 standard errors)."""
     settings = BudgetSettings(ratio=0.05, floor=0.5, window_s=30.0)
     strata = {"support": 300.0, "research": 80.0, "billing": 5.0}
-    true, estimate, _, _ = run_traffic(settings, strata, 0.02, seconds=120, seed=7)
-    for name in ("support", "research"):
-        assert estimate[name] == pytest.approx(true[name], rel=0.10), name
-    assert estimate["billing"] == pytest.approx(true["billing"], rel=0.20)
+    errors: dict[str, list[float]] = {name: [] for name in strata}
+    for seed in range(5):
+        true, estimate, _, _ = run_traffic(settings, strata, 0.02, seconds=120, seed=seed)
+        for name in strata:
+            errors[name].append(estimate[name] / true[name] - 1)
+    for name, relative in errors.items():
+        assert max(abs(e) for e in relative) <= 0.20, (name, relative)
+        assert abs(sum(relative) / len(relative)) <= 0.08, (name, relative)
 
 
 def test_the_budget_holds_the_target_ratio_with_must_keeps_counted() -> None:
@@ -138,3 +144,29 @@ def test_a_reconfigured_budget_keeps_its_rates_where_they_still_mean_the_same() 
     spans = controller.reconfigured(BudgetSettings(unit="spans"), same_strata=True)
     assert spans._offered.value == 0.0 and spans._started is None
     assert controller.probability("a", 1, 20.02) == pytest.approx(before, rel=0.05)  # untouched
+
+
+@pytest.mark.parametrize("first_is_a_must_keep", [True, False], ids=["must-keep", "budget"])
+def test_the_first_second_is_not_decided_on_the_first_session_alone(
+    first_is_a_must_keep: bool,
+) -> None:
+    """200 sessions in the first second, one in twenty kept by another rule: whichever comes
+    first, the budget keeps about (ratio - must-keep share) of the traffic. Recomputed only
+    once a second, the first session's view held for the whole second: a must-keep first
+    left the budget nothing (p = 0), a budget session first had it keep at the full ratio."""
+    settings = BudgetSettings(ratio=0.2, window_s=10.0)
+    controller = BudgetController(settings)
+    rng = random.Random(2)
+    kept = 0
+    for index in range(200):
+        now = index / 200
+        controller.observe_decided(1, now)
+        if (index == 0) if first_is_a_must_keep else (index % 20 == 10):
+            controller.observe_must_keep(1, now)
+            continue
+        if index % 20 == 0 and index:
+            controller.observe_must_keep(1, now)
+            continue
+        kept += keeps(rng.randrange(RANDOMNESS_SPAN), controller.probability("a", 1, now))
+    expected = (0.2 - 0.05) * 200  # 30
+    assert expected * 0.6 <= kept <= expected * 1.4, kept
