@@ -217,44 +217,21 @@ CASES = [
             ),
         },
     ),
-    Case(
-        "one-span-8.4M-empty-events",
-        a.MAX_MESSAGE_SIZE,
-        _grpc(a.one_span_with(11)),
-        frozenset({"RESOURCE_EXHAUSTED"}),  # more than a million fields in one message
-        aftermath=False,
-        gaps={
-            "rss": (
-                "borderline: 47-49 MiB measured against 48 MiB allowed: grpc holds the 16 MiB "
-                "body and hands Python a copy"
-            ),
-        },
-    ),
-    Case(
-        "one-span-8.4M-empty-links",
-        a.MAX_MESSAGE_SIZE,
-        _grpc(a.one_span_with(13)),
-        frozenset({"RESOURCE_EXHAUSTED"}),  # more than a million fields in one message
-        aftermath=False,
-        gaps={
-            "rss": (
-                "borderline: 47-49 MiB measured against 48 MiB allowed: grpc holds the 16 MiB "
-                "body and hands Python a copy"
-            ),
-        },
-    ),
-    Case(
-        "one-span-8.4M-empty-array-values",
-        a.MAX_MESSAGE_SIZE,
-        _grpc(a.one_span_with(9)),
-        frozenset({"RESOURCE_EXHAUSTED"}),  # more than a million fields in one message
-        aftermath=False,
-        gaps={
-            "rss": (
-                "borderline: 47-49 MiB measured against 48 MiB allowed: grpc holds the 16 MiB "
-                "body and hands Python a copy"
-            ),
-        },
+    *(
+        Case(
+            f"one-span-8.4M-empty-{what}",
+            a.MAX_MESSAGE_SIZE,
+            _grpc(a.one_span_with(field_number)),
+            frozenset({"RESOURCE_EXHAUSTED"}),  # more than a million fields in one message
+            aftermath=False,
+            gaps={
+                "rss": (
+                    "borderline: 47-49 MiB measured against 48 MiB allowed: grpc holds the "
+                    "16 MiB body and hands Python a copy"
+                ),
+            },
+        )
+        for what, field_number in (("events", 11), ("links", 13), ("array-values", 9))
     ),
     Case(
         "3-concurrent-8MiB-json-beside-45-grpc-calls",
