@@ -15,7 +15,8 @@ With the store unreachable or slow, the round trip fails or times out
 (``cluster.redis.timeout``): the batch goes back to the outbox (bounded: oldest dropped,
 counted), the connection is dropped and made again with backoff, and the samplers decide alone
 meanwhile; a write refused (the store is full) is counted, and the announcement still goes.
-One warning when an outage begins, one line when it ends.
+One warning when an outage begins, one line when it ends; a connection made again within
+``OUTAGE_GRACE_S`` is no outage (counted in the errors, logged at debug).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ MAX_BATCH = 1000
 MAX_READ = 1000
 LISTEN_POLL_S = 1.0
 STOP_FLUSH_S = 1.0  # at shutdown, what is left in the outbox gets this long
+OUTAGE_GRACE_S = 1.0  # a connection made again within this long was no outage (not logged)
 
 Adopt = Callable[[Iterable[SharedKeep]], int]
 
@@ -105,8 +107,10 @@ class ClusterLink:
         self._registered: tuple[aioredis.Redis, AsyncScript] | None = None
         self._task: asyncio.Task[None] | None = None
         self._client: aioredis.Redis | None = None
-        self._outage_since: float | None = None
-        self._dropped_at_outage = 0
+        self._first_connection = True
+        self._lost_at: float | None = None  # since when the store has not answered
+        self._outage_logged = False
+        self._dropped_at_loss = 0
 
     # -- what the pipeline calls: synchronous, O(1) ----------------------------------------------
 
@@ -185,7 +189,12 @@ class ClusterLink:
                 with contextlib.suppress(BaseException):
                     await client.aclose()
             attempt += 1
-            await asyncio.sleep(self.backoff.wait(attempt, self._rng))
+            wait = self.backoff.wait(attempt, self._rng)
+            if self._lost_at is not None and not self._outage_logged:
+                # an attempt at the end of the grace, so that an outage is logged when it is one
+                grace_left = self._lost_at + OUTAGE_GRACE_S - self._clock.now()
+                wait = min(wait, max(grace_left, 0.0) + 0.01)
+            await asyncio.sleep(wait)
 
     async def _round_trip(self, client: aioredis.Redis, *, catch_up: bool) -> bool:
         """Publishes up to a batch of keeps (one command), then takes a step of the catch-up
@@ -292,30 +301,41 @@ class ClusterLink:
                 self._adopt(keeps)
 
     # -- outages: logged once each ---------------------------------------------------------------
+    # A connection lost and made again within OUTAGE_GRACE_S (a round trip slower than the
+    # timeout on a loaded machine, a server restarted at once) is a blip: counted in errors,
+    # logged at debug. Longer, it is an outage: one warning, then one line when it ends.
 
     def _connected(self) -> None:
         now = self._clock.now()
         self.stats.connected = True
-        if self._outage_since is None:
-            log.info("cluster: sharing verdicts through %s", self.address.shown)
-        else:
+        if self._outage_logged:
             log.info(
                 "cluster: %s reachable again after %.1fs; %d keep(s) dropped meanwhile",
                 self.address.shown,
-                now - self._outage_since,
-                self.outbox.dropped - self._dropped_at_outage,
+                now - (self._lost_at or now),
+                self.outbox.dropped - self._dropped_at_loss,
             )
-            self._outage_since = None
+        if self._first_connection:
+            self._first_connection = False
+            log.info("cluster: sharing verdicts through %s", self.address.shown)
+        elif not self._outage_logged:
+            log.debug("cluster: reconnected to %s", self.address.shown)
+        self._lost_at, self._outage_logged = None, False
 
     def _lost(self, exc: BaseException) -> None:
+        now = self._clock.now()
         self.stats.errors += 1
         self.stats.connected = False
-        if self._outage_since is None:
-            self._outage_since = self._clock.now()
-            self._dropped_at_outage = self.outbox.dropped
+        if self._lost_at is None:
+            self._lost_at = now
+            self._dropped_at_loss = self.outbox.dropped
+        if not self._outage_logged and now - self._lost_at >= OUTAGE_GRACE_S:
+            self._outage_logged = True
             self.stats.outages += 1
             log.warning(
                 "cluster: %s unreachable (%s): deciding alone until it is back",
                 self.address.shown,
                 type(exc).__name__ if not str(exc) else str(exc)[:200],
             )
+        else:
+            log.debug("cluster: connection to %s lost (%r)", self.address.shown, exc)

@@ -144,6 +144,7 @@ def test_an_outage_is_logged_once_keeps_wait_bounded_and_go_out_after(
         server.stop()  # a second outage, while connected
         await until(lambda: not a.link.stats.connected, 5, "the loss seen")
         a.link.kept("conv-9", ERRORS)
+        await asyncio.sleep(2.0)  # longer than a blip (link.OUTAGE_GRACE_S): an outage
         server.start()
         await until(lambda: len(b.keys()) == 4, 10, "after the second outage")
         await a.link.stop()
@@ -179,3 +180,27 @@ def test_a_full_store_refuses_writes_but_keeps_still_reach_the_peers(tmp_path: P
         run(scenario)
     finally:
         server.stop()
+
+
+def test_a_blip_is_no_outage(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The store restarted at once: the connection is made again within the grace, counted
+    as an error, not logged as an outage."""
+    server = RedisServer(tmp_path).start()
+
+    async def scenario() -> None:
+        a = peer(server.url, "a")
+        a.link.start()
+        await until(lambda: a.link.stats.connected, 5, "connected")
+        server.stop()
+        server.start()
+        await until(lambda: a.link.stats.errors >= 1 and a.link.stats.connected, 5, "back")
+        assert a.link.stats.outages == 0
+        await a.link.stop()
+
+    caplog.set_level(logging.INFO, logger="sampler.cluster.link")
+    try:
+        run(scenario)
+    finally:
+        server.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "sampler.cluster.link"]
+    assert not any("reachable" in line for line in lines), lines
