@@ -83,8 +83,35 @@ class SessionView:
     @property
     def tool_call_count(self) -> int: ...
     @property
-    def tool_calls(self) -> list[tuple[int, str, str]]: ...
+    def tool_calls(self) -> list[tuple[int, str, str, int, bool, int]]:
+        """(start_ns, tool name, arguments digest ("" when none were recorded), turn (the index
+        of the call's trace in ``trace_ids``), failed (the span carried an error), end_ns), in
+        arrival order; the first 1,024."""
     def tool_path(self) -> tuple[str, ...]: ...
+    @property
+    def model_starts(self) -> list[int]:
+        """Start times of the first 1,024 model (LLM) calls, in arrival order."""
+    @property
+    def turn_latencies(self) -> list[float]:
+        """Each turn's (root span's) duration in seconds, in arrival order; the first 1,024."""
+    @property
+    def turns_ended(self) -> int:
+        """How many turns (root spans) have arrived: ``len(turn_latencies)``."""
+    @property
+    def tool_repeats_in_a_turn(self) -> int:
+        """The most calls of one tool (by name) within one turn, among ``tool_calls``."""
+    @property
+    def turns_with_tool_calls(self) -> int:
+        """How many turns made calls among ``tool_calls``."""
+    @property
+    def agent_count(self) -> int:
+        """``len(agents)``."""
+    @property
+    def model_pace_s(self) -> float:
+        """The typical (median; of an even count the lower middle) model call, 0 without one."""
+    @property
+    def tool_pace_s(self) -> float:
+        """The typical (median) tool call among ``tool_calls``, 0 without one."""
     @property
     def agents(self) -> list[tuple[bytes, str]]: ...
     @property

@@ -395,6 +395,7 @@ class Pipeline:
             signals=scored.signals,
             cycle_kinds=scored.cycle_kinds,
             rarity=scored.rarity,
+            redecision=view.decided_before,
         )
         return facts, scored.cold
 

@@ -33,7 +33,7 @@ from sampler.clock import ManualClock
 from sampler.config.model import ReceiversConfig, SamplerConfig
 from sampler.export.jsonl_file import JsonlFile
 from sampler.otlp.json_codec import OtlpDecodeError
-from sampler.pipeline import Pipeline, PipelineStats, RuleTally
+from sampler.pipeline import DecisionObserver, Pipeline, PipelineStats, RuleTally
 from sampler.rules.facts import DecisionFacts
 from sampler.rules.verdict import Verdict
 
@@ -129,6 +129,7 @@ class ReplayObservations:
     number of rules, signals, score dimensions and ``max_shapes``, not by the traffic."""
 
     max_shapes: int = MAX_SHAPES
+    decisions: int = 0  # every decision, a second look that keeps included
     by_signal: dict[str, RuleTally] = field(default_factory=dict)
     shapes: dict[str, ShapeTally] = field(default_factory=dict)
     timeline: KeptTimeline = field(default_factory=KeptTimeline)
@@ -141,6 +142,7 @@ class ReplayObservations:
         in the pipeline's rule tallies (so kept counts add up to the output); its scores and
         shape were recorded at its first decision."""
         spans, keep = facts.span_count, verdict.keep
+        self.decisions += 1
         for signal in facts.signals or (NO_SIGNAL,):
             tally = self.by_signal.get(signal)
             if tally is None:
@@ -201,6 +203,19 @@ class _Discard:
         return True
 
 
+class _Both:
+    """Shows each decision to the replay's observations, then to the caller's observer."""
+
+    def __init__(self, first: DecisionObserver, second: DecisionObserver) -> None:
+        self.first, self.second = first, second
+
+    def decided(
+        self, facts: DecisionFacts, verdict: Verdict, now: float, *, second_look: bool
+    ) -> None:
+        self.first.decided(facts, verdict, now, second_look=second_look)
+        self.second.decided(facts, verdict, now, second_look=second_look)
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayResult:
     stats: PipelineStats
@@ -214,9 +229,12 @@ def replay(
     output: str | None = None,
     *,
     progress: Progress | None = None,
+    observer: DecisionObserver | None = None,
 ) -> ReplayResult:
     """Replays ``inputs`` (paths of OTLP/JSON lines files, gzip-compressed or not, or ``-``
-    for standard input) in order; kept spans go to ``output``, or nowhere when it is None."""
+    for standard input) in order; kept spans go to ``output``, or nowhere when it is None.
+    ``observer`` is shown every decision too, with its facts (the quality benchmark tallies
+    signals per labelled session with it)."""
     clock = ManualClock(0.0)
     observed = ReplayObservations()
     writer = JsonlFile(output) if output is not None else None
@@ -226,7 +244,7 @@ def replay(
             config,
             _FileSink(writer) if writer is not None else _Discard(),
             clock,
-            observer=observed,
+            observer=observed if observer is None else _Both(observed, observer),
             decide_on_intake=False,
         )
         requests = spans = read_before = 0
@@ -445,7 +463,10 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def _tally_row(name_key: str, name: str, t: RuleTally) -> dict[str, object]:
+def _tally_row(name_key: str, name: str, t: RuleTally, decisions: int) -> dict[str, object]:
+    """``decisions``: all decisions of the replay; ``share`` is the part of them this rule made
+    (or this signal fired on): for a rule that keeps, or a signal, its false-alarm rate on
+    traffic that holds nothing worth keeping."""
     return {
         name_key: name,
         "sessions_seen": t.sessions_seen,
@@ -453,11 +474,17 @@ def _tally_row(name_key: str, name: str, t: RuleTally) -> dict[str, object]:
         "spans_seen": t.spans_seen,
         "spans_kept": t.spans_kept,
         "keep_ratio": round(t.sessions_kept / t.sessions_seen, 4) if t.sessions_seen else 0.0,
+        "share": round(t.sessions_seen / decisions, 4) if decisions else 0.0,
     }
 
 
+def _decisions(stats: PipelineStats) -> int:
+    return sum(t.sessions_seen for t in stats.by_rule.values())
+
+
 def summary_rows(stats: PipelineStats) -> list[dict[str, object]]:
-    return [_tally_row("rule", rule, t) for rule, t in sorted(stats.by_rule.items())]
+    decisions = _decisions(stats)
+    return [_tally_row("rule", rule, t, decisions) for rule, t in sorted(stats.by_rule.items())]
 
 
 def total_row(stats: PipelineStats) -> dict[str, object]:
@@ -467,16 +494,18 @@ def total_row(stats: PipelineStats) -> dict[str, object]:
         total.sessions_kept += t.sessions_kept
         total.spans_seen += t.spans_seen
         total.spans_kept += t.spans_kept
-    return _tally_row("rule", "TOTAL", total)
+    return _tally_row("rule", "TOTAL", total, total.sessions_seen)
 
 
 def signal_rows(observed: ReplayObservations) -> list[dict[str, object]]:
     """One row per signal that fired (a session counts under each of its signals), then the
-    sessions on which none fired."""
+    sessions on which none fired. ``share``: of all decisions, those on which it fired."""
     names = sorted(name for name in observed.by_signal if name != NO_SIGNAL)
     if NO_SIGNAL in observed.by_signal:
         names.append(NO_SIGNAL)
-    return [_tally_row("signal", name, observed.by_signal[name]) for name in names]
+    return [
+        _tally_row("signal", name, observed.by_signal[name], observed.decisions) for name in names
+    ]
 
 
 def rare_shape_rows(observed: ReplayObservations, n: int = TOP_SHAPES) -> list[dict[str, object]]:
@@ -491,7 +520,9 @@ def rare_shape_rows(observed: ReplayObservations, n: int = TOP_SHAPES) -> list[d
     ]
 
 
-TALLY_HEADERS = ["sessions_seen", "sessions_kept", "spans_seen", "spans_kept", "keep_ratio"]
+TALLY_HEADERS = [
+    "sessions_seen", "sessions_kept", "spans_seen", "spans_kept", "keep_ratio", "share",
+]  # fmt: skip
 SHAPE_HEADERS = ["shape", "peak_score", "sessions", "sessions_kept"]
 
 

@@ -31,7 +31,7 @@ from sampler.rules.conditions.rare import DIMENSIONS as RARITY_DIMENSIONS
 from sampler.rules.conditions.rare import IsRare
 from sampler.rules.spec import Condition, RuleSpec
 
-# Rarity thresholds per score dimension: (score, what uses it), e.g. (0.75, "slow-model").
+# Rarity thresholds per score dimension: (score, what uses it), e.g. (0.75, "slow-calls").
 Thresholds = Mapping[str, Sequence[tuple[float, str]]]
 
 PALETTE = (
@@ -190,6 +190,9 @@ def write_report(
 # -- tables ------------------------------------------------------------------------------------
 
 
+_RATIOS = ("keep_ratio", "share")
+
+
 def _tally_table(name: str, rows: Sequence[dict[str, object]], total_rows: int = 0) -> str:
     if not rows or all(row["sessions_seen"] == 0 for row in rows):
         return '<p class="note">No sessions were decided.</p>'
@@ -198,7 +201,7 @@ def _tally_table(name: str, rows: Sequence[dict[str, object]], total_rows: int =
     for index, row in enumerate(rows):
         css = ' class="total"' if index >= len(rows) - total_rows else ""
         cells = "".join(
-            f'<td class="num">{_e(_percent(row[h]) if h == "keep_ratio" else str(row[h]))}</td>'
+            f'<td class="num">{_e(_percent(row[h]) if h in _RATIOS else str(row[h]))}</td>'
             for h in TALLY_HEADERS
         )
         body.append(f"<tr{css}><td>{_e(str(row[name]))}</td>{cells}</tr>")

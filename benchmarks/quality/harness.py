@@ -1,7 +1,7 @@
 """The quality benchmark: which sessions does each method keep, at the same kept volume?
 
     python -m benchmarks.quality [--json] [--sessions N] [--seed S] [--config PATH]
-                                 [--traffic default|varied]
+                                 [--traffic default|varied|conversations]
 
 A labelled corpus (``benchmarks.quality.generator``) is written as OTLP/JSON lines and goes
 through three methods, each keeping the same number of sessions:
@@ -28,6 +28,11 @@ A session counts as kept when any of its spans was kept. Per method:
 * ``whole_session_rate``: kept sessions whose every span was kept / kept sessions;
 * ``ordinary_span_fraction_kept``: spans of ordinary sessions kept / spans of ordinary sessions;
 * ``kept_session_fraction`` (and ``kept_span_fraction``).
+
+For the sampler also, per label (``ordinary`` and each rare population), the share of its
+sessions on which each signal fired at any decision of the session (``signals_fired``) and the
+share each rule kept (``rules_kept``); ``false_alarms`` repeats their ``ordinary`` column: what
+each signal and rule costs on sessions that hold nothing worth keeping.
 
 The last line printed is one JSON object: ``sampler``, ``uniform``, ``status_probabilistic``,
 ``corpus`` and ``targets`` (the sampler's goals and whether they are met).
@@ -65,7 +70,9 @@ from sampler.config.load import load_config
 from sampler.config.model import SamplerConfig
 from sampler.otlp.json_codec import iter_json_lines
 from sampler.replay import replay, summary_rows
+from sampler.rules.facts import DecisionFacts
 from sampler.rules.randomness import keeps, randomness_of_key
+from sampler.rules.verdict import Verdict
 
 UNIFORM_BASELINE = Path(__file__).with_name("baselines") / "uniform.yaml"
 METHODS = ("sampler", "uniform", "status_probabilistic")
@@ -88,6 +95,13 @@ def _recall(label: str) -> Callable[[dict[str, Any]], float | None]:
     return lambda result: result["recall"][label]
 
 
+TOOL_CYCLE_SIGNAL = "tool_cycle"
+
+
+def _false_alarm(signal: str) -> Callable[[dict[str, Any]], float | None]:
+    return lambda result: result["false_alarms"]["signals"].get(signal, 0.0)
+
+
 TARGETS = (
     *(Target(f"{label}_recall", _recall(label), 1.0, True) for label in ERROR_LABELS),
     Target(f"{TOOL_LOOP}_recall", _recall(TOOL_LOOP), 1.0, True),
@@ -95,6 +109,7 @@ TARGETS = (
     Target(f"{TAIL_LATENCY}_recall", _recall(TAIL_LATENCY), 0.95, True),
     Target("ordinary_span_fraction_kept", lambda r: r["ordinary_span_fraction_kept"], 0.05, False),
     Target("whole_session_rate", lambda r: r["whole_session_rate"], 1.0, True),
+    Target(f"{TOOL_CYCLE_SIGNAL}_false_alarm_rate", _false_alarm(TOOL_CYCLE_SIGNAL), 0.005, False),
 )
 
 
@@ -122,6 +137,50 @@ def _check_root_key(attributes: Any, session: str) -> None:
         if kv.key in SESSION_KEY_ATTRIBUTES and kv.value.string_value != session:
             raise ValueError(f"kept root span names session {kv.value.string_value!r}, "
                              f"the corpus says {session!r}")  # fmt: skip
+
+
+class DecisionLog:
+    """Per session of the corpus, every signal that fired at any of its decisions (a session
+    may be decided more than once: reopened by a later turn, or looked at again) and the rule
+    that kept it. A replay decision observer (``sampler.replay.replay(observer=...)``): it sees
+    every decision, a second look that keeps a held session included."""
+
+    def __init__(self, corpus: Corpus) -> None:
+        self.corpus = corpus
+        self.signals: dict[str, set[str]] = {}
+        self.kept_by: dict[str, str] = {}
+
+    def decided(
+        self, facts: DecisionFacts, verdict: Verdict, now: float, *, second_look: bool
+    ) -> None:
+        key = facts.session_key
+        if key not in self.corpus.labels:  # a trace without its key: the session of its trace
+            key = self.corpus.trace_sessions.get(bytes.fromhex(key), key)
+        self.signals.setdefault(key, set()).update(facts.signals)
+        if verdict.keep:
+            self.kept_by.setdefault(key, verdict.rule)
+
+    def shares(self) -> dict[str, dict[str, dict[str, float | None]]]:
+        """``{"signals_fired": {signal: {label: share}}, "rules_kept": {rule: {...}}}``."""
+        by_label = {label: self.corpus.sessions_with(label) for label in ALL_LABELS}
+        names = sorted({s for signals in self.signals.values() for s in signals})
+        rules = sorted(set(self.kept_by.values()))
+        return {
+            "signals_fired": {
+                name: {
+                    label: _ratio(sum(name in self.signals.get(k, ()) for k in keys), len(keys))
+                    for label, keys in by_label.items()
+                }
+                for name in names
+            },
+            "rules_kept": {
+                rule: {
+                    label: _ratio(sum(self.kept_by.get(k) == rule for k in keys), len(keys))
+                    for label, keys in by_label.items()
+                }
+                for rule in rules
+            },
+        }
 
 
 def status_error_sessions(corpus: Corpus) -> set[str]:
@@ -192,17 +251,23 @@ def write_uniform_config(probability: float, path: Path) -> None:
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
 
 
-def run(spec: TrafficSpec, workdir: Path, config: SamplerConfig | None = None) -> dict[str, Any]:
-    """Generate, replay, score; returns the benchmark's JSON object."""
+def run(
+    spec: TrafficSpec,
+    workdir: Path,
+    config: SamplerConfig | None = None,
+    generator: Callable[[TrafficSpec], Corpus] = generate,
+) -> dict[str, Any]:
+    """Generate (with ``generator``), replay, score; returns the benchmark's JSON object."""
     started = time.perf_counter()
-    corpus = generate(spec)
+    corpus = generator(spec)
     traffic = workdir / "traffic.jsonl"
     corpus.write_jsonl(traffic)
     keys = list(corpus.labels)
 
     sampler_out = workdir / "sampler-kept.jsonl"
     config = config if config is not None else load_config()
-    sampler_replay = replay(config, [str(traffic)], str(sampler_out))
+    log = DecisionLog(corpus)
+    sampler_replay = replay(config, [str(traffic)], str(sampler_out), observer=log)
     sampler_kept = kept_spans_by_session(sampler_out, corpus)
     volume = sum(1 for spans in sampler_kept.values() if spans)
 
@@ -226,6 +291,11 @@ def run(spec: TrafficSpec, workdir: Path, config: SamplerConfig | None = None) -
     sampler["rules"] = {
         str(row["rule"]): row["sessions_kept"] for row in summary_rows(sampler_replay.stats)
     }
+    sampler.update(log.shares())
+    sampler["false_alarms"] = {
+        kind: {name: shares[ORDINARY] for name, shares in table.items()}
+        for kind, table in (("signals", sampler["signals_fired"]), ("rules", sampler["rules_kept"]))
+    }
     sampler["config"] = config.source
     uniform = score(corpus, uniform_kept) | {"probability": round(probability, 6)}
     status = score(corpus, status_kept) | {
@@ -243,7 +313,7 @@ def run(spec: TrafficSpec, workdir: Path, config: SamplerConfig | None = None) -
             "spans": corpus.span_count,
             "requests": len(corpus.requests),
             "seed": spec.seed,
-            "agents": [agent.name for agent in spec.agents],
+            "agents": sorted(set(corpus.session_agents.values())),
             "labels": corpus.label_counts(),
         },
         "targets": targets,
@@ -296,6 +366,8 @@ def format_table(result: dict[str, Any]) -> str:
         for row in body
     ]  # fmt: skip
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.extend(format_fired(result["sampler"]))
     corpus = result["corpus"]
     lines.append("")
     lines.append(
@@ -305,6 +377,25 @@ def format_table(result: dict[str, Any]) -> str:
         f"sampler rules kept {result['sampler']['rules']}; {result['elapsed_s']} s"
     )
     return "\n".join(lines)
+
+
+def format_fired(sampler: dict[str, Any]) -> list[str]:
+    """Per signal (fired) and per rule (kept): the share of each label's sessions; the
+    ``ordinary`` column is the false-alarm rate."""
+    labels = [ORDINARY, *(label for label in ALL_LABELS if label != ORDINARY)]
+    header = ["sampler: share of sessions", *labels]
+    body = [header]
+    for kind, table in (("signal", sampler["signals_fired"]), ("kept by", sampler["rules_kept"])):
+        for name, shares in table.items():
+            body.append([f"{kind} {name}", *(_cell(shares[label]) for label in labels)])
+    widths = [max(len(row[i]) for row in body) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                  for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+        for row in body
+    ]  # fmt: skip
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -320,15 +411,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--traffic",
         choices=sorted(PROFILES),
         default="default",
-        help="traffic profile (benchmarks/quality/profiles.py): the generator's default, or "
-        "'varied', shaped differently to check that the defaults are not fitted to one corpus",
+        help="traffic profile (benchmarks/quality/profiles.py): the generator's default; "
+        "'varied', shaped differently to check that the defaults are not fitted to one corpus; "
+        "'conversations', from a generator of its own: long conversations whose every turn "
+        "repeats its agent's workflow, with legitimate iteration",
     )
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
-    spec = PROFILES[args.traffic](TrafficSpec(seed=args.seed, sessions=args.sessions))
+    shape, generator = PROFILES[args.traffic]
+    spec = shape(TrafficSpec(seed=args.seed, sessions=args.sessions))
     config = load_config(args.config) if args.config else None
     with tempfile.TemporaryDirectory(prefix="quality-bench-") as workdir:
-        result = run(spec, Path(workdir), config)
+        result = run(spec, Path(workdir), config, generator)
+    result["corpus"]["traffic"] = args.traffic
     if not args.json:
         print(format_table(result))
     print(json.dumps(result))

@@ -5,12 +5,18 @@ so that the sampler's defaults are checked against more than the corpus they wer
 six other agents (other names, tools and latencies), a steeper and a flatter path mix, rare
 populations at half and at twice the default rates, slow sessions only 4-10 times slower (not
 8-20), longer conversations, fewer and larger requests, and mostly GenAI instrumentation.
+``conversations`` comes from a generator of its own (``conversations.py``): 1 to 12 turns, each
+repeating its agent's workflow, with legitimate iteration (issue 12).
+
+Each profile is a traffic spec and the generator that reads it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
+from benchmarks.quality import conversations
 from benchmarks.quality.generator import (
     ERROR_EXCEPTION_ONLY,
     ERROR_STATUS,
@@ -20,7 +26,9 @@ from benchmarks.quality.generator import (
     TOOL_ERROR,
     TOOL_LOOP,
     AgentProfile,
+    Corpus,
     TrafficSpec,
+    generate,
 )
 
 VARIED_AGENTS: tuple[AgentProfile, ...] = (
@@ -163,4 +171,10 @@ def varied(spec: TrafficSpec) -> TrafficSpec:
     )
 
 
-PROFILES = {"default": lambda spec: spec, "varied": varied}
+Profile = tuple[Callable[[TrafficSpec], TrafficSpec], Callable[[TrafficSpec], Corpus]]
+
+PROFILES: dict[str, Profile] = {
+    "default": (lambda spec: spec, generate),
+    "varied": (varied, generate),
+    "conversations": (lambda spec: spec, conversations.generate),
+}

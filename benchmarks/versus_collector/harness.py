@@ -46,7 +46,7 @@ import numpy as np
 from benchmarks.collector.binary import build_collector
 from benchmarks.loadgen.driver import CALL_TIMEOUT_S, Command, WindowResult
 from benchmarks.loadgen.pool import Pools, PoolSpec, RequestPool, build_pools
-from benchmarks.quality.generator import RARE_LABELS, Corpus, TrafficSpec, generate
+from benchmarks.quality.generator import RARE_LABELS, Corpus, TrafficSpec
 from benchmarks.quality.harness import kept_spans_by_session, score
 from benchmarks.quality.profiles import PROFILES
 from benchmarks.throughput.harness import PhaseClock
@@ -529,8 +529,8 @@ def run(options: Options, progress: Callable[[str], None] = lambda _: None) -> d
         stack.enter_context(_affinity(bench.pinning.loadgen_cpus))
 
         progress("generating the labelled corpus")
-        spec = PROFILES[options.traffic](TrafficSpec(seed=options.seed, sessions=options.sessions))
-        corpus = generate(spec)
+        shape, generator = PROFILES[options.traffic]
+        corpus = generator(shape(TrafficSpec(seed=options.seed, sessions=options.sessions)))
         timeline = Timeline.from_corpus(corpus)
         traces = corpus_traces(corpus)
         base_policies = PolicySet.from_corpus(corpus, traces)

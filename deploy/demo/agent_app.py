@@ -9,8 +9,9 @@ the OpenTelemetry GenAI conventions, and exports them over OTLP/gRPC.
 - Conversations overlap: a new one starts every 1/--rate seconds, and each waits
   --think-time between its turns.
 - Now and then (--failure-rate) a tool call fails (status ERROR, `error.type`, an `exception`
-  event); now and then (--loop-rate) the agent calls the same tool with the same arguments over
-  and over (a tool loop); rarely (--rare-rate) it takes an unusual tool path.
+  event); now and then (--loop-rate) the model has the agent call the same tool with the same
+  arguments over and over, a model call before each (a tool loop); rarely (--rare-rate) it
+  takes an unusual tool path.
 
 Span times are set explicitly, each turn ending when it is emitted, so the app needs no sleeps
 beyond the pacing. With --manifest it writes one JSON line per conversation: its id, trace ids,
@@ -115,7 +116,9 @@ class AgentApp:
             steps.append(Step("chat", rnd.randint(300, 1500)))
             arguments = json.dumps({"query": f"{tool} #{rnd.randint(1, 9999)}"})
             calls = 4 if turn == conversation.loop_turn and position == 0 else 1
-            for _ in range(calls):  # a loop: the same call, the same arguments, again
+            for call in range(calls):  # a loop: the model asks for the same call again
+                if call:
+                    steps.append(Step("chat", rnd.randint(300, 1500)))
                 steps.append(Step("tool", rnd.randint(50, 800), tool, arguments))
         if turn == conversation.failure_turn:
             failing = [s for s in steps if s.kind == "tool"]

@@ -37,7 +37,7 @@ use hashbrown::HashMap;
 use hashlink::LinkedHashMap;
 use smallvec::SmallVec;
 
-use crate::features::{Features, SpanFeatures};
+use crate::features::{Features, Kind, SpanFeatures};
 use crate::verdict::Verdict;
 use crate::wire::{put_varint, Reader};
 
@@ -190,7 +190,12 @@ impl Session {
         put_varint(run, span.bytes.len() as u64);
         run.extend_from_slice(span.bytes);
         self.span_bytes += span.bytes.len();
-        self.features.observe(&span.features);
+        let turn = if span.features.kind == Kind::Tool {
+            self.turn_of(&span.trace_id)
+        } else {
+            0
+        };
+        self.features.observe(&span.features, turn);
         self.last_seen = now;
         if !span.trace_state.is_empty()
             && !self.trace_states.iter().any(|(t, _)| *t == span.trace_id)
@@ -208,6 +213,16 @@ impl Session {
         }
     }
 
+    /// The index of a trace among the session's (usually the newest: tried first).
+    fn turn_of(&self, trace_id: &TraceId) -> u32 {
+        let ids = &self.trace_ids;
+        let index = match ids.last() {
+            Some(last) if last == trace_id => ids.len() - 1,
+            _ => ids.iter().position(|t| t == trace_id).unwrap_or(0),
+        };
+        u32::try_from(index).unwrap_or(u32::MAX)
+    }
+
     fn absorb(&mut self, other: Session) {
         for (block, run) in other.blocks {
             match self.blocks.iter_mut().find(|(b, _)| Arc::ptr_eq(b, &block)) {
@@ -216,7 +231,8 @@ impl Session {
             }
         }
         self.span_bytes += other.span_bytes;
-        self.features.merge(other.features);
+        let turn_offset = u32::try_from(self.trace_ids.len()).unwrap_or(u32::MAX);
+        self.features.merge(other.features, turn_offset);
         self.trace_ids.extend(other.trace_ids);
         for (trace_id, state) in other.trace_states {
             if !self.trace_states.iter().any(|(t, _)| *t == trace_id) {
@@ -794,6 +810,9 @@ impl Buffer {
         session.state = State::Buffering;
         session.timer_tick = NO_TICK;
         session.last_seen = now;
+        // max_session_duration counts from here: counted from its first span, a conversation
+        // longer than the cap would be due again at once, and decided again on every span
+        session.created = now;
         session.age = age;
         let trace_ids = session.trace_ids.clone();
         let keyed = session.keyed.then(|| session.keyed_key.clone());
@@ -1359,6 +1378,58 @@ mod tests {
             ]
         );
         assert_eq!(session.span_bytes, 5 + 70_000 + 6 + 4);
+    }
+
+    #[test]
+    fn a_tool_calls_turn_is_its_traces_place_in_the_session() {
+        // turn 0 is the first trace the buffer saw; a provisional trace joining the
+        // conversation (its key on a root that arrives last) comes after its traces so far
+        let mut buffer = Buffer::new(SessionSettings::default());
+        let b = block(b"r");
+        let mut call = |t: u8, at: u64, key: Option<&str>, root: bool| {
+            let mut span = arrival(trace(t), key, root, b"x", &b);
+            span.features.kind = Kind::Tool;
+            span.features.start_ns = at;
+            buffer.add(&span, 0.0);
+        };
+        call(1, 1, Some("c1"), false);
+        call(2, 2, Some("c1"), false);
+        call(3, 3, None, false); // no key yet: provisional
+        call(1, 4, None, false);
+        call(3, 5, Some("c1"), true); // joins c1 as its third trace
+        let ids = buffer.pop_all();
+        assert_eq!(ids.len(), 1);
+        let calls: Vec<_> = buffer
+            .get(ids[0])
+            .unwrap()
+            .features
+            .tool_calls
+            .iter()
+            .map(|c| (c.start_ns, c.turn))
+            .collect();
+        assert_eq!(calls, vec![(1, 0), (2, 1), (4, 0), (3, 2), (5, 2)]);
+    }
+
+    #[test]
+    fn a_reopened_conversation_counts_max_session_duration_from_its_reopening() {
+        // counted from its first span, a conversation longer than the cap would be due again
+        // at once, and decided again on every span
+        let settings = SessionSettings {
+            max_session_duration: 60.0,
+            ..SessionSettings::default()
+        };
+        let mut buffer = Buffer::new(settings);
+        let b = block(b"r");
+        buffer.add(&arrival(trace(1), Some("c1"), true, b"x", &b), 0.0);
+        let ids = buffer.pop_due(30.05);
+        assert_eq!(ids.len(), 1);
+        buffer.set_verdict(ids[0], drop_verdict());
+        assert!(buffer.hold(ids[0], drop_verdict(), false, 30.05, 1));
+        buffer.add(&arrival(trace(2), Some("c1"), true, b"y", &b), 90.0);
+        assert!(buffer.pop_due(91.05).is_empty());
+        let again = buffer.pop_due(120.05);
+        assert_eq!(again, ids);
+        assert_eq!(buffer.get(again[0]).unwrap().trace_ids.len(), 2);
     }
 
     #[test]

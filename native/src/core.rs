@@ -30,7 +30,7 @@ use crate::buffer::{
 };
 use crate::emit::{emit, KeptRequest, RequestLimits};
 use crate::extract::{Extractor, KeyTable, Scratch};
-use crate::features::{Kind, Parent, SpanFeatures, SpanId};
+use crate::features::{Kind, Parent, SpanFeatures, SpanId, ToolCall};
 use crate::otlp::{
     self, REQUEST_RESOURCE_SPANS, RS_RESOURCE, RS_SCHEMA_URL, RS_SCOPE_SPANS, SS_SCHEMA_URL,
     SS_SCOPE, SS_SPANS,
@@ -85,7 +85,17 @@ pub struct SessionView {
     pub test_bits: u64,
     pub tokens: i128,
     pub tool_call_count: u64,
-    pub tool_calls: Vec<(u64, Arc<str>, u64)>,
+    pub tool_calls: Vec<ToolCall>,
+    /// Start times of its first model calls, in arrival order.
+    pub model_starts: Vec<u64>,
+    /// The duration of each of its turns (root spans), in arrival order.
+    pub turn_ns: Vec<u64>,
+    /// Its typical (median) model call's duration.
+    pub model_pace_ns: u64,
+    /// Its typical (median) tool call's duration.
+    pub tool_pace_ns: u64,
+    /// `Features::tool_repeats`.
+    pub tool_repeats: (u32, u32),
     pub agents: Vec<(SpanId, Arc<str>)>,
     pub parents: Vec<(SpanId, Parent)>,
     pub links: Vec<(SpanId, Box<[Parent]>)>,
@@ -494,11 +504,12 @@ impl Core {
             test_bits: f.test_bits,
             tokens: f.tokens,
             tool_call_count: f.tool_call_count,
-            tool_calls: f
-                .tool_calls
-                .iter()
-                .map(|c| (c.start_ns, c.name.clone(), c.args_digest))
-                .collect(),
+            tool_calls: f.tool_calls.clone(),
+            model_starts: f.model_calls.iter().map(|(start, _)| *start).collect(),
+            turn_ns: f.turn_ns.clone(),
+            model_pace_ns: f.model_pace_ns(),
+            tool_pace_ns: f.tool_pace_ns(),
+            tool_repeats: f.tool_repeats(),
             agents: f.agents.clone(),
             parents: f.parents.iter().copied().collect(),
             links: f.links.iter().cloned().collect(),

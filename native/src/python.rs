@@ -242,24 +242,68 @@ impl PySessionView {
     fn tool_call_count(&self) -> u64 {
         self.0.tool_call_count
     }
-    /// (start_ns, tool name, arguments digest ("" when none were recorded)), in arrival order.
+    /// (start_ns, tool name, arguments digest ("" when none were recorded), turn (the index of
+    /// its trace in `trace_ids`), failed, end_ns), in arrival order.
     #[getter]
     fn tool_calls<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let items = self.0.tool_calls.iter().map(|(start, name, digest)| {
-            let digest = if *digest == 0 {
+        let items = self.0.tool_calls.iter().map(|c| {
+            let digest = if c.args_digest == 0 {
                 String::new()
             } else {
-                format!("{digest:016x}")
+                format!("{:016x}", c.args_digest)
             };
-            (*start, &**name, digest)
+            (c.start_ns, &*c.name, digest, c.turn, c.failed, c.end_ns)
         });
         PyList::new(py, items)
     }
     /// Tool names in start order.
     fn tool_path<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let mut calls: Vec<_> = self.0.tool_calls.iter().collect();
-        calls.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
-        PyTuple::new(py, calls.into_iter().map(|(_, name, _)| &**name))
+        calls.sort_by(|a, b| {
+            (a.start_ns, &a.name, a.args_digest).cmp(&(b.start_ns, &b.name, b.args_digest))
+        });
+        PyTuple::new(py, calls.into_iter().map(|c| &*c.name))
+    }
+    /// Start times of its first model (LLM) calls, in arrival order: tool calls with no model
+    /// call started between them were made on one model decision.
+    #[getter]
+    fn model_starts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, &self.0.model_starts)
+    }
+    /// The duration of each turn (root span) in seconds, in arrival order.
+    #[getter]
+    fn turn_latencies<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.0.turn_ns.iter().map(|ns| *ns as f64 / 1e9))
+    }
+    /// How many turns (root spans) have ended.
+    #[getter]
+    fn turns_ended(&self) -> usize {
+        self.0.turn_ns.len()
+    }
+    /// Its typical (median; the lower middle one of an even count) model call, in seconds.
+    #[getter]
+    fn model_pace_s(&self) -> f64 {
+        self.0.model_pace_ns as f64 / 1e9
+    }
+    /// The most calls of one tool (by name) within one turn, among `tool_calls`.
+    #[getter]
+    fn tool_repeats_in_a_turn(&self) -> u32 {
+        self.0.tool_repeats.0
+    }
+    /// How many turns made calls among `tool_calls`.
+    #[getter]
+    fn turns_with_tool_calls(&self) -> u32 {
+        self.0.tool_repeats.1
+    }
+    /// How many agent spans `agents` holds.
+    #[getter]
+    fn agent_count(&self) -> usize {
+        self.0.agents.len()
+    }
+    /// Its typical (median) tool call, in seconds.
+    #[getter]
+    fn tool_pace_s(&self) -> f64 {
+        self.0.tool_pace_ns as f64 / 1e9
     }
     /// (span id, agent name) of its agent spans, in arrival order.
     #[getter]

@@ -255,10 +255,13 @@ class SessionsConfig:
         "fraction",
     )
     dropped_hold: float = opt(
-        120.0,
+        300.0,
         "Hold a dropped conversation's spans this long: if a later turn of it is kept (say it "
-        "fails), the earlier turns are kept with it, whole. A session dropped while the rarity "
-        "model was cold is scored again when its hold ends (0s: no hold).",
+        "fails), the earlier turns are kept with it, whole. Long enough for a person's think "
+        "time and the next turn (whose session key may arrive only with its root span, when "
+        "the turn ends); memory is bounded by dropped_hold_max_spans whatever the time. A "
+        "session dropped while the rarity model was cold is scored again when its hold ends "
+        "(0s: no hold).",
         "duration",
         zero_allowed=True,
     )
@@ -278,16 +281,27 @@ class SessionsConfig:
 @dataclass(frozen=True, slots=True)
 class ToolCyclesConfig:
     same_call_repeats: int = opt(
-        3, "A tool called with the same arguments this many times in a session is a loop."
+        3,
+        "A tool called with the same arguments this many times within one turn is a loop (an "
+        "attempt that failed and was retried until it succeeded does not count).",
     )
     same_tool_repeats: int = opt(
         6,
-        "A tool called this many times in a row (arguments ignored: often not recorded) is a loop.",
+        "A tool called this many times in a row within one turn, with no recorded arguments "
+        "telling the calls apart (often none are recorded), is a loop.",
     )
     pattern_max_period: int = opt(
-        4, "Longest repeating pattern looked for in the tool sequence (A-B-A-B is period 2)."
+        4, "Longest repeating pattern looked for in a turn's tool sequence (A-B-A-B is period 2)."
     )
-    pattern_min_repeats: int = opt(3, "A pattern repeated this many times in a row is a loop.")
+    pattern_min_repeats: int = opt(
+        3, "A pattern repeated this many times in a row within one turn is a loop."
+    )
+    same_turn_repeats: int = opt(
+        4,
+        "This many turns in a row that make the same tool calls with the same recorded arguments "
+        "are a loop: the turns are retries of one another. Turns that differ in any argument, "
+        "or record none, are never a loop by repeating across turns.",
+    )
     max_agent_depth: int = opt(4, "Agents nested deeper than this are a recursion.")
 
 
@@ -306,16 +320,18 @@ class RarityConfig:
     )
     rare_shape_share: float = opt(
         0.02,
-        "A shape seen in at most this share of its agent's recent sessions is rare (scores 0.5 "
-        "there, 1 at a tenth of it). An odd path that recurs a few times in the window is still "
-        "rare.",
+        "A tool path is judged by its parts (each tool, each step from one tool to the next, "
+        "the first and the last tool): a part seen in at most this share of its agent's recent "
+        "sessions, or fewer than 3 times, is rare (scores 0.5 there, 1 at a tenth of it), and "
+        "so is the session. An odd path that recurs a few times in the window is still rare.",
         "fraction",
     )
     tail_quantile: float = opt(
-        0.98,
+        0.99,
         "Values at or above this quantile of the agent's recent values are tail (score 0.5 "
-        "there, 1 above everything seen). Below p99 on purpose: slow sessions that are 1% of "
-        "traffic raise the p99 themselves.",
+        "there, 1 above everything seen). The longest turn is ranked as the longest of its "
+        "turns; a session's typical model call also scores 1 beyond Tukey's outer fence, "
+        "however many sessions are there (a degraded model).",
         "fraction",
     )
     threshold: float = opt(
@@ -334,7 +350,11 @@ class ShapeConfig:
     collapse_repeats: bool = opt(
         True, "Consecutive calls of the same tool count once in the shape's tool path."
     )
-    max_tools: int = opt(12, "Tools of the path kept in the shape (the first ones).")
+    max_tools: int = opt(
+        12,
+        "Tools of the path kept in the shape (the first ones): the shape's name, shown in "
+        "replay and used by budget strata; rarity judges the whole path's parts.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,9 +98,11 @@ class RuleEngine:
         return engine
 
     def decide(self, facts: DecisionFacts, now: float) -> Verdict:
-        """The first matching rule's verdict. Every decision also feeds the budget's view of
-        traffic, and keeps by rules other than `budget` are counted against it."""
-        self.budget.observe_decided(facts.span_count, now)
+        """The first matching rule's verdict. Every decision of a session not decided before
+        also feeds the budget's view of traffic, and keeps by rules other than `budget` are
+        counted against it."""
+        if not facts.redecision:
+            self.budget.observe_decided(facts.span_count, now)
         for rule in self.rules:
             if rule.condition is None or rule.condition.matches(facts):
                 verdict = self._apply(rule, facts, now)

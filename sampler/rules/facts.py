@@ -47,3 +47,6 @@ class DecisionFacts(NamedTuple):
     signals: tuple[str, ...] = ()  # names that fired, written to agent_sampler.signals
     cycle_kinds: frozenset[str] = frozenset()  # tool-cycle findings' kinds
     rarity: Mapping[str, float] = MappingProxyType({})  # dimension -> score in [0, 1]
+    # decided (and dropped) before: reopened by a later turn, or a continuation of such a
+    # conversation. Not new traffic for the budget, which counts each session once.
+    redecision: bool = False

@@ -15,16 +15,21 @@ common now (with decay 0.5), and a burst makes a shape common within its own win
 Scores are 0.5 exactly at the configured boundary (`rare_shape_share`, `tail_quantile`), so a
 signal threshold of 0.5 means "at or beyond the boundary".
 
-Shape score. The shape's weighted share *among its group's sessions* (a path rare for that
-agent, even if the agent itself is busy) is
+Shape score. A shape may be given whole or in parts (the scorer gives the parts of a session's
+tool path: each tool, each step from one tool to the next, where it starts and ends; see
+`SessionScorer.shape_parts`); a session is as rare as its rarest part, and `observe` counts
+each distinct part once per session. A part's weighted share *among its group's sessions* (a
+path rare for that agent, even if the agent itself is busy) is
 `sum(w * lower_bound_in_window) / sum(w * group_sessions_in_window)`, from the group's own
-frequent-items sketch (2^9 counters: shapes above 0.7% of the group are always tracked). A group
+frequent-items sketch (2^9 counters: parts above 0.7% of the group are always tracked). A group
 with fewer than `min_group_values` sessions in the live windows is cold: its shapes are not
 scored (0), because measured against all sessions every path of a young or quiet agent looks
 rare. A quiet agent's sessions are sampled by the budget, whose strata give each agent a floor.
 The score is `0.5 + 0.5 * log10(rare_shape_share / share)` clipped to [0, 1]: one point per
 two decades of rarity, since rarity is a matter of orders of magnitude: 0 at ten times the
-boundary share, 0.5 at it, 1 at a tenth of it.
+boundary share, 0.5 at it, 1 at a tenth of it. A part seen in fewer than `MIN_SIGHTINGS` (3)
+sessions of the live windows scores at least 0.5 whatever its share: in a group of 50 sessions
+one sighting is already 2%.
 The lower bound is what the sketch is certain of; a shape it does not track has lower bound 0
 and scores 1. The sketch's error is the same for every shape: the reported share is never
 above the true one and at most `shape_resolution(now)` below it (at most 3.5 / 2**lg_max_k,
@@ -33,14 +38,25 @@ commoner than that is always tracked, so a common shape is never called rare; sh
 the resolution cannot be told apart from unseen ones, which for rarity is the right answer.
 
 Numeric scores, per dimension and per group: `latency` (the longest turn, i.e. root span: what a
-user waited for), `model_latency` (the slowest model call: a slow model hides in turn latency
-when its turn makes fewer calls), `duration` (the whole session, think time between turns
-included), `tokens`, `span_count`, `tool_calls`.
+user waited for), `model_latency` and `tool_latency` (the session's typical, median, model call
+and tool call: a slow model or a slow dependency hides in turn latency when its turn makes
+fewer calls, or when the rest of the turn takes longer), `duration` (the whole session, think
+time between turns included), `tokens`, `span_count`, `tool_calls` (the scorer gives these per
+turn).
+A value may be learned per *unit*: `observe` takes a sequence (the scorer teaches every turn's
+latency), and `score` then takes `units`, how many units the scored value is the largest of
+(the session's turns): its rank r becomes r**n, the rank of the largest of n values, so that a
+conversation of many ordinary turns is no likelier to be in the tail than a single turn.
 The value's rank r in the group's recent values is the decay-weighted mixture of its rank in
 each live window, `sum(w * n * rank) / sum(w * n)`: exactly the rank in the weighted union, so
 decay applies to quantiles as it does to shapes. The score is 0 below the tail quantile, and
 `0.5 + 0.5 * (r - tail_quantile) / (1 - tail_quantile)` from it: 0.5 at the tail quantile, 1
-above every value seen.
+above every value seen. A quantile cannot call rare what more sessions than its tail share
+have (a degraded model slowing 5% of an agent's sessions puts its p99 among them): for the
+dimensions in `FENCED` (a typical value, narrow across normal sessions: `model_latency`,
+`tool_latency`), a
+value beyond Tukey's outer fence (`Q3 + 3 * (Q3 - Q1)` of the decay-weighted quartiles) scores
+1 however many sessions share it.
 t-digest, not KLL: KLL's rank error (1.3% at k=200) is larger than the whole 1% tail, and KLL
 is randomised per process while these scores must be reproducible; the t-digest is
 deterministic and its error shrinks towards the tails (see `sketches.TailQuantiles`).
@@ -49,17 +65,19 @@ At most `max_groups` groups are kept; the least recently observed is evicted wit
 Cold start. Until the live windows hold `warmup_sessions` sessions (200 by default: the first
 minutes of traffic, or again after a gap longer than the ring), every score is 0, so a rule on
 rarity keeps nothing yet; error and tool-cycle signals do not depend on this model and work
-from the first session. A group with fewer than `min_group_values` values of a dimension in the
-live windows scores 0 on that dimension. Such scores say `cold`: the pipeline holds the sessions
-they dropped and scores them again later (the pipeline's second look), so the first rare sessions
-after a start are not lost.
+from the first session. A group with fewer than `min_group_values` sessions, or values of a
+dimension, in the live windows scores 0 on that dimension. Such scores say `cold`: the pipeline
+holds the sessions they dropped and scores them again later (the pipeline's second look), so the
+first rare sessions after a start are not lost.
 
 Ticks. A session's numbers reach the quantile sketches at the next `flush`, which the
 pipeline calls once a tick of its decision timer (`sessions.tick`, 100 ms; in replay, once a
 request): a t-digest folds new values into its centroids when it is next read, and doing that
 once a tick rather than once a session saves a few microseconds per dimension and session.
 Shapes are counted at once. So a session is scored against the shapes of every session
-before it and against the numbers of the sessions decided before the last tick.
+before it and against the numbers of the sessions decided before the last tick. The sketches
+change only at a flush, so what is asked of a group's windows for every score (the
+below-the-tail thresholds, the fences) is asked once per flush.
 
 Determinism. Scores depend only on the sequence of `observe`/`score`/`flush` calls and their
 `now`s: replicas differ only in the traffic they saw. `score` reads and never changes the model.
@@ -69,19 +87,37 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, TypeVar
 
 from sampler.signals.sketches import MAX_LG_MAX_K, MIN_LG_MAX_K, FrequentStrings, TailQuantiles
 
-DIMENSIONS: Final = ("latency", "model_latency", "duration", "tokens", "span_count", "tool_calls")
+DIMENSIONS: Final = (
+    "latency",
+    "model_latency",
+    "tool_latency",
+    "duration",
+    "tokens",
+    "span_count",
+    "tool_calls",
+)
+# Dimensions that are a session's typical value (not an extreme, nor a total), narrow across
+# normal sessions: beyond Tukey's outer fence (FAR_OUT interquartile ranges above the third
+# quartile) they score 1 even when too many sessions are there for a quantile
+# to call them rare (a degraded model slows 5% of sessions: a p98 is inside them).
+FENCED: Final = frozenset({"model_latency", "tool_latency"})
+FAR_OUT: Final = 3.0
+# A shape (part) seen in fewer sessions than this in the live windows is rare whatever its
+# share: two sightings make no habit, and in a group of 50 sessions one is already 2%.
+MIN_SIGHTINGS: Final = 3
 RARE_SHAPE: Final = "rare_shape"
 TAIL_SIGNALS: Final[Mapping[str, str]] = MappingProxyType(
     {
         "latency": "tail_latency",
         "model_latency": "tail_model_latency",
+        "tool_latency": "tail_tool_latency",
         "duration": "tail_duration",
         "tokens": "tail_tokens",
         "span_count": "tail_span_count",
@@ -212,19 +248,29 @@ class RarityModel:
         self._pending: list[tuple[_GroupWindow, str, TailQuantiles, float]] = []
         self._flushes = 0
         # per group, what its settled windows (older than the current one) say per dimension:
-        # (their values counted, the least of their below-the-tail thresholds), for one index
-        # and one flush
-        self._settled: dict[str, tuple[int, int, dict[str, tuple[int, float]]]] = {}
+        # (their values counted, the least of their below-the-tail thresholds), and per fenced
+        # dimension the fence of all its live windows, for one index and one flush
+        self._settled: dict[
+            str, tuple[int, int, dict[str, tuple[int, float]], dict[str, float]]
+        ] = {}
 
     def score(
         self,
-        shape: str,
+        shape: str | Collection[str],
         group: str,
         numbers: Mapping[str, float],
         now: float,
+        units: Mapping[str, int] | None = None,
     ) -> RarityScores:
-        """Scores a session against the traffic observed so far; changes nothing."""
+        """Scores a session against the traffic observed so far; changes nothing.
+
+        ``shape``: one shape, or the parts of one (the session is as rare as its rarest part).
+        ``units``: for a dimension whose value is the largest of several units (the longest of
+        n turns) while the model learned one value per unit, n: the value's rank r becomes
+        r**n, the rank of the largest of n values, so that a session of many turns is no
+        likelier to be in the tail than a session of one."""
         _check_numbers(numbers)
+        parts = (shape,) if isinstance(shape, str) else shape
         index = self._index_at(now)
         settings = self.settings
         horizon = index - settings.windows  # windows at or before it are no longer live
@@ -247,29 +293,56 @@ class RarityModel:
         group_cold = group_sessions < settings.min_group_values
         shape_score = 0.0
         if not group_cold:
-            known = total = 0.0
+            total = 0.0
             for weight, group_window in group_live:
-                known += weight * group_window.lower_bound(shape, group_window.index < index)
                 total += weight * group_window.sessions
-            shape_score = _shape_score(min(1.0, known / total), settings.rare_shape_share)
+            common = 10.0 * settings.rare_shape_share * total  # known from here on: 0
+            for part in parts:
+                known = 0.0
+                sightings = 0
+                for weight, group_window in group_live:
+                    bound = group_window.lower_bound(part, group_window.index < index)
+                    known += weight * bound
+                    sightings += bound
+                if known >= common and sightings >= MIN_SIGHTINGS:
+                    continue  # most parts: common, scoring 0
+                score = _shape_score(min(1.0, known / total), settings.rare_shape_share)
+                if score < 0.5 and sightings < MIN_SIGHTINGS:
+                    score = 0.5  # seen once or twice: in a small group that is already 2%
+                if score > shape_score:
+                    shape_score = score
+                    if score >= 1.0:
+                        break
         numeric = dict.fromkeys(DIMENSIONS, 0.0)
-        if group_live:
+        # a cold group's numbers are not scored either (a dimension learned per unit, turns,
+        # may have enough values in fewer sessions)
+        if group_live and not group_cold:
             settled = self._settled.get(group)
             if settled is None or settled[0] != index or settled[1] != self._flushes:
-                settled = self._settled[group] = (index, self._flushes, {})
+                settled = self._settled[group] = (index, self._flushes, {}, {})
             for dimension, value in numbers.items():
                 if math.isfinite(value):
+                    n = max(1, units.get(dimension, 1)) if units else 1
                     numeric[dimension] = self._tail_score(
-                        group_live, index, dimension, value, settled[2]
+                        group_live, index, dimension, value, n, settled[2], settled[3]
                     )
         return RarityScores(shape_score, MappingProxyType(numeric), cold=group_cold)
 
-    def observe(self, shape: str, group: str, numbers: Mapping[str, float], now: float) -> None:
-        """Adds a session (after scoring it) to the current window."""
+    def observe(
+        self,
+        shape: str | Collection[str],
+        group: str,
+        numbers: Mapping[str, float | Sequence[float]],
+        now: float,
+    ) -> None:
+        """Adds a session (after scoring it) to the current window: its shape (or each distinct
+        part of it, once) and its numbers (a sequence: one value per unit, each learned)."""
         _check_numbers(numbers)
+        parts = (shape,) if isinstance(shape, str) else tuple(dict.fromkeys(shape))
         index = self._advance(now)
         window = self._windows[-1]
-        window.shapes.update(shape)
+        for part in parts:
+            window.shapes.update(part)
         window.sessions += 1
         group_windows = self._groups.get(group)
         if group_windows is None:
@@ -282,16 +355,20 @@ class RarityModel:
         if not group_windows or group_windows[-1].index != index:
             group_windows.append(_GroupWindow(index, self.settings.group_shape_lg_max_k))
             self._expire(group_windows, index)
-        group_windows[-1].sessions += 1
-        group_windows[-1].shapes.update(shape)
         group_window = group_windows[-1]
+        group_window.sessions += 1
+        for part in parts:
+            group_window.shapes.update(part)
         values = group_window.values
         pending = self._pending
         for dimension, value in numbers.items():
             sketch = values.get(dimension)
             if sketch is None:
                 sketch = values[dimension] = TailQuantiles(self.settings.quantile_k)
-            pending.append((group_window, dimension, sketch, value))
+            if isinstance(value, float | int):
+                pending.append((group_window, dimension, sketch, value))
+            else:
+                pending.extend((group_window, dimension, sketch, unit) for unit in value)
 
     # What the ring of windows and its sketches are built on: fixed for the model's life.
     GEOMETRY: Final = (
@@ -371,7 +448,9 @@ class RarityModel:
         index: int,
         dimension: str,
         value: float,
+        units: int,
         settled: dict[str, tuple[int, float]],
+        fences: dict[str, float],
     ) -> float:
         q = self.settings.tail_quantile
         # The settled windows do not change between flushes: their count, and the least
@@ -396,6 +475,13 @@ class RarityModel:
         current_count = current.count if current is not None else 0
         if settled_count + current_count < self.settings.min_group_values:
             return 0.0
+        if dimension in FENCED:
+            fence = fences.get(dimension)
+            if fence is None:
+                fence = fences[dimension] = _far_out(live, dimension)
+            if value > fence:
+                return 1.0
+        # below q in every window, rank**units is below q too: the shortcut holds for units
         if value <= low:
             if current is None or not current_count:
                 return 0.0
@@ -418,7 +504,7 @@ class RarityModel:
             n = sketch.count
             weighted_count += weight * n
             weighted_rank += weight * n * sketch.rank(value)
-        rank = weighted_rank / weighted_count
+        rank = (weighted_rank / weighted_count) ** units
         if rank < q:
             return 0.0
         return min(1.0, 0.5 + 0.5 * (rank - q) / (1.0 - q))
@@ -464,7 +550,26 @@ def _shape_score(share: float, rare_share: float) -> float:
     return min(1.0, max(0.0, 0.5 + 0.5 * math.log10(rare_share / share)))
 
 
-def _check_numbers(numbers: Mapping[str, float]) -> None:
+def _far_out(live: list[tuple[float, _GroupWindow]], dimension: str) -> float:
+    """Tukey's outer fence, from the decay-weighted quartiles: a value this far above the bulk
+    is an outlier however many sessions share it."""
+    q1 = q3 = weights = 0.0
+    for weight, group_window in live:
+        sketch = group_window.values.get(dimension)
+        if sketch is None or sketch.is_empty:
+            continue
+        w = weight * sketch.count
+        q1 += w * sketch.quantile(0.25)
+        q3 += w * sketch.quantile(0.75)
+        weights += w
+    if not weights:
+        return math.inf
+    q1, q3 = q1 / weights, q3 / weights
+    # no spread (one value, or values in steps): no fence, the ranks say it all
+    return q3 + FAR_OUT * (q3 - q1) if q3 > q1 else math.inf
+
+
+def _check_numbers(numbers: Mapping[str, float | Sequence[float]]) -> None:
     for dimension in numbers:
         if dimension not in TAIL_SIGNALS:
             raise ValueError(

@@ -13,12 +13,21 @@ from dataclasses import dataclass, field
 from sampler._native import SessionView as SessionFeatures
 from sampler.config.model import SignalsConfig
 from sampler.signals.errors import error_signals
-from sampler.signals.rarity import RARE_SHAPE, TAIL_SIGNALS, RarityModel, RaritySettings
-from sampler.signals.tool_cycles import AgentSpan, CycleThresholds, ToolCall, detect_cycles
+from sampler.signals.rarity import TAIL_SIGNALS, RarityModel, RaritySettings
+from sampler.signals.tool_cycles import (
+    AgentSpan,
+    CycleFinding,
+    CycleThresholds,
+    ToolCall,
+    find_agent_recursion,
+    find_link_cycle,
+    find_tool_cycles,
+)
 
 TOOL_CYCLE = "tool_cycle"
 LATENCY = "latency"
 MODEL_LATENCY = "model_latency"
+TOOL_LATENCY = "tool_latency"
 TAIL_LATENCY = TAIL_SIGNALS[LATENCY]
 
 
@@ -41,7 +50,17 @@ class SessionScorer:
             same_tool_repeats=c.same_tool_repeats,
             pattern_max_period=c.pattern_max_period,
             pattern_min_repeats=c.pattern_min_repeats,
+            same_turn_repeats=c.same_turn_repeats,
             max_agent_depth=c.max_agent_depth,
+        )
+        # the fewest calls of one tool in one turn that a tool detector can fire on: a
+        # repeated call or tool is that many calls of it, a repeating pattern that many of each
+        # of its tools (tool_cycles.find_tool_cycles)
+        t = self.thresholds
+        self._fewest_repeats = min(
+            t.same_call_repeats,
+            t.same_tool_repeats,
+            t.pattern_min_repeats if t.pattern_max_period >= 2 else t.same_tool_repeats,
         )
         self.rarity = RarityModel(
             RaritySettings(
@@ -61,18 +80,66 @@ class SessionScorer:
         rarity: the pipeline flushes once a tick)."""
         self.rarity.flush()
 
+    def _cycles(self, features: SessionFeatures) -> list[CycleFinding]:
+        """``detect_cycles``, skipping what the native aggregates say cannot fire: a session
+        whose turns call no tool as often as the fewest repeats any tool detector needs, in
+        fewer turns than a repeated turn needs, has no tool loop; one with no more agent spans
+        than ``max_agent_depth`` no recursion (most sessions: their calls are then not copied
+        into Python objects at all)."""
+        t = self.thresholds
+        findings: list[CycleFinding] = []
+        if (
+            features.tool_repeats_in_a_turn >= self._fewest_repeats
+            or features.turns_with_tool_calls >= t.same_turn_repeats
+        ):
+            calls = [
+                ToolCall(start, name, digest, turn, failed)
+                for start, name, digest, turn, failed, _ in features.tool_calls
+            ]
+            findings.extend(find_tool_cycles(calls, t, features.model_starts))
+        if features.agent_count > t.max_agent_depth:
+            parents = features.parents
+            agents = [
+                AgentSpan(span_id, parents.get(span_id, b""), name)
+                for span_id, name in features.agents
+            ]
+            recursion = find_agent_recursion(agents, parents, t)
+            if recursion is not None:
+                findings.append(recursion)
+        link_cycle = find_link_cycle(features.links)
+        if link_cycle is not None:
+            findings.append(link_cycle)
+        return findings
+
     def shape_of(self, features: SessionFeatures) -> str:
         """A compact key of the session's structure: agent and tool path, as configured."""
-        s = self.shape_config
+        return self._shape(features.root_agent, self._path(features.tool_path()))
+
+    def _path(self, tools: tuple[str, ...]) -> list[str]:
+        """The tool path, repeats collapsed as configured."""
+        if not self.shape_config.collapse_repeats:
+            return list(tools)
         path: list[str] = []
-        for name in features.tool_path():
-            if s.collapse_repeats and path and path[-1] == name:
-                continue
-            path.append(name)
-            if len(path) >= s.max_tools:
-                break
-        agent = features.root_agent if s.include_agent else ""
-        return f"{agent}:{'>'.join(path)}"
+        for name in tools:
+            if not path or path[-1] != name:
+                path.append(name)
+        return path
+
+    def _shape(self, agent: str, path: list[str]) -> str:
+        s = self.shape_config
+        return f"{agent if s.include_agent else ''}:{'>'.join(path[: s.max_tools])}"
+
+    def shape_parts(self, features: SessionFeatures, *, ends: bool = True) -> tuple[str, ...]:
+        """What the shape's rarity is judged on: each tool of the session's path, each step
+        from one tool to the next (``a>b``) and, with ``ends``, its first and last tool
+        (``^a``, ``b$``); ``^$`` for a session without tools. Repeats are collapsed as the
+        shape collapses them. A session is as rare as its rarest part: a tool its agent does
+        not use, or uses in another order, or does not start or end with. Judging the whole
+        path instead makes every long conversation rare: a path made of the same few steps
+        takes as many forms as there are ways to combine its turns. A fragment (a conversation
+        decided before) is judged without ``ends``: it may start in the middle of the
+        conversation (a continuation)."""
+        return _parts(self._path(features.tool_path()), ends)
 
     def score(
         self,
@@ -84,50 +151,70 @@ class SessionScorer:
         learn: bool = True,
     ) -> SessionSignals:
         """``fragment``: a conversation decided before: its later part (a continuation), or all of
-        it reopened. Its shape and most numbers would be compared with what the model learned of
-        its earlier part, so they are not scored nor learned again: only its turn latency is
-        scored (a turn is whole in a fragment too); errors and loops are found as in any session.
+        it reopened. Its numbers would be compared with what the model learned of its earlier
+        part, so they are not scored nor learned again, except its turn and model latency (a turn
+        is whole in a fragment too, and they are scored as the largest of their units); the steps
+        of its tool path are scored, and learned (later turns may take steps the first did not);
+        errors and loops are found as in any session.
         ``running_at_cap``: a trace was still running when the session reached
-        max_session_duration; such a turn is among the longest by construction, so it fires
-        tail_latency even before (or without) its agent's history saying so.
+        max_session_duration. When no turn of the session has ended, that turn has lasted as long
+        as the session, among the longest by construction: it fires tail_latency even before (or
+        without) its agent's history saying so. When turns have ended (a long conversation), the
+        cap measured the conversation, not the running turn, which is not scored.
         ``learn``: add the session to the rarity model (not on a second look: once per session)."""
         signals = list(error_signals(features.error_kinds))
-        calls = [ToolCall(start, name, digest) for start, name, digest in features.tool_calls]
-        agents = [
-            AgentSpan(span_id, features.parents.get(span_id, b""), name)
-            for span_id, name in features.agents
-        ]
-        findings = detect_cycles(calls, agents, features.parents, features.links, self.thresholds)
+        findings = self._cycles(features)
         if findings:
             signals.append(TOOL_CYCLE)
-        shape = self.shape_of(features)
+        path = self._path(features.tool_path())
+        shape = self._shape(features.root_agent, path)
+        parts = _parts(path, not fragment)
         group = features.root_agent
+        # the longest turn is the largest of several: scored as such (RarityModel.score)
+        # against what one turn takes; model and tool calls by the session's typical one
+        turns_ended = features.turns_ended
+        units = {LATENCY: turns_ended}
+        model_pace = features.model_pace_s
+        tool_pace = features.tool_pace_s
         rarity: dict[str, float] = {}
         cold = False
         if fragment:
-            latency = {LATENCY: features.latency_s, MODEL_LATENCY: features.model_latency_s}
-            scores = self.rarity.score(shape, group, latency, now)
-            rarity = {
-                LATENCY: scores.numeric[LATENCY],
-                MODEL_LATENCY: scores.numeric[MODEL_LATENCY],
+            latency = {
+                LATENCY: features.latency_s,
+                MODEL_LATENCY: model_pace,
+                TOOL_LATENCY: tool_pace,
             }
-            signals.extend(s for s in scores.fired(self.rarity_threshold) if s != RARE_SHAPE)
+            scores = self.rarity.score(parts, group, latency, now, units)
+            if learn:  # its numbers were learned the first time; its steps may be new
+                self.rarity.observe(parts, group, {}, now)
+            rarity = {
+                "shape": scores.shape,
+                **{dimension: scores.numeric[dimension] for dimension in latency},
+            }
+            signals.extend(scores.fired(self.rarity_threshold))
         else:
+            # sizes per turn: a conversation of many ordinary turns is not an outlier, and a
+            # session scored again later (a second look) with more turns is compared alike
+            turns = max(1, turns_ended)
             numbers = {
                 LATENCY: features.latency_s,
-                MODEL_LATENCY: features.model_latency_s,
+                MODEL_LATENCY: model_pace,
+                TOOL_LATENCY: tool_pace,
                 "duration": features.duration_s,
-                "tokens": float(features.tokens),
-                "span_count": float(features.span_count),
-                "tool_calls": float(features.tool_call_count),
+                "tokens": features.tokens / turns,
+                "span_count": features.span_count / turns,
+                "tool_calls": features.tool_call_count / turns,
             }
-            scores = self.rarity.score(shape, group, numbers, now)
+            scores = self.rarity.score(parts, group, numbers, now, units)
             if learn:
-                self.rarity.observe(shape, group, numbers, now)
+                learned: dict[str, float | list[float]] = dict(numbers)
+                if turns_ended:
+                    learned[LATENCY] = features.turn_latencies
+                self.rarity.observe(parts, group, learned, now)
             cold = scores.cold
             signals.extend(scores.fired(self.rarity_threshold))
             rarity = {"shape": scores.shape, **scores.numeric}
-        if running_at_cap:
+        if running_at_cap and not turns_ended:
             rarity[LATENCY] = 1.0
             if TAIL_LATENCY not in signals:
                 signals.append(TAIL_LATENCY)
@@ -139,3 +226,14 @@ class SessionScorer:
             rarity=rarity,
             cold=cold,
         )
+
+
+def _parts(path: list[str], ends: bool) -> tuple[str, ...]:
+    """``SessionScorer.shape_parts`` of a tool path."""
+    if not path:
+        return ("^$",) if ends else ()
+    parts = dict.fromkeys(path)
+    parts.update(dict.fromkeys(f"{a}>{b}" for a, b in zip(path, path[1:], strict=False)))
+    if ends:
+        parts.update({f"^{path[0]}": None, f"{path[-1]}$": None})
+    return tuple(parts)

@@ -1,18 +1,37 @@
 """Tool-cycle detectors: is this agent session stuck in a loop?
 
 Pure functions of a session's collected features (no I/O, no clock, no globals), run at decision
-time. Four shapes of loop are recognised:
+time. These shapes of loop are recognised:
 - the same tool called with the same arguments again and again (``repeated_call``), or, when
   the instrumentation recorded no arguments, the same tool many times in a row
   (``repeated_tool``);
 - a short block of tool calls repeated back to back, A-B-A-B-A-B (``tool_pattern``);
+- whole turns repeated: the same calls with the same arguments in several turns in a row, so
+  that the turns are retries of one another (``repeated_turn``);
 - agents nested deeper than a bound (``agent_recursion``);
 - a directed cycle among span links (``link_cycle``).
 
-Arguments are opt-in in the GenAI conventions and often absent, so two calls are treated as the
-same call when their names match and their argument digests do not contradict each other: a
-digest only tells calls apart when *both* have one. This keeps "search with three different
-queries" from looking like a loop, while a loop of argument-less calls is still found.
+What is *not* a loop, and why the detectors look the way they do:
+- **A turn is a trace**, one answer to one user message. A conversation whose every turn runs
+  its agent's workflow (lookup, search, reply; then again for the next message) repeats calls
+  across turns, and that is no loop: the first three detectors look within one turn at a time.
+  Across turns only ``repeated_turn`` looks, and it needs turns that nothing tells apart: every
+  call with recorded arguments, the same calls with the same arguments, ``same_turn_repeats``
+  turns in a row. A turn whose calls differ in any argument, or that recorded no arguments,
+  never makes a cross-turn loop.
+- **A loop is the model deciding the same thing again.** Tool calls with no model call started
+  between them were made on one decision: a fan-out over a list (parallel or one after the
+  other), a framework's retry, polling done by the tool's code. They are one *step*, and steps,
+  not calls, are what repeat (identical calls within one step count once). A session with no
+  model call at all (instrumentation without model spans) has a step per call.
+- **Arguments that advance are progress**: pagination and fan-out call one tool with different
+  arguments. Two calls are the same call when their names match and their argument digests do
+  not contradict each other (a digest only tells calls apart when *both* have one), so a run of
+  one tool (``repeated_tool``) ends where recorded arguments change; a loop of argument-less
+  calls is still found.
+- **A retry that succeeds is not a repeat**: a failed call counts towards ``repeated_call`` only
+  if no later attempt of the same call in the turn succeeded (a call retried until it fails for
+  good still counts every attempt).
 
 Every detector is bounded: tool calls by ``max_calls_examined``, the ancestor walks and the link
 search by the size of their input (each span is visited at most once), so corrupt data (a span
@@ -21,14 +40,20 @@ that is its own ancestor) cannot make them loop.
 
 from __future__ import annotations
 
+import bisect
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Literal
 
 CycleKind = Literal[
-    "repeated_call", "repeated_tool", "tool_pattern", "agent_recursion", "link_cycle"
+    "repeated_call",
+    "repeated_tool",
+    "tool_pattern",
+    "repeated_turn",
+    "agent_recursion",
+    "link_cycle",
 ]
 
 _DESCRIBE_MAX_NAMES = 8
@@ -36,9 +61,13 @@ _DESCRIBE_MAX_NAMES = 8
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
+    """One tool call (``SessionView.tool_calls`` in ``sampler/_native.pyi`` defines the fields)."""
+
     start_ns: int
     name: str
     args_digest: str  # "" when no arguments were recorded
+    turn: int = 0  # which trace of the session it was made in
+    failed: bool = False  # the tool span carried an error
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +83,7 @@ class CycleThresholds:
     same_tool_repeats: int = 6
     pattern_max_period: int = 4  # 1 disables tool_pattern (period 1 is repeated_tool)
     pattern_min_repeats: int = 3
+    same_turn_repeats: int = 4
     max_agent_depth: int = 4
     max_calls_examined: int = 512
 
@@ -65,6 +95,7 @@ class CycleThresholds:
                 ("same_tool_repeats", self.same_tool_repeats, 2),
                 ("pattern_max_period", self.pattern_max_period, 1),
                 ("pattern_min_repeats", self.pattern_min_repeats, 2),
+                ("same_turn_repeats", self.same_turn_repeats, 2),
                 ("max_agent_depth", self.max_agent_depth, 1),
                 ("max_calls_examined", self.max_calls_examined, 1),
             )
@@ -78,10 +109,12 @@ class CycleThresholds:
 class CycleFinding:
     """One loop found in a session.
 
-    ``tools`` holds tool names (agent names, outermost first, for ``agent_recursion``; hex span
-    ids in cycle order for ``link_cycle``). ``period`` is the length of the repeated block (1 for
-    repeated calls and tools, and for agent recursion; the cycle length for a link cycle);
-    ``repeats`` how many times it repeated (the nesting depth for agent recursion).
+    ``tools`` holds tool names (for ``repeated_turn``, the calls of the repeated turn; agent
+    names, outermost first, for ``agent_recursion``; hex span ids in cycle order for
+    ``link_cycle``). ``period`` is the length of the repeated block (1 for repeated calls and
+    tools, and for agent recursion; the steps of the turn for a repeated turn; the cycle length
+    for a link cycle); ``repeats`` how many times it repeated (the nesting depth for agent
+    recursion).
     """
 
     kind: CycleKind
@@ -96,6 +129,8 @@ class CycleFinding:
             return f"{_names(self.tools)} x{self.repeats} in a row"
         if self.kind == "tool_pattern":
             return f"{_names(self.tools)} x{self.repeats} (period {self.period})"
+        if self.kind == "repeated_turn":
+            return f"{_names(self.tools)}: the same calls in {self.repeats} turns in a row"
         if self.kind == "agent_recursion":
             return f"agent depth {self.repeats}: {_names(self.tools, '>')}"
         return f"span link cycle: {_names(self.tools + self.tools[:1], '->')}"
@@ -110,6 +145,8 @@ def _names(names: tuple[str, ...], sep: str = ",") -> str:
 
 # --- tool calls ---------------------------------------------------------------------------------
 
+CallKey = tuple[str, str]  # tool name, arguments digest
+
 
 def _same_call(a: ToolCall, b: ToolCall) -> bool:
     """Same tool, and the arguments do not contradict: digests differ only when both exist."""
@@ -118,53 +155,140 @@ def _same_call(a: ToolCall, b: ToolCall) -> bool:
     return not a.args_digest or not b.args_digest or a.args_digest == b.args_digest
 
 
-def find_tool_cycles(calls: Sequence[ToolCall], t: CycleThresholds) -> list[CycleFinding]:
-    """Repeated calls, then repeated tools, then tool patterns; each in order of first occurrence.
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """The tool calls of one model decision within a turn: ``calls`` holds each distinct call
+    (name, digest) once, in order of first start, with ``failed`` when every attempt of it in
+    the step failed. ``decision`` stands for the whole step where steps are compared: the call
+    itself when the step made one distinct call, else a composite of its calls."""
+
+    calls: tuple[ToolCall, ...]
+    decision: ToolCall
+
+
+def _steps(calls: Sequence[ToolCall], model_starts: Sequence[int]) -> list[_Step]:
+    """``calls`` (one turn, in start order) grouped by the number of model calls started
+    before each; with no model calls known, every call is a step of its own."""
+    groups: list[list[ToolCall]] = []
+    previous = -1
+    for call in calls:
+        step = bisect.bisect_right(model_starts, call.start_ns) if model_starts else len(groups)
+        if step != previous or not groups:
+            groups.append([])
+            previous = step
+        groups[-1].append(call)
+    return [_step(group) for group in groups]
+
+
+def _step(group: Sequence[ToolCall]) -> _Step:
+    distinct: dict[CallKey, ToolCall] = {}
+    for call in group:
+        key = (call.name, call.args_digest)
+        seen = distinct.get(key)
+        if seen is None or (seen.failed and not call.failed):  # one success makes it succeed
+            distinct[key] = call
+    calls = tuple(distinct.values())
+    if len(calls) == 1:
+        return _Step(calls, calls[0])
+    keys = sorted(distinct)
+    digest = "|".join(d for _, d in keys) if all(d for _, d in keys) else ""
+    composite = ToolCall(calls[0].start_ns, "+".join(n for n, _ in keys), digest, calls[0].turn)
+    return _Step(calls, composite)
+
+
+def find_tool_cycles(
+    calls: Sequence[ToolCall], t: CycleThresholds, model_starts: Iterable[int] = ()
+) -> list[CycleFinding]:
+    """Repeated calls, then repeated tools, then tool patterns (each within a turn), then
+    repeated turns; each in order of first occurrence, a loop found in several turns once
+    (with its most repeats).
 
     Only the first ``t.max_calls_examined`` calls by start time are looked at (ties keep input
-    order). The work after that is O(n * pattern_max_period).
+    order). ``model_starts``: the start times of the session's model calls, which divide a
+    turn's calls into steps. The work after that is O(n * pattern_max_period + n log m).
     """
     ordered = heapq.nsmallest(t.max_calls_examined, calls, key=attrgetter("start_ns"))
-    return [
-        *_repeated_calls(ordered, t.same_call_repeats),
-        *_repeated_tools(ordered, t.same_tool_repeats),
-        *_tool_patterns(ordered, t.pattern_max_period, t.pattern_min_repeats),
-    ]
+    starts = sorted(model_starts)
+    turns: dict[int, list[ToolCall]] = {}  # insertion order: by each turn's first call
+    for call in ordered:
+        turns.setdefault(call.turn, []).append(call)
+    by_turn = [_steps(turn_calls, starts) for turn_calls in turns.values()]
+    found: dict[tuple[object, ...], CycleFinding] = {}
+    for steps in by_turn:
+        for key, finding in _repeated_calls(steps, t.same_call_repeats):
+            _keep_most(found, ("call", *key), finding)
+    for steps in by_turn:
+        decisions = [step.decision for step in steps]
+        for name, finding in _repeated_tools(decisions, t.same_tool_repeats):
+            _keep_most(found, ("tool", name), finding)
+    for steps in by_turn:
+        decisions = [step.decision for step in steps]
+        for canonical, finding in _tool_patterns(
+            decisions, t.pattern_max_period, t.pattern_min_repeats
+        ):
+            _keep_most(found, ("pattern", canonical), finding)
+    findings = list(found.values())
+    findings.extend(_repeated_turns(by_turn, t.same_turn_repeats))
+    return findings
 
 
-def _repeated_calls(calls: Sequence[ToolCall], min_repeats: int) -> list[CycleFinding]:
-    counts: dict[tuple[str, str], int] = {}  # insertion order = first occurrence
-    for call in calls:
-        if call.args_digest:
-            key = (call.name, call.args_digest)
-            counts[key] = counts.get(key, 0) + 1
-    return [
-        CycleFinding("repeated_call", (name,), 1, count)
-        for (name, _), count in counts.items()
-        if count >= min_repeats
-    ]
+def _keep_most(
+    found: dict[tuple[object, ...], CycleFinding], key: tuple[object, ...], finding: CycleFinding
+) -> None:
+    """The first occurrence keeps its place; the most repeats found anywhere are reported."""
+    previous = found.get(key)
+    if previous is None:
+        found[key] = finding
+    elif finding.repeats > previous.repeats:
+        found[key] = CycleFinding(previous.kind, previous.tools, previous.period, finding.repeats)
 
 
-def _repeated_tools(calls: Sequence[ToolCall], min_repeats: int) -> list[CycleFinding]:
+def _repeated_calls(steps: Sequence[_Step], min_repeats: int) -> list[tuple[CallKey, CycleFinding]]:
+    # per call, in order of first occurrence: how many steps made it, and which of them failed
+    attempts: dict[CallKey, list[bool]] = {}
+    for step in steps:
+        for call in step.calls:
+            if call.args_digest:
+                attempts.setdefault((call.name, call.args_digest), []).append(call.failed)
+    found = []
+    for key, failed in attempts.items():
+        # a failed attempt followed by a success of the same call was retried: it does not count
+        last_success = max((i for i, f in enumerate(failed) if not f), default=-1)
+        count = failed.count(False) + sum(failed[last_success + 1 :])
+        if count >= min_repeats:
+            found.append((key, CycleFinding("repeated_call", (key[0],), 1, count)))
+    return found
+
+
+def _repeated_tools(
+    decisions: Sequence[ToolCall], min_repeats: int
+) -> list[tuple[str, CycleFinding]]:
     longest: dict[str, int] = {}  # tool -> its longest run, insertion order = first such run
-    start = 0
-    for end in range(1, len(calls) + 1):
-        if end == len(calls) or calls[end].name != calls[start].name:
-            run = end - start
-            name = calls[start].name
-            if run >= min_repeats:
-                longest[name] = max(run, longest.get(name, 0))
-            start = end
-    return [CycleFinding("repeated_tool", (name,), 1, run) for name, run in longest.items()]
+    start, digest = 0, ""
+    for end in range(1, len(decisions) + 1):
+        current = decisions[end - 1]
+        digest = digest or current.args_digest
+        following = decisions[end] if end < len(decisions) else None
+        if (
+            following is not None
+            and following.name == current.name
+            and (not digest or not following.args_digest or following.args_digest == digest)
+        ):
+            continue  # the run goes on: same tool, arguments not contradicting the run's
+        run = end - start
+        if run >= min_repeats:
+            longest[current.name] = max(run, longest.get(current.name, 0))
+        start, digest = end, ""
+    return [(name, CycleFinding("repeated_tool", (name,), 1, run)) for name, run in longest.items()]
 
 
 def _tool_patterns(
     calls: Sequence[ToolCall], max_period: int, min_repeats: int
-) -> list[CycleFinding]:
+) -> list[tuple[tuple[CallKey, ...], CycleFinding]]:
     # A run of positions i with calls[i] == calls[i + p] means the window from the run's start
     # to its end + p repeats a block of p calls. Scanning each period once keeps this linear
     # in len(calls) per period.
-    found: dict[tuple[tuple[str, str], ...], tuple[int, CycleFinding]] = {}
+    found: dict[tuple[CallKey, ...], tuple[int, CycleFinding]] = {}
     n = len(calls)
     for period in range(2, min(max_period, n // min_repeats) + 1):
         i = 0
@@ -179,8 +303,8 @@ def _tool_patterns(
             block = calls[start : start + period]
             if repeats >= min_repeats and _is_primitive(block):
                 _keep_longest(found, block, start, repeats)
-    ranked = sorted(found.values(), key=lambda item: (item[0], item[1].period))
-    return [finding for _, finding in ranked]
+    ranked = sorted(found.items(), key=lambda item: (item[1][0], item[1][1].period))
+    return [(canonical, finding) for canonical, (_, finding) in ranked]
 
 
 def _is_primitive(block: Sequence[ToolCall]) -> bool:
@@ -193,7 +317,7 @@ def _is_primitive(block: Sequence[ToolCall]) -> bool:
 
 
 def _keep_longest(
-    found: dict[tuple[tuple[str, str], ...], tuple[int, CycleFinding]],
+    found: dict[tuple[CallKey, ...], tuple[int, CycleFinding]],
     block: Sequence[ToolCall],
     start: int,
     repeats: int,
@@ -208,6 +332,35 @@ def _keep_longest(
     elif repeats > previous[1].repeats:
         first, finding = previous
         found[canonical] = (first, CycleFinding("tool_pattern", finding.tools, len(block), repeats))
+
+
+def _keys(calls: Sequence[ToolCall]) -> list[CallKey]:
+    return [(call.name, call.args_digest) for call in calls]
+
+
+def _repeated_turns(by_turn: Sequence[Sequence[_Step]], min_repeats: int) -> list[CycleFinding]:
+    """Runs of consecutive turns (those that called tools, in order of their first call) whose
+    steps are the same calls with the same recorded arguments; every call must have some."""
+    found: dict[tuple[object, ...], CycleFinding] = {}
+    previous: tuple[CallKey, ...] | None = None
+    run = 0
+    for steps in [*by_turn, ()]:
+        calls = [call for step in steps for call in step.calls]
+        # a step's calls in any order (a parallel fan-out starts them in no set order)
+        signature = (
+            tuple(call for step in steps for call in sorted(_keys(step.calls)))
+            if calls and all(call.args_digest for call in calls)
+            else None
+        )
+        if signature is not None and signature == previous:
+            run += 1
+            continue
+        if previous is not None and run >= min_repeats:
+            tools = tuple(name for name, _ in previous)
+            finding = CycleFinding("repeated_turn", tools, len(previous), run)
+            _keep_most(found, previous, finding)
+        previous, run = signature, 1
+    return list(found.values())
 
 
 # --- agent nesting ------------------------------------------------------------------------------
@@ -362,8 +515,9 @@ def detect_cycles(
     parents: Mapping[bytes, bytes],
     links: Mapping[bytes, Sequence[bytes]],
     t: CycleThresholds,
+    model_starts: Iterable[int] = (),
 ) -> list[CycleFinding]:
-    findings = find_tool_cycles(calls, t)
+    findings = find_tool_cycles(calls, t, model_starts)
     recursion = find_agent_recursion(agents, parents, t)
     if recursion is not None:
         findings.append(recursion)

@@ -88,7 +88,9 @@ class Agent:
         self.tracer = self.provider.get_tracer("tests.e2e.agent_signals")
 
     def genai_session(self, conversation: str, calls: Sequence[Call]) -> str:
-        """One GenAI-convention turn; the conversation id is on the root only."""
+        """One GenAI-convention turn, as an agent makes it: a model call decides each tool call,
+        and a last one answers (calls with no model call between them were made on one model
+        decision, a fan-out, and are no loop); the conversation id is on the root only."""
         root_attrs = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": "planner",
@@ -96,6 +98,7 @@ class Agent:
         }
         with self.tracer.start_as_current_span("invoke_agent planner", attributes=root_attrs) as r:
             for tool, arguments in calls:
+                self._model_call("chat", {"gen_ai.operation.name": "chat"})  # decides the call
                 attrs = {
                     "gen_ai.operation.name": "execute_tool",
                     "gen_ai.tool.name": tool,
@@ -110,10 +113,12 @@ class Agent:
             return format(r.get_span_context().trace_id, "032x")
 
     def openinference_session(self, session_id: str, calls: Sequence[Call]) -> str:
-        """One OpenInference-convention turn: span kinds, tool.name, arguments in input.value."""
+        """One OpenInference-convention turn: span kinds, tool.name, arguments in input.value; a
+        model call before each tool call and a last one, as in ``genai_session``."""
         root_attrs = {"openinference.span.kind": "AGENT", "session.id": session_id}
         with self.tracer.start_as_current_span("researcher", attributes=root_attrs) as r:
             for tool, arguments in calls:
+                self._model_call("llm", {"openinference.span.kind": "LLM"})  # decides the call
                 attrs = {
                     "openinference.span.kind": "TOOL",
                     "tool.name": tool,
@@ -126,6 +131,10 @@ class Agent:
             ):
                 pass
             return format(r.get_span_context().trace_id, "032x")
+
+    def _model_call(self, name: str, attributes: dict[str, str]) -> None:
+        with self.tracer.start_as_current_span(name, attributes=attributes):
+            pass
 
     def span_ids_by_trace(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = defaultdict(set)
@@ -301,5 +310,6 @@ def test_kept_counts_add_up_to_what_the_downstream_got_with_a_second_look_and_la
         ) + sampler.metric("agent_sampler_late_spans", verdict="keep")
         assert kept == sampler.metric("agent_sampler_exporter_spans_sent")
         rare_spans = [s for s in sink.spans() if s.trace_id == rare]
-        assert len(rare_spans) == len(RARE_PATH) + 3  # root, tools, chat, and the late span
+        # root, a model call and a tool per step, the answer, and the late span
+        assert len(rare_spans) == 2 * len(RARE_PATH) + 3
         assert sampler.terminate() == 0

@@ -133,6 +133,12 @@ class Fleet:
         }
         with tracer.start_as_current_span("invoke_agent", attributes=root_attrs):
             for tool, arguments in tools:
+                # a model call decides each tool call, as an agent makes them (calls with no
+                # model call between them are one decision, a fan-out: no loop)
+                with tracer.start_as_current_span(
+                    "chat", attributes={"gen_ai.operation.name": "chat"}
+                ):
+                    pass
                 attrs = {
                     "gen_ai.operation.name": "execute_tool",
                     "gen_ai.tool.name": tool,

@@ -4,7 +4,8 @@ The same traffic goes through both pipelines, replayed as ``agent-sampler replay
 (a clock moved to each request's latest span end). For every decided session, in order, both
 must have seen the same features (span and trace counts, error kinds, span tests, tokens,
 tool calls with their argument digests (compared as which calls share arguments, since the two
-digest the same JSON differently), agents, parents, links, latencies) and reached the same
+digest the same JSON differently), turns and failures, agents, parents, links, latencies, model
+call starts, turn durations, typical model and tool calls) and reached the same
 verdict (rule, adjusted count, signals) from the same scores; and the kept spans, annotations
 and tracestates included, must be the same messages. Rejections must agree too.
 
@@ -25,7 +26,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from benchmarks.quality.generator import TrafficSpec, generate
+from benchmarks.quality.generator import TrafficSpec
 from benchmarks.quality.profiles import PROFILES
 from sampler._native import InvalidRequest, RequestTooLarge, SessionView, validate
 from sampler.clock import ManualClock
@@ -42,12 +43,17 @@ pytestmark = pytest.mark.slow
 TESTDATA = Path(__file__).parents[1] / "testdata"
 
 
-def _digest_classes(calls: Iterable[tuple[int, str, str]]) -> list[tuple[int, str, int]]:
+ToolCallRecord = tuple[int, str, str, int, bool, int]
+
+
+def _digest_classes(
+    calls: Iterable[ToolCallRecord],
+) -> list[tuple[int, str, int, int, bool, int]]:
     """Tool calls with each digest replaced by the order of its first appearance (-1: none)."""
     seen: dict[str, int] = {}
     return [
-        (start, name, seen.setdefault(digest, len(seen)) if digest else -1)
-        for start, name, digest in calls
+        (start, name, seen.setdefault(digest, len(seen)) if digest else -1, turn, failed, end)
+        for start, name, digest, turn, failed, end in calls
     ]
 
 
@@ -70,6 +76,11 @@ def _session(features: Any, key: str, trace_count: int) -> dict[str, Any]:
         "root_agent": features.root_agent,
         "latency": features.latency_s,
         "model_latency": features.model_latency_s,
+        "model_starts": list(features.model_starts),
+        "turn_latencies": list(features.turn_latencies),
+        "turns_ended": features.turns_ended,
+        "model_pace": features.model_pace_s,
+        "tool_pace": features.tool_pace_s,
     }
 
 
@@ -219,8 +230,9 @@ def assert_equivalent(config: SamplerConfig, bodies: list[bytes]) -> Run:
 
 
 def corpus_bodies(profile: str, seed: int, sessions: int) -> list[bytes]:
-    spec = PROFILES[profile](TrafficSpec(seed=seed, sessions=sessions))
-    return [request.SerializeToString() for request in generate(spec).requests]
+    shape, generator = PROFILES[profile]
+    spec = shape(TrafficSpec(seed=seed, sessions=sessions))
+    return [request.SerializeToString() for request in generator(spec).requests]
 
 
 def jsonl_bodies(path: Path) -> Iterator[bytes]:
@@ -231,8 +243,8 @@ def jsonl_bodies(path: Path) -> Iterator[bytes]:
 
 @pytest.mark.parametrize(
     ("profile", "seed"),
-    [("default", 1), ("default", 2), ("varied", 1), ("varied", 3)],
-    ids=["default-1", "default-2", "varied-1", "varied-3"],
+    [("default", 1), ("default", 2), ("varied", 1), ("varied", 3), ("conversations", 1)],
+    ids=["default-1", "default-2", "varied-1", "varied-3", "conversations-1"],
 )
 def test_the_quality_corpora_decide_alike(profile: str, seed: int) -> None:
     run = assert_equivalent(load_config(), corpus_bodies(profile, seed, 700))

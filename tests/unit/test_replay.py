@@ -37,6 +37,7 @@ from sampler.replay import (
     format_summary,
     read_requests,
     replay,
+    signal_rows,
     summary_json,
     summary_rows,
     total_row,
@@ -140,6 +141,37 @@ def test_observations_agree_with_the_pipeline_tallies(replayed: ReplayResult) ->
     for histogram in observed.scores.values():
         assert sum(histogram.kept) + sum(histogram.dropped) == 5
     assert sum(t.sessions for t in observed.shapes.values()) == 5
+
+
+def test_each_rule_and_signal_says_what_share_of_sessions_it_fired_on(
+    replayed: ReplayResult,
+) -> None:
+    summary = json.loads(summary_json(replayed.stats, replayed.requests, replayed.observed))
+    rules = {row["rule"]: row["share"] for row in summary["rules"]}
+    signals = {row["signal"]: row["share"] for row in summary["signals"]}
+
+    assert rules == {"errors": 0.2, "tool-loops": 0.2, "baseline": 0.6}
+    assert signals == {"error": 0.2, "tool_cycle": 0.2, NO_SIGNAL: 0.6}
+    assert "share" in format_summary(replayed.stats, replayed.observed).splitlines()[0]
+
+
+def test_an_observer_sees_every_decision_with_its_facts(tmp_path: Path) -> None:
+    seen: list[tuple[str, tuple[str, ...], str]] = []
+
+    class Hook:
+        def decided(
+            self, facts: DecisionFacts, verdict: Verdict, now: float, *, second_look: bool
+        ) -> None:
+            seen.append((facts.session_key, facts.signals, verdict.rule))
+
+    config = load_config_text(CONFIG, "replay.yaml")
+    source = recording(tmp_path / "in.jsonl")
+    replay(config, [str(source)], str(tmp_path / "out.jsonl"), observer=Hook())
+
+    by_key = {key: (signals, rule) for key, signals, rule in seen}
+    assert by_key["c-loop"] == (("tool_cycle",), "tool-loops")
+    assert by_key["c-error"] == (("error",), "errors")
+    assert {key for key, _, _ in seen} == {"c-ok-0", "c-error", "c-loop", "c-ok-1", "c-ok-2"}
 
 
 def test_rare_shapes_rank_least_seen_first_while_scores_are_cold(
@@ -328,6 +360,10 @@ def test_kept_counts_add_up_to_the_output_file_with_a_second_look(tmp_path: Path
     assert "spans written: 3" in format_summary(result.stats)
     kept_by_signal = result.observed.by_signal["rare_shape"]  # a decision, as in the rules'
     assert (kept_by_signal.sessions_seen, kept_by_signal.sessions_kept) == (1, 1)
+    # shares count the second look as a decision in both tables
+    assert result.observed.decisions == rows["TOTAL"]["sessions_seen"] == 62
+    signals = {row["signal"]: row for row in signal_rows(result.observed)}
+    assert signals["rare_shape"]["share"] == round(1 / 62, 4)
 
 
 # -- the capture's own timeline ----------------------------------------------------------------

@@ -215,8 +215,8 @@ def test_a_rules_min_score_is_drawn_where_it_is_not_at_the_signal_threshold() ->
 DEFAULT_RULES = """\
 rules:
   - {name: rare, when: {rare: {dimensions: [shape, latency]}}, action: keep}
-  - name: slow-model
-    when: {rare: {dimensions: [model_latency], min_score: 0.75}}
+  - name: slow-calls
+    when: {rare: {dimensions: [model_latency, tool_latency], min_score: 0.75}}
     action: keep
   - name: outliers
     when: {rare: {dimensions: [duration, tokens, span_count, tool_calls], min_score: 0.9}}
@@ -240,7 +240,8 @@ def test_rule_thresholds_are_read_from_every_rare_condition() -> None:
     assert thresholds == {
         "shape": [(0.4, "anything-rare"), (0.4, "rare")],
         "latency": [(0.4, "anything-rare"), (0.4, "rare")],
-        "model_latency": [(0.4, "anything-rare"), (0.75, "slow-model")],
+        "model_latency": [(0.4, "anything-rare"), (0.75, "slow-calls")],
+        "tool_latency": [(0.4, "anything-rare"), (0.75, "slow-calls")],
         "duration": [(0.4, "anything-rare"), (0.9, "outliers")],
         "tokens": [(0.4, "anything-rare"), (0.6, "nested"), (0.9, "outliers")],
         "span_count": [(0.4, "anything-rare"), (0.9, "outliers")],

@@ -1,10 +1,12 @@
 """The session is unusual compared with recent traffic: its *shape* (agent and tool path) is
 rarely seen, or one of its numbers is in the far tail of its agent's recent values. Scores are
-in [0, 1] per dimension: `shape`, `latency` (the longest turn), `model_latency` (the slowest
-model call), `duration` (the whole session), `tokens`, `span_count`, `tool_calls`. Settings in
-`signals.rarity`; until the model has seen `warmup_sessions` sessions nothing is rare. Signals
-written to kept spans: `rare_shape`, `tail_latency`, `tail_model_latency`, `tail_duration`,
-`tail_tokens`, `tail_span_count`, `tail_tool_calls`.
+in [0, 1] per dimension: `shape` (its rarest part: a tool, a step from one tool to the next, the
+first or last tool), `latency` (the longest turn, as the longest of its turns), `model_latency`
+and `tool_latency` (the typical model and tool call, also tail when far beyond the usual
+spread), `duration` (the whole session), `tokens`, `span_count`, `tool_calls` (per turn).
+Settings in `signals.rarity`; until the model has seen `warmup_sessions` sessions nothing is
+rare. Signals written to kept spans: `rare_shape`, `tail_latency`, `tail_model_latency`,
+`tail_tool_latency`, `tail_duration`, `tail_tokens`, `tail_span_count`, `tail_tool_calls`.
 
 ```yaml
 rare: true                                   # any dimension at or above signals.rarity.threshold

@@ -43,7 +43,7 @@ from tests.reference.legacy.decision_cache import DecisionCache
 from tests.reference.legacy.features import SessionFeatures
 from tests.reference.legacy.held import DroppedHold
 from tests.reference.legacy.memory import memory_of
-from tests.reference.legacy.spans import SpanFacts
+from tests.reference.legacy.spans import KIND_TOOL, SpanFacts
 from tests.reference.legacy.timers import TimerWheel
 
 # Serialized Resource, its schema_url, serialized InstrumentationScope, its schema_url.
@@ -129,7 +129,9 @@ class Session:
         run += _SIZE.pack(size)
         run += span
         self.span_bytes += size
-        self.features.observe(facts)
+        self.features.observe(
+            facts, self._turn_of(facts.trace_id) if facts.kind == KIND_TOOL else 0
+        )
         self.last_seen = now
         if facts.trace_state and facts.trace_id not in self.trace_states:
             self.trace_states[facts.trace_id] = facts.trace_state
@@ -137,6 +139,11 @@ class Session:
             self.rootless.remove(facts.trace_id)
             if not self.rootless:
                 self.roots_done_at = now
+
+    def _turn_of(self, trace_id: bytes) -> int:
+        """The index of this trace among the session's (usually the newest: tried first)."""
+        ids = self.trace_ids
+        return len(ids) - 1 if ids[-1] == trace_id else ids.index(trace_id)
 
     def absorb(self, other: Session) -> None:
         for block, run in other.blocks.items():
@@ -146,7 +153,7 @@ class Session:
             else:
                 mine += run
         self.span_bytes += other.span_bytes
-        self.features.merge(other.features)
+        self.features.merge(other.features, turn_offset=len(self.trace_ids))
         self.trace_ids.extend(other.trace_ids)
         for trace_id, state in other.trace_states.items():
             self.trace_states.setdefault(trace_id, state)
@@ -355,6 +362,9 @@ class SessionBuffer:
         session.state = SessionState.BUFFERING
         session.timer_tick = math.inf
         session.last_seen = now
+        # max_session_duration counts from here: counted from its first span, a conversation
+        # longer than the cap would be due again at once, and decided again on every span
+        session.created = now
         for trace_id in session.trace_ids:
             self._traces[trace_id] = session
         if session.keyed:

@@ -330,6 +330,7 @@ class Pipeline:
             signals=scored.signals,
             cycle_kinds=scored.cycle_kinds,
             rarity=scored.rarity,
+            redecision=session.decided_before,
         )
         return facts, scored.cold
 

@@ -65,7 +65,7 @@ def test_embedded_default_loads_with_its_rules() -> None:
         ("errors", KeepAlways()),
         ("tool-loops", KeepAlways()),
         ("rare", KeepAlways()),
-        ("slow-model", KeepAlways()),
+        ("slow-calls", KeepAlways()),
         ("outliers", KeepAlways()),
         ("baseline", KeepWithinBudget()),
     ]
@@ -74,13 +74,13 @@ def test_embedded_default_loads_with_its_rules() -> None:
     # a rare tool path or a slow turn fires at the signal threshold; the other numbers only
     # far out in the tail
     assert config.rules[2].condition == IsRare(("shape", "latency"), None)
-    # a model call beyond the agent's p99.5
-    assert config.rules[3].condition == IsRare(("model_latency",), 0.75)
-    assert config.rules[4].condition == IsRare(
-        ("duration", "tokens", "span_count", "tool_calls"), 0.9
-    )
+    # a typical model or tool call beyond the agent's p99.5 (or far out)
+    assert config.rules[3].condition == IsRare(("model_latency", "tool_latency"), 0.75)
+    # sizes per turn; not the conversation's duration, which is mostly its user's think time
+    assert config.rules[4].condition == IsRare(("tokens", "span_count", "tool_calls"), 0.9)
     assert set(DIMENSIONS) == {
-        "shape", "latency", "model_latency", "duration", "tokens", "span_count", "tool_calls"
+        "shape", "latency", "model_latency", "tool_latency", "duration", "tokens", "span_count",
+        "tool_calls",
     }  # fmt: skip
     assert config.rules[5].condition is None
     assert [rule.line for rule in config.rules] == sorted(rule.line for rule in config.rules)
@@ -116,12 +116,12 @@ def test_embedded_default_spells_out_the_model_defaults() -> None:
     )
 
 
-def test_embedded_default_holds_dropped_sessions_and_samples_the_p98() -> None:
+def test_embedded_default_holds_dropped_sessions_and_samples_the_p99() -> None:
     config = load_config()
     rarity = config.signals.rarity
-    assert (rarity.rare_shape_share, rarity.tail_quantile) == (0.02, 0.98)
+    assert (rarity.rare_shape_share, rarity.tail_quantile) == (0.02, 0.99)
     assert (config.sessions.dropped_hold, config.sessions.dropped_hold_max_spans) == (
-        120.0,
+        300.0,
         200_000,
     )
 

@@ -419,7 +419,9 @@ def test_signal_conditions(when: str, fields: dict[str, object], expected: bool)
 
 
 def test_rare_accepts_every_rarity_dimension_and_no_other() -> None:
-    everything = "[shape, latency, model_latency, duration, tokens, span_count, tool_calls]"
+    everything = (
+        "[shape, latency, model_latency, tool_latency, duration, tokens, span_count, tool_calls]"
+    )
     condition = parse_condition(f"{{rare: {{dimensions: {everything}}}}}")
     assert condition == parse_condition("{rare: true}")
     problems = Problems("test.yaml")

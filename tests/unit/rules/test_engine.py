@@ -37,6 +37,7 @@ def facts(
     span_count: int = 5,
     error_spans: int = 0,
     duration_s: float = 1.0,
+    redecision: bool = False,
 ) -> DecisionFacts:
     return DecisionFacts(
         session_key="s",
@@ -48,6 +49,7 @@ def facts(
         error_kinds=int(ErrorKind.STATUS) if error_spans else 0,
         signals=("error",) if error_spans else (),
         matched_tests=frozenset(),
+        redecision=redecision,
     )
 
 
@@ -401,3 +403,24 @@ def test_a_reconfigured_engine_keeps_the_bucket_of_a_rate_limit_it_keeps() -> No
     assert renamed.decide(facts(), 10.0).keep  # a new rule: a full bucket
     spans = reloaded("[{name: two, action: {rate_limit: {spans_per_second: 20}}}]")
     assert spans.decide(facts(), 10.0).keep  # counted in spans now: a new bucket
+
+
+@pytest.mark.parametrize(
+    ("fields", "must_keep"),
+    [
+        pytest.param({"duration_s": 600}, 1, id="kept-this-time-counts-against-the-budget"),
+        pytest.param({}, 0, id="dropped-again"),
+    ],
+)
+def test_a_session_decided_again_is_not_new_traffic_for_the_budget(
+    fields: dict[str, Any], must_keep: int
+) -> None:
+    """A conversation reopened by a later turn (or its continuation) is decided again; the
+    budget, a share of sessions, counts it once, or each turn would widen it."""
+    engine = engine_of(SECOND_LOOK)
+    engine.budget = budget = CountingBudget()
+    engine.decide(facts(), now=0.0)
+
+    engine.decide(facts(redecision=True, **fields), now=40.0)
+
+    assert (budget.decided, budget.must_keep) == (1, must_keep)

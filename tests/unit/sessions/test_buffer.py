@@ -383,6 +383,23 @@ SCENARIOS = [
         ],
         id="a-conversation-can-be-reopened-again",
     ),
+    pytest.param(
+        {"max_session_duration": 60.0},
+        [
+            Add(0, "t1", key="c1", root=True),
+            Pop(30.05, keep=False, hold=True),
+            Add(90, "t2", key="c1", root=True),  # past created + max_session_duration
+            Add(91, "t2"),
+            Pop(91.05),  # not due at once: the cap counts from the reopening
+            Pop(121.05),
+        ],
+        [
+            ("due", 30.05, [("c1", ("t1",), 1)]),
+            ("due", 91.05, []),
+            ("due", 121.05, [("c1", ("t1", "t2"), 3)]),
+        ],
+        id="a-conversation-longer-than-the-cap-is-not-decided-again-on-every-span",
+    ),
     # -- completion ------------------------------------------------------------------------------
     pytest.param(
         {},

@@ -302,7 +302,7 @@ def test_tool_arguments_digest_alike_when_the_json_is_the_same() -> None:
         call(4, '{"q": "y"}', "genai"),
         call(5, "", "genai"),
     )
-    digests = [digest for _, _, digest in sorted(session.tool_calls)]
+    digests = [call[2] for call in sorted(session.tool_calls)]
     assert digests[0] == digests[1] != digests[2]
     assert digests[3] == ""
 

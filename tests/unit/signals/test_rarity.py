@@ -381,11 +381,13 @@ def test_numeric_signal_names() -> None:
 
 def test_every_dimension_has_its_own_signal() -> None:
     assert DIMENSIONS == (
-        "latency", "model_latency", "duration", "tokens", "span_count", "tool_calls"
+        "latency", "model_latency", "tool_latency", "duration", "tokens", "span_count",
+        "tool_calls",
     )  # fmt: skip
     assert dict(TAIL_SIGNALS) == {
         "latency": "tail_latency",
         "model_latency": "tail_model_latency",
+        "tool_latency": "tail_tool_latency",
         "duration": "tail_duration",
         "tokens": "tail_tokens",
         "span_count": "tail_span_count",
@@ -571,3 +573,99 @@ def test_a_reconfigured_model_scores_with_new_thresholds_on_what_it_learned() ->
     with pytest.raises(ValueError, match="windows"):
         model.reconfigure(RaritySettings(warmup_sessions=100, windows=3))
     assert model.settings is before
+
+
+# --- shape parts, turns, typical values: what keeps long conversations ordinary -------------------
+
+
+def test_a_shape_in_parts_is_as_rare_as_its_rarest_part() -> None:
+    model = RarityModel(RaritySettings(warmup_sessions=0))
+    workflow = ("^lookup", "lookup", "lookup>search", "search", "search$")
+    for _ in range(200):
+        model.observe(workflow, "support", NO_NUMBERS, now=0.0)
+
+    # the workflow twice (two turns) is made of the same parts: as common as once
+    assert model.score(workflow, "support", NO_NUMBERS, now=0.0).shape == 0.0
+    unusual = (*workflow, "search>lookup", "refund")
+    assert model.score(unusual, "support", NO_NUMBERS, now=0.0).shape == 1.0
+
+
+def test_a_part_is_counted_once_per_session() -> None:
+    model = RarityModel(RaritySettings(warmup_sessions=0, rare_shape_share=0.05))
+    for _ in range(97):
+        model.observe(("a",), "support", NO_NUMBERS, now=0.0)
+    for _ in range(3):  # three sessions, each with the part five times: a share of 3%
+        model.observe(("b", "b", "b", "b", "b"), "support", NO_NUMBERS, now=0.0)
+
+    assert model.score(("b",), "support", NO_NUMBERS, now=0.0).shape == pytest.approx(
+        0.5 + 0.5 * math.log10(0.05 / 0.03)
+    )
+
+
+@pytest.mark.parametrize(
+    ("sightings", "expected"),
+    [(1, 0.5), (2, 0.5), (3, 0.5 + 0.5 * math.log10(0.01 / 0.05))],
+    ids=["once", "twice", "three-times-a-share-of-5pct"],
+)
+def test_a_part_seen_less_than_three_times_is_rare_whatever_its_share(
+    sightings: int, expected: float
+) -> None:
+    """In a group of 60 sessions one sighting is already 1.7%: two make no habit."""
+    model = RarityModel(RaritySettings(warmup_sessions=0, rare_shape_share=0.01))
+    observe_all(model, ["usual"] * (60 - sightings) + ["odd"] * sightings, now=0.0)
+
+    assert shape_score(model, "odd", now=0.0) == pytest.approx(expected)
+
+
+def per_turn_model() -> RarityModel:
+    """Turns of 0, 1, ..., 999 ms: one session of ten turns per hundred values."""
+    model = RarityModel(RaritySettings(warmup_sessions=0))
+    values = [float(v) for v in range(1000)]
+    for start in range(0, 1000, 10):
+        model.observe("s", "support", {"latency": values[start : start + 10]}, now=0.0)
+    model.flush()
+    return model
+
+
+@pytest.mark.parametrize(
+    ("value", "turns", "fires"),
+    [
+        pytest.param(995.0, 1, True, id="p99.5-of-one-turn"),
+        pytest.param(995.0, 10, False, id="the-longest-of-ten-turns-at-p99.5-is-usual"),
+        pytest.param(999.9, 10, True, id="the-longest-of-ten-beyond-everything"),
+    ],
+)
+def test_the_longest_turn_is_ranked_as_the_longest_of_its_turns(
+    value: float, turns: int, fires: bool
+) -> None:
+    """Learned per turn, the rank r of the longest of n turns is r**n: the chance that n
+    ordinary turns stay below it. A conversation of many turns is no likelier to be called
+    slow than one of a single turn."""
+    scores = per_turn_model().score("s", "support", {"latency": value}, 0.0, {"latency": turns})
+    assert (scores.numeric["latency"] >= 0.5) is fires
+
+
+def test_a_group_needs_min_group_values_sessions_not_just_values() -> None:
+    model = RarityModel(RaritySettings(warmup_sessions=0, min_group_values=50))
+    for _ in range(10):  # ten sessions of ten turns: a hundred values
+        model.observe("s", "quiet", {"latency": [1.0] * 10}, now=0.0)
+    assert model.score("s", "quiet", {"latency": 1e9}, now=0.0).numeric["latency"] == 0.0
+
+
+def test_a_typical_value_far_beyond_the_bulk_is_tail_however_many_share_it() -> None:
+    """A degraded model slows 5% of sessions four times: a p99 sits inside them, but they are
+    beyond Tukey's outer fence (Q3 + 3 IQR) of the agent's typical model call."""
+    rng = np.random.default_rng(3)
+    model = RarityModel(RaritySettings(warmup_sessions=0))
+    normal = rng.uniform(0.8, 1.2, 950)
+    slow = rng.uniform(3.5, 4.5, 50)
+    for value in [*normal, *slow]:
+        numbers = {"model_latency": float(value), "latency": float(value)}
+        model.observe("s", "support", numbers, now=0.0)
+    model.flush()
+
+    scores = model.score("s", "support", {"model_latency": 3.6, "latency": 3.6}, now=0.0)
+    assert scores.numeric["model_latency"] == 1.0
+    assert scores.numeric["latency"] == 0.0  # an extreme, not fenced: ranked only
+    usual = model.score("s", "support", {"model_latency": 1.19}, now=0.0)
+    assert usual.numeric["model_latency"] == 0.0

@@ -2,12 +2,14 @@
 
 A session is written as its agent and its tool calls, one per word, in start order:
 ``search:q1`` is the tool ``search`` called with arguments whose digest is ``q1``; a bare
-``search`` recorded no arguments. Every session is one trace: a root agent span, then its tools.
+``search`` recorded no arguments. Every session is one trace: a root agent span, then its tools,
+each after a model call that decided it (as an agent makes them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import pytest
 
@@ -15,6 +17,7 @@ from sampler.config.model import RarityConfig, ShapeConfig, SignalsConfig
 from sampler.signals.errors import ErrorKind
 from sampler.signals.rarity import RarityModel
 from sampler.signals.scorer import SessionScorer
+from sampler.signals.tool_cycles import AgentSpan, ToolCall, detect_cycles
 from tests.reference.legacy.features import SessionFeatures
 from tests.reference.legacy.spans import KIND_AGENT, KIND_LLM, KIND_OTHER, KIND_TOOL, SpanFacts
 
@@ -61,6 +64,7 @@ def session(
     for i, word in enumerate(words):
         name, _, digest = word.partition(":")
         on_this = failing == KIND_TOOL and i == len(words) - 1
+        features.observe(span_facts(100 + i, 1_500 + i * 1_000, KIND_LLM, duration_ns=400))
         features.observe(
             span_facts(
                 i + 2,
@@ -153,6 +157,46 @@ def test_tool_cycles(tools: str, kinds: frozenset[str]) -> None:
     assert result.cycle_kinds == kinds
     assert ("tool_cycle" in result.signals) == bool(kinds)
     assert len(result.cycle_details) == len(kinds)
+
+
+def conversation(*turns: str) -> SessionFeatures:
+    """One trace per turn, each written as ``session`` writes its tools; a turn is numbered
+    (its index among the session's traces) as the buffer numbers it."""
+    features = SessionFeatures()
+    for turn, tools in enumerate(turns):
+        base = turn * 100_000
+        for i, word in enumerate(tools.split()):
+            name, _, digest = word.partition(":")
+            features.observe(span_facts(1000 + i, base + 1_500 + i * 1_000, KIND_LLM))
+            tool_span = span_facts(2000 + i, base + 2_000 + i * 1_000, KIND_TOOL)
+            features.observe(tool_span._replace(tool_name=name, tool_args=digest), turn)
+    return features
+
+
+@pytest.mark.parametrize(
+    ("turns", "kinds"),
+    [
+        pytest.param(
+            ("lookup:c1 search:q1 reply:r1", "lookup:c1 search:q2 reply:r2", "lookup:c1 search:q3"),
+            frozenset(),
+            id="the-same-workflow-for-every-message",
+        ),
+        pytest.param(("lookup search reply",) * 5, frozenset(), id="the-same-without-arguments"),
+        pytest.param(("lookup:c1 search:q1",) * 3, frozenset(), id="a-turn-asked-again-twice"),
+        pytest.param(
+            ("lookup:c1 search:q1",) * 4, frozenset({"repeated_turn"}), id="a-turn-retried"
+        ),
+        pytest.param(
+            ("lookup:c1", "search:q search:q search:q"),
+            frozenset({"repeated_call"}),
+            id="a-loop-within-a-turn",
+        ),
+    ],
+)
+def test_turns_are_looked_at_one_by_one(turns: tuple[str, ...], kinds: frozenset[str]) -> None:
+    result = scorer().score(conversation(*turns), now=0.0)
+
+    assert result.cycle_kinds == kinds
 
 
 # --- shape --------------------------------------------------------------------------------
@@ -284,9 +328,11 @@ def test_learn_false_scores_without_teaching_the_model() -> None:
     assert model.rarity.sessions_seen(0.0) == 6
 
 
-def test_a_fragment_scores_only_its_latency_and_is_not_learned_from() -> None:
-    """A conversation decided before (a continuation, or reopened): its shape and totals were
-    judged (and learned) the first time; only the latency of its turns is scored again."""
+def test_a_fragment_scores_its_steps_and_latency_and_learns_only_its_steps() -> None:
+    """A conversation decided before (a continuation, or reopened): its totals were judged (and
+    learned) the first time. Its latency is scored again (as the longest of its turns), and its
+    tool path by its steps, without where it starts and ends (a continuation starts mid-way);
+    the steps are learned (a later turn may take steps the first did not), the numbers not."""
     warm_after_5 = scorer(warmup_sessions=5, min_group_values=5)
     for _ in range(60):
         warm_after_5.score(session("search:q1 answer:a1"), now=0.0)  # 500 ns turns
@@ -295,19 +341,29 @@ def test_a_fragment_scores_only_its_latency_and_is_not_learned_from() -> None:
 
     fragment = warm_after_5.score(looping, now=1.0, fragment=True)
 
-    assert fragment.rarity == {"latency": 0.0, "model_latency": 0.0}
-    assert fragment.signals == ("http_5xx", "tool_cycle")  # errors and loops still found
+    assert fragment.rarity == {
+        "shape": 1.0,
+        "latency": 0.0,
+        "model_latency": 0.0,
+        "tool_latency": 0.0,
+    }
+    assert fragment.signals == ("http_5xx", "tool_cycle", "rare_shape")
     assert fragment.shape == "support:refund"
-    assert warm_after_5.rarity.sessions_seen(1.0) == 60  # not taught
-    whole = warm_after_5.score(looping, now=1.0, learn=False)
-    assert whole.rarity["shape"] == 1.0  # never seen: rare as a session, not as a fragment
-    assert "rare_shape" in whole.signals
+    assert warm_after_5.rarity.sessions_seen(1.0) == 61  # its steps are taught
+
+    later_turn = warm_after_5.score(session("answer:a2"), now=1.0, fragment=True)
+    assert later_turn.rarity["shape"] == 0.0  # starts with "answer": no matter in a fragment
+    assert warm_after_5.score(session("answer:a2"), now=1.0, learn=False).rarity["shape"] == 1.0
 
     slow = warm_after_5.score(timed(60.0, 60.0), now=1.0, fragment=True)
 
-    assert slow.rarity == {"latency": 1.0, "model_latency": 0.0}
+    assert slow.rarity == {
+        "shape": 0.0,
+        "latency": 1.0,
+        "model_latency": 0.0,
+        "tool_latency": 0.0,
+    }
     assert slow.signals == ("tail_latency",)
-    assert warm_after_5.rarity.sessions_seen(1.0) == 60
 
 
 def test_the_rarity_config_reaches_the_model() -> None:
@@ -321,27 +377,63 @@ def test_the_rarity_config_reaches_the_model() -> None:
     )
 
 
+def running(*, turn_ended: bool) -> SessionFeatures:
+    """A trace whose root has not arrived (still running), after a turn that ended or not."""
+    features = SessionFeatures()
+    if turn_ended:
+        features.observe(span_facts(1, 1_000, KIND_AGENT, agent_name="support"))
+    features.observe(span_facts(5, 2_000, KIND_TOOL, tool_name="search")._replace(is_root=False))
+    return features
+
+
 @pytest.mark.parametrize("fragment", [False, True], ids=["session", "fragment"])
 def test_a_session_still_running_at_the_duration_cap_is_tail_latency(fragment: bool) -> None:
-    """Cold (no history at all), yet a trace still running at max_session_duration makes its
-    turn one of the longest by construction."""
-    features = session("search fetch")
-    scored = scorer().score(features, now=1.0, fragment=fragment, running_at_cap=True)
+    """Cold (no history at all), yet a trace still running at max_session_duration when no turn
+    of the session has ended: that turn has lasted the whole session, among the longest by
+    construction."""
+    scored = scorer().score(
+        running(turn_ended=False), now=1.0, fragment=fragment, running_at_cap=True
+    )
     assert scored.signals.count("tail_latency") == 1
     assert scored.rarity["latency"] == 1.0
     assert "tail_duration" not in scored.signals
-    if fragment:
-        assert scored.rarity == {"latency": 1.0, "model_latency": 0.0}
-    else:
+    if not fragment:
         assert scored.rarity["duration"] == 0.0  # the cap says nothing of the session's length
-    plain = scorer().score(session("search fetch"), now=1.0, fragment=fragment)
+    plain = scorer().score(running(turn_ended=False), now=1.0, fragment=fragment)
     assert "tail_latency" not in plain.signals
     assert plain.rarity["latency"] == 0.0
 
 
-def test_a_slow_model_call_fires_tail_model_latency() -> None:
-    """The slowest model call of a session, against its agent's: a model made several times
-    slower hides in turn latency when the turn also makes fewer calls, not here."""
+def test_a_conversation_at_the_duration_cap_is_not_slow_for_it() -> None:
+    """Turns have ended: the cap measured the conversation, not the turn still running."""
+    scored = scorer().score(running(turn_ended=True), now=1.0, running_at_cap=True)
+    assert "tail_latency" not in scored.signals
+    assert scored.rarity["latency"] == 0.0
+
+
+def model_calls(*seconds: float) -> SessionFeatures:
+    """One turn of 1 s making model calls of these durations."""
+    features = SessionFeatures()
+    features.observe(span_facts(1, 1_000, KIND_AGENT, agent_name="support", duration_ns=10**9))
+    for number, duration in enumerate(seconds, start=2):
+        features.observe(span_facts(number, 1_000, KIND_LLM, duration_ns=int(duration * 1e9)))
+    return features
+
+
+@pytest.mark.parametrize(
+    ("calls", "fires"),
+    [
+        pytest.param((5.0, 5.0, 5.0), True, id="every-call-five-times-slower"),
+        pytest.param((1.0, 1.0, 5.0), False, id="one-slow-call-among-usual-ones"),
+        pytest.param((1.0, 1.1, 0.9), False, id="usual"),
+    ],
+)
+def test_a_session_whose_model_calls_are_slower_fires_tail_model_latency(
+    calls: tuple[float, ...], fires: bool
+) -> None:
+    """The session's typical (median) model call, against its agent's: a model made several
+    times slower hides in turn latency when the turn also makes fewer calls, not here; one
+    slow call is the longest turn's business."""
     model = scorer(warmup_sessions=5, min_group_values=5)
     for _ in range(60):
         model.score(timed(1.0, 1.0), now=0.0)
@@ -350,8 +442,143 @@ def test_a_slow_model_call_fires_tail_model_latency() -> None:
     slow_call.observe(span_facts(1, 1_000, KIND_AGENT, agent_name="support", duration_ns=10**9))
     slow_call.observe(span_facts(2, 1_000, KIND_LLM, duration_ns=5 * 10**9))
 
-    scored = model.score(slow_call, now=0.0)
+    for i in range(60):
+        model.score(model_calls(0.9 + i % 3 * 0.1, 1.0, 1.1), now=0.0)
+    model.flush()
 
-    assert "tail_model_latency" in scored.signals
-    assert scored.rarity["model_latency"] == 1.0
+    scored = model.score(model_calls(*calls), now=0.0)
+
+    assert ("tail_model_latency" in scored.signals) is fires
+    assert (scored.rarity["model_latency"] == 1.0) is fires
     assert "tail_latency" not in scored.signals  # the turn itself is as long as usual
+
+
+def tool_calls(*seconds: float) -> SessionFeatures:
+    """One turn of 10 s making tool calls of these durations, each after a model call."""
+    features = SessionFeatures()
+    features.observe(span_facts(1, 1_000, KIND_AGENT, agent_name="support", duration_ns=10**10))
+    for number, duration in enumerate(seconds, start=2):
+        features.observe(span_facts(100 + number, 1_000 + number, KIND_LLM, duration_ns=10**8))
+        call = span_facts(number, 2_000 + number, KIND_TOOL, duration_ns=int(duration * 1e9))
+        features.observe(call._replace(tool_name=f"tool{number}"))
+    return features
+
+
+@pytest.mark.parametrize(
+    ("calls", "fires"),
+    [
+        pytest.param((2.0, 2.0, 2.0), True, id="every-call-to-a-slow-dependency"),
+        pytest.param((0.5, 0.5, 2.0), False, id="one-slow-call"),
+        pytest.param((0.5, 0.45, 0.55), False, id="usual"),
+    ],
+)
+def test_a_session_whose_tool_calls_are_slower_fires_tail_tool_latency(
+    calls: tuple[float, ...], fires: bool
+) -> None:
+    """A slow dependency: the turn hardly changes when tools are a small part of it."""
+    model = scorer(warmup_sessions=5, min_group_values=5)
+    for i in range(60):
+        model.score(tool_calls(0.45 + i % 3 * 0.05, 0.5, 0.55), now=0.0)
+    model.flush()
+
+    scored = model.score(tool_calls(*calls), now=0.0)
+
+    assert ("tail_tool_latency" in scored.signals) is fires
+    assert "tail_latency" not in scored.signals
+
+
+@pytest.mark.parametrize(
+    ("levels", "found"), [(4, False), (5, True)], ids=["at-the-bound", "one-deeper"]
+)
+def test_agent_recursion_is_found_through_the_spans_between_an_agent_and_its_tools(
+    levels: int, found: bool
+) -> None:
+    """LangGraph with OpenInference puts a `tools` CHAIN span between an agent and its TOOL
+    spans: an agent calling itself as a tool, level after level, is still a recursion. Spans
+    arrive as they end: children first."""
+    spans: list[SpanFacts] = []
+    parent = 0  # span numbers: agent 10*i+1, its tools CHAIN 10*i+2, its delegate TOOL 10*i+3
+    for level in range(levels):
+        agent, chain, tool = 10 * level + 1, 10 * level + 2, 10 * level + 3
+        facts_of_level = [
+            (agent, parent, KIND_AGENT, {"agent_name": "planner"}),
+            (chain, agent, KIND_OTHER, {}),
+            (tool, chain, KIND_TOOL, {"tool_name": "delegate", "tool_args": f"task {level}"}),
+        ]
+        for number, of, kind, names in facts_of_level:
+            span = span_facts(number, 1_000 * number, kind, **names)
+            parent_id = of.to_bytes(8, "big") if of else b""
+            spans.append(span._replace(parent_span_id=parent_id, is_root=not of))
+        parent = tool
+    features = SessionFeatures()
+    for span in reversed(spans):  # innermost (ending first) first
+        features.observe(span)
+
+    result = scorer().score(features, now=0.0)
+
+    assert ("agent_recursion" in result.cycle_kinds) is found
+
+
+def random_session(rng: random.Random) -> SessionFeatures:
+    """Up to six turns of up to nine calls of one to three tools (in some sessions every turn
+    the same), arguments recorded for none, few or every call, some failing, a model call before
+    some of them; then up to six levels of an agent delegating to itself through a tool."""
+    features = SessionFeatures()
+    arguments = rng.choice([[""], ["", "x", "y"], [f"q{i}" for i in range(9)]])
+    tools = rng.choice(["abc", "ab", "a"])
+    first: list[tuple[str, str]] = []  # every turn repeats the first one, in some sessions
+    repeat = rng.random() < 0.3
+    number = 10
+    for turn in range(rng.randint(1, 6)):
+        base = turn * 1_000_000
+        made = (
+            first
+            if repeat and turn
+            else [(rng.choice(tools), rng.choice(arguments)) for _ in range(rng.randint(0, 9))]
+        )
+        first = first or made
+        for i, (name, args) in enumerate(made):
+            number += 1
+            start = base + 1_000 * i
+            if rng.random() < 0.5:
+                features.observe(span_facts(number, start - 10, KIND_LLM))
+                number += 1
+            tool = span_facts(
+                number,
+                start,
+                KIND_TOOL,
+                tool_name=name,
+                tool_args=args,
+                error_kinds=int(rng.random() < 0.2),
+            )
+            features.observe(tool, turn)
+    parent = b""
+    for level in range(rng.randint(0, 6)):
+        agent_id, tool_id = (
+            (500 + 2 * level).to_bytes(8, "big"),
+            (501 + 2 * level).to_bytes(8, "big"),
+        )
+        agent = span_facts(500 + 2 * level, 1, KIND_AGENT, agent_name="planner")
+        features.observe(agent._replace(parent_span_id=parent, is_root=not parent))
+        delegate = span_facts(501 + 2 * level, 2, KIND_TOOL, tool_name="delegate")
+        features.observe(delegate._replace(parent_span_id=agent_id, tool_args=f"task {level}"))
+        parent = tool_id
+    return features
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_skipping_what_cannot_fire_finds_what_every_detector_finds(seed: int) -> None:
+    """The scorer runs the tool detectors only when some tool is called often enough in one
+    turn, or enough turns call tools, and the recursion detector only with enough agents:
+    the findings are those of all the detectors."""
+    rng = random.Random(seed)
+    s = scorer()
+    for _ in range(300):
+        features = random_session(rng)
+        parents = features.parents
+        agents = [AgentSpan(i, parents.get(i, b""), name) for i, name in features.agents]
+        calls = [ToolCall(*call[:5]) for call in features.tool_calls]
+        expected = detect_cycles(
+            calls, agents, parents, features.links, s.thresholds, features.model_starts
+        )
+        assert s.score(features, now=0.0).cycle_details == tuple(f.describe() for f in expected)

@@ -69,7 +69,6 @@ POSITIVES: list[tuple[str, str, list[Summary]]] = [
         [
             ("repeated_call", "read", 1, 3),
             ("repeated_call", "read", 1, 3),
-            ("repeated_tool", "read", 1, 6),
             ("tool_pattern", "read,read", 2, 3),
         ],
     ),
@@ -89,8 +88,8 @@ POSITIVES: list[tuple[str, str, list[Summary]]] = [
         [("repeated_call", "search", 1, 3), ("tool_pattern", "search,fetch", 2, 3)],
     ),
     (
-        "args/same-tool-six-in-a-row-different-args",
-        "search:1 search:2 search:3 search:4 search:5 search:6",
+        "args/recorded-on-some-calls-only",
+        "search:1 search search search:1 search search",
         [("repeated_tool", "search", 1, 6)],
     ),
     # names only
@@ -148,6 +147,10 @@ NEGATIVES: list[tuple[str, str]] = [
         "search:q1 fetch:u1 search:q2 fetch:u2 search:q3 fetch:u3",
     ),
     ("args/ping-pong-args-only-on-search", "search:q1 fetch search:q2 fetch search:q3 fetch"),
+    (
+        "args/same-tool-six-in-a-row-different-args",
+        "search:1 search:2 search:3 search:4 search:5 search:6",
+    ),
     ("names/five-in-a-row", "search " * 5),
     ("names/scattered-same-tool", "search x search y search z search"),
     ("names/abc-abd", "a b c a b d"),
@@ -163,6 +166,213 @@ NEGATIVES: list[tuple[str, str]] = [
 )
 def test_legitimate_traffic_is_not_a_cycle(sequence: str) -> None:
     assert find_tool_cycles(calls(sequence), DEFAULT) == []
+
+
+# --- a conversation: turns, model decisions, failures --------------------------------------------
+
+
+def conversation(text: str) -> tuple[list[ToolCall], list[int]]:
+    """A session written step by step, as an agent makes calls: every word is one model
+    decision (a model call starts, then its tool calls), ``|`` ends a turn (the next word is
+    in the session's next trace). A decision making several calls joins them with ``+``
+    (``fetch:a+fetch:b``: a fan-out, or a poll or retry run by code); a call ending with ``!``
+    failed. Returns the calls and the model calls' start times."""
+    found: list[ToolCall] = []
+    model_starts: list[int] = []
+    turn, clock = 0, 0
+    for word in text.split():
+        if word == "|":
+            turn += 1
+            continue
+        clock += 1_000
+        model_starts.append(clock)
+        for call in word.split("+"):
+            clock += 10
+            name, _, digest = call.removesuffix("!").partition(":")
+            found.append(ToolCall(clock, name, digest, turn, call.endswith("!")))
+    return found, model_starts
+
+
+def find(text: str, t: CycleThresholds = DEFAULT) -> list[Summary]:
+    found, model_starts = conversation(text)
+    return summary(find_tool_cycles(found, t, model_starts))
+
+
+REVIEW_TURN = "diff:pr7 run_tests:pr7 lint:pr7 write:{} "
+
+# Legitimate iteration and ordinary conversations: no loop, whatever the thresholds see in the
+# raw sequence of calls.
+LEGITIMATE: list[tuple[str, str]] = [
+    (
+        "turns/the-same-workflow-for-every-message",
+        " | ".join(REVIEW_TURN.format(f"c{n}") for n in range(4)),
+    ),
+    ("turns/the-same-workflow-without-arguments", " | ".join(["diff tests lint write"] * 4)),
+    ("turns/one-search-per-message-without-arguments", " | ".join(["search"] * 8)),
+    (
+        "turns/same-arguments-but-a-new-query-each-turn",
+        "lookup:cust9 search:refund | lookup:cust9 search:delivery | lookup:cust9 search:invoice",
+    ),
+    ("turns/identical-twice-only", "lookup:c search:q | lookup:c search:q"),
+    ("turns/the-same-question-asked-three-times", " | ".join(["lookup:c search:q"] * 3)),
+    (
+        "turns/identical-but-not-every-argument-recorded",
+        " | ".join(["lookup:c search"] * 4),
+    ),
+    (
+        "turns/identical-turns-not-in-a-row",
+        "lookup:c search:q | lookup:c search:q | refund:r | lookup:c search:q",
+    ),
+    ("pagination/arguments-advance", " ".join(f"list_items:page{n}" for n in range(1, 9))),
+    ("pagination/in-the-tools-code", "search " + "+".join(["list_items"] * 8) + " answer"),
+    (
+        "polling/by-the-tools-code-until-done",
+        "submit:job1 " + "+".join(["job_status:job1"] * 6) + " fetch_result:job1",
+    ),
+    ("polling/twice-by-the-model", "submit:job1 job_status:job1 job_status:job1 fetch:job1"),
+    ("retry/after-a-transient-error", "search:q! search:q! search:q fetch:u"),
+    ("retry/by-the-framework", "search:q!+search:q!+search:q fetch:u"),
+    ("retry/succeeds-then-used-twice", "search:q! search:q search:q fetch:u"),
+    ("fan-out/distinct-arguments-one-decision-each", " ".join(f"fetch:u{n}" for n in range(8))),
+    ("fan-out/parallel-without-arguments", "plan " + "+".join(["fetch"] * 8) + " summarize"),
+    (
+        "fan-out/a-list-per-turn",
+        " | ".join("+".join(f"fetch:t{turn}u{n}" for n in range(5)) for turn in range(4)),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "text", [text for _, text in LEGITIMATE], ids=[name for name, _ in LEGITIMATE]
+)
+def test_legitimate_iteration_is_not_a_loop(text: str) -> None:
+    assert find(text) == []
+
+
+# The loops that must still be found, written the same way.
+LOOPS: list[tuple[str, str, list[Summary]]] = [
+    ("same-call", "search:q fetch:u search:q search:q", [("repeated_call", "search", 1, 3)]),
+    ("same-tool-without-arguments", "search " * 6, [("repeated_tool", "search", 1, 6)]),
+    (
+        "ping-pong",
+        "search:q fetch:u " * 3,
+        [
+            ("repeated_call", "search", 1, 3),
+            ("repeated_call", "fetch", 1, 3),
+            ("tool_pattern", "search,fetch", 2, 3),
+        ],
+    ),
+    ("ping-pong-without-arguments", "search fetch " * 3, [("tool_pattern", "search,fetch", 2, 3)]),
+    (
+        "in-a-later-turn",
+        "lookup:c search:q | lookup:c fetch:u fetch:u fetch:u",
+        [("repeated_call", "fetch", 1, 3)],
+    ),
+    (
+        "the-same-loop-in-two-turns-reported-once",
+        "search:q search:q search:q | search:q search:q search:q search:q",
+        [("repeated_call", "search", 1, 4)],
+    ),
+    (
+        "a-failed-call-inside-a-loop",
+        "search:q search:q! search:q search:q",
+        [("repeated_call", "search", 1, 3)],
+    ),
+    ("retried-until-it-fails-for-good", "search:q! " * 3, [("repeated_call", "search", 1, 3)]),
+    (
+        "the-same-fan-out-decided-again-and-again",
+        "fetch:a+fetch:b " * 3,
+        [("repeated_call", "fetch", 1, 3), ("repeated_call", "fetch", 1, 3)],
+    ),
+    (
+        "turns/retried-three-times",
+        " | ".join(["lookup:c search:q"] * 4),
+        [("repeated_turn", "lookup,search", 2, 4)],
+    ),
+    (
+        "turns/retried-with-a-fan-out-started-in-another-order",
+        " | ".join(["diff:p read:a+read:b lint:p", "diff:p read:b+read:a lint:p"] * 2),
+        [("repeated_turn", "diff,read,read,lint", 4, 4)],
+    ),
+    (
+        "turns/a-trace-per-step-of-a-looping-agent",
+        "search:q | search:q | search:q | search:q",
+        [("repeated_turn", "search", 1, 4)],
+    ),
+    (
+        "turns/retries-after-an-ordinary-turn",
+        "a:1 | b:2 c:3 | b:2 c:3 | b:2 c:3 | b:2 c:3",
+        [("repeated_turn", "b,c", 2, 4)],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [row[1:] for row in LOOPS],
+    ids=[row[0] for row in LOOPS],
+)
+def test_loops_are_still_found(text: str, expected: list[Summary]) -> None:
+    assert find(text) == expected
+
+
+# What the detectors cannot tell apart, stated so that a change to it is a decision.
+KNOWN_LIMITS: list[tuple[str, str, list[Summary]]] = [
+    (
+        "polling-by-the-model-with-the-same-arguments",
+        "submit:job1 job_status:job1 job_status:job1 job_status:job1 fetch:job1",
+        [("repeated_call", "job_status", 1, 3)],
+    ),
+    (
+        "paging-by-the-model-without-arguments",
+        "list_items " * 6,
+        [("repeated_tool", "list_items", 1, 6)],
+    ),
+    (
+        "a-user-asking-the-same-thing-four-times",
+        " | ".join(["order_status:o1"] * 4),
+        [("repeated_turn", "order_status", 1, 4)],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [row[1:] for row in KNOWN_LIMITS],
+    ids=[row[0] for row in KNOWN_LIMITS],
+)
+def test_known_limits(text: str, expected: list[Summary]) -> None:
+    assert find(text) == expected
+
+
+def test_without_model_calls_every_call_is_a_decision() -> None:
+    """Instrumentation without model spans: a run of calls cannot be told from a loop."""
+    found, _ = conversation("fetch+fetch+fetch+fetch+fetch+fetch")
+    assert summary(find_tool_cycles(found, DEFAULT)) == [("repeated_tool", "fetch", 1, 6)]
+    assert summary(find_tool_cycles(found, DEFAULT, [0])) == []
+
+
+def test_a_model_call_streaming_while_its_tool_starts_still_divides_decisions() -> None:
+    """Decisions are divided by model calls' *starts*: a tool started before the model call
+    that chose it has ended (streamed tool calls) is still that call's decision."""
+    found = [ToolCall(100 * n + 50, "search", "q") for n in range(3)]
+    assert summary(find_tool_cycles(found, DEFAULT, [100 * n for n in range(3)])) == [
+        ("repeated_call", "search", 1, 3)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("threshold", "turns", "expected"),
+    [
+        (4, 3, []),
+        (4, 4, [("repeated_turn", "search", 1, 4)]),
+        (2, 2, [("repeated_turn", "search", 1, 2)]),
+    ],
+    ids=["default-below", "default-at", "two"],
+)
+def test_same_turn_repeats(threshold: int, turns: int, expected: list[Summary]) -> None:
+    text = " | ".join(["search:q"] * turns)
+    assert find(text, CycleThresholds(same_turn_repeats=threshold)) == expected
 
 
 THRESHOLDS: list[tuple[str, CycleThresholds, str, list[Summary]]] = [
@@ -218,7 +428,14 @@ def test_only_the_first_calls_by_start_time_are_examined() -> None:
 
 
 @pytest.mark.parametrize(
-    "field", ["same_call_repeats", "same_tool_repeats", "pattern_min_repeats", "max_agent_depth"]
+    "field",
+    [
+        "same_call_repeats",
+        "same_tool_repeats",
+        "pattern_min_repeats",
+        "same_turn_repeats",
+        "max_agent_depth",
+    ],
 )
 def test_nonsense_thresholds_are_refused(field: str) -> None:
     with pytest.raises(ValueError, match=field):
@@ -232,6 +449,11 @@ DESCRIPTIONS: list[tuple[str, CycleFinding, str]] = [
         "search x4 (same arguments)",
     ),
     ("repeated_tool", CycleFinding("repeated_tool", ("search",), 1, 7), "search x7 in a row"),
+    (
+        "repeated_turn",
+        CycleFinding("repeated_turn", ("lookup", "search"), 2, 3),
+        "lookup,search: the same calls in 3 turns in a row",
+    ),
     (
         "tool_pattern",
         CycleFinding("tool_pattern", ("search", "fetch"), 2, 4),
