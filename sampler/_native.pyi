@@ -123,6 +123,10 @@ class SessionView:
     @property
     def decided_before(self) -> bool: ...
     @property
+    def kept_elsewhere(self) -> tuple[str, float, list[str]] | None:
+        """A peer sampler's keep of this conversation (rule, adjusted count, signals),
+        received while it was buffered (cluster), or None."""
+    @property
     def awaiting_look(self) -> bool: ...
     @property
     def rootless(self) -> bool: ...
@@ -207,6 +211,12 @@ class Core:
         same_randomness: bool,
     ) -> KeptRequests: ...
     def hold(self, handle: int, cold: bool, now: float, looks: int) -> bool: ...
+    def adopt_keep(
+        self, key: str, rule: str, adjusted_count: float, signals: list[str] | tuple[str, ...]
+    ) -> tuple[KeptRequests, int]:
+        """A peer sampler kept the conversation ``key``: later turns follow this keep (as the
+        decision cache's), and the part held here after a drop is kept now: its requests and
+        span count come back (none when nothing was held)."""
     def release(self, handle: int) -> KeptRequests:
         """Lets go of a decided session; in shadow mode a dropped one's spans come back as
         requests, annotated as dropped (live: an empty list)."""

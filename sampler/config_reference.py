@@ -99,7 +99,13 @@ them. Conditions about spans are true when *some* span of the session satisfies 
 
 def _type_name(hint: object, kind: str) -> str:
     if kind:
-        names = {"rules": "list of rules", "headers": "mapping", "file": "path", "token": "secret"}
+        names = {
+            "rules": "list of rules",
+            "headers": "mapping",
+            "file": "path",
+            "token": "secret",
+            "redis_url": "url",
+        }
         return names.get(kind, kind)
     if typing.get_origin(hint) is tuple:
         return "list of strings"
@@ -107,6 +113,8 @@ def _type_name(hint: object, kind: str) -> str:
 
 
 def _default(value: object, kind: str) -> str:
+    if kind == "duration" and value == 0:
+        return "`0s`"
     if kind == "duration" and isinstance(value, float):
         for unit, scale in (("h", 3600), ("m", 60), ("s", 1), ("ms", 1e-3)):
             if value >= scale and (value / scale) == int(value / scale):

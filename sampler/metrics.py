@@ -18,6 +18,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from sampler.cluster.link import ClusterLink
 from sampler.config.model import MODES
 from sampler.export.base import Exporter
 from sampler.latency import Histogram
@@ -42,6 +43,8 @@ class Sources:
     shortage: DescriptorShortage = field(default_factory=DescriptorShortage)
     # the running config's generation and reloads (reload.Reloader); None: as loaded at start
     config: ConfigState | None = field(default=None, kw_only=True)
+    # cluster: verdicts shared through the store; None when off (its metrics read 0)
+    cluster: ClusterLink | None = field(default=None, kw_only=True)
 
     @property
     def config_state(self) -> ConfigState:
@@ -101,6 +104,14 @@ def _captured(s: Sources) -> Iterator[Sample]:
 def _refused(s: Sources) -> Iterator[Sample]:
     for reason, count in s.pipeline.stats.requests_refused.items():
         yield (reason,), count
+
+
+def _cluster_verdicts(s: Sources) -> Iterator[Sample]:
+    c, st = s.cluster, s.pipeline.stats
+    yield ("published",), c.stats.published if c else 0
+    yield ("received",), c.stats.received if c else 0
+    yield ("applied",), st.shared_keep_sessions
+    yield ("dropped",), c.dropped_keeps if c else 0
 
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -371,6 +382,38 @@ METRICS: tuple[MetricSpec, ...] = (
         "Decided sessions and traces remembered for late spans.",
         (),
         _one(lambda s: s.pipeline.buffer.cache_entries),
+    ),
+    MetricSpec(
+        "agent_sampler_cluster_verdicts",
+        "counter",
+        "Keeps of conversations shared through the cluster store, by event: published (this "
+        "sampler's, stored and announced), received (peers', heard or looked up), applied "
+        "(parts of conversations kept here for a peer's keep), dropped (not published: the "
+        "outbox was full while the store was unreachable).",
+        ("event",),
+        _cluster_verdicts,
+    ),
+    MetricSpec(
+        "agent_sampler_cluster_spans_kept",
+        "counter",
+        "Spans kept for a peer's keep (cluster): held or buffered parts of its conversations.",
+        (),
+        _one(lambda s: s.pipeline.stats.shared_keep_spans),
+    ),
+    MetricSpec(
+        "agent_sampler_cluster_errors",
+        "counter",
+        "Failed round trips and connections to the cluster store, unreadable messages and "
+        "refused writes; sampling goes on alone meanwhile.",
+        (),
+        _one(lambda s: s.cluster.stats.errors if s.cluster else 0),
+    ),
+    MetricSpec(
+        "agent_sampler_cluster_connected",
+        "gauge",
+        "1 while connected to the cluster store; 0 when it is unreachable or the cluster is off.",
+        (),
+        _one(lambda s: s.cluster is not None and s.cluster.stats.connected),
     ),
     MetricSpec(
         "agent_sampler_exporter_queue_spans",

@@ -13,6 +13,12 @@ dropped session's spans when live mode would let go of them (``Core.release``, a
 a later turn that reopens it is decided with it, and it goes out once, with its last verdict),
 late spans whatever verdict they follow, each annotated with that verdict.
 
+With a cluster (``cluster:``), keeps of conversations are told to ``sharing`` (never
+awaited), and peers' keeps come back through ``adopt``: a part held here after a drop is kept
+at once, a buffered part when it is decided (its view carries the keep), later turns follow it
+in the native core. Such keeps are tallied under the peer's rule and counted by the budget as
+other rules' keeps are, so the samplers together keep what one would.
+
 ``reconfigure`` (a reload) swaps rules, budget, signal thresholds, session settings and mode
 under what is buffered: sessions, held drops, the budget's rates and the rarity model stay.
 
@@ -35,6 +41,7 @@ from typing import Protocol
 
 from sampler._native import HeldSession, Request, SessionView
 from sampler.clock import Clock
+from sampler.cluster.shared import SharedKeep, VerdictSharing
 from sampler.config.model import SamplerConfig
 from sampler.latency import Histogram, decision_delays
 from sampler.receive.intake import INGEST_CHUNK_SPANS, Admission, Intake
@@ -122,6 +129,9 @@ class PipelineStats:
     # dropped while the rarity model was cold, kept after all when scored again (second look)
     second_look_sessions: int = 0
     second_look_spans: int = 0
+    # parts of conversations kept for a peer sampler's keep (cluster): held, or buffered
+    shared_keep_sessions: int = 0
+    shared_keep_spans: int = 0
     # first span to first verdict, once per session (reopened or continued: not again)
     decision_delay: Histogram = field(default_factory=decision_delays)
 
@@ -156,6 +166,7 @@ class Pipeline:
         self._pending: deque[tuple[bytes, int]] = deque()
         self._in_flight = 0  # memory of admitted requests not all ingested yet
         self._decoding = 0  # bytes of request bodies being decoded
+        self.sharing: VerdictSharing | None = None  # the cluster, when configured
 
     @property
     def buffer(self) -> BufferStats:
@@ -398,6 +409,14 @@ class Pipeline:
             facts, cold = self.facts_of(view, now, running_at_cap=running_at_cap)
             cold = cold or view.awaiting_look
             verdict = self.engine.decide(facts, now)
+            shared = view.kept_elsewhere
+            if shared is not None and not verdict.keep:
+                # a peer kept this conversation while this part was buffered
+                rule, adjusted_count, signals = shared
+                verdict = Verdict(True, rule, tuple(signals), adjusted_count)
+                self._count_shared(view.span_count, now)
+            elif verdict.keep and view.keyed and shared is None and self.sharing is not None:
+                self.sharing.kept(view.key, verdict)
             self._tally(verdict, view.span_count)
             if not view.decided_before:
                 self.stats.decision_delay.observe(now - view.created)
@@ -415,11 +434,37 @@ class Pipeline:
             if verdict.keep:
                 self._submit_kept(requests)
             elif (view.keyed or view.rootless or cold) and core.hold(view.handle, cold, now, 1):
-                # more turns or late spans may reopen it, or a second look keep it
+                # more turns or late spans may reopen it, a second look or a peer keep it
                 self._trim_hold(now)
             else:
                 self._let_go(view.handle)  # dropped for good
         return decided
+
+    def adopt(self, keeps: Iterable[SharedKeep]) -> int:
+        """Peers' keeps (the cluster): each conversation's part held here is kept now, annotated
+        with the peer's rule, adjusted count and signals (plus ``shared_keep``); a buffered part
+        will be kept when decided, later turns follow. Returns how many held parts were kept."""
+        now = self.clock.now()
+        kept = 0
+        for keep in keeps:
+            signals = keep.annotated()
+            requests, spans = self.core.adopt_keep(
+                keep.key, keep.rule, keep.adjusted_count, signals
+            )
+            if not spans:
+                continue
+            kept += 1
+            self._tally(Verdict(True, keep.rule, signals, keep.adjusted_count), spans)
+            self._count_shared(spans, now)
+            self._submit_kept(requests)
+        return kept
+
+    def _count_shared(self, spans: int, now: float) -> None:
+        """A part kept for a peer's keep: to the budget, a keep by another rule (so the kept
+        volume across samplers stays what one sampler would keep)."""
+        self.stats.shared_keep_sessions += 1
+        self.stats.shared_keep_spans += spans
+        self.engine.budget.observe_must_keep(spans, now)
 
     def _trim_hold(self, now: float) -> None:
         while self.core.hold_over_cap:
@@ -446,6 +491,8 @@ class Pipeline:
                 self._tally(verdict, view.span_count)
                 self.stats.second_look_sessions += 1
                 self.stats.second_look_spans += view.span_count
+                if view.keyed and self.sharing is not None:
+                    self.sharing.kept(view.key, verdict)
                 if self.observer is not None:
                     self.observer.decided(facts, verdict, now, second_look=True)
                 self._submit_kept(

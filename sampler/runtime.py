@@ -35,6 +35,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sampler.clock import Clock, MonotonicClock
+from sampler.cluster.link import ClusterLink
 from sampler.config.address import parse_listen
 from sampler.config.model import SamplerConfig
 from sampler.export.base import Exporter, ExporterSettings
@@ -297,6 +298,7 @@ class SamplerApp:
     _http: HttpReceiver | None = None
     _metrics_runner: web.AppRunner | None = None
     _ticker: asyncio.Task[None] | None = None
+    cluster: ClusterLink | None = None  # cluster: verdicts shared through the store
     _watcher: asyncio.Task[None] | None = None
     _config_watcher: ConfigWatcher | None = None
     _capture: TrafficCapture | None = None  # capture.path: accepted requests recorded
@@ -315,6 +317,15 @@ class SamplerApp:
         self.exporter = exporter_from_url(self.config.exporter.url, exporter_settings(self.config))
         self.pipeline = Pipeline(self.config, self.exporter, self.clock, decide_on_intake=False)
         self.reloader = Reloader(self.pipeline, self.source)
+        if self.config.cluster.enabled:
+            self.cluster = ClusterLink(
+                self.config.cluster,
+                self.config.sessions,
+                self.pipeline.adopt,
+                self.clock,
+                tick_s=self.config.sessions.tick,
+            )
+            self.pipeline.sharing = self.cluster
 
     def reload(self, why: str) -> str:
         """Reads the config again and runs with it (see reload.py); returns the outcome."""
@@ -392,10 +403,13 @@ class SamplerApp:
                     connections=connections,
                     shortage=self._shortage,
                     config=self.reloader.state,
+                    cluster=self.cluster,
                 ),
                 guard,
             )
         self._ticker = asyncio.create_task(self._tick_forever(), name="decision-ticker")
+        if self.cluster is not None:
+            self.cluster.start()  # connects in the background: the store is never waited for
         if self.source.watch and self.source.path is not None:
             watcher = self._config_watcher = ConfigWatcher(self.source.path)
             self._watcher = asyncio.create_task(self._watch_forever(watcher), name="config-watch")
@@ -442,6 +456,8 @@ class SamplerApp:
             before.held_sessions,
             pipeline.stats.second_look_sessions - second_looks,
         )
+        if self.cluster is not None:
+            await self.cluster.stop()  # the keeps of what was just decided, for the peers
         deadline = started + SHUTDOWN_FLUSH_TIMEOUT_S
         while self.pipeline.pending_spans and time.monotonic() < deadline:
             await self.exporter.flush(min(1.0, deadline - time.monotonic()))

@@ -18,6 +18,20 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
+# A real redis-server (Debian's package) for the cluster's tests (tests/unit/cluster,
+# tests/e2e/collector/test_cluster.py): installed once, without questions; the tests fail
+# without it rather than skip.
+if ! command -v redis-server >/dev/null; then
+    sudo=()
+    if [ "$(id -u)" != 0 ]; then
+        sudo=(sudo -n)
+    fi
+    echo "installing redis-server (apt-get) for the cluster tests" >&2
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >&2
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends redis-server </dev/null >&2
+fi
+
 .venv/bin/ruff check sampler tests benchmarks deploy
 .venv/bin/ruff format --check sampler tests benchmarks deploy
 .venv/bin/mypy

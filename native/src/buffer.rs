@@ -1139,6 +1139,32 @@ impl Buffer {
         out
     }
 
+    /// A keep given elsewhere (a peer sampler, through the cluster) for the conversation
+    /// `key`: later turns follow it as they follow a local keep (a local keep already
+    /// remembered stays, with its own rule). The session held for that key, if any, leaves the
+    /// hold (its state `Out`) and is returned for the caller to keep; a buffered one is kept
+    /// when it is decided (`kept_elsewhere`).
+    pub fn adopt_keep(&mut self, key: &str, verdict: &Arc<Verdict>) -> Option<SessionId> {
+        if !self.cache.for_key(key).is_some_and(|v| v.keep) {
+            self.cache.remember(Some(key), &[], verdict);
+        }
+        let held = self.hold.held.get(key)?;
+        // the hold names a session without a key by its trace id in hex: not a conversation
+        if !self.get(held.id).is_some_and(|s| s.keyed) {
+            return None;
+        }
+        self.hold_take(key).map(|held| held.id)
+    }
+
+    /// The keep remembered for a keyed session's key while it was buffered: only a peer's
+    /// (`adopt_keep`), since a conversation kept here takes no new buffered session.
+    pub fn kept_elsewhere(&self, session: &Session) -> Option<&Arc<Verdict>> {
+        if !session.keyed {
+            return None;
+        }
+        self.cache.for_key(&session.keyed_key).filter(|v| v.keep)
+    }
+
     pub fn held_sessions(&self) -> usize {
         self.hold.held.len()
     }

@@ -103,6 +103,9 @@ pub struct SessionView {
     pub longest_root_ns: u64,
     pub slowest_llm_ns: u64,
     pub decided_before: bool,
+    /// A peer sampler's keep of this conversation, received while it was buffered: it is
+    /// kept with that verdict when no local rule keeps it.
+    pub kept_elsewhere: Option<Arc<Verdict>>,
     pub awaiting_look: bool,
     pub rootless: bool,
     pub created: f64,
@@ -514,6 +517,7 @@ impl Core {
             longest_root_ns: f.longest_root_ns,
             slowest_llm_ns: f.slowest_llm_ns,
             decided_before: s.decided_before,
+            kept_elsewhere: self.buffer.kept_elsewhere(s).cloned(),
             awaiting_look: s.awaiting_look,
             rootless: !s.rootless.is_empty(),
             created: s.created,
@@ -593,6 +597,26 @@ impl Core {
         };
         self.buffer.free(id);
         requests
+    }
+
+    /// A peer kept the conversation `key` (`verdict`, a keep): later turns follow it, and the
+    /// part held here after a drop goes out now, kept with it. Returns that part's spans as
+    /// requests and their count (none when nothing was held).
+    pub fn adopt_keep(&mut self, key: &str, verdict: Arc<Verdict>) -> (Vec<KeptRequest>, u64) {
+        let Some(id) = self.buffer.adopt_keep(key, &verdict) else {
+            return (Vec::new(), 0);
+        };
+        self.buffer.record(id, &verdict);
+        let (requests, spans) = match self.buffer.get(id) {
+            Some(session) => (
+                self.emit_session(session, &verdict, false),
+                session.span_count(),
+            ),
+            None => (Vec::new(), 0),
+        };
+        // freed, not released: its drop must not go out as well in shadow mode
+        self.buffer.free(id);
+        (requests, spans)
     }
 
     pub fn held_views(&self, held: Vec<Held>) -> Vec<HeldView> {

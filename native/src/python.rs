@@ -344,6 +344,18 @@ impl PySessionView {
     fn decided_before(&self) -> bool {
         self.0.decided_before
     }
+    /// A peer sampler's keep of this conversation, received while it was buffered: (rule,
+    /// adjusted count, signals), or None.
+    #[getter]
+    fn kept_elsewhere(&self) -> Option<(&str, f64, Vec<&str>)> {
+        self.0.kept_elsewhere.as_deref().map(|v| {
+            (
+                &*v.rule,
+                v.adjusted_count,
+                v.signals.iter().map(|s| &**s).collect(),
+            )
+        })
+    }
     #[getter]
     fn awaiting_look(&self) -> bool {
         self.0.awaiting_look
@@ -751,6 +763,24 @@ impl PyCore {
             core.decide(SessionId::from_u64(handle), verdict, same_randomness)
         })?;
         requests_to_python(py, requests)
+    }
+
+    /// A peer sampler kept the conversation `key`: later turns follow this keep, and the part
+    /// held here after a drop is kept now. Returns that part's requests and span count.
+    fn adopt_keep<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        rule: &str,
+        adjusted_count: f64,
+        signals: Vec<String>,
+    ) -> PyResult<(Bound<'py, PyList>, u64)> {
+        let (requests, spans) = self.with(|core| {
+            let signals: Vec<&str> = signals.iter().map(String::as_str).collect();
+            let verdict = core.verdict(true, rule, adjusted_count, &signals);
+            core.adopt_keep(key, verdict)
+        })?;
+        Ok((requests_to_python(py, requests)?, spans))
     }
 
     /// Holds a dropped session; False (nothing held) when holding is off or it is too big.

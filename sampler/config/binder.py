@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from sampler.config.model import STRATA
 from sampler.config.reader import Node, Problems, did_you_mean, parse_duration, parse_listen
 from sampler.config.reader import parse_size as parse_size_value
+from sampler.config.store_url import REDIS_URL_FORMS, parse_store_url
 from sampler.config.url import ACCEPTED_FORMS, parse_downstream
 
 T = TypeVar("T")
@@ -109,6 +110,15 @@ def _bind_value(
         except ValueError as exc:
             # The message quotes the URL: not when it came from the environment.
             return fail(f"expected a URL: {ACCEPTED_FORMS}") if node.env else fail(str(exc))
+        return value
+    if kind == "redis_url":
+        if not isinstance(value, str):
+            return fail(f"expected a URL: {REDIS_URL_FORMS}")
+        if value:
+            try:
+                parse_store_url(value)
+            except ValueError as exc:
+                return fail(f"expected a URL ({exc})")
         return value
     if kind == "fraction":
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:

@@ -579,6 +579,58 @@ class LoggingConfig:
     format: str = opt("text", "Log line format.", "choice", choices=("text", "json"))
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterRedisConfig:
+    url: str = opt(
+        "",
+        "The Redis (or Valkey) server the samplers share verdicts through: "
+        "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or rediss:// for TLS (verified against the "
+        "system's trusted roots). Give the password as `${env:NAME}`. Empty: no cluster, each "
+        "sampler decides alone.",
+        "redis_url",
+        secret=True,  # it may carry the password
+    )
+    timeout: float = opt(
+        1.0,
+        "Longest one round trip to the server may take (connecting included) before the "
+        "connection is counted as lost and reconnected with backoff.",
+        "duration",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    redis: ClusterRedisConfig = opt(ClusterRedisConfig(), "The shared store.")
+    key_prefix: str = opt(
+        "agent-sampler:",
+        "Prefix of the keys (`PREFIX` + `verdict:` + session key) and of the channel "
+        "(`PREFIX` + `verdicts`): samplers sharing a prefix share verdicts.",
+    )
+    verdict_ttl: float = opt(
+        0.0,
+        "How long a shared keep is remembered in the store (for samplers that start or "
+        "reconnect later). 0s: sessions.dropped_hold + sessions.max_session_duration, the "
+        "longest a part of the conversation can wait here for it.",
+        "duration",
+        zero_allowed=True,
+    )
+    max_pending: int = opt(
+        10_000,
+        "Keeps waiting to be published at most (the store is slow or down); beyond it the "
+        'oldest are dropped and counted (agent_sampler_cluster_verdicts{event="dropped"}).',
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.redis.url)
+
+    def ttl(self, sessions: SessionsConfig) -> float:
+        """The verdicts' lifetime in the store."""
+        if self.verdict_ttl > 0:
+            return self.verdict_ttl
+        return sessions.dropped_hold + sessions.max_session_duration
+
+
 MODES = ("live", "shadow")
 
 
@@ -628,6 +680,13 @@ class SamplerConfig:
     logging: LoggingConfig = opt(LoggingConfig(), "Logs.")
     capture: CaptureConfig = opt(
         CaptureConfig(), "Recording of received traffic for replay.", restart=True
+    )
+    cluster: ClusterConfig = opt(
+        ClusterConfig(),
+        "Samplers behind a load balancer that routes by trace id share their keeps of "
+        "conversations through Redis, so a conversation whose turns landed on several of them "
+        "is kept whole (docs/deployment.md). Off by default.",
+        restart=True,
     )
     source: str = field(default="<defaults>", metadata={"internal": True})
     # Where values that are not defaults came from, as (key path, origin) pairs in the order

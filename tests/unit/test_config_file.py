@@ -15,6 +15,7 @@ import pytest
 
 from sampler.config.model import (
     BudgetConfig,
+    ClusterConfig,
     DecisionCacheConfig,
     ExporterConfig,
     FileRotationConfig,
@@ -101,6 +102,7 @@ def test_embedded_default_spells_out_the_model_defaults() -> None:
         config.logging,
         config.signals,
         config.budget,
+        config.cluster,
     ) == (
         ReceiversConfig(),
         SessionsConfig(),
@@ -110,6 +112,7 @@ def test_embedded_default_spells_out_the_model_defaults() -> None:
         LoggingConfig(),
         SignalsConfig(),
         BudgetConfig(),
+        ClusterConfig(),
     )
 
 
@@ -169,6 +172,14 @@ def test_every_section_binds_to_typed_values() -> None:
     )
     assert (config.logging.level, config.logging.format) == ("debug", "json")
     assert config.mode == "shadow"
+    cluster = config.cluster
+    assert cluster.enabled
+    assert (cluster.redis.url, cluster.redis.timeout) == (
+        "rediss://:s3cret@redis.example.com:6380/2",
+        0.5,
+    )
+    assert (cluster.key_prefix, cluster.verdict_ttl, cluster.max_pending) == ("prod:", 600.0, 500)
+    assert "s3cret" not in repr(config)
 
 
 def test_there_is_one_invalid_fixture_per_case() -> None:

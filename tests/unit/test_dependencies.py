@@ -26,6 +26,7 @@ IMPORTED_AS = {
     "numpy": "numpy",  # the durable queue's resync scan (export/disk_queue.py)
     "pyyaml": "yaml",
     "prometheus-client": "prometheus_client",
+    "redis": "redis",  # the cluster's store (cluster/link.py), used only when configured
 }
 
 

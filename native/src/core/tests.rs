@@ -430,6 +430,104 @@ fn a_lower_span_cap_makes_bigger_sessions_due_at_once() {
     assert_eq!(core.buffer.pop_due(0.0).len(), 1);
 }
 
+// -- verdicts shared by peer samplers (the cluster) ----------------------------------------
+
+fn peer_keep(core: &mut Core) -> Arc<Verdict> {
+    core.verdict(true, "keep-errors", 1.0, &["error", "shared_keep"])
+}
+
+#[test]
+fn a_peers_keep_sends_the_held_part_at_once_and_later_turns_follow_it() {
+    let mut core = core();
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    let ids = core.buffer.pop_all();
+    let drop = core.verdict(false, "baseline", 1.0, &[]);
+    core.decide(ids[0], drop, false);
+    assert!(core.hold(ids[0], false, 0.0, 1));
+
+    let keep = peer_keep(&mut core);
+    let (requests, spans) = core.adopt_keep("conv", keep.clone());
+    assert_eq!((spans, spans_in(&requests)), (3, 3));
+    assert_eq!(occurrences(&requests, b"keep-errors"), 3);
+    assert_eq!(occurrences(&requests, b"shared_keep"), 3);
+    assert_eq!(
+        (core.buffer.held_spans(), core.buffer.live_sessions()),
+        (0, 0)
+    );
+
+    // a second announcement of the same keep finds nothing more to send
+    assert_eq!(core.adopt_keep("conv", keep).1, 0);
+    // the next turn follows the keep, its root (with the key) arriving last
+    let late = ingest_all(&mut core, &request(&conversation()[3..5]), 1.0, 4096);
+    assert_eq!((late.late_kept, spans_in(&late.requests)), (2, 2));
+    // and so does a late span of a trace of the held part
+    let late = ingest_all(&mut core, &request(&[span(1, 9, Some(1), None)]), 2.0, 4096);
+    assert_eq!(late.late_kept, 1);
+}
+
+#[test]
+fn a_buffered_part_learns_of_a_peers_keep_and_is_decided_with_it() {
+    let mut core = core();
+    ingest_all(&mut core, &request(&conversation()), 0.0, 4096);
+    let keep = peer_keep(&mut core);
+    assert_eq!(core.adopt_keep("conv", keep).1, 0); // buffered: kept when decided
+    assert_eq!(core.buffer.span_count, 6);
+    let ids = core.buffer.pop_all();
+    let views = core.views(&ids);
+    let kept: Vec<_> = views
+        .iter()
+        .map(|v| {
+            (
+                v.key.to_string(),
+                v.kept_elsewhere.as_ref().map(|k| k.rule.to_string()),
+            )
+        })
+        .collect();
+    assert!(kept.contains(&("conv".into(), Some("keep-errors".into()))));
+    assert!(kept.contains(&("03030303030303030303030303030303".into(), None)));
+}
+
+#[test]
+fn a_local_keep_is_not_replaced_by_a_peers() {
+    let mut core = core();
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    let ids = core.buffer.pop_all();
+    let mine = core.verdict(true, "mine", 1.0, &[]);
+    core.decide(ids[0], mine, false);
+    let keep = peer_keep(&mut core);
+    assert_eq!(core.adopt_keep("conv", keep).1, 0);
+    let late = ingest_all(&mut core, &request(&conversation()[3..5]), 1.0, 4096);
+    assert_eq!(occurrences(&late.requests, b"mine"), 2);
+}
+
+#[test]
+fn a_keyless_held_session_is_no_conversation_to_adopt() {
+    let mut core = core();
+    ingest_all(&mut core, &request(&conversation()[5..]), 0.0, 4096);
+    let ids = core.buffer.pop_all();
+    let drop = core.verdict(false, "baseline", 1.0, &[]);
+    core.decide(ids[0], drop, false);
+    assert!(core.hold(ids[0], false, 0.0, 1));
+    let keep = peer_keep(&mut core);
+    let (_, spans) = core.adopt_keep("03030303030303030303030303030303", keep);
+    assert_eq!((spans, core.buffer.held_spans()), (0, 1));
+}
+
+#[test]
+fn shadow_mode_sends_an_adopted_part_once_as_kept() {
+    let mut core = shadow_core();
+    ingest_all(&mut core, &request(&conversation()[..3]), 0.0, 4096);
+    let ids = core.buffer.pop_all();
+    let drop = core.verdict(false, "baseline", 1.0, &[]);
+    core.decide(ids[0], drop, false);
+    assert!(core.hold(ids[0], false, 0.0, 1));
+    let keep = peer_keep(&mut core);
+    let (requests, _) = core.adopt_keep("conv", keep);
+    assert_eq!(spans_in(&requests), 3);
+    assert_eq!(occurrences(&requests, b"baseline"), 0);
+    assert!(core.release(ids[0]).is_empty()); // freed: the drop never goes out
+}
+
 mod arbitrary {
     use super::*;
     use proptest::prelude::*;

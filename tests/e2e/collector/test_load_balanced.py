@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.e2e.collector.otelcol import (
     COLLECTOR_RETRY,
@@ -70,8 +71,10 @@ def load_balanced(
     workdir: Path,
     collector_config: str,
     rules: list[dict[str, Any]] = RULES,
+    cluster: dict[str, Any] | None = None,
     **sessions: object,
 ) -> Iterator[LoadBalanced]:
+    """``cluster``: the samplers' `cluster:` section (none: each decides alone)."""
     sinks = [GrpcSink().start() for _ in range(SAMPLERS)]
     samplers: list[SamplerProcess] = []
     collector: Collector | None = None
@@ -79,6 +82,10 @@ def load_balanced(
         for i, sink in enumerate(sinks):
             config = workdir / f"sampler{i}.yaml"
             sampler_config("sampler-loadbalanced.yaml", config, rules, **sessions)
+            if cluster is not None:
+                document = yaml.safe_load(config.read_text())
+                document["cluster"] = cluster
+                config.write_text(yaml.safe_dump(document, sort_keys=False))
             samplers.append(SamplerProcess(config, workdir, downstream=sink.url))
             samplers[-1].start()
 

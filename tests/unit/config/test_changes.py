@@ -79,6 +79,7 @@ def test_the_restart_only_keys() -> None:
         "exporter",
         "metrics",
         "capture",
+        "cluster",
     ]
 
 
