@@ -41,6 +41,7 @@ that is its own ancestor) cannot make them loop.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -600,14 +601,8 @@ class ToolCycleSignal:
 
 @signal_kind("tool_cycles", order=20)
 def _tool_cycles(config: SignalsConfig) -> SignalKind:
+    # each key of signals.tool_cycles is the threshold of the same name
     c = config.tool_cycles
     return ToolCycleSignal(
-        CycleThresholds(
-            same_call_repeats=c.same_call_repeats,
-            same_tool_repeats=c.same_tool_repeats,
-            pattern_max_period=c.pattern_max_period,
-            pattern_min_repeats=c.pattern_min_repeats,
-            same_turn_repeats=c.same_turn_repeats,
-            max_agent_depth=c.max_agent_depth,
-        )
+        CycleThresholds(**{f.name: getattr(c, f.name) for f in dataclasses.fields(c)})
     )
