@@ -559,8 +559,9 @@ class ToolCycleSignal:
 
     def score(self, session: Session, scored: Scored) -> None:
         findings = self.findings(session)
-        if findings:
-            scored.signals.append(TOOL_CYCLE)
+        if not findings:  # most sessions: Scored's empty defaults stand
+            return
+        scored.signals.append(TOOL_CYCLE)
         scored.cycle_kinds = frozenset(f.kind for f in findings)
         scored.cycle_details = tuple(f.describe() for f in findings)
 
