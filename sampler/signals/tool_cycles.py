@@ -594,7 +594,8 @@ class ToolCycleSignal:
             recursion = find_agent_recursion(agents, parents, t)
             if recursion is not None:
                 findings.append(recursion)
-        link_cycle = find_link_cycle(features.links)
+        links = features.links
+        link_cycle = find_link_cycle(links) if links else None  # most sessions link nothing
         if link_cycle is not None:
             findings.append(link_cycle)
         return findings
