@@ -384,23 +384,25 @@ class Pipeline:
             if bits
             else _NO_TESTS
         )
+        # Every field, in order, by position: binding sixteen keywords costs a NamedTuple more
+        # than building it (0.8 us of 1.4, once per session decided).
         facts = DecisionFacts(
-            session_key=view.key,
-            randomness=view.randomness,
-            span_count=view.span_count,
-            trace_count=view.trace_count,
-            error_spans=view.error_spans,
-            duration_s=view.duration_s,
-            matched_tests=matched,
-            error_kinds=view.error_kinds,
-            tokens=view.tokens,
-            tool_calls=view.tool_call_count,
-            agent=view.root_agent,
-            shape=scored.shape,
-            signals=scored.signals,
-            cycle_kinds=scored.cycle_kinds,
-            rarity=scored.rarity,
-            redecision=decided_before,
+            view.key,  # session_key
+            view.randomness,
+            view.span_count,
+            view.trace_count,
+            view.error_spans,
+            view.duration_s,
+            matched,  # matched_tests
+            view.error_kinds,
+            view.tokens,
+            view.tool_call_count,  # tool_calls
+            view.root_agent,  # agent
+            scored.shape,
+            scored.signals,
+            scored.cycle_kinds,
+            scored.rarity,
+            decided_before,  # redecision
         )
         return facts, scored.cold
 

@@ -127,11 +127,11 @@ class SessionScorer:
         scored = Scored()
         for kind in self.kinds.values():
             kind.score(session, scored)
-        return SessionSignals(
-            signals=tuple(scored.signals),
-            shape=self._shape(features.root_agent, path),
-            cycle_kinds=scored.cycle_kinds,
-            cycle_details=scored.cycle_details,
-            rarity=scored.rarity,
-            cold=scored.cold,
+        return SessionSignals(  # every field, in order, by position (see Pipeline.facts_of)
+            tuple(scored.signals),
+            self._shape(features.root_agent, path),
+            scored.cycle_kinds,
+            scored.cycle_details,
+            scored.rarity,
+            scored.cold,
         )
