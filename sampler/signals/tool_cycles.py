@@ -189,6 +189,8 @@ def _steps(calls: Sequence[ToolCall], model_starts: Sequence[int]) -> list[_Step
 
 
 def _step(group: Sequence[ToolCall]) -> _Step:
+    if len(group) == 1:  # most steps: one call on one model decision
+        return _Step((group[0],), group[0])
     distinct: dict[CallKey, ToolCall] = {}
     for call in group:
         key = (call.name, call.args_digest)
