@@ -8,7 +8,7 @@
 //! unknown field, as in upb: kept as it is, never read.
 #![forbid(unsafe_code)]
 
-use crate::wire::{Reader, Value, WireError, WireErrorKind, WireResult, I64, LEN};
+use crate::wire::{Reader, Value, WireError, WireErrorKind, WireResult, I64, LEN, VARINT};
 
 /// upb's default nesting limit: the request is depth 0, each message or group inside adds one.
 pub const MAX_DEPTH: u32 = 100;
@@ -93,7 +93,7 @@ enum Field {
 
 /// The known fields of each message (opentelemetry-proto 1.8: `Span.flags`, `Link.flags`,
 /// `Resource.entity_refs`, the profiles' `*_strindex` included).
-fn field(message: Message, number: u32) -> Option<Field> {
+const fn field(message: Message, number: u32) -> Option<Field> {
     use Field::*;
     use Message::*;
     Some(match (message, number) {
@@ -144,6 +144,51 @@ fn field(message: Message, number: u32) -> Option<Field> {
         (KeyValueList, 1) => Msg(KeyValue),
         _ => return None,
     })
+}
+
+/// Every known field number is below this.
+const KNOWN_NUMBERS: usize = 17;
+const MESSAGES: usize = Message::KeyValueList as usize + 1;
+const ALL_MESSAGES: [Message; MESSAGES] = [
+    Message::Request,
+    Message::ResourceSpans,
+    Message::Resource,
+    Message::EntityRef,
+    Message::ScopeSpans,
+    Message::Scope,
+    Message::Span,
+    Message::Event,
+    Message::Link,
+    Message::Status,
+    Message::KeyValue,
+    Message::AnyValue,
+    Message::ArrayValue,
+    Message::KeyValueList,
+];
+
+/// `field` as a table, built at compile time: the match, taken for every field of a request,
+/// compiles to a chain of comparisons.
+const FIELDS: [[Option<Field>; KNOWN_NUMBERS]; MESSAGES] = {
+    let mut table = [[None; KNOWN_NUMBERS]; MESSAGES];
+    let mut m = 0;
+    while m < MESSAGES {
+        assert!(ALL_MESSAGES[m] as usize == m);
+        let mut number = 0;
+        while number < KNOWN_NUMBERS {
+            table[m][number] = field(ALL_MESSAGES[m], number as u32);
+            number += 1;
+        }
+        m += 1;
+    }
+    table
+};
+
+#[inline]
+fn known_field(message: Message, number: u32) -> Option<Field> {
+    FIELDS[message as usize]
+        .get(number as usize)
+        .copied()
+        .flatten()
 }
 
 /// Fields one message may hold, repeated or not. Each costs a few nanoseconds to walk again
@@ -229,8 +274,11 @@ impl Validation {
         base: usize,
         depth: u32,
     ) -> Result<(), Stop> {
-        if message == Message::AnyValue && simple_any_value(buf) {
-            return Ok(());
+        match message {
+            Message::AnyValue if simple_any_value(buf) => return Ok(()),
+            // its value one level deeper: within the nesting limit only below it
+            Message::KeyValue if depth < MAX_DEPTH && simple_key_value(buf) => return Ok(()),
+            _ => {}
         }
         let mut reader = Reader::new(buf, base);
         let depth_left = MAX_DEPTH - depth;
@@ -241,7 +289,7 @@ impl Validation {
                 return Err(Stop::TooManyFields(message));
             }
             let (number, wire_type) = reader.read_tag()?;
-            match field(message, number) {
+            match known_field(message, number) {
                 Some(Field::Str) if wire_type == LEN => {
                     let (payload, at) = reader.read_len(number)?;
                     check_utf8(payload, at)?;
@@ -274,17 +322,44 @@ impl Validation {
     }
 }
 
-/// The commonest attribute value, one short ASCII `string_value` (or one small `int_value` or
-/// `bool_value`), recognised without the general walk: valid as it is.
+/// The commonest attribute value, one `string_value` of valid UTF-8, or one `int_value`,
+/// `bool_value` or `double_value`, recognised without the general walk: valid as it is.
+/// Anything else (including what is invalid) is left to the general walk, which says why.
 #[inline]
 fn simple_any_value(buf: &[u8]) -> bool {
-    match buf {
-        // string_value: tag, a one-byte length, exactly that many ASCII bytes
-        [0x0a, len, rest @ ..] => usize::from(*len) == rest.len() && *len < 0x80 && rest.is_ascii(),
-        // bool_value or int_value: tag and a one-byte varint
-        [0x10 | 0x18, v] => *v < 0x80,
+    let mut reader = Reader::new(buf, 0);
+    let simple = match reader.read_tag() {
+        Ok((ANY_STRING, LEN)) => reader
+            .read_len(ANY_STRING)
+            .is_ok_and(|(s, _)| s.is_ascii() || std::str::from_utf8(s).is_ok()),
+        Ok((ANY_BOOL | ANY_INT, VARINT)) => reader.read_varint().is_ok(),
+        Ok((ANY_DOUBLE, I64)) => reader.read_fixed64(ANY_DOUBLE).is_ok(),
         _ => false,
+    };
+    simple && reader.at_end()
+}
+
+/// The commonest attribute, a key of valid UTF-8 and a simple value (`simple_any_value`) or
+/// none, recognised without walking into its value: one call per attribute instead of two.
+#[inline]
+fn simple_key_value(buf: &[u8]) -> bool {
+    let mut reader = Reader::new(buf, 0);
+    let key_ok = match reader.read_tag() {
+        Ok((KV_KEY, LEN)) => reader
+            .read_len(KV_KEY)
+            .is_ok_and(|(key, _)| key.is_ascii() || std::str::from_utf8(key).is_ok()),
+        _ => false,
+    };
+    if !key_ok || reader.at_end() {
+        return key_ok;
     }
+    let value_ok = match reader.read_tag() {
+        Ok((KV_VALUE, LEN)) => reader
+            .read_len(KV_VALUE)
+            .is_ok_and(|(value, _)| simple_any_value(value)),
+        _ => false,
+    };
+    value_ok && reader.at_end()
 }
 
 /// The reason given for a request refused at `max_spans_per_request`.
@@ -347,6 +422,15 @@ mod tests {
 
     fn valid(buf: &[u8]) -> bool {
         validate_request(buf, 1000).is_ok()
+    }
+
+    #[test]
+    fn the_field_table_is_the_match() {
+        for message in ALL_MESSAGES {
+            for number in 0..200 {
+                assert_eq!(known_field(message, number), field(message, number));
+            }
+        }
     }
 
     #[test]
@@ -431,5 +515,24 @@ mod tests {
         };
         assert!(valid(&nested(47)));
         assert!(!valid(&nested(48)));
+    }
+
+    #[test]
+    fn a_simple_attribute_at_the_nesting_limit_is_too_deep_for_its_value() {
+        // key-value lists: the span's KeyValue is depth 4, each level adds three (AnyValue,
+        // KeyValueList, KeyValue), so the innermost KeyValue of 32 levels is depth 100
+        let nested = |n: usize, inner: &[u8]| {
+            let mut kv = inner.to_vec();
+            for _ in 0..n {
+                let list = ld(ANY_KVLIST, &ld(LIST_VALUES, &kv));
+                kv = [ld(KV_KEY, b"k"), ld(KV_VALUE, &list)].concat();
+            }
+            request_with_span(&ld(SPAN_ATTRIBUTES, &kv))
+        };
+        let with_value = [ld(KV_KEY, b"k"), ld(KV_VALUE, &ld(ANY_STRING, b"v"))].concat();
+        assert!(valid(&nested(31, &with_value)));
+        assert!(!valid(&nested(32, &with_value)));
+        assert!(valid(&nested(32, &ld(KV_KEY, b"k")))); // no value: nothing deeper
+        assert!(!valid(&nested(33, &ld(KV_KEY, b"k"))));
     }
 }
