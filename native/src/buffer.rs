@@ -117,7 +117,8 @@ pub struct Session {
     /// The verdict it was last given (a held session's drop).
     pub verdict: Option<Arc<Verdict>>,
     age: u64,
-    /// Memory accounted to this session (`memory()` when last measured).
+    /// Memory accounted to this session (`memory()` when last measured: when it was opened,
+    /// merged, and at the end of each ingest step in which it took spans).
     accounted: usize,
     /// Listed in `Buffer::touched`: spans were added since the buffer last trimmed.
     touched: bool,
@@ -186,12 +187,9 @@ impl Session {
                 &mut self.blocks.last_mut().expect("just pushed").1
             }
         };
-        let needed = span.bytes.len() + 5;
-        if run.capacity() - run.len() < needed {
-            // grow by a quarter, not double: the slack is memory every buffered span pays for
-            let grow = needed.max(run.capacity() / 4).max(256);
-            run.reserve_exact(grow);
-        }
+        // Doubling: a session takes several spans per step, and each growth may move the
+        // whole run. The slack lasts only until the end of the step (`Buffer::trim_touched`).
+        run.reserve(span.bytes.len() + 5);
         put_varint(run, span.bytes.len() as u64);
         run.extend_from_slice(span.bytes);
         self.span_bytes += span.bytes.len();
@@ -534,7 +532,8 @@ pub struct Buffer {
     pub span_count: u64,
     pub span_bytes: usize,
     pub session_count: u64,
-    /// Memory of the buffered sessions (`Session::memory`, summed).
+    /// Memory of the buffered sessions (`Session::accounted`, summed): exact between ingest
+    /// steps.
     pub memory: usize,
     /// Dropped sessions taken back from the hold by new spans.
     pub reopened: u64,
@@ -701,16 +700,14 @@ impl Buffer {
         let Some(session) = self.get_mut(id) else {
             return Added::Buffered; // cannot happen: every id above names a buffered session
         };
-        let before = session.accounted;
         session.add_span(span, now);
-        let after = session.memory();
-        session.accounted = after;
         let at_cap = session.span_count() >= max_spans;
+        // its memory is measured once per step, by `trim_touched`, after the slack is given
+        // back: nothing reads it in between
         let first_touch = !std::mem::replace(&mut session.touched, true);
         if first_touch {
             self.touched.push(id);
         }
-        self.memory = self.memory + after - before;
         self.span_count += 1;
         self.span_bytes += span.bytes.len();
         if moved || at_cap {
@@ -720,7 +717,8 @@ impl Buffer {
     }
 
     /// Gives back the slack of the span runs of the sessions that took spans since the last
-    /// call (`Core::ingest` calls it once per step). A run grows by a quarter at a time while
+    /// call (`Core::ingest` calls it once per step, whatever became of the step), and measures
+    /// their memory: `add` leaves it to this call. A run grows by a quarter at a time while
     /// spans come in, and a request usually brings all of a trace's spans at once: kept, that
     /// slack would be about a tenth of every buffered span's memory, for as long as the
     /// session waits (open traces: minutes). Shrinking in place is cheap (the allocator splits
@@ -1441,18 +1439,20 @@ mod tests {
                 .flat_map(|s| s.blocks.iter().map(|(_, run)| run.capacity() - run.len()))
                 .sum()
         };
-        assert!(slack(&buffer) >= 3 * TRIM_MIN_SLACK); // grown by a quarter at a time
-        let before = buffer.memory;
+        assert!(slack(&buffer) >= 3 * TRIM_MIN_SLACK); // grown ahead of the spans
+        let counted = |buffer: &Buffer| -> usize {
+            buffer
+                .slots
+                .iter()
+                .filter_map(|(_, s)| s.as_ref())
+                .map(Session::memory)
+                .sum()
+        };
+        let untrimmed = counted(&buffer);
         buffer.trim_touched();
         assert!(slack(&buffer) < 3 * TRIM_MIN_SLACK);
-        assert!(buffer.memory < before);
-        let counted: usize = buffer
-            .slots
-            .iter()
-            .filter_map(|(_, s)| s.as_ref())
-            .map(Session::memory)
-            .sum();
-        assert_eq!(buffer.memory, counted);
+        assert!(buffer.memory < untrimmed);
+        assert_eq!(buffer.memory, counted(&buffer));
         assert!(buffer.touched.is_empty());
         // a session taken out to be decided is not the buffer's to trim any more
         buffer.add(&arrival(trace(1), None, false, &span, &b), 0.0);

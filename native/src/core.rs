@@ -259,6 +259,26 @@ impl Core {
     ) -> WireResult<Ingested> {
         let mut out = Ingested::default();
         let mut late: Vec<Late> = Vec::new();
+        let walked = self.walk(body, cursor, now, max_spans, &mut out, &mut late);
+        // whatever became of the walk: the sessions that took spans give back their slack and
+        // have their memory measured (`Buffer::add` leaves it to this)
+        self.buffer.trim_touched();
+        walked?;
+        self.emit_late(late, &mut out);
+        self.emit_followed(&mut out);
+        Ok(out)
+    }
+
+    /// The walk of `ingest`: its spans go to the buffer, late ones to `late`.
+    fn walk(
+        &mut self,
+        body: &[u8],
+        cursor: &mut Cursor,
+        now: f64,
+        max_spans: usize,
+        out: &mut Ingested,
+        late: &mut Vec<Late>,
+    ) -> WireResult<()> {
         let mut budget = max_spans.max(1);
         'request: while cursor.rs_field < body.len() {
             if budget == 0 {
@@ -320,8 +340,8 @@ impl Core {
                         &resource_attrs,
                         &mut scratch,
                         now,
-                        &mut out,
-                        &mut late,
+                        out,
+                        late,
                     )?;
                 }
                 cursor.ss_field = ss_range.end;
@@ -333,10 +353,7 @@ impl Core {
             budget = budget.saturating_sub(1);
         }
         cursor.done = cursor.rs_field >= body.len();
-        self.buffer.trim_touched();
-        self.emit_late(late, &mut out);
-        self.emit_followed(&mut out);
-        Ok(out)
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
