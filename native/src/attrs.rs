@@ -12,7 +12,7 @@ use crate::otlp::{
     self, ANY_ARRAY, ANY_BOOL, ANY_BYTES, ANY_DOUBLE, ANY_INT, ANY_KVLIST, ANY_STRING,
     ANY_STRING_STRINDEX,
 };
-use crate::wire::{Value, WireResult};
+use crate::wire::{Reader, Value, WireResult, LEN, VARINT};
 
 /// Values an array attribute keeps (the rest are removed, on the forwarded span too). An
 /// array of 8 million empty values is 16 MiB on the wire but hundreds of MiB decoded; no
@@ -41,6 +41,11 @@ impl<'a> AttrValue<'a> {
     /// and repeated occurrences of `array_value` merge (their values concatenate) until another
     /// member comes.
     pub fn decode_parts(parts: &[(&'a [u8], usize)]) -> WireResult<AttrValue<'a>> {
+        if let [(buf, _)] = parts {
+            if let Some(value) = Self::decode_single(buf) {
+                return Ok(value);
+            }
+        }
         let mut value = AttrValue::None;
         let mut array: Vec<(&'a [u8], usize)> = Vec::new(); // the current array member's parts
         for &(buf, base) in parts {
@@ -83,6 +88,23 @@ impl<'a> AttrValue<'a> {
             }
         }
         Ok(value)
+    }
+
+    /// The commonest value, one `string_value`, `int_value` or `bool_value` field, read as
+    /// the general loop of `decode_parts` reads it but without its setup; None for anything
+    /// else.
+    #[inline]
+    fn decode_single(buf: &'a [u8]) -> Option<AttrValue<'a>> {
+        let mut reader = Reader::new(buf, 0);
+        let value = match reader.read_tag().ok()? {
+            (ANY_STRING, LEN) => {
+                AttrValue::Str(std::str::from_utf8(reader.read_len(ANY_STRING).ok()?.0).ok()?)
+            }
+            (ANY_BOOL, VARINT) => AttrValue::Bool(reader.read_varint().ok()? != 0),
+            (ANY_INT, VARINT) => AttrValue::Int(reader.read_varint().ok()? as i64),
+            _ => return None,
+        };
+        reader.at_end().then_some(value)
     }
 
     /// Python's truth value of the value.

@@ -129,9 +129,12 @@ impl KeyTable {
     pub fn get(&self, key: &[u8]) -> Option<usize> {
         if key.len() < SHORT_KEY {
             let candidates = self.by_len.get(key.len())?;
+            // keys share prefixes (`gen_ai.`, `http.`) more than endings: the last byte rules
+            // most candidates out before a call to memcmp
+            let last = key.last();
             candidates
                 .iter()
-                .find(|(k, _)| **k == *key)
+                .find(|(k, _)| k.last() == last && **k == *key)
                 .map(|(_, i)| *i)
         } else {
             self.long.get(key).copied()
@@ -239,12 +242,28 @@ impl SpanFacts<'_> {
 /// Scratch space reused from span to span: the values of the wanted attributes.
 pub struct Scratch<'a> {
     attrs: Vec<Option<AttrValue<'a>>>,
+    /// The slots of `attrs` the current span filled: most spans fill none or one of the
+    /// dozens of wanted keys, so only these are cleared for the next span.
+    filled: Vec<usize>,
 }
 
 impl<'a> Scratch<'a> {
     pub fn new(extractor: &Extractor) -> Self {
         Scratch {
             attrs: vec![None; extractor.keys.len()],
+            filled: Vec::new(),
+        }
+    }
+
+    fn clear(&mut self) {
+        for index in self.filled.drain(..) {
+            self.attrs[index] = None;
+        }
+    }
+
+    fn set(&mut self, index: usize, value: AttrValue<'a>) {
+        if self.attrs[index].replace(value).is_none() {
+            self.filled.push(index);
         }
     }
 }
@@ -330,8 +349,7 @@ impl Extractor {
         resource: &Picked<'a>,
         scratch: &mut Scratch<'a>,
     ) -> WireResult<SpanFacts<'a>> {
-        let attrs = &mut scratch.attrs;
-        attrs.iter_mut().for_each(|slot| *slot = None);
+        scratch.clear();
         let mut facts = SpanFacts::default();
         let mut attribute_count = 0usize;
         let mut needs_cut = false;
@@ -383,7 +401,7 @@ impl Extractor {
                         input_value = Some(parts);
                     }
                     if let Some(index) = wanted {
-                        attrs[index] = Some(decoded);
+                        scratch.set(index, decoded);
                     }
                 }
                 (otlp::SPAN_DROPPED_LINKS, VARINT) => dropped_links = reader.read_varint()? as u32,
@@ -417,7 +435,7 @@ impl Extractor {
         let over = attribute_count.saturating_sub(self.max_attributes);
         let over_links = link_count.saturating_sub(MAX_LINKS_PER_SPAN);
 
-        let attrs: &Picked<'a> = attrs;
+        let attrs: &Picked<'a> = &scratch.attrs;
         for (i, test) in self.tests.iter().enumerate() {
             if test.evaluate(facts.name, attrs, resource) {
                 facts.test_bits |= 1 << i;
@@ -431,7 +449,7 @@ impl Extractor {
         if exception {
             errors |= ERROR_EXCEPTION;
         }
-        if attrs.iter().any(Option::is_some) {
+        if !scratch.filled.is_empty() {
             // most spans of a trace hold none of the attributes read here
             errors = self.read_conventions(&mut facts, attrs, input_value, errors)?;
             facts.annotated = (FIRST_ANNOTATION_KEY..FIRST_ANNOTATION_KEY + ANNOTATION_KEYS.len())
