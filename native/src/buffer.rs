@@ -438,14 +438,19 @@ impl DecisionCache {
 
     fn remember(&mut self, key: Option<&str>, trace_ids: &[TraceId], verdict: &Arc<Verdict>) {
         if let Some(key) = key {
-            self.by_key.remove(key); // re-inserting moves the key to the young end
-            self.by_key.insert(key.into(), verdict.clone());
+            // a key remembered already moves to the young end (without a copy of the key)
+            match self.by_key.to_back(key) {
+                Some(remembered) => *remembered = verdict.clone(),
+                None => {
+                    self.by_key.insert(key.into(), verdict.clone());
+                }
+            }
             if self.by_key.len() > self.max_entries {
                 self.by_key.pop_front();
             }
         }
         for trace_id in trace_ids {
-            self.by_trace.remove(trace_id);
+            // `insert` moves an id remembered already to the young end
             self.by_trace.insert(*trace_id, verdict.clone());
             if self.by_trace.len() > self.max_entries {
                 self.by_trace.pop_front();
@@ -611,17 +616,11 @@ impl Buffer {
     // -- the slab --------------------------------------------------------------------------
 
     pub fn get(&self, id: SessionId) -> Option<&Session> {
-        match self.slots.get(id.index()) {
-            Some((generation, Some(session))) if *generation == id.generation() => Some(session),
-            _ => None,
-        }
+        slot(&self.slots, id)
     }
 
     fn get_mut(&mut self, id: SessionId) -> Option<&mut Session> {
-        match self.slots.get_mut(id.index()) {
-            Some((generation, Some(session))) if *generation == id.generation() => Some(session),
-            _ => None,
-        }
+        slot_mut(&mut self.slots, id)
     }
 
     fn insert(&mut self, session: Session) -> SessionId {
@@ -916,26 +915,25 @@ impl Buffer {
 
     /// Takes a session out of the buffer's indexes (it stays in the slab).
     fn remove(&mut self, id: SessionId) {
-        let Some(session) = self.get_mut(id) else {
+        // the session borrowed apart from the indexes it leaves: its key and trace ids are
+        // read in place, not copied
+        let Some(session) = slot_mut(&mut self.slots, id) else {
             return;
         };
         if session.state != State::Buffering {
             return;
         }
         session.state = State::Out;
-        let (age, keyed) = (session.age, session.keyed);
-        let key = session.keyed_key.clone();
-        let trace_ids = session.trace_ids.clone();
-        let (spans, bytes, memory) = (session.span_count(), session.span_bytes, session.accounted);
-        self.by_age.remove(&age);
-        for trace_id in trace_ids {
-            if self.traces.get(&trace_id) == Some(&id) {
-                self.traces.remove(&trace_id);
+        self.by_age.remove(&session.age);
+        for trace_id in &session.trace_ids {
+            if self.traces.get(trace_id) == Some(&id) {
+                self.traces.remove(trace_id);
             }
         }
-        if keyed && self.keyed.get(&key) == Some(&id) {
-            self.keyed.remove(&key);
+        if session.keyed && self.keyed.get(&session.keyed_key) == Some(&id) {
+            self.keyed.remove(&session.keyed_key);
         }
+        let (spans, bytes, memory) = (session.span_count(), session.span_bytes, session.accounted);
         self.span_count -= spans;
         self.span_bytes -= bytes;
         self.memory -= memory;
@@ -1055,10 +1053,9 @@ impl Buffer {
 
     /// Remembers a decided session's verdict for its late spans.
     pub fn record(&mut self, id: SessionId, verdict: &Arc<Verdict>) {
-        if let Some(session) = self.get(id) {
-            let key = session.keyed.then(|| session.keyed_key.clone());
-            let trace_ids = session.trace_ids.clone();
-            self.cache.remember(key.as_deref(), &trace_ids, verdict);
+        if let Some(session) = slot(&self.slots, id) {
+            let key = session.keyed.then_some(&*session.keyed_key);
+            self.cache.remember(key, &session.trace_ids, verdict);
         }
     }
 
@@ -1133,12 +1130,13 @@ impl Buffer {
             return;
         };
         session.state = State::Out;
+        let key = session.key(); // once: a session without a key builds it (hex)
         for trace_id in &session.trace_ids {
             if self
                 .hold
                 .by_trace
                 .get(trace_id)
-                .is_some_and(|k| **k == *session.key())
+                .is_some_and(|k| **k == *key)
             {
                 self.hold.by_trace.remove(trace_id);
             }
@@ -1232,6 +1230,22 @@ impl Buffer {
     }
 }
 
+/// The session `id` names in the slab (`Buffer::get`, borrowing only the slab).
+fn slot(slots: &[(u32, Option<Session>)], id: SessionId) -> Option<&Session> {
+    match slots.get(id.index()) {
+        Some((generation, Some(session))) if *generation == id.generation() => Some(session),
+        _ => None,
+    }
+}
+
+/// The session `id` names in the slab (`Buffer::get_mut`, borrowing only the slab).
+fn slot_mut(slots: &mut [(u32, Option<Session>)], id: SessionId) -> Option<&mut Session> {
+    match slots.get_mut(id.index()) {
+        Some((generation, Some(session))) if *generation == id.generation() => Some(session),
+        _ => None,
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -1316,6 +1330,20 @@ mod tests {
             buffer.set_verdict(*id, drop_verdict());
         }
         (buffer, ids)
+    }
+
+    #[test]
+    fn the_decision_cache_forgets_the_least_recently_decided_first() {
+        let mut cache = DecisionCache::new(2);
+        let v = drop_verdict();
+        cache.remember(Some("a"), &[trace(1)], &v);
+        cache.remember(Some("b"), &[trace(2)], &v);
+        cache.remember(Some("a"), &[trace(1)], &v); // decided again: the youngest now
+        cache.remember(Some("c"), &[trace(3)], &v);
+        assert!(cache.for_key("a").is_some() && cache.for_key("c").is_some());
+        assert!(cache.for_key("b").is_none());
+        assert!(cache.for_trace(&trace(1)).is_some() && cache.for_trace(&trace(3)).is_some());
+        assert!(cache.for_trace(&trace(2)).is_none());
     }
 
     #[test]
