@@ -141,25 +141,37 @@ impl Request {
     }
 
     fn encode(self) -> KeptRequest {
-        let mut out = Vec::new();
-        for resource in &self.resources {
-            let scope_sizes: Vec<usize> = resource
-                .scopes
-                .iter()
-                .map(|(block, spans)| scope_spans_size(block, spans))
-                .collect();
-            let mut rs_size: usize = scope_sizes
-                .iter()
-                .map(|&s| len_header_size(RS_SCOPE_SPANS, s) + s)
-                .sum();
-            if !resource.block.resource.is_empty() {
-                rs_size += len_header_size(RS_RESOURCE, resource.block.resource.len())
-                    + resource.block.resource.len();
-            }
-            if !resource.block.resource_url.is_empty() {
-                rs_size += len_header_size(RS_SCHEMA_URL, resource.block.resource_url.len())
-                    + resource.block.resource_url.len();
-            }
+        // sizes first, so that the request is written into one allocation of its exact size
+        let sizes: Vec<(usize, Vec<usize>)> = self
+            .resources
+            .iter()
+            .map(|resource| {
+                let scope_sizes: Vec<usize> = resource
+                    .scopes
+                    .iter()
+                    .map(|(block, spans)| scope_spans_size(block, spans))
+                    .collect();
+                let mut rs_size: usize = scope_sizes
+                    .iter()
+                    .map(|&s| len_header_size(RS_SCOPE_SPANS, s) + s)
+                    .sum();
+                if !resource.block.resource.is_empty() {
+                    rs_size += len_header_size(RS_RESOURCE, resource.block.resource.len())
+                        + resource.block.resource.len();
+                }
+                if !resource.block.resource_url.is_empty() {
+                    rs_size += len_header_size(RS_SCHEMA_URL, resource.block.resource_url.len())
+                        + resource.block.resource_url.len();
+                }
+                (rs_size, scope_sizes)
+            })
+            .collect();
+        let total = sizes
+            .iter()
+            .map(|&(rs_size, _)| len_header_size(REQUEST_RESOURCE_SPANS, rs_size) + rs_size)
+            .sum();
+        let mut out = Vec::with_capacity(total);
+        for (resource, (rs_size, scope_sizes)) in self.resources.iter().zip(sizes) {
             put_len_header(&mut out, REQUEST_RESOURCE_SPANS, rs_size);
             if !resource.block.resource.is_empty() {
                 put_len(&mut out, RS_RESOURCE, &resource.block.resource);
@@ -184,6 +196,7 @@ impl Request {
                 );
             }
         }
+        debug_assert_eq!(out.len(), total);
         (out, self.count)
     }
 }
