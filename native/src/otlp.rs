@@ -325,7 +325,7 @@ impl Validation {
 /// The commonest attribute value, one `string_value` of valid UTF-8, or one `int_value`,
 /// `bool_value` or `double_value`, recognised without the general walk: valid as it is.
 /// Anything else (including what is invalid) is left to the general walk, which says why.
-#[inline]
+#[inline(always)] // taken for most attributes: a call costs as much as the check
 fn simple_any_value(buf: &[u8]) -> bool {
     let mut reader = Reader::new(buf, 0);
     let simple = match reader.read_tag() {
