@@ -57,7 +57,9 @@ where
     let probability = verdict.probability();
     let thinned = verdict.thins();
     let span_extra = suffix.len() + FIELD_FRAMING + if thinned { TRACE_STATE_ALLOWANCE } else { 0 };
-    let mut per_trace: HashMap<Option<TraceId>, Vec<u8>> = HashMap::new();
+    // each trace's tracestate field, written once, and the index of it for each trace
+    let mut states: Vec<Vec<u8>> = Vec::new();
+    let mut per_trace: HashMap<Option<TraceId>, usize> = HashMap::new();
     let mut out = Vec::new();
     let mut request = Request::default();
     for (block, spans) in blocks {
@@ -72,54 +74,68 @@ where
             if request.count > 0
                 && (request.count >= limits.max_spans || request.size + cost > limits.max_bytes)
             {
-                out.push(std::mem::take(&mut request).encode());
+                out.push(std::mem::take(&mut request).encode(suffix, &states));
                 cost = span.len() + span_extra + block_cost; // the block starts the new request
             }
-            let mut bytes = Vec::with_capacity(span.len() + suffix.len() + 64);
-            bytes.extend_from_slice(span);
-            bytes.extend_from_slice(suffix);
-            if thinned {
+            let state = thinned.then(|| {
                 let trace_id = trace_id_of(span);
-                let state = per_trace.entry(trace_id).or_insert_with(|| {
+                *per_trace.entry(trace_id).or_insert_with(|| {
                     let upstream = trace_id.as_ref().and_then(trace_states).unwrap_or("");
                     let mut field = Vec::new();
                     trace_state_field(
                         &mut field,
                         &with_probability(upstream, probability, same_randomness),
                     );
-                    field
-                });
-                bytes.extend_from_slice(state);
-            }
-            request.add(block, bytes);
+                    states.push(field);
+                    states.len() - 1
+                })
+            });
+            request.add(block, OutSpan { bytes: span, state });
             in_request = true;
             request.size += cost;
         }
     }
     if request.count > 0 {
-        out.push(request.encode());
+        out.push(request.encode(suffix, &states));
     }
     out
 }
 
+/// A kept span as it goes out: its bytes, then the verdict's annotation, then (when the keep
+/// thins) its trace's tracestate field, by index. Written once, into the request itself.
+struct OutSpan<'a> {
+    bytes: &'a [u8],
+    state: Option<usize>,
+}
+
+impl OutSpan<'_> {
+    fn len(&self, suffix: &[u8], states: &[Vec<u8>]) -> usize {
+        self.bytes.len() + suffix.len() + self.state.map_or(0, |i| states[i].len())
+    }
+}
+
 /// One request being filled: spans by resource, then by scope, in order of first appearance.
 #[derive(Default)]
-struct Request {
-    resources: Vec<Resource>,
+struct Request<'a> {
+    resources: Vec<Resource<'a>>,
     count: usize,
     size: usize,
 }
 
-struct Resource {
+struct Resource<'a> {
     block: Arc<BlockKey>, // its resource and resource_url are the ones used
-    scopes: Vec<(Arc<BlockKey>, Vec<Vec<u8>>)>,
+    scopes: Vec<(Arc<BlockKey>, Vec<OutSpan<'a>>)>,
 }
 
-impl Request {
-    fn add(&mut self, block: &Arc<BlockKey>, span: Vec<u8>) {
+impl<'a> Request<'a> {
+    fn add(&mut self, block: &Arc<BlockKey>, span: OutSpan<'a>) {
         self.count += 1;
+        // blocks are shared (`Core::shared_block`): the same block is the same resource and
+        // scope, found without comparing their bytes, as it is for most spans
         let resource = match self.resources.iter_mut().position(|r| {
-            r.block.resource == block.resource && r.block.resource_url == block.resource_url
+            Arc::ptr_eq(&r.block, block)
+                || (r.block.resource == block.resource
+                    && r.block.resource_url == block.resource_url)
         }) {
             Some(i) => &mut self.resources[i],
             None => {
@@ -130,17 +146,15 @@ impl Request {
                 self.resources.last_mut().expect("just pushed")
             }
         };
-        match resource
-            .scopes
-            .iter_mut()
-            .find(|(b, _)| b.scope == block.scope && b.scope_url == block.scope_url)
-        {
+        match resource.scopes.iter_mut().find(|(b, _)| {
+            Arc::ptr_eq(b, block) || (b.scope == block.scope && b.scope_url == block.scope_url)
+        }) {
             Some((_, spans)) => spans.push(span),
             None => resource.scopes.push((block.clone(), vec![span])),
         }
     }
 
-    fn encode(self) -> KeptRequest {
+    fn encode(self, suffix: &[u8], states: &[Vec<u8>]) -> KeptRequest {
         // sizes first, so that the request is written into one allocation of its exact size
         let sizes: Vec<(usize, Vec<usize>)> = self
             .resources
@@ -149,7 +163,7 @@ impl Request {
                 let scope_sizes: Vec<usize> = resource
                     .scopes
                     .iter()
-                    .map(|(block, spans)| scope_spans_size(block, spans))
+                    .map(|(block, spans)| scope_spans_size(block, spans, suffix, states))
                     .collect();
                 let mut rs_size: usize = scope_sizes
                     .iter()
@@ -182,7 +196,12 @@ impl Request {
                     put_len(&mut out, SS_SCOPE, &block.scope);
                 }
                 for span in spans {
-                    put_len(&mut out, SS_SPANS, span);
+                    put_len_header(&mut out, SS_SPANS, span.len(suffix, states));
+                    out.extend_from_slice(span.bytes);
+                    out.extend_from_slice(suffix);
+                    if let Some(i) = span.state {
+                        out.extend_from_slice(&states[i]);
+                    }
                 }
                 if !block.scope_url.is_empty() {
                     put_len(&mut out, SS_SCHEMA_URL, block.scope_url.as_bytes());
@@ -201,10 +220,16 @@ impl Request {
     }
 }
 
-fn scope_spans_size(block: &BlockKey, spans: &[Vec<u8>]) -> usize {
+fn scope_spans_size(
+    block: &BlockKey,
+    spans: &[OutSpan<'_>],
+    suffix: &[u8],
+    states: &[Vec<u8>],
+) -> usize {
     let mut size: usize = spans
         .iter()
-        .map(|s| len_header_size(SS_SPANS, s.len()) + s.len())
+        .map(|s| s.len(suffix, states))
+        .map(|len| len_header_size(SS_SPANS, len) + len)
         .sum();
     if !block.scope.is_empty() {
         size += len_header_size(SS_SCOPE, block.scope.len()) + block.scope.len();
