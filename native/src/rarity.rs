@@ -857,23 +857,24 @@ pub fn shape_parts(path: &[&str], ends: bool) -> Vec<String> {
         return if ends { vec!["^$".to_string()] } else { vec![] };
     };
     let mut parts: Vec<String> = Vec::with_capacity(2 * path.len() + 2);
-    let mut seen: HashSet<String> = HashSet::with_capacity(2 * path.len() + 2);
-    let mut add = |part: String| {
-        if !seen.contains(&part) {
-            seen.insert(part.clone());
-            parts.push(part);
-        }
-    };
-    for tool in path {
-        add(tool.to_string());
-    }
-    for step in path.windows(2) {
-        add(format!("{}>{}", step[0], step[1]));
-    }
+    parts.extend(path.iter().map(|tool| tool.to_string()));
+    parts.extend(
+        path.windows(2)
+            .map(|step| format!("{}>{}", step[0], step[1])),
+    );
     if ends {
-        add(format!("^{first}"));
-        add(format!("{last}$"));
+        parts.push(format!("^{first}"));
+        parts.push(format!("{last}$"));
     }
+    let distinct: Vec<bool> = {
+        let mut seen: HashSet<&str> = HashSet::with_capacity(parts.len());
+        parts
+            .iter()
+            .map(|part| seen.insert(part.as_str()))
+            .collect()
+    };
+    let mut distinct = distinct.into_iter();
+    parts.retain(|_| distinct.next().unwrap_or(false));
     parts
 }
 
