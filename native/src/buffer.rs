@@ -119,12 +119,16 @@ pub struct Session {
     age: u64,
     /// Memory accounted to this session (`memory()` when last measured).
     accounted: usize,
+    /// Listed in `Buffer::touched`: spans were added since the buffer last trimmed.
+    touched: bool,
 }
 
 /// Memory a session holds besides its heap parts: the struct, its slab slot, map entries.
 const SESSION_FIXED_BYTES: usize = std::mem::size_of::<Session>() + 64;
 /// A trace id in the buffer's map and the session's lists.
 const TRACE_ENTRY_BYTES: usize = 64;
+/// Slack below this is left in a span run (`Buffer::trim_touched`): not worth a reallocation.
+const TRIM_MIN_SLACK: usize = 64;
 
 impl Session {
     fn new(key: Box<str>, keyed: bool, now: f64, age: u64) -> Session {
@@ -147,6 +151,7 @@ impl Session {
             verdict: None,
             age,
             accounted: 0,
+            touched: false,
         }
     }
 
@@ -533,6 +538,8 @@ pub struct Buffer {
     pub memory: usize,
     /// Dropped sessions taken back from the hold by new spans.
     pub reopened: u64,
+    /// Sessions that took spans since the last `trim_touched`.
+    touched: Vec<SessionId>,
 }
 
 /// What became of one span given to `Buffer::add`.
@@ -571,6 +578,7 @@ impl Buffer {
             session_count: 0,
             memory: 0,
             reopened: 0,
+            touched: Vec::new(),
         }
     }
 
@@ -698,6 +706,10 @@ impl Buffer {
         let after = session.memory();
         session.accounted = after;
         let at_cap = session.span_count() >= max_spans;
+        let first_touch = !std::mem::replace(&mut session.touched, true);
+        if first_touch {
+            self.touched.push(id);
+        }
         self.memory = self.memory + after - before;
         self.span_count += 1;
         self.span_bytes += span.bytes.len();
@@ -705,6 +717,37 @@ impl Buffer {
             self.reschedule(id);
         }
         Added::Buffered
+    }
+
+    /// Gives back the slack of the span runs of the sessions that took spans since the last
+    /// call (`Core::ingest` calls it once per step). A run grows by a quarter at a time while
+    /// spans come in, and a request usually brings all of a trace's spans at once: kept, that
+    /// slack would be about a tenth of every buffered span's memory, for as long as the
+    /// session waits (open traces: minutes). Shrinking in place is cheap (the allocator splits
+    /// the block); a session that takes more spans later grows again.
+    pub fn trim_touched(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
+        for &id in &touched {
+            let Some(session) = self.get_mut(id) else {
+                continue; // absorbed or freed since, its slot perhaps reused: nothing to do
+            };
+            session.touched = false;
+            if session.state != State::Buffering {
+                continue; // out to be decided, or held: its memory is counted elsewhere
+            }
+            for (_, run) in session.blocks.iter_mut() {
+                if run.capacity() - run.len() >= TRIM_MIN_SLACK {
+                    run.shrink_to_fit();
+                }
+            }
+            session.features.shrink();
+            let before = session.accounted;
+            let after = session.memory();
+            session.accounted = after;
+            self.memory = self.memory + after - before;
+        }
+        touched.clear();
+        self.touched = touched; // keeps its allocation for the next step
     }
 
     fn follow_trace(&self, trace_id: &TraceId) -> Added {
@@ -1378,6 +1421,45 @@ mod tests {
             ]
         );
         assert_eq!(session.span_bytes, 5 + 70_000 + 6 + 4);
+    }
+
+    #[test]
+    fn trimming_gives_back_the_slack_of_sessions_that_took_spans_and_keeps_the_totals_true() {
+        let mut buffer = Buffer::new(SessionSettings::default());
+        let b = block(b"r");
+        let span = [5u8; 200];
+        for t in 1..=3 {
+            for _ in 0..7 {
+                buffer.add(&arrival(trace(t), None, false, &span, &b), 0.0);
+            }
+        }
+        let slack = |buffer: &Buffer| -> usize {
+            buffer
+                .slots
+                .iter()
+                .filter_map(|(_, s)| s.as_ref())
+                .flat_map(|s| s.blocks.iter().map(|(_, run)| run.capacity() - run.len()))
+                .sum()
+        };
+        assert!(slack(&buffer) >= 3 * TRIM_MIN_SLACK); // grown by a quarter at a time
+        let before = buffer.memory;
+        buffer.trim_touched();
+        assert!(slack(&buffer) < 3 * TRIM_MIN_SLACK);
+        assert!(buffer.memory < before);
+        let counted: usize = buffer
+            .slots
+            .iter()
+            .filter_map(|(_, s)| s.as_ref())
+            .map(Session::memory)
+            .sum();
+        assert_eq!(buffer.memory, counted);
+        assert!(buffer.touched.is_empty());
+        // a session taken out to be decided is not the buffer's to trim any more
+        buffer.add(&arrival(trace(1), None, false, &span, &b), 0.0);
+        let out = buffer.pop_all();
+        assert_eq!(out.len(), 3);
+        buffer.trim_touched();
+        assert_eq!(buffer.memory, 0);
     }
 
     #[test]

@@ -333,6 +333,7 @@ impl Core {
             budget = budget.saturating_sub(1);
         }
         cursor.done = cursor.rs_field >= body.len();
+        self.buffer.trim_touched();
         self.emit_late(late, &mut out);
         self.emit_followed(&mut out);
         Ok(out)
@@ -504,13 +505,13 @@ impl Core {
             test_bits: f.test_bits,
             tokens: f.tokens,
             tool_call_count: f.tool_call_count,
-            tool_calls: f.tool_calls.clone(),
+            tool_calls: f.tool_calls.to_vec(),
             model_starts: f.model_calls.iter().map(|(start, _)| *start).collect(),
-            turn_ns: f.turn_ns.clone(),
+            turn_ns: f.turn_ns.to_vec(),
             model_pace_ns: f.model_pace_ns(),
             tool_pace_ns: f.tool_pace_ns(),
             tool_repeats: f.tool_repeats(),
-            agents: f.agents.clone(),
+            agents: f.agents.to_vec(),
             parents: f.parents.iter().copied().collect(),
             links: f.links.iter().cloned().collect(),
             root_agent: f.root_agent.clone().unwrap_or_else(|| Arc::from("")),

@@ -9,6 +9,9 @@
 use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
+// A session's lists are empty or short, and every buffered session carries one header each:
+// a ThinVec's header is one pointer (its length and capacity live with its items), not three.
+use thin_vec::ThinVec;
 
 pub const MAX_TOOL_CALLS: usize = 1024;
 pub const MAX_STRUCTURE: usize = 4096;
@@ -80,7 +83,7 @@ pub struct SpanFeatures<'a> {
 /// agent and tool spans) are searched in order; an index is built past `INDEXED_FROM` entries.
 #[derive(Debug, Clone)]
 pub struct OrderedMap<V> {
-    entries: Vec<(SpanId, V)>,
+    entries: ThinVec<(SpanId, V)>,
     index: Option<Box<HashMap<SpanId, usize>>>,
 }
 
@@ -89,7 +92,7 @@ const INDEXED_FROM: usize = 16;
 impl<V> Default for OrderedMap<V> {
     fn default() -> Self {
         OrderedMap {
-            entries: Vec::new(),
+            entries: ThinVec::new(),
             index: None,
         }
     }
@@ -133,9 +136,14 @@ impl<V> OrderedMap<V> {
         self.entries.iter()
     }
 
+    /// Gives back spare capacity (`Features::shrink`).
+    pub fn shrink(&mut self) {
+        shrink_slack(&mut self.entries);
+    }
+
     /// Heap bytes held, roughly (for the buffer's memory figure).
     pub fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<(SpanId, V)>()
+        list_bytes(&self.entries)
             + self.index.as_ref().map_or(0, |index| {
                 index.capacity() * (std::mem::size_of::<(SpanId, usize)>() + 1) + 48
             })
@@ -153,8 +161,8 @@ pub struct Features {
     pub test_bits: u64,
     pub tokens: i128,
     pub tool_call_count: u64,
-    pub tool_calls: Vec<ToolCall>,
-    pub agents: Vec<(SpanId, Arc<str>)>,
+    pub tool_calls: ThinVec<ToolCall>,
+    pub agents: ThinVec<(SpanId, Arc<str>)>,
     /// span id -> parent, for agent and tool spans, and for any other span that is the parent
     /// of one already there (a span ends, so arrives, after its children): enough to see agents
     /// nested in agents, directly, through agent-as-tool calls, or through the spans a
@@ -171,10 +179,10 @@ pub struct Features {
     pub slowest_llm_ns: u64,
     /// (start, duration) of the first `MAX_TOOL_CALLS` model (LLM) calls, in arrival order:
     /// tool calls with no model call started between them were made on one model decision
-    pub model_calls: Vec<(u64, u64)>,
+    pub model_calls: ThinVec<(u64, u64)>,
     /// the duration of each root span, i.e. of each turn, in arrival order (the first
     /// `MAX_TOOL_CALLS`): rarity learns what one turn takes
-    pub turn_ns: Vec<u64>,
+    pub turn_ns: ThinVec<u64>,
 }
 
 fn duration(start: u64, end: u64) -> u64 {
@@ -335,12 +343,25 @@ impl Features {
     }
 
     /// Heap bytes held, roughly (for the buffer's memory figure).
+    /// Gives back the spare capacity of the session's lists, once a step of spans is in
+    /// (`Buffer::trim_touched`): a session waits with what it holds, often for minutes, and
+    /// most hold one or two tool or model calls in room for four.
+    pub fn shrink(&mut self) {
+        shrink_slack(&mut self.tool_calls);
+        shrink_slack(&mut self.agents);
+        shrink_slack(&mut self.model_calls);
+        shrink_slack(&mut self.turn_ns);
+        self.parents.shrink();
+        self.linking.shrink();
+        self.links.shrink();
+    }
+
     pub fn heap_bytes(&self) -> usize {
-        self.tool_calls.capacity() * std::mem::size_of::<ToolCall>()
-            + self.model_calls.capacity() * std::mem::size_of::<(u64, u64)>()
-            + self.turn_ns.capacity() * std::mem::size_of::<u64>()
+        list_bytes(&self.tool_calls)
+            + list_bytes(&self.model_calls)
+            + list_bytes(&self.turn_ns)
             + self.linking.heap_bytes()
-            + self.agents.capacity() * std::mem::size_of::<(SpanId, Arc<str>)>()
+            + list_bytes(&self.agents)
             + self.parents.heap_bytes()
             + self.links.heap_bytes()
             + self
@@ -351,9 +372,28 @@ impl Features {
     }
 }
 
+/// Heap bytes of a list: its items' room and, once it has any, the header before them.
+fn list_bytes<T>(values: &ThinVec<T>) -> usize {
+    match values.capacity() {
+        0 => 0,
+        capacity => 2 * std::mem::size_of::<usize>() + capacity * std::mem::size_of::<T>(),
+    }
+}
+
+/// Slack below this many bytes is left in a vector: not worth a reallocation.
+const SHRINK_MIN_SLACK_BYTES: usize = 32;
+
+/// Gives back a vector's spare capacity when it is worth a reallocation (shrinking in place:
+/// the allocator splits the block, nothing is copied).
+fn shrink_slack<T>(values: &mut ThinVec<T>) {
+    if (values.capacity() - values.len()) * std::mem::size_of::<T>() >= SHRINK_MIN_SLACK_BYTES {
+        values.shrink_to_fit();
+    }
+}
+
 /// Pushes, growing a full vector by a quarter (at least 4), not double: the slack is memory
 /// every buffered session pays for.
-fn push_compact<T>(values: &mut Vec<T>, value: T) {
+fn push_compact<T>(values: &mut ThinVec<T>, value: T) {
     if values.len() == values.capacity() {
         values.reserve_exact((values.len() / 4).max(4));
     }
@@ -364,7 +404,7 @@ fn push_compact<T>(values: &mut Vec<T>, value: T) {
 /// through a few parents) and as a hash set past `INDEXED_FROM` ids.
 #[derive(Debug, Clone, Default)]
 pub struct IdSet {
-    list: Vec<SpanId>,
+    list: ThinVec<SpanId>,
     set: Option<Box<HashSet<SpanId>>>,
 }
 
@@ -389,9 +429,14 @@ impl IdSet {
         }
     }
 
+    /// Gives back spare capacity (`Features::shrink`).
+    pub fn shrink(&mut self) {
+        shrink_slack(&mut self.list);
+    }
+
     /// Heap bytes held, roughly (for the buffer's memory figure).
     pub fn heap_bytes(&self) -> usize {
-        self.list.capacity() * std::mem::size_of::<SpanId>()
+        list_bytes(&self.list)
             + self.set.as_ref().map_or(0, |set| {
                 set.capacity() * (std::mem::size_of::<SpanId>() + 1) + 48
             })

@@ -4,8 +4,9 @@ limits' token buckets) and the budget's accounting of every decision."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from sampler.rules.budget import BudgetController, BudgetSettings
 from sampler.rules.facts import DecisionFacts, SpanTest
@@ -40,6 +41,21 @@ class _TokenBucket:
         return True, self.offered / self.kept
 
 
+# What each name of `budget.strata` reads of a session (the binder allows only these).
+_STRATUM_PARTS: dict[str, Callable[[DecisionFacts], str]] = {
+    "agent": attrgetter("agent"),
+    "outcome": lambda facts: "error" if facts.error_kinds else "ok",
+    "shape": attrgetter("shape"),
+}
+
+
+def _unknown_stratum(name: str) -> Callable[[DecisionFacts], str]:
+    def part(facts: DecisionFacts) -> str:
+        raise KeyError(name)  # as the lookup of an unknown name raised, at decision time
+
+    return part
+
+
 @dataclass(slots=True)
 class RuleEngine:
     rules: tuple[RuleSpec, ...]
@@ -47,6 +63,24 @@ class RuleEngine:
     budget: BudgetController = field(default_factory=lambda: BudgetController(BudgetSettings()))
     strata: tuple[str, ...] = ("agent",)
     _buckets: dict[str, _TokenBucket] = field(default_factory=dict)
+    # Worked out once per rule set rather than once per session (every session is decided by
+    # the first match, most only by the last rule): each rule with its condition's bound
+    # `matches` (None: matches all), and what each stratum name reads.
+    _matchers: tuple[tuple[RuleSpec, Callable[[DecisionFacts], bool] | None], ...] = field(
+        init=False, repr=False, compare=False
+    )
+    _stratum_parts: tuple[Callable[[DecisionFacts], str], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        self._matchers = tuple(
+            (rule, rule.condition.matches if rule.condition is not None else None)
+            for rule in self.rules
+        )
+        self._stratum_parts = tuple(
+            _STRATUM_PARTS.get(name) or _unknown_stratum(name) for name in self.strata
+        )
 
     @classmethod
     def build(
@@ -116,10 +150,10 @@ class RuleEngine:
     def _first_match(self, facts: DecisionFacts, before: str | None = None) -> RuleSpec | None:
         """The first rule whose condition matches, looking no further than the rule named
         ``before`` (not included)."""
-        for rule in self.rules:
+        for rule, matches in self._matchers:
             if rule.name == before:
                 return None
-            if rule.condition is None or rule.condition.matches(facts):
+            if matches is None or matches(facts):
                 return rule
         return None
 
@@ -138,9 +172,7 @@ class RuleEngine:
         return self._buckets[rule].take(cost, now)
 
     def stratum_of(self, facts: DecisionFacts) -> str:
-        parts = {
-            "agent": facts.agent,
-            "outcome": "error" if facts.error_kinds else "ok",
-            "shape": facts.shape,
-        }
-        return "|".join(parts[name] for name in self.strata)
+        parts = self._stratum_parts
+        if len(parts) == 1:
+            return parts[0](facts)
+        return "|".join(part(facts) for part in parts)

@@ -35,7 +35,10 @@ class AllOf:
             yield from part.span_tests()
 
     def matches(self, facts: DecisionFacts) -> bool:
-        return all(part.matches(facts) for part in self.parts)
+        for part in self.parts:  # a loop, not all() over a generator: run for every session
+            if not part.matches(facts):
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,10 @@ class AnyOf:
             yield from part.span_tests()
 
     def matches(self, facts: DecisionFacts) -> bool:
-        return any(part.matches(facts) for part in self.parts)
+        for part in self.parts:
+            if part.matches(facts):
+                return True
+        return False
 
 
 @dataclass(frozen=True, slots=True)

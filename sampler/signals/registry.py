@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from sampler._native import SessionView as SessionFeatures
 from sampler.config.model import SignalsConfig
 
 
-@dataclass(frozen=True, slots=True)
-class Session:
+class Session(NamedTuple):
     """One session being decided, as every signal kind sees it (SessionScorer.score says what
-    ``fragment``, ``running_at_cap`` and ``learn`` mean)."""
+    ``fragment``, ``running_at_cap`` and ``learn`` mean). A NamedTuple, as ``DecisionFacts``:
+    immutable, and built once per session decided in half the time of a frozen dataclass."""
 
     features: SessionFeatures
     now: float

@@ -8,7 +8,9 @@ one new shape is rare at first and becomes common as it repeats.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from itertools import groupby
+from types import MappingProxyType
+from typing import NamedTuple
 
 from sampler._native import SessionView as SessionFeatures
 from sampler.config.model import SignalsConfig
@@ -34,13 +36,15 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class SessionSignals:
+class SessionSignals(NamedTuple):
+    """What the kinds found in one session, and its shape. A NamedTuple (as ``DecisionFacts``):
+    immutable, built once per session decided in half the time of a frozen dataclass."""
+
     signals: tuple[str, ...]
     shape: str
     cycle_kinds: frozenset[str] = frozenset()
     cycle_details: tuple[str, ...] = ()
-    rarity: Mapping[str, float] = field(default_factory=dict)
+    rarity: Mapping[str, float] = MappingProxyType({})
     cold: bool = False  # the rarity model could not score it fully yet (see RarityScores.cold)
 
 
@@ -78,11 +82,7 @@ class SessionScorer:
         """The tool path, repeats collapsed as configured."""
         if not self.shape_config.collapse_repeats:
             return list(tools)
-        path: list[str] = []
-        for name in tools:
-            if not path or path[-1] != name:
-                path.append(name)
-        return path
+        return [name for name, _ in groupby(tools)]
 
     def _shape(self, agent: str, path: list[str]) -> str:
         s = self.shape_config
@@ -114,11 +114,11 @@ class SessionScorer:
         scored = Scored()
         for kind in self.kinds.values():
             kind.score(session, scored)
-        return SessionSignals(
-            signals=tuple(scored.signals),
-            shape=self._shape(features.root_agent, path),
-            cycle_kinds=scored.cycle_kinds,
-            cycle_details=scored.cycle_details,
-            rarity=scored.rarity,
-            cold=scored.cold,
+        return SessionSignals(  # every field, in order, by position (see Pipeline.facts_of)
+            tuple(scored.signals),
+            self._shape(features.root_agent, path),
+            scored.cycle_kinds,
+            scored.cycle_details,
+            scored.rarity,
+            scored.cold,
         )

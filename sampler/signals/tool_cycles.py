@@ -189,6 +189,8 @@ def _steps(calls: Sequence[ToolCall], model_starts: Sequence[int]) -> list[_Step
 
 
 def _step(group: Sequence[ToolCall]) -> _Step:
+    if len(group) == 1:  # most steps: one call on one model decision
+        return _Step((group[0],), group[0])
     distinct: dict[CallKey, ToolCall] = {}
     for call in group:
         key = (call.name, call.args_digest)
@@ -559,8 +561,9 @@ class ToolCycleSignal:
 
     def score(self, session: Session, scored: Scored) -> None:
         findings = self.findings(session)
-        if findings:
-            scored.signals.append(TOOL_CYCLE)
+        if not findings:  # most sessions: Scored's empty defaults stand
+            return
+        scored.signals.append(TOOL_CYCLE)
         scored.cycle_kinds = frozenset(f.kind for f in findings)
         scored.cycle_details = tuple(f.describe() for f in findings)
 
@@ -593,7 +596,8 @@ class ToolCycleSignal:
             recursion = find_agent_recursion(agents, parents, t)
             if recursion is not None:
                 findings.append(recursion)
-        link_cycle = find_link_cycle(features.links)
+        links = features.links
+        link_cycle = find_link_cycle(links) if links else None  # most sessions link nothing
         if link_cycle is not None:
             findings.append(link_cycle)
         return findings

@@ -247,6 +247,42 @@ def test_resource_and_scope_grouping_is_preserved(make_request: Any) -> None:
 # -- sessions spanning requests, late spans -------------------------------------------------------
 
 
+def test_facts_hold_the_view_property_of_each_field() -> None:
+    """facts_of builds DecisionFacts by position (it is built for every session decided): each
+    field holds what its name says."""
+    sink, clock = RecordingSink(), ManualClock()
+    pipeline = Pipeline(sampler_config(RULES), sink, clock, decide_on_intake=False)
+    model_call = {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 7}
+    spans = conversation(
+        "t1",
+        "c-facts",
+        root={"attrs": {"team": "blue"}},
+        child={"error": True, "attrs": model_call},
+    )
+    consume(pipeline, simple_request(*spans))
+    clock.advance(30.05)
+    (view,) = pipeline.core.pop_due(clock.now())
+    facts, _ = pipeline.facts_of(view, clock.now())
+    scored = pipeline.scorer.score(view, clock.now(), learn=False)
+    renamed = {
+        "session_key": "key",
+        "tool_calls": "tool_call_count",
+        "agent": "root_agent",
+        "redecision": "decided_before",
+    }
+    for field in facts._fields:
+        value = getattr(facts, field)
+        if field == "matched_tests":
+            assert value == frozenset(pipeline.span_tests)  # the one test: team is blue
+        elif field in ("shape", "signals", "cycle_kinds"):
+            assert value == getattr(scored, field), field
+        elif field != "rarity":
+            assert value == getattr(view, renamed.get(field, field)), field
+    # distinct numbers, so that fields out of order would show
+    assert (facts.span_count, facts.error_spans, facts.trace_count, facts.tokens) == (3, 2, 1, 14)
+    assert facts.signals == ("error",) and facts.error_kinds and not facts.redecision
+
+
 def test_multi_trace_session_is_decided_once() -> None:
     pipeline, sink, clock = make_pipeline(KEEP_ALL)
 

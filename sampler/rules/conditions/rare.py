@@ -18,7 +18,7 @@ rare: {dimensions: [tokens, span_count], min_score: 0.9}
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sampler.config.reader import Node
 from sampler.rules.conditions.registry import ParseContext, condition_kind, hint_parts
@@ -29,23 +29,33 @@ from sampler.signals.rarity import RARE_SHAPE, TAIL_SIGNALS
 
 DIMENSIONS: tuple[str, ...] = ("shape", *RARITY_DIMENSIONS)
 hint_parts(DIMENSIONS, lambda dimension: f"{{rare: {{dimensions: [{dimension}]}}}}")
+_SIGNAL_OF = {"shape": RARE_SHAPE, **TAIL_SIGNALS}
 
 
 @dataclass(frozen=True, slots=True)
 class IsRare:
     dimensions: tuple[str, ...]
     min_score: float | None  # None: the configured signals.rarity.threshold (via facts.signals)
+    # without min_score: the signals its dimensions fire, found once rather than for every
+    # session decided
+    _signals: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        signals = self.dimensions if self.min_score is None else ()
+        object.__setattr__(self, "_signals", frozenset(_SIGNAL_OF[d] for d in signals))
 
     def span_tests(self) -> Iterable[SpanTest]:
         return ()
 
     def matches(self, facts: DecisionFacts) -> bool:
-        if self.min_score is None:
-            return any(_SIGNAL_OF[d] in facts.signals for d in self.dimensions)
-        return any(facts.rarity.get(d, 0.0) >= self.min_score for d in self.dimensions)
-
-
-_SIGNAL_OF = {"shape": RARE_SHAPE, **TAIL_SIGNALS}
+        min_score = self.min_score
+        if min_score is None:
+            return not self._signals.isdisjoint(facts.signals)
+        rarity = facts.rarity
+        for dimension in self.dimensions:
+            if rarity.get(dimension, 0.0) >= min_score:
+                return True
+        return False
 
 
 @condition_kind("rare")

@@ -57,7 +57,7 @@ class HasToolCycle:
         return ()
 
     def matches(self, facts: DecisionFacts) -> bool:
-        return bool(facts.cycle_kinds & self.kinds) == self.expected
+        return (not self.kinds.isdisjoint(facts.cycle_kinds)) == self.expected
 
 
 @condition_kind("tool_cycle")
