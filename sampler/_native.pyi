@@ -1,6 +1,6 @@
 """The native per-span core (Rust, `native/`): typed for mypy. See docs/architecture.md."""
 
-from typing import Final
+from typing import Final, Protocol
 
 __version__: Final[str]
 MAX_SPAN_TESTS: Final[int]
@@ -132,6 +132,71 @@ class SessionView:
     def rootless(self) -> bool: ...
     @property
     def created(self) -> float: ...
+
+class RaritySettingsLike(Protocol):
+    """What `RarityModel` reads of its settings (sampler.signals.rarity.RaritySettings)."""
+
+    @property
+    def window_s(self) -> float: ...
+    @property
+    def windows(self) -> int: ...
+    @property
+    def decay(self) -> float: ...
+    @property
+    def warmup_sessions(self) -> int: ...
+    @property
+    def shape_lg_max_k(self) -> int: ...
+    @property
+    def group_shape_lg_max_k(self) -> int: ...
+    @property
+    def quantile_k(self) -> int: ...
+    @property
+    def max_groups(self) -> int: ...
+    @property
+    def min_group_values(self) -> int: ...
+    @property
+    def rare_shape_share(self) -> float: ...
+    @property
+    def tail_quantile(self) -> float: ...
+
+class RarityModel:
+    """The rarity model of recent traffic (native/src/rarity.rs; wrapped by
+    sampler.signals.rarity.RarityModel). Dimensions are passed by their index in
+    sampler.signals.rarity.DIMENSIONS. ValueError for invalid settings or a `now` that is not
+    finite; InternalError for a bug (a panic, caught)."""
+
+    def __init__(self, settings: RaritySettingsLike) -> None: ...
+    def reconfigure(self, settings: RaritySettingsLike) -> None: ...
+    def score(
+        self,
+        parts: list[str],
+        group: str,
+        numbers: list[tuple[int, float]],
+        now: float,
+        units: list[tuple[int, int]],
+    ) -> tuple[float, list[float], bool]:
+        """(shape score, the scores of the dimensions in order, cold)."""
+    def observe(
+        self, parts: list[str], group: str, numbers: list[tuple[int, list[float]]], now: float
+    ) -> None: ...
+    def flush(self) -> None: ...
+    def sessions_seen(self, now: float) -> int: ...
+    def shape_resolution(self, now: float) -> float: ...
+    @property
+    def groups(self) -> tuple[str, ...]: ...
+    def approx_bytes(self) -> int: ...
+    def score_session(
+        self,
+        view: SessionView,
+        now: float,
+        fragment: bool,
+        learn: bool,
+        running_at_cap: bool,
+        collapse_repeats: bool,
+        threshold: float,
+    ) -> tuple[dict[str, float], list[str], bool]:
+        """Scores a session, then (with `learn`) teaches it: (its rarity scores by name,
+        "shape" and the dimensions scored; the rarity signals fired; cold)."""
 
 class HeldSession:
     """A dropped session leaving the hold."""

@@ -118,17 +118,18 @@ class RoundFeed:
     def __init__(self, pool: RequestPool, rounds: Iterator[int]) -> None:
         self._renderer = RoundRenderer(pool)
         self._rounds = rounds
-        self._bodies: list[bytes] = []
-        self._index = 0
+        self._round = -1
+        self._index = self._renderer.request_count  # the first call starts a round
         self.spans_per_round = sum(self._renderer.spans)
 
     def next(self) -> tuple[bytes, int]:
-        if self._index == len(self._bodies):
-            self._bodies = self._renderer.render(next(self._rounds))
+        if self._index == self._renderer.request_count:
+            self._round = next(self._rounds)
             self._index = 0
         index = self._index
         self._index += 1
-        return self._bodies[index], self._renderer.spans[index]
+        # one body rendered per call: no stall of the sending loop once a round
+        return self._renderer.body(self._round, index), self._renderer.spans[index]
 
 
 @dataclass(frozen=True, slots=True)

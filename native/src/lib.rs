@@ -11,7 +11,8 @@
 //! - `attrs`, `span_tests`, `extract`: one span's facts (and the limits applied to it);
 //! - `features`, `buffer`: sessions, their features, completion timers, the hold, the cache;
 //! - `verdict`, `emit`: what was decided, and kept spans out as requests;
-//! - `core`: the above as Python drives it.
+//! - `core`: the above as Python drives it;
+//! - `rarity`: the rarity model of recent traffic, which scores a decided session's view.
 
 pub mod attrs;
 pub mod buffer;
@@ -21,6 +22,7 @@ pub mod extract;
 pub mod features;
 pub mod json;
 pub mod otlp;
+pub mod rarity;
 pub mod span_tests;
 pub mod verdict;
 pub mod wire;

@@ -15,7 +15,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::attrs::Expected;
 use crate::buffer::{hex, SessionId, SessionSettings};
@@ -24,6 +24,9 @@ use crate::emit::{KeptRequest, RequestLimits};
 use crate::extract::{Extractor, ExtractorSettings, KeyTable};
 use crate::features::Parent;
 use crate::otlp::{validate_request, RequestError, RequestSummary};
+use crate::rarity::{
+    self, BadTime, Model, SessionFacts, SessionOptions, Settings, DIMENSIONS, TAIL_SIGNALS,
+};
 use crate::span_tests::{compile_regex, AttributeOp, Scope, SpanTest, MAX_SPAN_TESTS};
 use crate::verdict::Verdict;
 
@@ -912,6 +915,7 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCore>()?;
     m.add_class::<PySessionView>()?;
     m.add_class::<PyHeldSession>()?;
+    m.add_class::<PyRarityModel>()?;
     m.add_function(wrap_pyfunction!(validate, m)?)?;
     m.add_function(wrap_pyfunction!(check_regex, m)?)?;
     m.add_function(wrap_pyfunction!(validate_json, m)?)?;
@@ -959,5 +963,218 @@ fn validate_json(
             "cannot read the OTLP/JSON body: {}",
             panic_text(panic)
         ))),
+    }
+}
+
+// --- the rarity model (rarity.rs) -------------------------------------------------------------
+
+/// Runs `work` on the rarity model, turning a panic into `InternalError` and a bad `now` into
+/// `ValueError`.
+fn rarity_call<T>(work: impl FnOnce() -> Result<T, BadTime>) -> PyResult<T> {
+    match catch_unwind(AssertUnwindSafe(work)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(PyValueError::new_err(err.to_string())),
+        Err(panic) => Err(InternalError::new_err(format!(
+            "rarity model: {}",
+            panic_text(panic)
+        ))),
+    }
+}
+
+/// `RaritySettings` (a Python dataclass) read by attribute name; a value out of the native
+/// type's range becomes one the validation refuses, with the same message.
+fn rarity_settings(settings: &Bound<'_, PyAny>) -> PyResult<Settings> {
+    let int = |name: &str| -> PyResult<i64> { settings.getattr(name)?.extract() };
+    let float = |name: &str| -> PyResult<f64> { settings.getattr(name)?.extract() };
+    let parsed = Settings {
+        window_s: float("window_s")?,
+        windows: usize::try_from(int("windows")?).unwrap_or(0),
+        decay: float("decay")?,
+        warmup_sessions: u64::try_from(int("warmup_sessions")?).unwrap_or(u64::MAX),
+        shape_lg_max_k: u8::try_from(int("shape_lg_max_k")?).unwrap_or(0),
+        group_shape_lg_max_k: u8::try_from(int("group_shape_lg_max_k")?).unwrap_or(0),
+        quantile_k: u16::try_from(int("quantile_k")?).unwrap_or(0),
+        max_groups: usize::try_from(int("max_groups")?).unwrap_or(0),
+        min_group_values: u64::try_from(int("min_group_values")?).unwrap_or(0),
+        rare_shape_share: float("rare_shape_share")?,
+        tail_quantile: float("tail_quantile")?,
+    };
+    if int("warmup_sessions")? < 0 {
+        return Err(PyValueError::new_err(
+            "invalid rarity settings: warmup_sessions must be >= 0",
+        ));
+    }
+    parsed.validate().map_err(PyValueError::new_err)?;
+    Ok(parsed)
+}
+
+/// The rarity model of recent traffic (`sampler/signals/rarity.py` wraps it): sketches of
+/// shapes and numbers, native, read and taught once per session by `score_session`.
+#[pyclass(module = "sampler._native", name = "RarityModel")]
+struct PyRarityModel {
+    model: Model,
+    /// "shape", then the dimensions' names, then their signals' names, then rare_shape:
+    /// interned once, as the keys and values `score_session` returns.
+    names: Vec<Py<PyString>>,
+}
+
+fn dimension(index: usize) -> PyResult<usize> {
+    if index < DIMENSIONS.len() {
+        Ok(index)
+    } else {
+        Err(PyValueError::new_err(format!(
+            "unknown dimension index {index}"
+        )))
+    }
+}
+
+#[pymethods]
+impl PyRarityModel {
+    #[new]
+    fn new(py: Python<'_>, settings: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let model = Model::new(rarity_settings(settings)?).map_err(PyValueError::new_err)?;
+        let names = std::iter::once("shape")
+            .chain(DIMENSIONS)
+            .chain(TAIL_SIGNALS)
+            .chain([rarity::RARE_SHAPE])
+            .map(|name| PyString::intern(py, name).unbind())
+            .collect();
+        Ok(PyRarityModel { model, names })
+    }
+
+    /// New thresholds and weights, the same sketches (ValueError when the geometry differs).
+    fn reconfigure(&mut self, settings: &Bound<'_, PyAny>) -> PyResult<()> {
+        let settings = rarity_settings(settings)?;
+        self.model
+            .reconfigure(settings)
+            .map_err(PyValueError::new_err)
+    }
+
+    /// (shape score, the 7 numeric scores in DIMENSIONS order, cold). `numbers` and `units`
+    /// are (dimension index, value) pairs.
+    fn score(
+        &mut self,
+        parts: Vec<String>,
+        group: &str,
+        numbers: Vec<(usize, f64)>,
+        now: f64,
+        units: Vec<(usize, u32)>,
+    ) -> PyResult<(f64, [f64; 7], bool)> {
+        let mut values = [None; 7];
+        for (index, value) in numbers {
+            values[dimension(index)?] = Some(value);
+        }
+        let mut counts = [1u32; 7];
+        for (index, count) in units {
+            counts[dimension(index)?] = count;
+        }
+        let scores = rarity_call(|| self.model.score(&parts, group, &values, now, &counts))?;
+        Ok((scores.shape, scores.numeric, scores.cold))
+    }
+
+    /// Adds a session: its shape's parts and, per (dimension index, values), each value.
+    fn observe(
+        &mut self,
+        parts: Vec<String>,
+        group: &str,
+        numbers: Vec<(usize, Vec<f64>)>,
+        now: f64,
+    ) -> PyResult<()> {
+        let mut values: [Vec<f64>; 7] = Default::default();
+        let mut learned = [false; 7];
+        for (index, list) in numbers {
+            let index = dimension(index)?;
+            values[index].extend(list);
+            learned[index] = true;
+        }
+        let slices: [&[f64]; 7] = std::array::from_fn(|i| values[i].as_slice());
+        rarity_call(|| self.model.observe(&parts, group, &slices, &learned, now))
+    }
+
+    fn flush(&mut self) -> PyResult<()> {
+        rarity_call(|| {
+            self.model.flush();
+            Ok(())
+        })
+    }
+
+    fn sessions_seen(&self, now: f64) -> PyResult<u64> {
+        rarity_call(|| self.model.sessions_seen(now))
+    }
+
+    fn shape_resolution(&self, now: f64) -> PyResult<f64> {
+        rarity_call(|| self.model.shape_resolution(now))
+    }
+
+    #[getter]
+    fn groups<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.model.groups())
+    }
+
+    fn approx_bytes(&self) -> PyResult<usize> {
+        rarity_call(|| Ok(self.model.approx_bytes()))
+    }
+
+    /// Scores a session being decided, then (with `learn`) teaches the model it, in one call
+    /// (`RaritySignal.score`): returns its rarity scores by name ("shape" and the dimensions
+    /// scored), the rarity signals fired, and whether it was scored cold. `view` is a
+    /// `SessionView`, read natively, or any object with its attributes (the reference
+    /// implementation's features in the tests).
+    #[allow(clippy::too_many_arguments)]
+    fn score_session<'py>(
+        &mut self,
+        py: Python<'py>,
+        view: &Bound<'py, PyAny>,
+        now: f64,
+        fragment: bool,
+        learn: bool,
+        running_at_cap: bool,
+        collapse_repeats: bool,
+        threshold: f64,
+    ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>, bool)> {
+        let options = SessionOptions {
+            fragment,
+            learn,
+            running_at_cap,
+            collapse_repeats,
+        };
+        let model = &mut self.model;
+        let scored = if let Ok(native) = view.cast::<PySessionView>() {
+            let facts = SessionFacts::of(&native.get().0);
+            rarity_call(|| rarity::score_session(model, &facts, now, options, threshold))?
+        } else {
+            let tools: Vec<String> = view.call_method0("tool_path")?.extract()?;
+            let group: String = view.getattr("root_agent")?.extract()?;
+            let float = |name: &str| -> PyResult<f64> { view.getattr(name)?.extract() };
+            let facts = SessionFacts {
+                tools: tools.iter().map(String::as_str).collect(),
+                group: &group,
+                latency_s: float("latency_s")?,
+                model_pace_s: float("model_pace_s")?,
+                tool_pace_s: float("tool_pace_s")?,
+                duration_s: float("duration_s")?,
+                tokens: float("tokens")?,
+                span_count: float("span_count")?,
+                tool_call_count: float("tool_call_count")?,
+                turn_latencies: view.getattr("turn_latencies")?.extract()?,
+            };
+            rarity_call(|| rarity::score_session(model, &facts, now, options, threshold))?
+        };
+        let names = &self.names;
+        let rarity = PyDict::new(py);
+        rarity.set_item(names[0].bind(py), scored.shape)?;
+        for &index in scored.dimensions {
+            rarity.set_item(names[1 + index].bind(py), scored.numeric[index])?;
+        }
+        let fired = PyList::empty(py);
+        for name in &scored.fired {
+            let at = if *name == rarity::RARE_SHAPE {
+                names.len() - 1
+            } else {
+                1 + DIMENSIONS.len() + TAIL_SIGNALS.iter().position(|s| s == name).unwrap_or(0)
+            };
+            fired.append(names[at].bind(py))?;
+        }
+        Ok((rarity, fired, scored.cold))
     }
 }

@@ -1,8 +1,13 @@
 """How unusual a session is compared with recent traffic: a windowed, decayed rarity model.
 
+The model is native (`native/src/rarity.rs`, over the Apache DataSketches crate
+`datasketches`: its frequent-items sketch and t-digest); this module is its Python face (the
+settings, the scores as typed data, the signal kind) and this docstring its specification.
+
 Recent traffic is a ring of `windows` windows of `window_s` seconds each (by default the last
-30 minutes, in 5-minute windows). Each window holds one `FrequentStrings` sketch of session
-shapes and, per group (agent), one `TailQuantiles` sketch per numeric dimension. A window ages
+30 minutes, in 5-minute windows). Each window holds one frequent-items sketch of session
+shapes and, per group (agent), a frequent-items sketch of its shapes and one t-digest per
+numeric dimension. A window ages
 out whole once it is `windows` windows old; a jump in time of any size simply leaves no live
 window behind. Time is the injected `now` (seconds, monotonic or replay time), never a clock
 read; a `now` earlier than one already seen counts as the latest one seen.
@@ -15,9 +20,14 @@ common now (with decay 0.5), and a burst makes a shape common within its own win
 Scores are 0.5 exactly at the configured boundary (`rare_shape_share`, `tail_quantile`), so a
 signal threshold of 0.5 means "at or beyond the boundary".
 
-Shape score. A shape may be given whole or in parts (the scorer gives the parts of a session's
-tool path: each tool, each step from one tool to the next, where it starts and ends; see
-`SessionScorer.shape_parts`); a session is as rare as its rarest part, and `observe` counts
+Shape score. A shape may be given whole or in parts (a session is scored on the parts of its
+tool path: each tool of it, each step from one tool to the next (`a>b`), and where it starts
+and ends (`^a`, `b$`); `^$` for a session without tools; repeats collapsed as the shape
+collapses them). A session is as rare as its rarest part: a tool its agent does not use, or
+uses in another order, or does not start or end with. Judging the whole path instead makes
+every long conversation rare: a path made of the same few steps takes as many forms as there
+are ways to combine its turns. A fragment (a conversation decided before) is judged without
+its ends: it may start in the middle of the conversation (a continuation). `observe` counts
 each distinct part once per session. A part's weighted share *among its group's sessions* (a
 path rare for that agent, even if the agent itself is busy) is
 `sum(w * lower_bound_in_window) / sum(w * group_sessions_in_window)`, from the group's own
@@ -53,13 +63,17 @@ decay applies to quantiles as it does to shapes. The score is 0 below the tail q
 `0.5 + 0.5 * (r - tail_quantile) / (1 - tail_quantile)` from it: 0.5 at the tail quantile, 1
 above every value seen. A quantile cannot call rare what more sessions than its tail share
 have (a degraded model slowing 5% of an agent's sessions puts its p99 among them): for the
-dimensions in `FENCED` (a typical value, narrow across normal sessions: `model_latency`,
-`tool_latency`), a
-value beyond Tukey's outer fence (`Q3 + 3 * (Q3 - Q1)` of the decay-weighted quartiles) scores
-1 however many sessions share it.
+dimensions that are a typical value, narrow across normal sessions (`model_latency`,
+`tool_latency`), a value beyond Tukey's outer fence (`Q3 + 3 * (Q3 - Q1)` of the
+decay-weighted quartiles) scores 1 however many sessions share it.
 t-digest, not KLL: KLL's rank error (1.3% at k=200) is larger than the whole 1% tail, and KLL
 is randomised per process while these scores must be reproducible; the t-digest is
-deterministic and its error shrinks towards the tails (see `sketches.TailQuantiles`).
+deterministic and its error shrinks towards the tails (measured with DataSketches' C++
+t-digest, of which the Rust one is a port, at k=100 over uniform, lognormal, exponential,
+Pareto, sorted and small-integer streams, the rank error near rank r stays below about
+0.07 * (1 - r); next to a gap in the data it reached 0.2 * (1 - r)).
+Ranks interpolate between centroids: a value above every value seen has rank 1, below every
+value 0, and a value repeated throughout 0.5.
 At most `max_groups` groups are kept; the least recently observed is evicted with its sketches.
 
 Cold start. Until the live windows hold `warmup_sessions` sessions (200 by default: the first
@@ -75,26 +89,30 @@ pipeline calls once a tick of its decision timer (`sessions.tick`, 100 ms; in re
 request): a t-digest folds new values into its centroids when it is next read, and doing that
 once a tick rather than once a session saves a few microseconds per dimension and session.
 Shapes are counted at once. So a session is scored against the shapes of every session
-before it and against the numbers of the sessions decided before the last tick. The sketches
-change only at a flush, so what is asked of a group's windows for every score (the
-below-the-tail thresholds, the fences) is asked once per flush.
+before it and against the numbers of the sessions decided before the last tick. The t-digests
+change only at a flush, so what is asked of a group's windows for every score (a value known
+to rank below the tail in each window, the fences) is asked once per flush: most values,
+below the tail, score 0 by a comparison rather than a rank per window.
 
 Determinism. Scores depend only on the sequence of `observe`/`score`/`flush` calls and their
 `now`s: replicas differ only in the traffic they saw. `score` reads and never changes the model.
+
+One call per session. `RaritySignal.score` hands the session's native view to the model
+(`RarityModel.score_session`), which reads its tool path and numbers, scores it and (unless it
+is a second look) teaches it, without building a Python object per number or tool.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final, TypeVar
+from typing import Final
 
+from sampler import _native
 from sampler.config.model import RarityConfig, SignalsConfig
 from sampler.signals.registry import Scored, Session, SignalKind, signal_kind
-from sampler.signals.sketches import MAX_LG_MAX_K, MIN_LG_MAX_K, FrequentStrings, TailQuantiles
 
 DIMENSIONS: Final = (
     "latency",
@@ -105,15 +123,6 @@ DIMENSIONS: Final = (
     "span_count",
     "tool_calls",
 )
-# Dimensions that are a session's typical value (not an extreme, nor a total), narrow across
-# normal sessions: beyond Tukey's outer fence (FAR_OUT interquartile ranges above the third
-# quartile) they score 1 even when too many sessions are there for a quantile
-# to call them rare (a degraded model slows 5% of sessions: a p98 is inside them).
-FENCED: Final = frozenset({"model_latency", "tool_latency"})
-FAR_OUT: Final = 3.0
-# A shape (part) seen in fewer sessions than this in the live windows is rare whatever its
-# share: two sightings make no habit, and in a group of 50 sessions one is already 2%.
-MIN_SIGHTINGS: Final = 3
 RARE_SHAPE: Final = "rare_shape"
 TAIL_SIGNALS: Final[Mapping[str, str]] = MappingProxyType(
     {
@@ -126,6 +135,10 @@ TAIL_SIGNALS: Final[Mapping[str, str]] = MappingProxyType(
         "tool_calls": "tail_tool_calls",
     }
 )
+# a frequent-items sketch has 2**lg_max_k counters (0.75 of them tracked)
+MIN_LG_MAX_K: Final = 3
+MAX_LG_MAX_K: Final = 24
+_INDEX: Final[Mapping[str, int]] = MappingProxyType({d: i for i, d in enumerate(DIMENSIONS)})
 
 
 _CONFIG = RarityConfig()  # the defaults are the config's: one source of truth
@@ -148,6 +161,7 @@ class RaritySettings:
     tail_quantile: float = _CONFIG.tail_quantile
 
     def __post_init__(self) -> None:
+        lg_range = f"[{MIN_LG_MAX_K}, {MAX_LG_MAX_K}]"
         problems = [
             message
             for ok, message in (
@@ -157,7 +171,11 @@ class RaritySettings:
                 (self.warmup_sessions >= 0, "warmup_sessions must be >= 0"),
                 (
                     MIN_LG_MAX_K <= self.shape_lg_max_k <= MAX_LG_MAX_K,
-                    f"shape_lg_max_k must be in [{MIN_LG_MAX_K}, {MAX_LG_MAX_K}]",
+                    f"shape_lg_max_k must be in {lg_range}",
+                ),
+                (
+                    MIN_LG_MAX_K <= self.group_shape_lg_max_k <= MAX_LG_MAX_K,
+                    f"group_shape_lg_max_k must be in {lg_range}",
                 ),
                 (10 <= self.quantile_k <= 65535, "quantile_k must be in [10, 65535]"),
                 (self.max_groups >= 1, "max_groups must be >= 1"),
@@ -193,73 +211,14 @@ class RarityScores:
 COLD: Final = RarityScores(0.0, cold=True)
 
 
-class _Window:
-    __slots__ = ("index", "shapes", "sessions")
-
-    def __init__(self, index: int, lg_max_k: int) -> None:
-        self.index = index
-        self.shapes = FrequentStrings(lg_max_k)
-        self.sessions = 0
-
-
-class _GroupWindow:
-    __slots__ = ("index", "values", "sessions", "shapes", "below", "queries", "lower_bounds")
-
-    def __init__(self, index: int, lg_max_k: int) -> None:
-        self.index = index
-        self.values: dict[str, TailQuantiles] = {}
-        self.sessions = 0
-        # the group's own shapes: its share is measured among its sessions, and a small
-        # group's common shape is tracked even when it is below the global sketch's resolution
-        self.shapes = FrequentStrings(lg_max_k)
-        # Answers kept so that scoring asks a sketch once, not once per session: per dimension
-        # the largest value ranking below the tail quantile (until the sketch next changes, at
-        # a flush), and, once the window is settled (older than the current one), shapes'
-        # lower bounds. `queries` counts a current window's scores since its last change.
-        self.below: dict[str, float] = {}
-        self.queries: dict[str, int] = {}
-        self.lower_bounds: dict[str, int] = {}
-
-    def lower_bound(self, shape: str, settled: bool) -> int:
-        if not settled:
-            return self.shapes.lower_bound(shape)
-        bound = self.lower_bounds.get(shape)
-        if bound is None:
-            if len(self.lower_bounds) >= _MAX_REMEMBERED_SHAPES:
-                self.lower_bounds.clear()
-            bound = self.lower_bounds[shape] = self.shapes.lower_bound(shape)
-        return bound
-
-
-# Shapes whose lower bound a settled window remembers, at most (then it starts over).
-_MAX_REMEMBERED_SHAPES = 4096
-# Scores of one dimension a current window answers rank by rank before it finds its
-# below-the-tail threshold (about ten ranks) and answers by comparison until it next changes.
-_QUERIES_BEFORE_THRESHOLD = 8
-
-
-_W = TypeVar("_W", _Window, _GroupWindow)
-
-
 class RarityModel:
-    """Recent traffic, in bounded memory: at most `windows` shape sketches and
-    `max_groups * windows * len(DIMENSIONS)` quantile sketches, whatever the cardinality."""
+    """Recent traffic, in bounded memory: at most `windows` shape sketches, and per group (at
+    most `max_groups`) `windows` shape sketches and `windows * len(DIMENSIONS)` t-digests,
+    whatever the cardinality. Native (`_native.RarityModel`); this class checks and converts."""
 
     def __init__(self, settings: RaritySettings) -> None:
         self.settings = settings
-        self._weights = tuple(settings.decay**age for age in range(settings.windows))
-        self._windows: deque[_Window] = deque()  # oldest first; only windows that saw traffic
-        self._groups: OrderedDict[str, deque[_GroupWindow]] = OrderedDict()  # LRU first
-        self._latest = -math.inf
-        # numbers waiting for `flush`: (window, dimension, sketch, value)
-        self._pending: list[tuple[_GroupWindow, str, TailQuantiles, float]] = []
-        self._flushes = 0
-        # per group, what its settled windows (older than the current one) say per dimension:
-        # (their values counted, the least of their below-the-tail thresholds), and per fenced
-        # dimension the fence of all its live windows, for one index and one flush
-        self._settled: dict[
-            str, tuple[int, int, dict[str, tuple[int, float]], dict[str, float]]
-        ] = {}
+        self._native = _native.RarityModel(settings)
 
     def score(
         self,
@@ -276,64 +235,11 @@ class RarityModel:
         n turns) while the model learned one value per unit, n: the value's rank r becomes
         r**n, the rank of the largest of n values, so that a session of many turns is no
         likelier to be in the tail than a session of one."""
-        _check_numbers(numbers)
-        parts = (shape,) if isinstance(shape, str) else shape
-        index = self._index_at(now)
-        settings = self.settings
-        horizon = index - settings.windows  # windows at or before it are no longer live
-        seen = 0
-        for window in self._windows:
-            if window.index > horizon:
-                seen += window.sessions
-        if seen < max(1, settings.warmup_sessions):
-            return COLD
-        group_windows = self._groups.get(group)
-        weights = self._weights
-        group_live = (
-            [(weights[index - gw.index], gw) for gw in group_windows if gw.index > horizon]
-            if group_windows
-            else []
-        )
-        group_sessions = 0
-        for _, group_window in group_live:
-            group_sessions += group_window.sessions
-        group_cold = group_sessions < settings.min_group_values
-        shape_score = 0.0
-        if not group_cold:
-            total = 0.0
-            for weight, group_window in group_live:
-                total += weight * group_window.sessions
-            common = 10.0 * settings.rare_shape_share * total  # known from here on: 0
-            for part in parts:
-                known = 0.0
-                sightings = 0
-                for weight, group_window in group_live:
-                    bound = group_window.lower_bound(part, group_window.index < index)
-                    known += weight * bound
-                    sightings += bound
-                if known >= common and sightings >= MIN_SIGHTINGS:
-                    continue  # most parts: common, scoring 0
-                score = _shape_score(min(1.0, known / total), settings.rare_shape_share)
-                if score < 0.5 and sightings < MIN_SIGHTINGS:
-                    score = 0.5  # seen once or twice: in a small group that is already 2%
-                if score > shape_score:
-                    shape_score = score
-                    if score >= 1.0:
-                        break
-        numeric = dict.fromkeys(DIMENSIONS, 0.0)
-        # a cold group's numbers are not scored either (a dimension learned per unit, turns,
-        # may have enough values in fewer sessions)
-        if group_live and not group_cold:
-            settled = self._settled.get(group)
-            if settled is None or settled[0] != index or settled[1] != self._flushes:
-                settled = self._settled[group] = (index, self._flushes, {}, {})
-            for dimension, value in numbers.items():
-                if math.isfinite(value):
-                    n = max(1, units.get(dimension, 1)) if units else 1
-                    numeric[dimension] = self._tail_score(
-                        group_live, index, dimension, value, n, settled[2], settled[3]
-                    )
-        return RarityScores(shape_score, MappingProxyType(numeric), cold=group_cold)
+        values = [(_index(dimension), value) for dimension, value in numbers.items()]
+        counts = [(_index(dimension), n) for dimension, n in (units or {}).items()]
+        shape_score, numeric, cold = self._native.score(_parts(shape), group, values, now, counts)
+        numeric_scores = dict(zip(DIMENSIONS, numeric, strict=True))
+        return RarityScores(shape_score, MappingProxyType(numeric_scores), cold)
 
     def observe(
         self,
@@ -344,38 +250,28 @@ class RarityModel:
     ) -> None:
         """Adds a session (after scoring it) to the current window: its shape (or each distinct
         part of it, once) and its numbers (a sequence: one value per unit, each learned)."""
-        _check_numbers(numbers)
-        parts = (shape,) if isinstance(shape, str) else tuple(dict.fromkeys(shape))
-        index = self._advance(now)
-        window = self._windows[-1]
-        for part in parts:
-            window.shapes.update(part)
-        window.sessions += 1
-        group_windows = self._groups.get(group)
-        if group_windows is None:
-            group_windows = self._groups[group] = deque()
-            if len(self._groups) > self.settings.max_groups:
-                evicted, _ = self._groups.popitem(last=False)
-                self._settled.pop(evicted, None)
-        else:
-            self._groups.move_to_end(group)
-        if not group_windows or group_windows[-1].index != index:
-            group_windows.append(_GroupWindow(index, self.settings.group_shape_lg_max_k))
-            self._expire(group_windows, index)
-        group_window = group_windows[-1]
-        group_window.sessions += 1
-        for part in parts:
-            group_window.shapes.update(part)
-        values = group_window.values
-        pending = self._pending
-        for dimension, value in numbers.items():
-            sketch = values.get(dimension)
-            if sketch is None:
-                sketch = values[dimension] = TailQuantiles(self.settings.quantile_k)
-            if isinstance(value, float | int):
-                pending.append((group_window, dimension, sketch, value))
-            else:
-                pending.extend((group_window, dimension, sketch, unit) for unit in value)
+        values = [
+            (_index(dimension), [value] if isinstance(value, float | int) else list(value))
+            for dimension, value in numbers.items()
+        ]
+        self._native.observe(_parts(shape), group, values, now)
+
+    def score_session(
+        self,
+        features: _native.SessionView,
+        now: float,
+        *,
+        fragment: bool,
+        learn: bool,
+        running_at_cap: bool,
+        collapse_repeats: bool,
+        threshold: float,
+    ) -> tuple[dict[str, float], list[str], bool]:
+        """``RaritySignal.score``'s work in one native call: the session's scores by name,
+        the rarity signals it fired, and whether it was cold."""
+        return self._native.score_session(
+            features, now, fragment, learn, running_at_cap, collapse_repeats, threshold
+        )
 
     # What the ring of windows and its sketches are built on: fixed for the model's life.
     GEOMETRY: Final = (
@@ -398,190 +294,45 @@ class RarityModel:
         fixed = self.geometry_changes(settings)
         if fixed:
             raise ValueError(f"rarity settings need a new model: {', '.join(fixed)}")
+        self._native.reconfigure(settings)
         self.settings = settings
-        self._weights = tuple(settings.decay**age for age in range(settings.windows))
-        self._settled.clear()
-        for group_windows in self._groups.values():
-            for group_window in group_windows:
-                group_window.below.clear()
-                group_window.queries.clear()
 
     def flush(self) -> None:
         """Adds the numbers of the sessions observed since the last flush to their sketches."""
-        pending, self._pending = self._pending, []
-        for window, dimension, sketch, value in pending:
-            sketch.update(value)
-            window.below.pop(dimension, None)  # what it answered no longer holds
-            window.queries.pop(dimension, None)
-        self._flushes += 1
+        self._native.flush()
 
     def sessions_seen(self, now: float) -> int:
         """Sessions observed in the windows still live at `now` (unweighted)."""
-        return sum(window.sessions for _, window in self._live(self._windows, self._index_at(now)))
+        return self._native.sessions_seen(now)
 
     def shape_resolution(self, now: float) -> float:
         """The weighted share below which shapes cannot be told apart (the shape sketches' error
         over their traffic); a shape commoner than this is always tracked."""
-        live = list(self._live(self._windows, self._index_at(now)))
-        total = sum(w * window.sessions for w, window in live)
-        if not total:
-            return 0.0
-        return sum(w * window.shapes.max_error for w, window in live) / total
+        return self._native.shape_resolution(now)
 
     @property
     def groups(self) -> tuple[str, ...]:
         """Groups with quantile sketches, least recently observed first."""
-        return tuple(self._groups)
+        return self._native.groups
 
     def approx_bytes(self) -> int:
         """Serialized size of every sketch held (the memory held is a small multiple of it)."""
-        shapes = sum(window.shapes.approx_bytes() for window in self._windows)
-        shapes += sum(
-            group_window.shapes.approx_bytes()
-            for group_windows in self._groups.values()
-            for group_window in group_windows
-        )
-        values = sum(
-            sketch.approx_bytes()
-            for group_windows in self._groups.values()
-            for group_window in group_windows
-            for sketch in group_window.values.values()
-        )
-        return shapes + values
-
-    def _tail_score(
-        self,
-        live: list[tuple[float, _GroupWindow]],
-        index: int,
-        dimension: str,
-        value: float,
-        units: int,
-        settled: dict[str, tuple[int, float]],
-        fences: dict[str, float],
-    ) -> float:
-        q = self.settings.tail_quantile
-        # The settled windows do not change between flushes: their count, and the least
-        # value ranking at or above q in any of them, are asked once per index and flush. A
-        # value at or below that ranks below q in each of them; below q in the current window
-        # too, it ranks below q in the weighted mixture: it scores 0 without a rank per window.
-        summary = settled.get(dimension)
-        if summary is None:
-            count, low = 0, math.inf
-            for _, group_window in live:
-                sketch = group_window.values.get(dimension)
-                if group_window.index < index and sketch is not None and sketch.count:
-                    count += sketch.count
-                    below = group_window.below.get(dimension)
-                    if below is None:
-                        below = group_window.below[dimension] = sketch.below(q)
-                    low = min(low, below)
-            summary = settled[dimension] = (count, low)
-        settled_count, low = summary
-        newest = live[-1][1]
-        current = newest.values.get(dimension) if newest.index == index else None
-        current_count = current.count if current is not None else 0
-        if settled_count + current_count < self.settings.min_group_values:
-            return 0.0
-        if dimension in FENCED:
-            fence = fences.get(dimension)
-            if fence is None:
-                fence = fences[dimension] = _far_out(live, dimension)
-            if value > fence:
-                return 1.0
-        # below q in every window, rank**units is below q too: the shortcut holds for units
-        if value <= low:
-            if current is None or not current_count:
-                return 0.0
-            below = newest.below.get(dimension)
-            if below is None:  # busy (many scores before it changes): find its threshold
-                queries = newest.queries[dimension] = newest.queries.get(dimension, 0) + 1
-                if queries >= _QUERIES_BEFORE_THRESHOLD:
-                    below = newest.below[dimension] = current.below(q)
-            if below is not None:
-                if value <= below:
-                    return 0.0
-            elif current.rank(value) < q:
-                return 0.0
-        weighted_rank = 0.0
-        weighted_count = 0.0
-        for weight, group_window in live:
-            sketch = group_window.values.get(dimension)
-            if sketch is None or sketch.is_empty:
-                continue
-            n = sketch.count
-            weighted_count += weight * n
-            weighted_rank += weight * n * sketch.rank(value)
-        rank = (weighted_rank / weighted_count) ** units
-        if rank < q:
-            return 0.0
-        return min(1.0, 0.5 + 0.5 * (rank - q) / (1.0 - q))
-
-    def _index_at(self, now: float) -> int:
-        if not math.isfinite(now):
-            raise ValueError(f"now must be a finite number of seconds: {now}")
-        return math.floor(max(now, self._latest) / self.settings.window_s)
-
-    def _live(self, windows: deque[_W], index: int) -> Iterator[tuple[float, _W]]:
-        for window in windows:
-            age = index - window.index
-            if age < self.settings.windows:
-                yield self._weights[age], window
-
-    def _advance(self, now: float) -> int:
-        index = self._index_at(now)
-        self._latest = max(now, self._latest)
-        if self._windows and self._windows[-1].index == index:
-            return index
-        self._windows.append(_Window(index, self.settings.shape_lg_max_k))
-        self._expire(self._windows, index)
-        for group in list(self._groups):
-            group_windows = self._groups[group]
-            self._expire(group_windows, index)
-            if not group_windows:
-                del self._groups[group]
-                self._settled.pop(group, None)
-        return index
-
-    def _expire(self, windows: deque[_Window] | deque[_GroupWindow], index: int) -> None:
-        while windows and index - windows[0].index >= self.settings.windows:
-            windows.popleft()
+        return self._native.approx_bytes()
 
 
 def _fires(score: float, threshold: float) -> bool:
     return score > 0.0 and score >= threshold
 
 
-def _shape_score(share: float, rare_share: float) -> float:
-    if share <= 0.0:
-        return 1.0
-    return min(1.0, max(0.0, 0.5 + 0.5 * math.log10(rare_share / share)))
+def _parts(shape: str | Collection[str]) -> list[str]:
+    return [shape] if isinstance(shape, str) else list(shape)
 
 
-def _far_out(live: list[tuple[float, _GroupWindow]], dimension: str) -> float:
-    """Tukey's outer fence, from the decay-weighted quartiles: a value this far above the bulk
-    is an outlier however many sessions share it."""
-    q1 = q3 = weights = 0.0
-    for weight, group_window in live:
-        sketch = group_window.values.get(dimension)
-        if sketch is None or sketch.is_empty:
-            continue
-        w = weight * sketch.count
-        q1 += w * sketch.quantile(0.25)
-        q3 += w * sketch.quantile(0.75)
-        weights += w
-    if not weights:
-        return math.inf
-    q1, q3 = q1 / weights, q3 / weights
-    # no spread (one value, or values in steps): no fence, the ranks say it all
-    return q3 + FAR_OUT * (q3 - q1) if q3 > q1 else math.inf
-
-
-def _check_numbers(numbers: Mapping[str, float | Sequence[float]]) -> None:
-    for dimension in numbers:
-        if dimension not in TAIL_SIGNALS:
-            raise ValueError(
-                f"unknown dimension {dimension!r}; dimensions: {', '.join(DIMENSIONS)}"
-            )
+def _index(dimension: str) -> int:
+    index = _INDEX.get(dimension)
+    if index is None:
+        raise ValueError(f"unknown dimension {dimension!r}; dimensions: {', '.join(DIMENSIONS)}")
+    return index
 
 
 # --- the signal kind ----------------------------------------------------------------------------
@@ -594,80 +345,40 @@ TAIL_LATENCY = TAIL_SIGNALS[LATENCY]
 
 class RaritySignal:
     """The rarity signals: `rare_shape` and the `tail_*` of the session's numbers, against the
-    recent traffic this kind's ``model`` remembers (score, then observe)."""
+    recent traffic this kind's ``model`` remembers (score, then observe, in one native call).
+
+    What is scored (``SessionScorer.score`` says what fragment, running_at_cap and learn
+    mean): the longest turn, ranked as the largest of the session's turns against what one
+    turn takes (every turn is learned); the typical (median) model and tool call; the whole
+    session's duration; and tokens, spans and tool calls per turn, so that a conversation of
+    many ordinary turns is not an outlier. A fragment is scored on its latencies and its path's
+    parts (not where it starts and ends) and teaches only its parts. A session still running
+    at max_session_duration with no turn ended fires tail_latency."""
 
     names = (RARE_SHAPE, *TAIL_SIGNALS.values())
 
-    def __init__(self, model: RarityModel, threshold: float) -> None:
+    def __init__(self, model: RarityModel, threshold: float, collapse_repeats: bool) -> None:
         self.model = model
         self.threshold = threshold
+        self.collapse_repeats = collapse_repeats
 
     def flush(self) -> None:
         self.model.flush()
 
     def score(self, session: Session, scored: Scored) -> None:
-        features, now, learn = session.features, session.now, session.learn
-        parts = shape_parts(session.path, not session.fragment)
-        group = features.root_agent
-        # the longest turn is the largest of several: scored as such (RarityModel.score)
-        # against what one turn takes; model and tool calls by the session's typical one
-        turns_ended = features.turns_ended
-        units = {LATENCY: turns_ended}
-        model_pace = features.model_pace_s
-        tool_pace = features.tool_pace_s
-        rarity: dict[str, float]
-        if session.fragment:
-            latency = {
-                LATENCY: features.latency_s,
-                MODEL_LATENCY: model_pace,
-                TOOL_LATENCY: tool_pace,
-            }
-            scores = self.model.score(parts, group, latency, now, units)
-            if learn:  # its numbers were learned the first time; its steps may be new
-                self.model.observe(parts, group, {}, now)
-            rarity = {
-                "shape": scores.shape,
-                **{dimension: scores.numeric[dimension] for dimension in latency},
-            }
-            scored.signals.extend(scores.fired(self.threshold))
-        else:
-            # sizes per turn: a conversation of many ordinary turns is not an outlier, and a
-            # session scored again later (a second look) with more turns is compared alike
-            turns = max(1, turns_ended)
-            numbers = {
-                LATENCY: features.latency_s,
-                MODEL_LATENCY: model_pace,
-                TOOL_LATENCY: tool_pace,
-                "duration": features.duration_s,
-                "tokens": features.tokens / turns,
-                "span_count": features.span_count / turns,
-                "tool_calls": features.tool_call_count / turns,
-            }
-            scores = self.model.score(parts, group, numbers, now, units)
-            if learn:
-                learned: dict[str, float | list[float]] = dict(numbers)
-                if turns_ended:
-                    learned[LATENCY] = features.turn_latencies
-                self.model.observe(parts, group, learned, now)
-            scored.cold = scores.cold
-            scored.signals.extend(scores.fired(self.threshold))
-            rarity = {"shape": scores.shape, **scores.numeric}
-        if session.running_at_cap and not turns_ended:
-            rarity[LATENCY] = 1.0
-            if TAIL_LATENCY not in scored.signals:
-                scored.signals.append(TAIL_LATENCY)
+        rarity, fired, cold = self.model.score_session(
+            session.features,
+            session.now,
+            fragment=session.fragment,
+            learn=session.learn,
+            running_at_cap=session.running_at_cap,
+            collapse_repeats=self.collapse_repeats,
+            threshold=self.threshold,
+        )
+        scored.signals.extend(fired)
+        if cold:
+            scored.cold = True
         scored.rarity = rarity
-
-
-def shape_parts(path: list[str], ends: bool) -> tuple[str, ...]:
-    """``SessionScorer.shape_parts`` of a tool path."""
-    if not path:
-        return ("^$",) if ends else ()
-    parts = dict.fromkeys(path)
-    parts.update(dict.fromkeys(f"{a}>{b}" for a, b in zip(path, path[1:], strict=False)))
-    if ends:
-        parts.update({f"^{path[0]}": None, f"{path[-1]}$": None})
-    return tuple(parts)
 
 
 @signal_kind("rarity", order=30)
@@ -684,4 +395,4 @@ def _rarity(config: SignalsConfig) -> SignalKind:
             max_groups=r.max_groups,
         )
     )
-    return RaritySignal(model, r.threshold)
+    return RaritySignal(model, r.threshold, config.shape.collapse_repeats)

@@ -21,7 +21,6 @@ from sampler.signals.rarity import (
     TOOL_LATENCY,
     RarityModel,
     RaritySignal,
-    shape_parts,
 )
 from sampler.signals.registry import Scored, Session, SignalKind, signal_kinds
 from sampler.signals.tool_cycles import TOOL_CYCLE
@@ -88,18 +87,6 @@ class SessionScorer:
     def _shape(self, agent: str, path: list[str]) -> str:
         s = self.shape_config
         return f"{agent if s.include_agent else ''}:{'>'.join(path[: s.max_tools])}"
-
-    def shape_parts(self, features: SessionFeatures, *, ends: bool = True) -> tuple[str, ...]:
-        """What the shape's rarity is judged on: each tool of the session's path, each step
-        from one tool to the next (``a>b``) and, with ``ends``, its first and last tool
-        (``^a``, ``b$``); ``^$`` for a session without tools. Repeats are collapsed as the
-        shape collapses them. A session is as rare as its rarest part: a tool its agent does
-        not use, or uses in another order, or does not start or end with. Judging the whole
-        path instead makes every long conversation rare: a path made of the same few steps
-        takes as many forms as there are ways to combine its turns. A fragment (a conversation
-        decided before) is judged without ``ends``: it may start in the middle of the
-        conversation (a continuation)."""
-        return shape_parts(self._path(features.tool_path()), ends)
 
     def score(
         self,

@@ -2,7 +2,7 @@
 declared that nothing uses (it would be installed in every image for nothing), nothing used
 that is not declared (it would work here only because a test extra pulled it in).
 
-numpy is one of them: the durable queue's resync scan uses it (and DataSketches requires it)."""
+numpy is one of them: the durable queue's resync scan uses it."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ IMPORTED_AS = {
     "grpcio": "grpc",
     "grpcio-health-checking": "grpc_health",
     "aiohttp": "aiohttp",
-    "datasketches": "datasketches",
     "numpy": "numpy",  # the durable queue's resync scan (export/disk_queue.py)
     "pyyaml": "yaml",
     "prometheus-client": "prometheus_client",

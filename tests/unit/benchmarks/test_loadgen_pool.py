@@ -72,6 +72,18 @@ def test_a_round_rewrites_exactly_the_trace_ids_and_session_keys(
         assert body == expected_round(pool.body(index), round_number)
 
 
+def test_bodies_render_one_at_a_time_in_any_order_of_rounds(single: Pools) -> None:
+    # the sender renders a body when it sends it: interleaved rounds must not leak into
+    # each other, and each body is what the message-level rewrite makes of it
+    pool = single.full[0]
+    renderer = RoundRenderer(pool)
+    for round_number, index in ((5, 0), (2, pool.request_count - 1), (5, 1), (9, 0)):
+        body = renderer.body(round_number, index)
+        assert body == expected_round(pool.body(index), round_number)
+    with pytest.raises(ValueError, match="out of range"):
+        renderer.body(MAX_ROUNDS, 0)
+
+
 def test_rounds_share_no_trace_id_or_session_key(single: Pools) -> None:
     renderer = RoundRenderer(single.full[0])
     seen: list[tuple[set[bytes], set[str]]] = []
