@@ -97,9 +97,14 @@ pub struct Session {
     pub trace_ids: TraceIds,
     /// Traces whose root span has not arrived.
     pub rootless: TraceIds,
-    /// Serialized spans by block, back to back, each after its size (a varint); one block,
-    /// almost always, kept inline.
-    pub blocks: SmallVec<[(Arc<BlockKey>, Vec<u8>); 1]>,
+    /// The (resource, scope) blocks of its spans, in order of first arrival; two or fewer,
+    /// almost always (an agent's own spans and its HTTP or model client's), kept inline.
+    pub blocks: SmallVec<[Arc<BlockKey>; 2]>,
+    /// Its serialized spans in arrival order, back to back, each after its block's index in
+    /// `blocks` and its size (varints): one allocation for all its blocks, which grows less
+    /// often than one per block would (each growth may move it, and a large allocation is
+    /// slow to find).
+    run: Vec<u8>,
     pub features: Features,
     pub span_bytes: usize,
     pub created: f64,
@@ -139,6 +144,7 @@ impl Session {
             trace_ids: TraceIds::new(),
             rootless: TraceIds::new(),
             blocks: SmallVec::new(),
+            run: Vec::new(),
             features: Features::default(),
             span_bytes: 0,
             created: now,
@@ -176,22 +182,8 @@ impl Session {
     }
 
     fn add_span(&mut self, span: &Arrival<'_>, now: f64) {
-        let run = match self
-            .blocks
-            .iter()
-            .position(|(b, _)| Arc::ptr_eq(b, span.block))
-        {
-            Some(i) => &mut self.blocks[i].1,
-            None => {
-                self.blocks.push((span.block.clone(), Vec::new()));
-                &mut self.blocks.last_mut().expect("just pushed").1
-            }
-        };
-        // Doubling: a session takes several spans per step, and each growth may move the
-        // whole run. The slack lasts only until the end of the step (`Buffer::trim_touched`).
-        run.reserve(span.bytes.len() + 5);
-        put_varint(run, span.bytes.len() as u64);
-        run.extend_from_slice(span.bytes);
+        let block = self.block_index(span.block);
+        self.push_span(block, span.bytes);
         self.span_bytes += span.bytes.len();
         let turn = if span.features.kind == Kind::Tool {
             self.turn_of(&span.trace_id)
@@ -216,6 +208,26 @@ impl Session {
         }
     }
 
+    /// The index of `block` in `blocks`, added if new.
+    fn block_index(&mut self, block: &Arc<BlockKey>) -> usize {
+        match self.blocks.iter().position(|b| Arc::ptr_eq(b, block)) {
+            Some(i) => i,
+            None => {
+                self.blocks.push(block.clone());
+                self.blocks.len() - 1
+            }
+        }
+    }
+
+    fn push_span(&mut self, block: usize, bytes: &[u8]) {
+        // Doubling: a session takes several spans per step. The slack lasts only until the
+        // end of the step (`Buffer::trim_touched`).
+        self.run.reserve(bytes.len() + 10);
+        put_varint(&mut self.run, block as u64);
+        put_varint(&mut self.run, bytes.len() as u64);
+        self.run.extend_from_slice(bytes);
+    }
+
     /// The index of a trace among the session's (usually the newest: tried first).
     fn turn_of(&self, trace_id: &TraceId) -> u32 {
         let ids = &self.trace_ids;
@@ -227,11 +239,12 @@ impl Session {
     }
 
     fn absorb(&mut self, other: Session) {
-        for (block, run) in other.blocks {
-            match self.blocks.iter_mut().find(|(b, _)| Arc::ptr_eq(b, &block)) {
-                Some((_, mine)) => mine.extend_from_slice(&run),
-                None => self.blocks.push((block, run)),
-            }
+        // its spans come after ours, their blocks renumbered in our list
+        let renumbered: SmallVec<[usize; 2]> =
+            other.blocks.iter().map(|b| self.block_index(b)).collect();
+        self.run.reserve(other.run.len());
+        for (block, bytes) in other.run_spans() {
+            self.push_span(renumbered.get(block).copied().unwrap_or(0), bytes);
         }
         self.span_bytes += other.span_bytes;
         let turn_offset = u32::try_from(self.trace_ids.len()).unwrap_or(u32::MAX);
@@ -258,11 +271,13 @@ impl Session {
         SESSION_FIXED_BYTES
             + self.keyed_key.len()
             + self.trace_ids.len() * TRACE_ENTRY_BYTES
-            + self
-                .blocks
-                .iter()
-                .map(|(_, run)| run.capacity() + 48)
-                .sum::<usize>()
+            + self.run.capacity()
+            + 48
+            + if self.blocks.spilled() {
+                self.blocks.capacity() * std::mem::size_of::<Arc<BlockKey>>() + 16
+            } else {
+                0
+            }
             + self.features.heap_bytes()
             + self
                 .trace_states
@@ -271,32 +286,48 @@ impl Session {
                 .sum::<usize>()
     }
 
-    /// The session's spans, block by block, in arrival order.
-    pub fn spans(&self) -> impl Iterator<Item = (&Arc<BlockKey>, SpanRun<'_>)> {
-        self.blocks
-            .iter()
-            .map(|(block, run)| (block, SpanRun { run, pos: 0 }))
+    /// The session's spans, block by block (in order of first arrival), each block's in
+    /// arrival order: one pass over the run.
+    pub fn spans(&self) -> Vec<(&Arc<BlockKey>, Vec<&[u8]>)> {
+        let mut by_block: Vec<(&Arc<BlockKey>, Vec<&[u8]>)> =
+            self.blocks.iter().map(|b| (b, Vec::new())).collect();
+        for (block, bytes) in self.run_spans() {
+            if let Some((_, spans)) = by_block.get_mut(block) {
+                spans.push(bytes);
+            }
+        }
+        by_block
+    }
+
+    /// The spans in arrival order, each with its block's index.
+    fn run_spans(&self) -> RunSpans<'_> {
+        RunSpans {
+            run: &self.run,
+            pos: 0,
+        }
     }
 }
 
-/// The spans of one block's run.
-pub struct SpanRun<'a> {
+/// A session's run, span by span: (block index, bytes).
+struct RunSpans<'a> {
     run: &'a [u8],
     pos: usize,
 }
 
-impl<'a> Iterator for SpanRun<'a> {
-    type Item = &'a [u8];
+impl<'a> Iterator for RunSpans<'a> {
+    type Item = (usize, &'a [u8]);
 
-    fn next(&mut self) -> Option<&'a [u8]> {
-        if self.pos >= self.run.len() {
+    fn next(&mut self) -> Option<(usize, &'a [u8])> {
+        let mut reader = Reader::new(self.run.get(self.pos..)?, 0);
+        if reader.at_end() {
             return None;
         }
-        let mut reader = Reader::new(&self.run[self.pos..], 0);
-        let size = reader.read_varint().ok()? as usize; // written by add_span: cannot fail
+        // written by push_span: cannot fail
+        let block = reader.read_varint().ok()? as usize;
+        let size = reader.read_varint().ok()? as usize;
         let start = self.pos + reader.position();
         self.pos = (start + size).min(self.run.len());
-        self.run.get(start..self.pos)
+        Some((block, self.run.get(start..self.pos)?))
     }
 }
 
@@ -732,10 +763,8 @@ impl Buffer {
             if session.state != State::Buffering {
                 continue; // out to be decided, or held: its memory is counted elsewhere
             }
-            for (_, run) in session.blocks.iter_mut() {
-                if run.capacity() - run.len() >= TRIM_MIN_SLACK {
-                    run.shrink_to_fit();
-                }
+            if session.run.capacity() - session.run.len() >= TRIM_MIN_SLACK {
+                session.run.shrink_to_fit();
             }
             session.features.shrink();
             let before = session.accounted;
@@ -1437,7 +1466,8 @@ mod tests {
         let session = buffer.get(ids[0]).unwrap();
         let runs: Vec<(&[u8], Vec<&[u8]>)> = session
             .spans()
-            .map(|(b, r)| (&*b.resource, r.collect()))
+            .into_iter()
+            .map(|(b, spans)| (&*b.resource, spans))
             .collect();
         assert_eq!(
             runs,
@@ -1464,7 +1494,7 @@ mod tests {
                 .slots
                 .iter()
                 .filter_map(|(_, s)| s.as_ref())
-                .flat_map(|s| s.blocks.iter().map(|(_, run)| run.capacity() - run.len()))
+                .map(|s| s.run.capacity() - s.run.len())
                 .sum()
         };
         assert!(slack(&buffer) >= 3 * TRIM_MIN_SLACK); // grown ahead of the spans
