@@ -4,6 +4,10 @@ from typing import Final, Protocol
 
 __version__: Final[str]
 MAX_SPAN_TESTS: Final[int]
+RARITY_DIMENSIONS: Final[tuple[str, ...]]
+RARITY_TAIL_SIGNALS: Final[tuple[str, ...]]  # the signal of each of RARITY_DIMENSIONS
+RARITY_RARE_SHAPE: Final[str]
+RARITY_LG_MAX_K: Final[tuple[int, int]]  # a frequent-items sketch's lg_max_k, least and most
 
 class InvalidRequest(ValueError):
     """Not a valid OTLP export request: INVALID_ARGUMENT / HTTP 400."""

@@ -911,6 +911,20 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RequestTooLarge", py.get_type::<RequestTooLarge>())?;
     m.add("InternalError", py.get_type::<InternalError>())?;
     m.add("MAX_SPAN_TESTS", MAX_SPAN_TESTS)?;
+    // the rarity model's names, defined once (rarity.rs) and read by sampler/signals/rarity.py
+    m.add(
+        "RARITY_DIMENSIONS",
+        PyTuple::new(py, crate::rarity::DIMENSIONS)?,
+    )?;
+    m.add(
+        "RARITY_TAIL_SIGNALS",
+        PyTuple::new(py, crate::rarity::TAIL_SIGNALS)?,
+    )?;
+    m.add("RARITY_RARE_SHAPE", crate::rarity::RARE_SHAPE)?;
+    m.add(
+        "RARITY_LG_MAX_K",
+        (crate::rarity::MIN_LG_MAX_K, crate::rarity::MAX_LG_MAX_K),
+    )?;
     m.add_class::<PyRequest>()?;
     m.add_class::<PyCore>()?;
     m.add_class::<PySessionView>()?;

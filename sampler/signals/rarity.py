@@ -114,30 +114,15 @@ from sampler import _native
 from sampler.config.model import RarityConfig, SignalsConfig
 from sampler.signals.registry import Scored, Session, SignalKind, signal_kind
 
-DIMENSIONS: Final = (
-    "latency",
-    "model_latency",
-    "tool_latency",
-    "duration",
-    "tokens",
-    "span_count",
-    "tool_calls",
-)
-RARE_SHAPE: Final = "rare_shape"
+# The names are the native model's (native/src/rarity.rs), defined there once.
+DIMENSIONS: Final[tuple[str, ...]] = _native.RARITY_DIMENSIONS
+RARE_SHAPE: Final = _native.RARITY_RARE_SHAPE
 TAIL_SIGNALS: Final[Mapping[str, str]] = MappingProxyType(
-    {
-        "latency": "tail_latency",
-        "model_latency": "tail_model_latency",
-        "tool_latency": "tail_tool_latency",
-        "duration": "tail_duration",
-        "tokens": "tail_tokens",
-        "span_count": "tail_span_count",
-        "tool_calls": "tail_tool_calls",
-    }
+    dict(zip(DIMENSIONS, _native.RARITY_TAIL_SIGNALS, strict=True))
 )
 # a frequent-items sketch has 2**lg_max_k counters (0.75 of them tracked)
-MIN_LG_MAX_K: Final = 3
-MAX_LG_MAX_K: Final = 24
+MIN_LG_MAX_K: Final = _native.RARITY_LG_MAX_K[0]
+MAX_LG_MAX_K: Final = _native.RARITY_LG_MAX_K[1]
 _INDEX: Final[Mapping[str, int]] = MappingProxyType({d: i for i, d in enumerate(DIMENSIONS)})
 
 
