@@ -78,7 +78,7 @@ def test_a_keep_reaches_the_other_samplers_and_is_stored_for_its_lifetime(
             p.link.start()
         await until(lambda: all(p.link.stats.connected for p in (a, b, c)), 5, "connected")
         a.link.kept("conv-1", ERRORS)
-        a.link.kept("conv-2", dataclasses.replace(ERRORS, rule="rare", adjusted_count=3.0))
+        a.link.kept("conv-2", ERRORS._replace(rule="rare", adjusted_count=3.0))
         await until(lambda: len(b.adopted) == len(c.adopted) == 2, 5, "heard")
         assert b.adopted[0] == SharedKeep("conv-1", "errors", 1.0, ("error",), "a")
         assert b.adopted[1].adjusted_count == 3.0
