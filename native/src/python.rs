@@ -995,6 +995,19 @@ fn rarity_call<T>(work: impl FnOnce() -> Result<T, BadTime>) -> PyResult<T> {
     }
 }
 
+/// A model built or reconfigured from settings: refused settings are a ValueError, a panic
+/// (a bug) an `InternalError`, never a panic crossing into Python.
+fn settings_call<T>(work: impl FnOnce() -> Result<T, String>) -> PyResult<T> {
+    match catch_unwind(AssertUnwindSafe(work)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(problems)) => Err(PyValueError::new_err(problems)),
+        Err(panic) => Err(InternalError::new_err(format!(
+            "rarity model: {}",
+            panic_text(panic)
+        ))),
+    }
+}
+
 /// `RaritySettings` (a Python dataclass) read by attribute name; a value out of the native
 /// type's range becomes one the validation refuses, with the same message.
 fn rarity_settings(settings: &Bound<'_, PyAny>) -> PyResult<Settings> {
@@ -1046,7 +1059,8 @@ fn dimension(index: usize) -> PyResult<usize> {
 impl PyRarityModel {
     #[new]
     fn new(py: Python<'_>, settings: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let model = Model::new(rarity_settings(settings)?).map_err(PyValueError::new_err)?;
+        let settings = rarity_settings(settings)?;
+        let model = settings_call(|| Model::new(settings))?;
         let names = std::iter::once("shape")
             .chain(DIMENSIONS)
             .chain(TAIL_SIGNALS)
@@ -1059,9 +1073,7 @@ impl PyRarityModel {
     /// New thresholds and weights, the same sketches (ValueError when the geometry differs).
     fn reconfigure(&mut self, settings: &Bound<'_, PyAny>) -> PyResult<()> {
         let settings = rarity_settings(settings)?;
-        self.model
-            .reconfigure(settings)
-            .map_err(PyValueError::new_err)
+        settings_call(|| self.model.reconfigure(settings))
     }
 
     /// (shape score, the 7 numeric scores in DIMENSIONS order, cold). `numbers` and `units`

@@ -62,6 +62,9 @@ const FAR_OUT: f64 = 3.0;
 /// A shape part seen in fewer sessions than this in the live windows is rare whatever its
 /// share: two sightings make no habit.
 pub const MIN_SIGHTINGS: u64 = 3;
+/// Windows in the ring at most: the ring and its weights are held in memory (with 5-minute
+/// windows, three and a half days), and a window's age stays a small integer.
+pub const MAX_WINDOWS: usize = 1024;
 pub const MIN_LG_MAX_K: u8 = 3;
 pub const MAX_LG_MAX_K: u8 = 24;
 
@@ -108,7 +111,10 @@ impl Settings {
                 self.window_s > 0.0 && self.window_s.is_finite(),
                 "window_s must be > 0".to_string(),
             ),
-            (self.windows >= 1, "windows must be >= 1".to_string()),
+            (
+                (1..=MAX_WINDOWS).contains(&self.windows),
+                format!("windows must be in [1, {MAX_WINDOWS}]"),
+            ),
             (
                 self.decay > 0.0 && self.decay <= 1.0,
                 "decay must be in (0, 1]".to_string(),
@@ -1374,6 +1380,10 @@ mod tests {
         assert!(Model::new(settings(|s| s.window_s = f64::NAN)).is_err());
         assert!(Model::new(settings(|s| s.decay = 1.5)).is_err());
         assert!(Model::new(settings(|s| s.tail_quantile = 1.0)).is_err());
+        // a ring too large to hold (and ages beyond a small integer) is refused, not built
+        assert!(Model::new(settings(|s| s.windows = MAX_WINDOWS + 1)).is_err());
+        assert!(Model::new(settings(|s| s.windows = usize::MAX)).is_err());
+        assert!(Model::new(settings(|s| s.windows = MAX_WINDOWS)).is_ok());
     }
 
     #[test]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 
 def opt(default: Any, help: str, kind: str = "", **extra: Any) -> Any:
@@ -321,7 +321,9 @@ class RarityConfig:
     # the ring of windows and the sketches in it are built on window, windows and max_groups
     window: float = opt(300.0, "Length of one window of recent traffic.", "duration", restart=True)
     windows: int = opt(
-        6, "Windows remembered; older traffic ages out a whole window at a time.", restart=True
+        6,
+        "Windows remembered (at most 1024); older traffic ages out a whole window at a time.",
+        restart=True,
     )
     decay: float = opt(
         0.5, "Weight of each older window relative to the next newer one.", "fraction"
@@ -353,6 +355,14 @@ class RarityConfig:
     max_groups: int = opt(
         256, "Agents tracked with their own quantile sketches at most.", restart=True
     )
+
+    # The ring of windows is held in memory (with 5-minute windows, 1024 is three and a half
+    # days); the native model refuses more (native/src/rarity.rs, MAX_WINDOWS).
+    MAX_WINDOWS: ClassVar[int] = 1024
+
+    def check(self) -> Iterator[tuple[str, str]]:
+        if self.windows > self.MAX_WINDOWS:
+            yield "windows", f"at most {self.MAX_WINDOWS} windows are remembered"
 
 
 @dataclass(frozen=True, slots=True)

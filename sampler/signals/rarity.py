@@ -121,6 +121,7 @@ TAIL_SIGNALS: Final[Mapping[str, str]] = MappingProxyType(
     dict(zip(DIMENSIONS, _native.RARITY_TAIL_SIGNALS, strict=True))
 )
 # a frequent-items sketch has 2**lg_max_k counters (0.75 of them tracked)
+MAX_WINDOWS: Final = RarityConfig.MAX_WINDOWS
 MIN_LG_MAX_K: Final = _native.RARITY_LG_MAX_K[0]
 MAX_LG_MAX_K: Final = _native.RARITY_LG_MAX_K[1]
 _INDEX: Final[Mapping[str, int]] = MappingProxyType({d: i for i, d in enumerate(DIMENSIONS)})
@@ -151,7 +152,7 @@ class RaritySettings:
             message
             for ok, message in (
                 (self.window_s > 0 and math.isfinite(self.window_s), "window_s must be > 0"),
-                (self.windows >= 1, "windows must be >= 1"),
+                (1 <= self.windows <= MAX_WINDOWS, f"windows must be in [1, {MAX_WINDOWS}]"),
                 (0.0 < self.decay <= 1.0, "decay must be in (0, 1]"),
                 (self.warmup_sessions >= 0, "warmup_sessions must be >= 0"),
                 (
